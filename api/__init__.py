@@ -1,0 +1,1 @@
+"""HTTP edges: Starlette routes, authentication, error mapping and the composition root."""

@@ -1,0 +1,51 @@
+"""One log line per request, with any `access_token` in the query string redacted."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["AccessLogMiddleware", "redact_query"]
+
+log = logging.getLogger("replaybus.access")
+_TOKEN_PARAMETER = re.compile(r"(^|&)(access_token=)[^&]*")
+
+
+def redact_query(query: str) -> str:
+    return _TOKEN_PARAMETER.sub(r"\1\2[redacted]", query)
+
+
+class AccessLogMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+
+        async def send_and_record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            query = scope.get("query_string", b"").decode("latin-1")
+            path = scope["path"] + ("?" + redact_query(query) if query else "")
+            client = scope.get("client")
+            log.info(
+                '%s "%s %s" %d %.1fms',
+                f"{client[0]}:{client[1]}" if client else "-",
+                scope["method"],
+                path,
+                status,
+                (time.perf_counter() - started) * 1000,
+            )

@@ -1,0 +1,86 @@
+"""The composition root: builds every service from one Settings object, inside the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import Route
+
+from api import events, oauth, ops, stream
+from api.access_log import AccessLogMiddleware
+from api.errors import exception_handlers
+from api.services import Lifecycle, Services
+from api.tokens import TokenService, load_signing_key
+from app.access import SCOPES
+from app.catalog import Catalog, ClientRecord, Tenant
+from app.clock import Clock, SystemClock
+from app.credentials import hash_secret
+from app.hub import Hub
+from app.publishing import PublishService
+from app.settings import Settings
+from storage.memory import MemoryCatalog, MemoryEngine
+
+__all__ = ["create_app"]
+
+
+async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
+    """Create the start-up tenant and, when configured, its OAuth client with every scope."""
+    await catalog.add_tenant(Tenant(settings.bootstrap_tenant))
+    if settings.bootstrap_client_id is not None and settings.bootstrap_client_secret is not None:
+        await catalog.add_client(
+            ClientRecord(
+                client_id=settings.bootstrap_client_id,
+                tenant=settings.bootstrap_tenant,
+                secret_hash=hash_secret(settings.bootstrap_client_secret),
+                scopes=SCOPES,
+            )
+        )
+
+
+def create_app(
+    settings: Settings, *, clock: Clock | None = None, lifecycle: Lifecycle | None = None
+) -> Starlette:
+    clock = clock or SystemClock()
+    lifecycle = lifecycle or Lifecycle()
+    tokens = TokenService(load_signing_key(settings), settings.token_ttl, clock)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = await stack.enter_async_context(MemoryEngine(clock, settings.idempotency_ttl))
+            catalog = await stack.enter_async_context(MemoryCatalog())
+            hub = await stack.enter_async_context(Hub(engine))
+            await _bootstrap(catalog, settings)
+            app.state.services = Services(
+                settings=settings,
+                clock=clock,
+                engine=engine,
+                catalog=catalog,
+                hub=hub,
+                publisher=PublishService(engine, settings),
+                tokens=tokens,
+                lifecycle=lifecycle,
+            )
+            yield
+
+    routes = [
+        Route("/services/oauth2/token", oauth.token, methods=["POST"]),
+        Route("/v1/oauth/token", oauth.token, methods=["POST"]),
+        Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
+        Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
+        Route("/v1/events/{channel:path}", events.history, methods=["GET"]),
+        Route("/v1/channels/{channel:path}", events.channel_window, methods=["GET"]),
+        Route("/v1/stream/{channel:path}", stream.stream, methods=["GET"]),
+        Route("/healthz", ops.healthz, methods=["GET"]),
+        Route("/readyz", ops.readyz, methods=["GET"]),
+    ]
+    middleware = [Middleware(AccessLogMiddleware)] if settings.access_log else []
+    return Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers=exception_handlers,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,111 @@
+"""The `replaybus` command. Only this entry point reads the environment."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from api.app import create_app
+from api.server import ReplaybusServer, bind_socket
+from api.services import Lifecycle
+from app.credentials import generate_client_id, generate_secret
+from app.settings import Settings, SettingsError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="replaybus", description="Multi-tenant platform-events service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run a replaybus node")
+    serve.add_argument("--host", help="interface to bind (REPLAYBUS_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind, 0 = any free (REPLAYBUS_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (REPLAYBUS_WORKERS)")
+    serve.add_argument(
+        "--log-level", help="critical|error|warning|info|debug (REPLAYBUS_LOG_LEVEL)"
+    )
+    return parser
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def serve(settings: Settings) -> int:
+    if settings.workers > 1:
+        _say(
+            "replaybus: --workers > 1 needs a shared engine; the embedded memory engine keeps "
+            "events in one process. Run one worker, or configure Redis when available."
+        )
+        return 2
+    generated = settings.bootstrap_client_id is None
+    if generated:
+        settings = settings.replace(
+            bootstrap_client_id=generate_client_id(), bootstrap_client_secret=generate_secret()
+        )
+    logging.basicConfig(
+        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    lifecycle = Lifecycle()
+    app = create_app(settings, lifecycle=lifecycle)
+    sock = bind_socket(settings.host, settings.port)
+    host, port = sock.getsockname()[:2]
+    base = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+
+    def announce() -> None:
+        _say(f"replaybus listening on {base}")
+        _say(f"  tenant:        {settings.bootstrap_tenant}")
+        _say(f"  client_id:     {settings.bootstrap_client_id}")
+        if generated:
+            _say(f"  client_secret: {settings.bootstrap_client_secret}  (shown once)")
+        else:
+            _say("  client_secret: from REPLAYBUS_BOOTSTRAP_CLIENT_SECRET")
+        _say(f"  get a token:   curl -s {base}/services/oauth2/token \\")
+        _say("                   -d grant_type=client_credentials \\")
+        _say("                   -d client_id=<client_id> -d client_secret=<client_secret>")
+
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
+        server_header=False,
+    )
+    server = ReplaybusServer(config, lifecycle, on_started=announce)
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = _parser().parse_args(argv)
+    overrides = {
+        "host": arguments.host,
+        "port": arguments.port,
+        "workers": arguments.workers,
+        "log_level": arguments.log_level,
+    }
+    try:
+        settings = Settings.from_env(os.environ, overrides)
+    except SettingsError as error:
+        print(f"replaybus: invalid setting: {error}", file=sys.stderr)
+        return 2
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""The one place where domain errors become HTTP responses on the native API."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.responses import JSONBytesResponse
+from app import errors
+
+__all__ = ["HTTP_ERRORS", "error_response", "exception_handlers"]
+
+log = logging.getLogger("replaybus.api")
+
+#: Every domain error class, to its HTTP status and the `error` code of the JSON body.
+HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
+    errors.ReplaybusError: (500, "internal_error"),
+    errors.BadRequest: (400, "bad_request"),
+    errors.MalformedJson: (400, "malformed_json"),
+    errors.InvalidBody: (400, "invalid_body"),
+    errors.InvalidParameter: (400, "invalid_parameter"),
+    errors.InvalidReplayId: (400, "invalid_replay_id"),
+    errors.InvalidChannel: (422, "invalid_channel"),
+    errors.UnknownChannel: (404, "unknown_channel"),
+    errors.ChannelNotPublishable: (403, "channel_not_publishable"),
+    errors.TooLarge: (413, "too_large"),
+    errors.EventTooLarge: (413, "event_too_large"),
+    errors.RequestTooLarge: (413, "request_too_large"),
+    errors.BatchTooLarge: (413, "batch_too_large"),
+    errors.AuthenticationFailed: (401, "unauthenticated"),
+    errors.TokenMissing: (401, "missing_token"),
+    errors.TokenInvalid: (401, "invalid_token"),
+    errors.TokenExpired: (401, "expired_token"),
+    errors.PermissionDenied: (403, "forbidden"),
+    errors.InsufficientScope: (403, "insufficient_scope"),
+    errors.ServiceUnavailable: (503, "unavailable"),
+    errors.EngineUnavailable: (503, "engine_unavailable"),
+    errors.Draining: (503, "draining"),
+}
+
+_STATUS_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "request_too_large",
+}
+
+
+def error_response(error: errors.ReplaybusError) -> Response:
+    status, code = HTTP_ERRORS[type(error)]
+    headers: dict[str, str] = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="replaybus"'
+    elif status == 503:
+        headers["Retry-After"] = "1"
+    return JSONBytesResponse({"error": code, "message": error.message}, status, headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ReplaybusError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _STATUS_CODES.get(exc.status_code, "http_error")
+    message = {404: f"no such resource: {request.url.path}", 405: "method not allowed here"}.get(
+        exc.status_code, exc.detail
+    )
+    return JSONBytesResponse({"error": code, "message": message}, exc.status_code, exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONBytesResponse(
+        {"error": "internal_error", "message": "the server failed to handle this request"}, 500
+    )
+
+
+exception_handlers = {
+    errors.ReplaybusError: _domain_error,
+    HTTPException: _http_error,
+    Exception: _unexpected,
+}

@@ -1,0 +1,111 @@
+"""Native REST: publish, history pull and channel window."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import authenticate
+from api.body import read_json
+from api.responses import JSONBytesResponse
+from api.services import Services
+from app.access import Principal
+from app.channels import parse_name
+from app.delivery import Delivery
+from app.envelope import published_json, window_json
+from app.errors import InvalidParameter
+from app.model import ChannelKey
+from app.recovery import ALL_RETAINED, Gap, parse_position, recover
+
+__all__ = ["channel_window", "history", "publish"]
+
+_DEFAULT_HISTORY_LIMIT = 100
+
+
+def _channel(request: Request) -> str:
+    return "/" + str(request.path_params["channel"])
+
+
+async def publish(request: Request) -> Response:
+    """`POST /v1/events/{channel}`: an object is one event, an array a batch (stored atomically).
+    201 with `{"replayId","uuid","createdDate",...}` (an array of them for a batch)."""
+    services: Services = request.app.state.services
+    principal = authenticate(request, services.tokens)
+    principal.require("publish")
+    body = await read_json(request, services.settings.max_request_size)
+    channel = _channel(request)
+    payloads = body if isinstance(body, list) else [body]
+    results = await services.publisher.publish(
+        principal, channel, payloads, request.headers.get("idempotency-key")
+    )
+    content: Any = [published_json(channel, result) for result in results]
+    return JSONBytesResponse(content if isinstance(body, list) else content[0], 201)
+
+
+def _readable_key(request: Request, principal: Principal) -> ChannelKey:
+    principal.require("subscribe")
+    return ChannelKey(principal.tenant, parse_name(_channel(request)))
+
+
+def _limit(request: Request, maximum: int) -> int:
+    text = request.query_params.get("limit")
+    if text is None:
+        return min(_DEFAULT_HISTORY_LIMIT, maximum)
+    if not text.isdigit() or not 1 <= int(text) <= maximum:
+        raise InvalidParameter(f"limit must be an integer from 1 to {maximum}, got {text!r}")
+    return int(text)
+
+
+async def history(request: Request) -> Response:
+    """`GET /v1/events/{channel}?after=N&limit=L`: retained events after N, oldest first.
+
+    `after` defaults to -2 (from the oldest retained). A position that cannot be resumed is
+    reported in `gap` and the page starts at the oldest retained event; `next` is the `after`
+    to ask for the following page.
+    """
+    services: Services = request.app.state.services
+    principal = authenticate(request, services.tokens)
+    key = _readable_key(request, principal)
+    requested = parse_position(request.query_params.get("after", str(ALL_RETAINED)))
+    limit = _limit(request, services.settings.history_max_limit)
+    decision = recover(requested, await services.engine.window(key))
+    after = decision.resume_after if isinstance(decision, Gap) else decision.after
+    page = await services.engine.read(key, after, limit)
+    gap = decision if isinstance(decision, Gap) else None
+    if gap is None and after < page.window.low_water:
+        gap = Gap(after, page.window.earliest, page.window.latest, page.window.low_water)
+    events = [orjson.Fragment(Delivery(event).envelope) for event in page.events]
+    content: dict[str, Any] = {
+        "channel": key.name,
+        "events": events,
+        "next": page.events[-1].replay_id if page.events else max(after, page.window.low_water),
+        "window": window_json(page.window),
+    }
+    if gap is not None:
+        content["gap"] = {
+            "requested": gap.requested,
+            "earliest": gap.earliest,
+            "latest": gap.latest,
+        }
+    return JSONBytesResponse(content)
+
+
+async def channel_window(request: Request) -> Response:
+    """`GET /v1/channels/{channel}`: the retention window and its limits."""
+    services: Services = request.app.state.services
+    principal = authenticate(request, services.tokens)
+    key = _readable_key(request, principal)
+    window = await services.engine.window(key)
+    settings = services.settings
+    content = {
+        "channel": key.name,
+        **window_json(window),
+        "retention": {
+            "maxAgeSeconds": settings.retention_max_age,
+            "maxCount": settings.retention_max_count,
+        },
+    }
+    return JSONBytesResponse(content)

@@ -1,0 +1,43 @@
+"""What the routes need, assembled once per process by the composition root."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from starlette.requests import HTTPConnection
+
+from api.tokens import TokenService
+from app.catalog import Catalog
+from app.clock import Clock
+from app.engine import Engine
+from app.hub import Hub
+from app.publishing import PublishService
+from app.settings import Settings
+
+__all__ = ["Lifecycle", "Services"]
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """Set by the server's shutdown signal: readiness fails and streams end with a retry hint."""
+
+    draining: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    clock: Clock
+    engine: Engine
+    catalog: Catalog
+    hub: Hub
+    publisher: PublishService
+    tokens: TokenService
+    lifecycle: Lifecycle
+
+    def instance_url(self, connection: HTTPConnection) -> str:
+        """The base URL clients should use: the configured one, else this request's own."""
+        if self.settings.public_url is not None:
+            return self.settings.public_url
+        return str(connection.base_url).rstrip("/")

@@ -1,0 +1,144 @@
+"""`GET /v1/stream/{channel}`: Server-Sent Events with resume by ReplayId.
+
+One task group per connection: the pump (events and heartbeats), a disconnect watcher and a
+drain watcher; the first to finish cancels the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api.auth import authenticate
+from api.services import Services
+from app.channels import subscribable_pattern
+from app.errors import Draining, InvalidReplayId
+from app.hub import SubscriberOverflow
+from app.model import Topic
+from app.recovery import NEW_ONLY, Gap, parse_position
+from app.sse import comment_frame, event_frame, retry_frame
+from app.streaming import ChannelStream, StreamItem, open_stream
+
+__all__ = ["stream"]
+
+log = logging.getLogger("replaybus.sse")
+
+_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Accel-Buffering": "no",
+    "Connection": "keep-alive",
+}
+
+
+def gap_frame(gap: Gap) -> bytes:
+    data = {"requested": gap.requested, "earliest": gap.earliest, "latest": gap.latest}
+    return event_frame(orjson.dumps(data), event="gap")
+
+
+def _encode(items: list[StreamItem]) -> bytes:
+    return b"".join(gap_frame(i) if isinstance(i, Gap) else i.sse_frame() for i in items)
+
+
+def _requested_position(request: Request, wildcard: bool) -> int:
+    """`Last-Event-ID` (sent by EventSource on reconnect) wins over `?replayId=`; default -1."""
+    last_event_id = request.headers.get("last-event-id")
+    query = request.query_params.get("replayId")
+    if wildcard:
+        if query is not None and parse_position(query) != NEW_ONLY:
+            raise InvalidReplayId(
+                "wildcard streams deliver live events only: omit replayId or use -1"
+            )
+        return NEW_ONLY
+    if last_event_id:
+        return parse_position(last_event_id)
+    return parse_position(query) if query is not None else NEW_ONLY
+
+
+class _EventStreamResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(
+        self, stream: ChannelStream, resources: AsyncExitStack, services: Services
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers(_HEADERS)  # no body, so no Content-Length: the stream is open-ended
+        self._stream = stream
+        self._resources = resources
+        self._services = services
+        settings = services.settings
+        self._heartbeat = settings.sse_heartbeat
+        self._retry = retry_frame(int(settings.sse_retry * 1000))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with self._resources:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": self._retry, "more_body": True})
+            tasks = [
+                asyncio.create_task(self._pump(send)),
+                asyncio.create_task(_until_disconnect(receive)),
+                asyncio.create_task(self._services.lifecycle.draining.wait()),
+            ]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            pump = tasks[0]
+            if pump in done and not pump.cancelled() and pump.exception() is not None:
+                log.error("SSE stream failed", exc_info=pump.exception())
+            if tasks[1] not in done:
+                closing = self._retry if tasks[2] in done else b""
+                await send({"type": "http.response.body", "body": closing, "more_body": False})
+
+    async def _pump(self, send: Send) -> None:
+        while True:
+            try:
+                items = await self._stream.next_batch(self._heartbeat)
+            except SubscriberOverflow:
+                log.warning("SSE subscriber fell behind at replayId %s", self._stream.position)
+                note = comment_frame("too far behind: reconnect to resume from Last-Event-ID")
+                await send({"type": "http.response.body", "body": note, "more_body": True})
+                return
+            body = _encode(items) if items else comment_frame("heartbeat")
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def stream(request: Request) -> Response:
+    services: Services = request.app.state.services
+    principal = authenticate(request, services.tokens, allow_query=True)
+    principal.require("subscribe")
+    pattern = subscribable_pattern("/" + str(request.path_params["channel"]))
+    requested = _requested_position(request, pattern.is_wildcard)
+    if services.lifecycle.draining.is_set():
+        raise Draining("this node is shutting down: reconnect to another")
+    settings = services.settings
+    resources = AsyncExitStack()
+    try:
+        channel_stream = await resources.enter_async_context(
+            open_stream(
+                services.engine,
+                services.hub,
+                Topic(principal.tenant, pattern.text),
+                requested,
+                is_wildcard=pattern.is_wildcard,
+                capacity=settings.subscriber_queue_size,
+                page_size=settings.history_max_limit,
+            )
+        )
+    except BaseException:
+        await resources.aclose()
+        raise
+    return _EventStreamResponse(channel_stream, resources, services)

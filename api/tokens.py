@@ -1,0 +1,144 @@
+"""Access tokens: JWTs signed with an asymmetric key, verified by any node without a catalog call.
+
+Claims: `sub` (client id), `tid` (tenant), `scope` (space-separated), `iat`, `exp`, `jti`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+
+from app.access import Principal
+from app.clock import Clock
+from app.errors import TokenExpired, TokenInvalid
+from app.settings import Settings, SettingsError
+
+__all__ = ["IssuedToken", "TokenService", "load_signing_key"]
+
+SigningKey = ECKey | RSAKey | OKPKey
+_ISSUER = "replaybus"
+_CACHE_SIZE = 4096
+
+
+def _algorithm(key: SigningKey) -> str:
+    if isinstance(key, RSAKey):
+        return "RS256"
+    if isinstance(key, ECKey):
+        if key.curve_name != "P-256":
+            raise SettingsError(
+                f"REPLAYBUS_SIGNING_KEY: EC keys must use curve P-256, got {key.curve_name}"
+            )
+        return "ES256"
+    if key.curve_name != "Ed25519":
+        raise SettingsError(
+            f"REPLAYBUS_SIGNING_KEY: OKP keys must be Ed25519, got {key.curve_name}"
+        )
+    return "Ed25519"
+
+
+def load_signing_key(settings: Settings) -> SigningKey:
+    """The configured PEM key (inline or from a file), or a fresh EC P-256 key."""
+    pem: str | None = settings.signing_key
+    if settings.signing_key_file is not None:
+        try:
+            pem = Path(settings.signing_key_file).read_text()
+        except OSError as error:
+            raise SettingsError(f"REPLAYBUS_SIGNING_KEY_FILE: cannot read it: {error}") from None
+    if pem is None:
+        key: SigningKey = ECKey.generate_key("P-256", private=True)
+    else:
+        key = _import_pem(pem.encode())
+    key.ensure_kid()
+    _algorithm(key)
+    return key
+
+
+def _import_pem(pem: bytes) -> SigningKey:
+    for key_type in (ECKey, RSAKey, OKPKey):
+        try:
+            key = key_type.import_key(pem)
+        except (ValueError, TypeError, JoseError):
+            continue
+        if not key.is_private:
+            raise SettingsError("REPLAYBUS_SIGNING_KEY: a private key is needed, got a public one")
+        return key
+    raise SettingsError("REPLAYBUS_SIGNING_KEY: not a PEM EC P-256, RSA or Ed25519 private key")
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    access_token: str
+    issued_at: float
+    expires_in: int
+    scopes: tuple[str, ...]
+
+
+class TokenService:
+    def __init__(self, key: SigningKey, ttl: float, clock: Clock) -> None:
+        self._key = key
+        self._algorithm = _algorithm(key)
+        self._keys = KeySet([key])
+        self._ttl = int(ttl)
+        self._clock = clock
+        self._verified: OrderedDict[str, Principal] = OrderedDict()
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys, for `/.well-known/jwks.json`."""
+        public = self._key.as_dict(private=False)
+        public.update({"use": "sig", "alg": self._algorithm})
+        return {"keys": [public]}
+
+    def issue(self, tenant: str, client_id: str, scopes: tuple[str, ...]) -> IssuedToken:
+        now = self._clock.now_us() / 1_000_000
+        claims = {
+            "iss": _ISSUER,
+            "sub": client_id,
+            "tid": tenant,
+            "scope": " ".join(scopes),
+            "iat": int(now),
+            "exp": int(now) + self._ttl,
+            "jti": secrets.token_urlsafe(12),
+        }
+        header = {"alg": self._algorithm, "kid": self._key.kid}
+        token = jwt.encode(header, claims, self._key, algorithms=[self._algorithm])
+        return IssuedToken(token, now, self._ttl, scopes)
+
+    def verify(self, token: str) -> Principal:
+        """The principal a token names; raises TokenInvalid or TokenExpired.
+
+        Verified tokens are remembered (bounded, least recently used first out), so the
+        signature is checked once per token per node, while expiry is checked on every call.
+        """
+        principal = self._verified.get(token)
+        if principal is None:
+            principal = self._decode(token)
+            self._verified[token] = principal
+            if len(self._verified) > _CACHE_SIZE:
+                self._verified.popitem(last=False)
+        else:
+            self._verified.move_to_end(token)
+        if principal.expires_at <= self._clock.now_us() / 1_000_000:
+            raise TokenExpired("the access token has expired: request a new one")
+        return principal
+
+    def _decode(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(token, self._keys, algorithms=[self._algorithm]).claims
+        except (JoseError, ValueError, TypeError):
+            raise TokenInvalid("the access token is not valid") from None
+        tenant, client_id = claims.get("tid"), claims.get("sub")
+        scope, expires = claims.get("scope"), claims.get("exp")
+        if claims.get("iss") != _ISSUER or not isinstance(tenant, str) or not tenant:
+            raise TokenInvalid("the access token is not valid")
+        if not isinstance(client_id, str) or not isinstance(scope, str):
+            raise TokenInvalid("the access token is not valid")
+        if not isinstance(expires, int):
+            raise TokenInvalid("the access token is not valid")
+        return Principal(tenant, client_id, frozenset(scope.split()), float(expires))

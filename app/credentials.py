@@ -1,0 +1,43 @@
+"""Client secrets: generated with enough entropy, stored only as salted scrypt hashes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+
+__all__ = ["generate_client_id", "generate_secret", "hash_secret", "verify_secret"]
+
+_N, _R, _P = 2**14, 8, 1
+
+
+def generate_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def generate_client_id() -> str:
+    return "rb_" + secrets.token_hex(12)
+
+
+def _derive(secret: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, n=n, r=r, p=p, dklen=32)
+
+
+def hash_secret(secret: str) -> str:
+    """`scrypt$n$r$p$salt$hash`, base64 parts; verifying costs tens of milliseconds by design."""
+    salt = secrets.token_bytes(16)
+    digest = _derive(secret, salt, _N, _R, _P)
+    encode = base64.b64encode
+    return f"scrypt${_N}${_R}${_P}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+    except ValueError:
+        return False
+    if scheme != "scrypt":
+        return False
+    actual = _derive(secret, base64.b64decode(salt), int(n), int(r), int(p))
+    return hmac.compare_digest(actual, base64.b64decode(digest))

@@ -1,0 +1,120 @@
+"""Typed domain errors. Each protocol boundary maps them to its wire form in exactly one table."""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationFailed",
+    "BadRequest",
+    "BatchTooLarge",
+    "ChannelNotPublishable",
+    "Draining",
+    "EngineUnavailable",
+    "EventTooLarge",
+    "InsufficientScope",
+    "InvalidBody",
+    "InvalidChannel",
+    "InvalidParameter",
+    "InvalidReplayId",
+    "MalformedJson",
+    "PermissionDenied",
+    "ReplaybusError",
+    "RequestTooLarge",
+    "ServiceUnavailable",
+    "TokenExpired",
+    "TokenInvalid",
+    "TokenMissing",
+    "TooLarge",
+    "UnknownChannel",
+]
+
+
+class ReplaybusError(Exception):
+    """Base of every error a client can cause or see. `message` is safe to show to the client."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(ReplaybusError):
+    """The request cannot be understood as sent."""
+
+
+class MalformedJson(BadRequest):
+    pass
+
+
+class InvalidBody(BadRequest):
+    """Well-formed JSON of the wrong shape."""
+
+
+class InvalidParameter(BadRequest):
+    pass
+
+
+class InvalidReplayId(BadRequest):
+    pass
+
+
+class InvalidChannel(ReplaybusError):
+    """A channel name that breaks the grammar, or a pattern where a channel is required."""
+
+
+class UnknownChannel(ReplaybusError):
+    """A valid channel name that no event can ever be published to."""
+
+
+class ChannelNotPublishable(ReplaybusError):
+    """A valid channel name outside the namespaces clients may publish to."""
+
+
+class TooLarge(ReplaybusError):
+    pass
+
+
+class EventTooLarge(TooLarge):
+    pass
+
+
+class RequestTooLarge(TooLarge):
+    pass
+
+
+class BatchTooLarge(TooLarge):
+    pass
+
+
+class AuthenticationFailed(ReplaybusError):
+    pass
+
+
+class TokenMissing(AuthenticationFailed):
+    pass
+
+
+class TokenInvalid(AuthenticationFailed):
+    pass
+
+
+class TokenExpired(AuthenticationFailed):
+    pass
+
+
+class PermissionDenied(ReplaybusError):
+    pass
+
+
+class InsufficientScope(PermissionDenied):
+    pass
+
+
+class ServiceUnavailable(ReplaybusError):
+    """Temporarily unable to serve; the client should retry, elsewhere if it can."""
+
+
+class EngineUnavailable(ServiceUnavailable):
+    """The engine could not be reached, so nothing was stored or read."""
+
+
+class Draining(ServiceUnavailable):
+    """This node is shutting down."""

@@ -1,0 +1,138 @@
+"""Per-node live fan-out: one engine listener per topic, reference-counted, feeding bounded
+mailboxes. The fan-out loop never waits on a subscriber: a full mailbox is marked overflowed and
+its subscriber is cut off (it resumes by ReplayId) instead of growing memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from app.delivery import Delivery
+from app.engine import Engine
+from app.model import Event, Topic
+
+__all__ = ["Hub", "Mailbox", "SubscriberOverflow"]
+
+
+class SubscriberOverflow(Exception):
+    """The subscriber fell further behind than its mailbox allows; it must resume by ReplayId."""
+
+
+class Mailbox:
+    """A bounded, single-consumer queue of deliveries."""
+
+    __slots__ = ("_capacity", "_items", "_waiter", "overflowed")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: deque[Delivery] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self.overflowed = False
+
+    def offer(self, delivery: Delivery) -> None:
+        """Never blocks: a full mailbox drops the delivery and marks itself overflowed."""
+        if self.overflowed:
+            return
+        if len(self._items) >= self._capacity:
+            self.overflowed = True
+        else:
+            self._items.append(delivery)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def reset(self) -> None:
+        """Forget buffered deliveries and the overflow (the caller re-reads history instead)."""
+        self._items.clear()
+        self.overflowed = False
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def take(self, timeout: float | None) -> list[Delivery]:
+        """Everything buffered, waiting up to `timeout` seconds for at least one delivery
+        (an empty list on timeout). Raises SubscriberOverflow once the buffer is drained after
+        an overflow, so the subscriber gets every delivery it had before being cut off."""
+        if not self._items:
+            if self.overflowed:
+                raise SubscriberOverflow
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            try:
+                async with asyncio.timeout(timeout):
+                    await waiter
+            except TimeoutError:
+                return []
+            finally:
+                self._waiter = None
+            if not self._items:
+                raise SubscriberOverflow
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+class _Feed:
+    __slots__ = ("listener", "mailboxes")
+
+    def __init__(self) -> None:
+        self.mailboxes: set[Mailbox] = set()
+        self.listener = AsyncExitStack()
+
+    def deliver(self, event: Event) -> None:
+        delivery = Delivery(event)
+        for mailbox in self.mailboxes:
+            mailbox.offer(delivery)
+
+
+class Hub:
+    """Owns this node's engine listeners. Use as an async context manager (closes them all)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._feeds: dict[Topic, _Feed] = {}
+        self._lock = asyncio.Lock()
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(feed.mailboxes) for feed in self._feeds.values())
+
+    @property
+    def topic_count(self) -> int:
+        return len(self._feeds)
+
+    @asynccontextmanager
+    async def subscribe(self, topic: Topic, capacity: int) -> AsyncIterator[Mailbox]:
+        """A mailbox receiving every event on `topic` from the moment this returns."""
+        mailbox = Mailbox(capacity)
+        async with self._lock:
+            feed = self._feeds.get(topic)
+            if feed is None:
+                feed = _Feed()
+                await feed.listener.enter_async_context(self._engine.listen(topic, feed.deliver))
+                self._feeds[topic] = feed
+            feed.mailboxes.add(mailbox)
+        try:
+            yield mailbox
+        finally:
+            await asyncio.shield(self._release(topic, feed, mailbox))
+
+    async def _release(self, topic: Topic, feed: _Feed, mailbox: Mailbox) -> None:
+        feed.mailboxes.discard(mailbox)
+        if feed.mailboxes:
+            return
+        async with self._lock:
+            if not feed.mailboxes and self._feeds.get(topic) is feed:
+                del self._feeds[topic]
+                await feed.listener.aclose()
+
+    async def __aenter__(self) -> Hub:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        async with self._lock:
+            feeds, self._feeds = list(self._feeds.values()), {}
+            for feed in feeds:
+                await feed.listener.aclose()

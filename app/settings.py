@@ -1,0 +1,246 @@
+"""One frozen settings object, built once at start-up from `REPLAYBUS_*` and CLI flags.
+
+Every field declares its environment variable, parser and documentation in its metadata, so
+validation messages name the setting and the README table is checked against this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "describe_settings"]
+
+ENV_PREFIX = "REPLAYBUS_"
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class SettingsError(ValueError):
+    """A setting has an unusable value; the message names the environment variable."""
+
+
+def _parse_int(text: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        raise ValueError("expected an integer")
+    return int(text)
+
+
+_DURATION = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(ms|s|m|h|d)?")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def _parse_duration(text: str) -> float:
+    match = _DURATION.fullmatch(text.strip())
+    if not match:
+        raise ValueError("expected a duration such as 15s, 500ms, 10m, 72h or 7d (plain = seconds)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+_SIZE = re.compile(r"([0-9]+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "kb": 1000, "mb": 1000**2}
+_SIZE_UNITS["gb"] = 1000**3
+
+
+def _parse_size(text: str) -> int:
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise ValueError("expected a size such as 1048576, 32KiB or 1MiB")
+    return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_text(text: str) -> str:
+    return text
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": _parse_int,
+    "duration": _parse_duration,
+    "size": _parse_size,
+    "bool": _parse_bool,
+    "text": _parse_text,
+}
+
+
+def _setting(
+    default: Any,
+    kind: str,
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    secret: bool = False,
+) -> Any:
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"kind": kind, "doc": doc, "min": minimum, "max": maximum, "secret": secret},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of a replaybus node. Durations are seconds, sizes bytes."""
+
+    host: str = _setting("127.0.0.1", "text", "Interface to bind.")
+    port: int = _setting(
+        8080, "int", "TCP port to bind (0 picks a free one).", minimum=0, maximum=65535
+    )
+    workers: int = _setting(
+        1, "int", "Worker processes (the memory engine needs 1).", minimum=1, maximum=64
+    )
+    log_level: str = _setting("info", "text", "One of " + ", ".join(_LOG_LEVELS) + ".")
+    access_log: bool = _setting(True, "bool", "Log one line per request (tokens redacted).")
+    public_url: str | None = _setting(
+        None, "text", "Base URL clients use (`instance_url`); default: the request's own base URL."
+    )
+    forwarded_allow_ips: str = _setting(
+        "127.0.0.1", "text", "Proxies trusted for X-Forwarded-For/-Proto (comma list or *)."
+    )
+    retention_max_age: float = _setting(
+        72 * 3600.0, "duration", "Default retention by age.", minimum=1, maximum=365 * 86400
+    )
+    retention_max_count: int = _setting(
+        100_000, "int", "Default retention by count, per channel.", minimum=1, maximum=10_000_000
+    )
+    max_event_size: int = _setting(
+        1024 * 1024, "size", "Largest encoded event payload (413 above).", minimum=64
+    )
+    max_request_size: int = _setting(
+        8 * 1024 * 1024, "size", "Largest REST request body (413 above).", minimum=1024
+    )
+    max_batch_events: int = _setting(
+        1000, "int", "Most events in one batch publish.", minimum=1, maximum=100_000
+    )
+    history_max_limit: int = _setting(
+        1000, "int", "Most events per history page and per catch-up read.", minimum=1
+    )
+    idempotency_ttl: float = _setting(
+        24 * 3600.0, "duration", "How long an Idempotency-Key is remembered.", minimum=1
+    )
+    subscriber_queue_size: int = _setting(
+        1000, "int", "Live events buffered per subscriber before it is cut off.", minimum=10
+    )
+    sse_heartbeat: float = _setting(
+        15.0, "duration", "Interval of SSE heartbeat comments.", minimum=0.05, maximum=3600
+    )
+    sse_retry: float = _setting(
+        2.0, "duration", "Reconnect delay suggested to SSE clients (`retry:`).", minimum=0
+    )
+    token_ttl: float = _setting(
+        3600.0, "duration", "Lifetime of issued access tokens.", minimum=10, maximum=7 * 86400
+    )
+    signing_key: str | None = _setting(
+        None,
+        "text",
+        "PEM private key (EC P-256, RSA or Ed25519) signing access tokens; default: generated.",
+        secret=True,
+    )
+    signing_key_file: str | None = _setting(
+        None, "text", "File holding the PEM signing key (instead of REPLAYBUS_SIGNING_KEY)."
+    )
+    bootstrap_tenant: str = _setting("default", "text", "Tenant created at start-up.")
+    bootstrap_client_id: str | None = _setting(
+        None, "text", "Client id of the start-up OAuth client; default: generated and printed."
+    )
+    bootstrap_client_secret: str | None = _setting(
+        None, "text", "Its secret; default: generated and printed once.", secret=True
+    )
+    shutdown_grace: float = _setting(
+        10.0, "duration", "How long shutdown waits for open requests.", minimum=0
+    )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str], overrides: Mapping[str, Any] | None = None
+    ) -> Settings:
+        """Build settings from `REPLAYBUS_*` variables, then apply already-typed `overrides`."""
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            env = ENV_PREFIX + spec.name.upper()
+            raw = environ.get(env)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[spec.name] = _PARSERS[spec.metadata["kind"]](raw)
+            except ValueError as error:
+                shown = "(hidden)" if spec.metadata["secret"] else repr(raw)
+                raise SettingsError(f"{env}: {error}, got {shown}") from None
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check ranges and cross-field rules; raise SettingsError naming the setting."""
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            low, high = spec.metadata["min"], spec.metadata["max"]
+            env = ENV_PREFIX + spec.name.upper()
+            if value is None or isinstance(value, bool):
+                continue
+            if low is not None and value < low:
+                raise SettingsError(f"{env}: must be at least {low}, got {value}")
+            if high is not None and value > high:
+                raise SettingsError(f"{env}: must be at most {high}, got {value}")
+        if self.log_level not in _LOG_LEVELS:
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_LEVEL: must be one of {', '.join(_LOG_LEVELS)}, "
+                f"got {self.log_level!r}"
+            )
+        if self.public_url is not None and not re.fullmatch(r"https?://[^/\s]+", self.public_url):
+            raise SettingsError(
+                f"{ENV_PREFIX}PUBLIC_URL: must be scheme://host[:port] with no path or trailing "
+                f"slash, got {self.public_url!r}"
+            )
+        if self.max_request_size < self.max_event_size:
+            raise SettingsError(
+                f"{ENV_PREFIX}MAX_REQUEST_SIZE ({self.max_request_size}) must be at least "
+                f"{ENV_PREFIX}MAX_EVENT_SIZE ({self.max_event_size})"
+            )
+        if self.signing_key is not None and self.signing_key_file is not None:
+            raise SettingsError(
+                f"{ENV_PREFIX}SIGNING_KEY and {ENV_PREFIX}SIGNING_KEY_FILE are exclusive: set one"
+            )
+        if (self.bootstrap_client_id is None) != (self.bootstrap_client_secret is None):
+            raise SettingsError(
+                f"{ENV_PREFIX}BOOTSTRAP_CLIENT_ID and {ENV_PREFIX}BOOTSTRAP_CLIENT_SECRET "
+                "go together: set both or neither"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.bootstrap_tenant):
+            raise SettingsError(
+                f"{ENV_PREFIX}BOOTSTRAP_TENANT: 1-64 letters, digits, '_' or '-', "
+                f"got {self.bootstrap_tenant!r}"
+            )
+
+    def replace(self, **changes: Any) -> Settings:
+        updated = dataclasses.replace(self, **changes)
+        updated.validate()
+        return updated
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, description) for every setting, in declaration order."""
+    rows = []
+    for spec in dataclasses.fields(Settings):
+        default = spec.default
+        shown = (
+            "—"
+            if default is None
+            else str(default).lower()
+            if isinstance(default, bool)
+            else str(default)
+        )
+        rows.append((ENV_PREFIX + spec.name.upper(), shown, spec.metadata["doc"]))
+    return rows

@@ -1,0 +1,110 @@
+"""One subscriber's stream: retained history after its position, then live events, merged so
+that nothing is missed and nothing is delivered twice. Transports (SSE, later others) only
+decide how to write what `next_batch` returns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from app.delivery import Delivery
+from app.engine import Engine
+from app.hub import Hub, Mailbox
+from app.model import ChannelKey, Topic
+from app.recovery import Gap, recover
+
+__all__ = ["ChannelStream", "StreamItem", "open_stream"]
+
+StreamItem = Delivery | Gap
+
+
+class ChannelStream:
+    """History-then-live for one channel, or live-only for a wildcard topic (`key` is None).
+
+    Order of operations is what makes it lossless: the live mailbox is attached *before* history
+    is read, history is read page by page up to the top, and live deliveries at or below the last
+    delivered ReplayId are dropped. If the mailbox overflows while history is still being read,
+    the overflow is forgotten and history reading simply continues, since everything the live
+    feed carried is also in the store. If events are evicted while the subscriber is catching up,
+    a Gap is reported in band before continuing from the oldest retained event.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        key: ChannelKey | None,
+        mailbox: Mailbox,
+        after: int,
+        page_size: int,
+        initial_gap: Gap | None,
+    ) -> None:
+        self._engine = engine
+        self._key = key
+        self._mailbox = mailbox
+        self._page_size = page_size
+        self._pending: list[StreamItem] = [initial_gap] if initial_gap else []
+        self.position = after
+        self._catching_up = key is not None
+
+    async def next_batch(self, timeout: float | None) -> list[StreamItem]:
+        """The next items in order; an empty list if nothing arrived within `timeout` seconds.
+        Raises SubscriberOverflow when a live subscriber fell too far behind."""
+        if self._catching_up:
+            items = await self._read_history()
+            if items:
+                return items
+        if self._key is None:
+            return list(await self._mailbox.take(timeout))
+        fresh = [d for d in await self._mailbox.take(timeout) if d.replay_id > self.position]
+        if fresh:
+            self.position = fresh[-1].replay_id
+        return list(fresh)
+
+    async def _read_history(self) -> list[StreamItem]:
+        assert self._key is not None
+        if self._mailbox.overflowed:
+            self._mailbox.reset()
+        page = await self._engine.read(self._key, self.position, self._page_size)
+        items, self._pending = self._pending, []
+        if self.position < page.window.low_water:
+            items.append(
+                Gap(
+                    requested=self.position,
+                    earliest=page.window.earliest,
+                    latest=page.window.latest,
+                    resume_after=page.window.low_water,
+                )
+            )
+        items.extend(Delivery(event) for event in page.events)
+        if page.events:
+            self.position = page.events[-1].replay_id
+        if len(page.events) < self._page_size and not self._mailbox.overflowed:
+            self._catching_up = False
+        return items
+
+
+@asynccontextmanager
+async def open_stream(
+    engine: Engine,
+    hub: Hub,
+    topic: Topic,
+    requested: int,
+    *,
+    is_wildcard: bool,
+    capacity: int,
+    page_size: int,
+) -> AsyncIterator[ChannelStream]:
+    """Attach to live events, then decide where history starts (`recover`), and yield the stream.
+
+    For a wildcard topic only live events are delivered and `requested` is ignored.
+    """
+    async with hub.subscribe(topic, capacity) as mailbox:
+        if is_wildcard:
+            yield ChannelStream(engine, None, mailbox, 0, page_size, None)
+            return
+        key = ChannelKey(topic.tenant, topic.pattern)
+        decision = recover(requested, await engine.window(key))
+        if isinstance(decision, Gap):
+            yield ChannelStream(engine, key, mailbox, decision.resume_after, page_size, decision)
+        else:
+            yield ChannelStream(engine, key, mailbox, decision.after, page_size, None)

@@ -1,0 +1,31 @@
+"""The in-process catalog, seeded at start-up from settings."""
+
+from __future__ import annotations
+
+from app.catalog import ClientRecord, Tenant
+
+__all__ = ["MemoryCatalog"]
+
+
+class MemoryCatalog:
+    def __init__(self) -> None:
+        self._tenants: dict[str, Tenant] = {}
+        self._clients: dict[str, ClientRecord] = {}
+
+    async def __aenter__(self) -> MemoryCatalog:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    async def tenant(self, tenant_id: str) -> Tenant | None:
+        return self._tenants.get(tenant_id)
+
+    async def client(self, client_id: str) -> ClientRecord | None:
+        return self._clients.get(client_id)
+
+    async def add_tenant(self, tenant: Tenant) -> None:
+        self._tenants[tenant.tenant_id] = tenant
+
+    async def add_client(self, client: ClientRecord) -> None:
+        self._clients[client.client_id] = client

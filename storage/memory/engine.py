@@ -1,0 +1,187 @@
+"""The in-process engine. Every method completes without yielding to the event loop between
+reading and writing state, which is what makes each publish atomic here."""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from app.channels import ChannelPattern, parse_pattern
+from app.clock import Clock
+from app.engine import LiveCallback
+from app.model import (
+    ChannelKey,
+    Event,
+    EventDraft,
+    HistoryPage,
+    Published,
+    Retention,
+    Topic,
+    Window,
+)
+
+__all__ = ["MemoryEngine"]
+
+
+_COMPACT_AFTER = 4096
+
+
+@dataclass(slots=True)
+class _Channel:
+    """Retained events are `events[head:]`; evicting advances `head`, compacting now and then,
+    so eviction is O(1) amortised and positions are found by binary search."""
+
+    events: list[Event] = field(default_factory=list)
+    head: int = 0
+    top: int = 0
+    low_water: int = 0
+    retention: Retention | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.events) - self.head
+
+    def evict_oldest(self) -> None:
+        self.low_water = self.events[self.head].replay_id
+        self.head += 1
+        if self.head >= _COMPACT_AFTER and self.head * 2 >= len(self.events):
+            del self.events[: self.head]
+            self.head = 0
+
+    def trim(self, now_us: int) -> None:
+        if self.retention is None:
+            return
+        while self.count > self.retention.max_count:
+            self.evict_oldest()
+        oldest_kept = now_us - self.retention.max_age_us
+        while self.count and self.events[self.head].replay_id < oldest_kept:
+            self.evict_oldest()
+
+    def after(self, replay_id: int, limit: int) -> tuple[Event, ...]:
+        start = bisect.bisect_right(self.events, replay_id, lo=self.head, key=_replay_id)
+        return tuple(self.events[start : start + limit])
+
+    def window(self) -> Window:
+        earliest = self.events[self.head].replay_id if self.count else None
+        return Window(earliest, self.top, self.low_water, self.count)
+
+
+def _replay_id(event: Event) -> int:
+    return event.replay_id
+
+
+@dataclass(slots=True)
+class _Listeners:
+    exact: dict[Topic, list[LiveCallback]] = field(default_factory=dict)
+    patterns: dict[str, dict[Topic, tuple[ChannelPattern, list[LiveCallback]]]] = field(
+        default_factory=dict
+    )
+
+
+class MemoryEngine:
+    def __init__(self, clock: Clock, idempotency_ttl: float) -> None:
+        self._clock = clock
+        self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
+        self._channels: dict[ChannelKey, _Channel] = {}
+        self._seen: dict[tuple[ChannelKey, str], tuple[Published, int]] = {}
+        self._seen_order: deque[tuple[int, tuple[ChannelKey, str]]] = deque()
+        self._listeners = _Listeners()
+
+    async def __aenter__(self) -> MemoryEngine:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._listeners = _Listeners()
+
+    async def publish(
+        self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
+    ) -> list[Published]:
+        now = self._clock.now_us()
+        self._forget_expired_keys(now)
+        channel = self._channels.setdefault(key, _Channel())
+        channel.retention = retention
+        results: list[Published] = []
+        stored: list[Event] = []
+        for draft in drafts:
+            if draft.idempotency_key is not None:
+                seen = self._seen.get((key, draft.idempotency_key))
+                if seen is not None:
+                    original = seen[0]
+                    results.append(
+                        Published(original.replay_id, original.uuid, original.created_us, True)
+                    )
+                    continue
+            replay_id = max(channel.top + 1, now)
+            event = Event(
+                key, replay_id, draft.uuid, now, draft.payload, draft.created_by, draft.schema
+            )
+            channel.events.append(event)
+            channel.top = replay_id
+            stored.append(event)
+            published = Published(replay_id, draft.uuid, now)
+            results.append(published)
+            if draft.idempotency_key is not None:
+                seen_key = (key, draft.idempotency_key)
+                self._seen[seen_key] = (published, now + self._idempotency_ttl_us)
+                self._seen_order.append((now + self._idempotency_ttl_us, seen_key))
+        channel.trim(now)
+        for event in stored:
+            self._announce(event)
+        return results
+
+    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
+        channel = self._current(key)
+        if channel is None:
+            return HistoryPage((), Window.empty())
+        return HistoryPage(channel.after(after, limit), channel.window())
+
+    async def window(self, key: ChannelKey) -> Window:
+        channel = self._current(key)
+        return channel.window() if channel else Window.empty()
+
+    @asynccontextmanager
+    async def listen(self, topic: Topic, deliver: LiveCallback) -> AsyncIterator[None]:
+        pattern = parse_pattern(topic.pattern)
+        if pattern.is_wildcard:
+            by_topic = self._listeners.patterns.setdefault(topic.tenant, {})
+            callbacks = by_topic.setdefault(topic, (pattern, []))[1]
+        else:
+            callbacks = self._listeners.exact.setdefault(topic, [])
+        callbacks.append(deliver)
+        try:
+            yield
+        finally:
+            callbacks.remove(deliver)
+            if not callbacks:
+                if pattern.is_wildcard:
+                    self._listeners.patterns.get(topic.tenant, {}).pop(topic, None)
+                else:
+                    self._listeners.exact.pop(topic, None)
+
+    async def ping(self) -> None:
+        return None
+
+    def _current(self, key: ChannelKey) -> _Channel | None:
+        channel = self._channels.get(key)
+        if channel is not None:
+            channel.trim(self._clock.now_us())
+        return channel
+
+    def _announce(self, event: Event) -> None:
+        key = event.key
+        for deliver in self._listeners.exact.get(Topic(key.tenant, key.name), ()):
+            deliver(event)
+        for pattern, callbacks in self._listeners.patterns.get(key.tenant, {}).values():
+            if pattern.matches(key.name):
+                for deliver in callbacks:
+                    deliver(event)
+
+    def _forget_expired_keys(self, now: int) -> None:
+        while self._seen_order and self._seen_order[0][0] <= now:
+            expires, seen_key = self._seen_order.popleft()
+            entry = self._seen.get(seen_key)
+            if entry is not None and entry[1] == expires:
+                del self._seen[seen_key]
