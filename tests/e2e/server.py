@@ -1,0 +1,89 @@
+"""Starting real `replaybus serve` processes on free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import httpx
+
+_LISTENING = re.compile(r"replaybus listening on (http://\S+)")
+CLIENT_ID = "e2e-client"
+CLIENT_SECRET = "e2e-secret-0123456789"
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    client_id: str
+    client_secret: str
+    process: subprocess.Popen[str]
+
+    def token(self, scope: str | None = None) -> str:
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": self.client_id,
+            "client_secret": self.client_secret,
+        }
+        if scope is not None:
+            form["scope"] = scope
+        response = httpx.post(f"{self.base_url}/services/oauth2/token", data=form)
+        response.raise_for_status()
+        token: str = response.json()["access_token"]
+        return token
+
+
+@contextmanager
+def run_server(env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
+    """A `replaybus serve` process on a free port; its output is read until it says it listens.
+
+    Stopped with SIGTERM on exit (SIGKILL if it does not stop within 15 s)."""
+    environment = {
+        **os.environ,
+        "REPLAYBUS_PORT": "0",
+        "REPLAYBUS_BOOTSTRAP_CLIENT_ID": CLIENT_ID,
+        "REPLAYBUS_BOOTSTRAP_CLIENT_SECRET": CLIENT_SECRET,
+        "REPLAYBUS_ACCESS_LOG": "false",
+        "REPLAYBUS_LOG_LEVEL": "warning",
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    seen = []
+    base_url = None
+    for line in process.stdout:
+        seen.append(line)
+        match = _LISTENING.search(line)
+        if match:
+            base_url = match.group(1)
+            break
+    if base_url is None:
+        process.wait(timeout=15)
+        raise RuntimeError("replaybus did not start:\n" + "".join(seen))
+    # Keep reading its output so a chatty server never blocks on a full pipe.
+    drain = threading.Thread(target=seen.extend, args=(process.stdout,), daemon=True)
+    drain.start()
+    try:
+        yield RunningServer(base_url, CLIENT_ID, CLIENT_SECRET, process)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        drain.join(timeout=5)
