@@ -150,9 +150,13 @@ def _signature(message: str, key: str) -> str:
     return base64.b64encode(digest).decode()
 
 
+def _uses_basic(request: Request) -> bool:
+    return request.headers.get("authorization", "")[:6].lower() == "basic "
+
+
 def _client_id(request: Request, form: dict[str, str]) -> str | None:
     authorization = request.headers.get("authorization", "")
-    if authorization[:6].lower() == "basic ":
+    if _uses_basic(request):
         try:
             decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
         except (ValueError, UnicodeDecodeError):
@@ -188,7 +192,12 @@ async def token(request: Request) -> Response:
     status, payload, response_headers = await run_in_threadpool(
         endpoint.create_token_response, oauth_request
     )
-    return JSONBytesResponse(payload, status, dict(response_headers))
+    headers = dict(response_headers)
+    if status == 401 and not _uses_basic(request):
+        # RFC 6749 §5.2: 401 only when the client authenticated with the Authorization header.
+        status = 400
+        headers.pop("WWW-Authenticate", None)
+    return JSONBytesResponse(payload, status, headers)
 
 
 async def jwks(request: Request) -> Response:

@@ -87,3 +87,4 @@ def run_server(env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
                 process.kill()
                 process.wait()
         drain.join(timeout=5)
+        process.stdout.close()
