@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
+from urllib.parse import unquote_plus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["AccessLogMiddleware", "redact_query"]
 
 log = logging.getLogger("replaybus.access")
-_TOKEN_PARAMETER = re.compile(r"(^|&)(access_token=)[^&]*")
+_SECRET_PARAMETERS = frozenset({"access_token"})
 
 
 def redact_query(query: str) -> str:
-    return _TOKEN_PARAMETER.sub(r"\1\2[redacted]", query)
+    """The query string with the value of every secret parameter replaced, recognising names
+    however they are percent-encoded (the server decodes them before use)."""
+    pairs = []
+    for pair in query.split("&"):
+        name, separator, _ = pair.partition("=")
+        if unquote_plus(name) in _SECRET_PARAMETERS:
+            pair = f"{name}{separator or '='}[redacted]"
+        pairs.append(pair)
+    return "&".join(pairs)
 
 
 class AccessLogMiddleware:

@@ -10,20 +10,20 @@ from app.errors import TokenMissing
 
 __all__ = ["authenticate", "token_from_header"]
 
-_SCHEMES = ("bearer ", "oauth ")
+_SCHEMES = ("bearer", "oauth")
 
 
 def token_from_header(value: str | None) -> str | None:
-    """`Bearer <t>`, `OAuth <t>` (any case) or a bare `<t>`, as Salesforce clients send them."""
+    """`Bearer <t>`, `OAuth <t>` (any case) or a bare `<t>`, as Salesforce clients send them.
+    A scheme with no token is no token."""
     if value is None:
         return None
-    value = value.strip()
-    lowered = value[:7].lower()
-    for scheme in _SCHEMES:
-        if lowered.startswith(scheme):
-            value = value[len(scheme) :].strip()
-            break
-    return value or None
+    parts = value.split(None, 1)
+    if not parts:
+        return None
+    if parts[0].lower() not in _SCHEMES:
+        return value.strip()
+    return parts[1].strip() if len(parts) == 2 else None
 
 
 def authenticate(

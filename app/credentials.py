@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import secrets
@@ -33,11 +34,12 @@ def hash_secret(secret: str) -> str:
 
 
 def verify_secret(secret: str, stored: str) -> bool:
+    """Whether `secret` matches `stored`; a malformed `stored` value never matches."""
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
-    except ValueError:
+        if scheme != "scrypt":
+            return False
+        actual = _derive(secret, base64.b64decode(salt), int(n), int(r), int(p))
+        return hmac.compare_digest(actual, base64.b64decode(digest))
+    except (ValueError, binascii.Error):
         return False
-    if scheme != "scrypt":
-        return False
-    actual = _derive(secret, base64.b64decode(salt), int(n), int(r), int(p))
-    return hmac.compare_digest(actual, base64.b64decode(digest))

@@ -178,6 +178,8 @@ class Settings:
                 shown = "(hidden)" if spec.metadata["secret"] else repr(raw)
                 raise SettingsError(f"{env}: {error}, got {shown}") from None
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        if isinstance(values.get("log_level"), str):
+            values["log_level"] = values["log_level"].lower()
         settings = cls(**values)
         settings.validate()
         return settings

@@ -1,0 +1,269 @@
+"""PublishService on the embedded memory engine: validation, limits, idempotency keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+import pytest
+
+from app.access import Principal
+from app.errors import (
+    BatchTooLarge,
+    ChannelNotPublishable,
+    EventTooLarge,
+    InsufficientScope,
+    InvalidBody,
+    InvalidChannel,
+    InvalidParameter,
+)
+from app.model import ChannelKey, Published, Window
+from app.publishing import PublishService
+from app.settings import Settings
+from storage.memory import MemoryEngine
+from tests.fakes import FakeClock
+
+CHANNEL = "/event/Order__e"
+KEY = ChannelKey("acme", CHANNEL)
+NOW = 1_700_000_000_000_000
+PUBLISHER = Principal("acme", "client-1", frozenset({"publish"}), expires_at=2e9)
+
+Factory = Callable[..., PublishService]
+
+
+@pytest.fixture
+def engine() -> MemoryEngine:
+    return MemoryEngine(FakeClock(NOW), idempotency_ttl=60)
+
+
+@pytest.fixture
+def make_service(engine: MemoryEngine) -> Factory:
+    def make(**settings: Any) -> PublishService:
+        uuids = count(1)
+        return PublishService(engine, Settings(**settings), new_uuid=lambda: f"uuid-{next(uuids)}")
+
+    return make
+
+
+async def _nothing_stored(engine: MemoryEngine) -> bool:
+    return await engine.window(KEY) == Window.empty()
+
+
+async def test_single_event_is_stored_with_its_replay_id(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    published = await make_service().publish(PUBLISHER, CHANNEL, [{"n": 1}])
+
+    assert published == [Published(replay_id=NOW, uuid="uuid-1", created_us=NOW)]
+    page = await engine.read(KEY, 0, 10)
+    assert [(e.replay_id, e.payload, e.created_by) for e in page.events] == [
+        (NOW, b'{"n":1}', "client-1")
+    ]
+
+
+async def test_batch_is_stored_in_order(engine: MemoryEngine, make_service: Factory) -> None:
+    published = await make_service().publish(PUBLISHER, CHANNEL, [{"n": 1}, {"n": 2}, {"n": 3}])
+
+    assert [(p.replay_id, p.uuid) for p in published] == [
+        (NOW, "uuid-1"),
+        (NOW + 1, "uuid-2"),
+        (NOW + 2, "uuid-3"),
+    ]
+    assert await engine.window(KEY) == Window(NOW, NOW + 2, 0, 3)
+
+
+@pytest.mark.parametrize(
+    "payloads",
+    [
+        pytest.param([[1, 2]], id="array"),
+        pytest.param(["text"], id="string"),
+        pytest.param([42], id="number"),
+        pytest.param([None], id="null"),
+        pytest.param([True], id="boolean"),
+        pytest.param([{"ok": 1}, "second-is-bad"], id="one-bad-event-in-batch"),
+    ],
+)
+async def test_non_object_payload_is_invalid_and_nothing_is_stored(
+    engine: MemoryEngine, make_service: Factory, payloads: list[object]
+) -> None:
+    with pytest.raises(InvalidBody, match="must be a JSON object"):
+        await make_service().publish(PUBLISHER, CHANNEL, payloads)
+
+    assert await _nothing_stored(engine)
+
+
+async def test_bad_event_in_batch_is_named_by_index(make_service: Factory) -> None:
+    with pytest.raises(InvalidBody, match=r"^event 1: an event payload must be a JSON object$"):
+        await make_service().publish(PUBLISHER, CHANNEL, [{"ok": 1}, [], {"ok": 3}])
+
+
+async def test_empty_batch_is_invalid(engine: MemoryEngine, make_service: Factory) -> None:
+    with pytest.raises(InvalidBody, match="at least one event"):
+        await make_service().publish(PUBLISHER, CHANNEL, [])
+
+    assert await _nothing_stored(engine)
+
+
+async def test_batch_over_the_limit_is_too_large(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    service = make_service(max_batch_events=2)
+
+    with pytest.raises(BatchTooLarge, match=r"^a batch holds at most 2 events, got 3$"):
+        await service.publish(PUBLISHER, CHANNEL, [{}, {}, {}])
+
+    assert await _nothing_stored(engine)
+    assert len(await service.publish(PUBLISHER, CHANNEL, [{}, {}])) == 2
+
+
+async def test_event_over_the_size_limit_is_too_large_with_sizes(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    service = make_service(max_event_size=64)
+    payload = {"text": "x" * 54}  # {"text":"..."} is 11 bytes around the text: 65 in all
+
+    with pytest.raises(EventTooLarge) as caught:
+        await service.publish(PUBLISHER, CHANNEL, [payload])
+
+    assert caught.value.message == "the event is 65 bytes encoded; the limit is 64 bytes"
+    assert await _nothing_stored(engine)
+
+
+async def test_event_of_exactly_the_size_limit_is_accepted(make_service: Factory) -> None:
+    published = await make_service(max_event_size=64).publish(
+        PUBLISHER, CHANNEL, [{"text": "x" * 53}]
+    )
+
+    assert published[0].replay_id == NOW
+
+
+async def test_oversized_event_in_batch_is_named_by_index(make_service: Factory) -> None:
+    service = make_service(max_event_size=64)
+
+    with pytest.raises(EventTooLarge) as caught:
+        await service.publish(PUBLISHER, CHANNEL, [{}, {"text": "x" * 100}])
+
+    assert caught.value.message == "event 1: the event is 111 bytes encoded; the limit is 64 bytes"
+
+
+@pytest.mark.parametrize(
+    "scopes", [frozenset(), frozenset({"subscribe"}), frozenset({"subscribe", "admin"})]
+)
+async def test_principal_without_publish_scope_is_refused(
+    engine: MemoryEngine, make_service: Factory, scopes: frozenset[str]
+) -> None:
+    principal = Principal("acme", "reader", scopes, expires_at=2e9)
+
+    with pytest.raises(InsufficientScope, match="'publish'"):
+        await make_service().publish(principal, CHANNEL, [{}])
+
+    assert await _nothing_stored(engine)
+
+
+@pytest.mark.parametrize("channel", ["/meta/x", "/service/x", "/event", "/topic/x"])
+async def test_channel_outside_event_namespace_is_not_publishable(
+    make_service: Factory, channel: str
+) -> None:
+    with pytest.raises(ChannelNotPublishable):
+        await make_service().publish(PUBLISHER, channel, [{}])
+
+
+@pytest.mark.parametrize("channel", ["/event/*", "/event/**", "event/X", "/event/a b"])
+async def test_pattern_or_malformed_channel_is_invalid(make_service: Factory, channel: str) -> None:
+    with pytest.raises(InvalidChannel):
+        await make_service().publish(PUBLISHER, channel, [{}])
+
+
+async def test_events_are_stored_under_the_principals_tenant(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    other = Principal("globex", "client-9", frozenset({"publish"}), expires_at=2e9)
+
+    await make_service().publish(other, CHANNEL, [{}])
+
+    assert await _nothing_stored(engine)
+    assert (await engine.window(ChannelKey("globex", CHANNEL))).count == 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        pytest.param("has space", id="space"),
+        pytest.param("x" * 201, id="201-characters"),
+        pytest.param("", id="empty"),
+        pytest.param("tab\there", id="tab"),
+        pytest.param("line\n", id="newline"),
+        pytest.param("clé", id="non-ascii"),
+        pytest.param("del\x7f", id="delete-character"),
+    ],
+)
+async def test_bad_idempotency_key_is_invalid(
+    engine: MemoryEngine, make_service: Factory, key: str
+) -> None:
+    with pytest.raises(InvalidParameter, match="Idempotency-Key"):
+        await make_service().publish(PUBLISHER, CHANNEL, [{}], idempotency_key=key)
+
+    assert await _nothing_stored(engine)
+
+
+@pytest.mark.parametrize("key", ["x" * 200, "!", "~", "order-42:retry#1"])
+async def test_printable_idempotency_key_up_to_200_characters_is_accepted(
+    make_service: Factory, key: str
+) -> None:
+    published = await make_service().publish(PUBLISHER, CHANNEL, [{}], idempotency_key=key)
+
+    assert published[0].duplicate is False
+
+
+async def test_republishing_a_single_event_with_its_key_is_a_duplicate(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    service = make_service()
+    [first] = await service.publish(PUBLISHER, CHANNEL, [{"n": 1}], idempotency_key="solo")
+
+    [again] = await service.publish(PUBLISHER, CHANNEL, [{"n": 1}], idempotency_key="solo")
+
+    assert again == Published(first.replay_id, first.uuid, first.created_us, duplicate=True)
+    assert (await engine.window(KEY)).count == 1
+
+
+async def test_batch_events_are_keyed_by_index(engine: MemoryEngine, make_service: Factory) -> None:
+    service = make_service()
+    first = await service.publish(PUBLISHER, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k")
+
+    again = await service.publish(PUBLISHER, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k")
+    [second_alone] = await service.publish(PUBLISHER, CHANNEL, [{"n": 1}], idempotency_key="k#1")
+    [first_alone] = await service.publish(PUBLISHER, CHANNEL, [{"n": 0}], idempotency_key="k#0")
+
+    assert [p.duplicate for p in first] == [False, False]
+    assert [(p.replay_id, p.uuid, p.duplicate) for p in again] == [
+        (first[0].replay_id, first[0].uuid, True),
+        (first[1].replay_id, first[1].uuid, True),
+    ]
+    assert (second_alone.replay_id, second_alone.duplicate) == (first[1].replay_id, True)
+    assert (first_alone.replay_id, first_alone.duplicate) == (first[0].replay_id, True)
+    assert (await engine.window(KEY)).count == 2
+
+
+async def test_batch_key_does_not_claim_the_bare_key(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    service = make_service()
+    await service.publish(PUBLISHER, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k")
+
+    [single] = await service.publish(PUBLISHER, CHANNEL, [{"n": 2}], idempotency_key="k")
+
+    assert single.duplicate is False
+    assert (await engine.window(KEY)).count == 3
+
+
+async def test_without_a_key_every_publish_is_stored(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    service = make_service()
+
+    await service.publish(PUBLISHER, CHANNEL, [{"n": 1}])
+    await service.publish(PUBLISHER, CHANNEL, [{"n": 1}])
+
+    assert (await engine.window(KEY)).count == 2
