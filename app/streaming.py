@@ -23,10 +23,10 @@ class ChannelStream:
 
     Order of operations is what makes it lossless: the live mailbox is attached *before* history
     is read, history is read page by page up to the top, and live deliveries at or below the last
-    delivered ReplayId are dropped. If the mailbox overflows while history is still being read,
-    the overflow is forgotten and history reading simply continues, since everything the live
-    feed carried is also in the store. If events are evicted while the subscriber is catching up,
-    a Gap is reported in band before continuing from the oldest retained event.
+    delivered ReplayId are dropped. Before each history read the mailbox is emptied (and any
+    overflow forgotten), since everything the live feed carried so far is also in the store.
+    If events are evicted while the subscriber is catching up, a Gap is reported in band before
+    continuing from the oldest retained event.
     """
 
     def __init__(
@@ -62,8 +62,9 @@ class ChannelStream:
 
     async def _read_history(self) -> list[StreamItem]:
         assert self._key is not None
-        if self._mailbox.overflowed:
-            self._mailbox.reset()
+        # Everything buffered so far was stored before this read, which therefore covers it:
+        # dropping it keeps stale copies from using up the live capacity (or an overflow).
+        self._mailbox.reset()
         page = await self._engine.read(self._key, self.position, self._page_size)
         items, self._pending = self._pending, []
         if self.position < page.window.low_water:

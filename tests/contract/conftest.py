@@ -1,0 +1,64 @@
+"""Fixtures for the engine contract suite: every test runs once per engine implementation.
+
+To add an implementation, add a factory to `_ENGINES`: an async context manager that yields an
+entered engine using the given clock and `IDEMPOTENCY_TTL_S`. Tests isolate themselves by a
+fresh tenant, so an engine backed by a shared external store needs no flushing between tests.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import pytest
+
+from app.engine import Engine
+from app.hub import Hub
+from app.model import ChannelKey
+from storage.memory import MemoryEngine
+from tests.contract._support import IDEMPOTENCY_TTL_S
+from tests.fakes import FakeClock
+
+
+@asynccontextmanager
+async def _memory_engine(clock: FakeClock) -> AsyncIterator[Engine]:
+    async with MemoryEngine(clock, IDEMPOTENCY_TTL_S) as engine:
+        yield engine
+
+
+_ENGINES: dict[str, Callable[[FakeClock], AbstractAsyncContextManager[Engine]]] = {
+    "memory": _memory_engine,
+}
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=sorted(_ENGINES))
+async def engine(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Engine]:
+    async with _ENGINES[request.param](clock) as entered:
+        yield entered
+
+
+@pytest.fixture
+def tenant() -> str:
+    return f"contract-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def other_tenant() -> str:
+    return f"contract-{uuid.uuid4().hex}"
+
+
+@pytest.fixture
+def channel(tenant: str) -> ChannelKey:
+    return ChannelKey(tenant, "/event/Order_Placed__e")
+
+
+@pytest.fixture
+async def hub(engine: Engine) -> AsyncIterator[Hub]:
+    async with Hub(engine) as entered:
+        yield entered

@@ -1,0 +1,258 @@
+"""History-then-live streams (DESIGN §2 resume rule) over every engine and the Hub: nothing
+missed, nothing delivered twice, and a gap is never silent."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+
+from app.delivery import Delivery
+from app.engine import Engine
+from app.hub import Hub
+from app.model import ChannelKey, Retention, Topic
+from app.recovery import ALL_RETAINED, NEW_ONLY, Gap
+from app.streaming import ChannelStream, open_stream
+from tests.contract._support import (
+    KEEP_ALL,
+    assert_nothing_more,
+    collect,
+    draft,
+    flatten,
+    publish_one,
+)
+from tests.fakes import FakeClock
+
+NEWEST_THREE = Retention(max_age_us=KEEP_ALL.max_age_us, max_count=3)
+
+
+def stream(
+    engine: Engine,
+    hub: Hub,
+    channel: ChannelKey,
+    requested: int,
+    *,
+    capacity: int = 100,
+    page_size: int = 100,
+) -> AbstractAsyncContextManager[ChannelStream]:
+    return open_stream(
+        engine,
+        hub,
+        Topic.of(channel),
+        requested,
+        is_wildcard=False,
+        capacity=capacity,
+        page_size=page_size,
+    )
+
+
+async def publish_many(
+    engine: Engine, channel: ChannelKey, count: int, retention: Retention = KEEP_ALL
+) -> list[int]:
+    """`count` separate publishes (each one a live delivery of its own)."""
+    return [(await publish_one(engine, channel, retention, n=n)).replay_id for n in range(count)]
+
+
+async def test_all_retained_delivers_history_then_live(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    history = await publish_many(engine, channel, 3)
+    async with stream(engine, hub, channel, ALL_RETAINED) as subscriber:
+        assert flatten(await collect(subscriber, 3)) == history
+
+        live = await publish_many(engine, channel, 2)
+
+        assert flatten(await collect(subscriber, 2)) == live
+        await assert_nothing_more(subscriber)
+
+
+async def test_all_retained_starts_at_the_earliest_retained_event_without_a_gap(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_many(engine, channel, 5, NEWEST_THREE)
+    async with stream(engine, hub, channel, ALL_RETAINED) as subscriber:
+        assert flatten(await collect(subscriber, 3)) == ids[2:]
+        await assert_nothing_more(subscriber)
+
+
+async def test_new_only_delivers_just_events_published_after_opening(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    await publish_many(engine, channel, 3)
+    async with stream(engine, hub, channel, NEW_ONLY) as subscriber:
+        await assert_nothing_more(subscriber)
+
+        live = await publish_many(engine, channel, 2)
+
+        assert flatten(await collect(subscriber, 2)) == live
+        await assert_nothing_more(subscriber)
+
+
+async def test_resume_from_a_position_delivers_exactly_the_later_events(
+    engine: Engine, hub: Hub, channel: ChannelKey, clock: FakeClock
+) -> None:
+    ids = []
+    for n in range(5):
+        ids.append((await publish_one(engine, channel, n=n)).replay_id)
+        clock.advance(1)
+    async with stream(engine, hub, channel, ids[1]) as subscriber:
+        assert flatten(await collect(subscriber, 3)) == ids[2:]
+
+        live = await publish_many(engine, channel, 1)
+
+        assert flatten(await collect(subscriber, 1)) == live
+        await assert_nothing_more(subscriber)
+
+
+async def test_resume_from_the_latest_id_delivers_only_live_events(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_many(engine, channel, 3)
+    async with stream(engine, hub, channel, ids[-1]) as subscriber:
+        await assert_nothing_more(subscriber)
+
+        live = await publish_many(engine, channel, 2)
+
+        assert flatten(await collect(subscriber, 2)) == live
+
+
+async def test_resume_from_the_newest_evicted_id_is_lossless_without_a_gap(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_many(engine, channel, 5, NEWEST_THREE)  # ids[1] is the low-water mark
+    async with stream(engine, hub, channel, ids[1]) as subscriber:
+        assert flatten(await collect(subscriber, 3)) == ids[2:]
+        await assert_nothing_more(subscriber)
+
+
+async def test_resume_below_the_low_water_mark_reports_a_gap_then_the_earliest_retained(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_many(engine, channel, 5, NEWEST_THREE)
+    async with stream(engine, hub, channel, ids[0]) as subscriber:
+        items = await collect(subscriber, 4)
+
+        assert flatten(items) == [
+            Gap(requested=ids[0], earliest=ids[2], latest=ids[4], resume_after=ids[1]),
+            *ids[2:],
+        ]
+        live = await publish_many(engine, channel, 1, NEWEST_THREE)
+        assert flatten(await collect(subscriber, 1)) == live
+        await assert_nothing_more(subscriber)
+
+
+async def test_resume_above_the_latest_id_reports_a_gap(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_many(engine, channel, 3)
+    unknown = ids[-1] + 1_000
+    async with stream(engine, hub, channel, unknown) as subscriber:
+        items = await collect(subscriber, 4)
+
+        assert flatten(items) == [
+            Gap(requested=unknown, earliest=ids[0], latest=ids[-1], resume_after=0),
+            *ids,
+        ]
+        await assert_nothing_more(subscriber)
+
+
+async def test_events_published_while_history_is_paged_arrive_once_in_order(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_many(engine, channel, 5)
+    async with stream(engine, hub, channel, ALL_RETAINED, page_size=2) as subscriber:
+        items = list(await subscriber.next_batch(timeout=1.0))
+        ids += await publish_many(engine, channel, 1)
+        items += await subscriber.next_batch(timeout=1.0)
+        ids += await publish_many(engine, channel, 1)
+        items += await collect(subscriber, len(ids) - len(items))
+
+        assert flatten(items) == ids
+        await assert_nothing_more(subscriber)
+
+        live = await publish_many(engine, channel, 2)
+        assert flatten(await collect(subscriber, 2)) == live
+        await assert_nothing_more(subscriber)
+
+
+async def test_mailbox_overflow_during_catch_up_still_delivers_everything_once_in_order(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_many(engine, channel, 4)
+    async with stream(engine, hub, channel, ALL_RETAINED, capacity=10, page_size=2) as subscriber:
+        items = list(await subscriber.next_batch(timeout=1.0))
+        ids += await publish_many(engine, channel, 25)  # overflows the 10-slot mailbox
+        items += await subscriber.next_batch(timeout=1.0)
+        ids += await publish_many(engine, channel, 25)  # and again
+        items += await collect(subscriber, len(ids) - len(items))
+
+        assert flatten(items) == ids
+        assert len(ids) == 54
+        await assert_nothing_more(subscriber)
+
+        live = await publish_many(engine, channel, 3)
+        assert flatten(await collect(subscriber, 3)) == live
+
+
+async def test_live_capacity_is_not_used_up_by_events_already_delivered_from_history(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    """Events published during catch-up reach the subscriber through history; their live copies
+    must not count against the mailbox, or a subscriber that is fully caught up is cut off
+    although it is only a few events behind."""
+    ids = await publish_many(engine, channel, 4)
+    async with stream(engine, hub, channel, ALL_RETAINED, capacity=10, page_size=2) as subscriber:
+        items = list(await subscriber.next_batch(timeout=1.0))
+        ids += await publish_many(engine, channel, 7)  # fits the mailbox: no overflow
+        items += await collect(subscriber, len(ids) - len(items))
+        assert flatten(items) == ids  # caught up: history ended on a short page
+
+        live = await publish_many(engine, channel, 4)  # 4 behind, capacity 10
+
+        assert flatten(await collect(subscriber, 4)) == live
+
+
+async def test_eviction_during_catch_up_reports_a_gap_in_band(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    keep_five = Retention(max_age_us=KEEP_ALL.max_age_us, max_count=5)
+    ids = await publish_many(engine, channel, 5, keep_five)
+    async with stream(engine, hub, channel, ALL_RETAINED, page_size=2) as subscriber:
+        items = list(await subscriber.next_batch(timeout=1.0))
+        assert flatten(items) == ids[:2]
+
+        ids += await publish_many(engine, channel, 10, keep_five)  # evicts ids[2:10]
+
+        rest = await collect(subscriber, 6)
+        assert flatten(rest) == [
+            Gap(requested=ids[1], earliest=ids[10], latest=ids[14], resume_after=ids[9]),
+            *ids[10:],
+        ]
+        await assert_nothing_more(subscriber)
+
+
+async def test_wildcard_stream_delivers_live_events_from_several_channels(
+    engine: Engine, hub: Hub, tenant: str
+) -> None:
+    a, b, deeper = (ChannelKey(tenant, name) for name in ("/event/A", "/event/B", "/event/A/x"))
+    await publish_one(engine, a, n=0)  # retained before opening: a wildcard stream is live-only
+    async with open_stream(
+        engine,
+        hub,
+        Topic(tenant, "/event/*"),
+        ALL_RETAINED,
+        is_wildcard=True,
+        capacity=100,
+        page_size=100,
+    ) as subscriber:
+        expected = []
+        for key in (a, b, deeper, b, a):
+            [ack] = await engine.publish(key, [draft({"to": key.name})], KEEP_ALL)
+            if key is not deeper:
+                expected.append((key, ack.replay_id))
+
+        items = await collect(subscriber, 4)
+
+        assert [
+            (item.event.key, item.replay_id) for item in items if isinstance(item, Delivery)
+        ] == expected
+        assert len(items) == 4
+        await assert_nothing_more(subscriber)
