@@ -11,7 +11,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = ["AccessLogMiddleware", "redact_query"]
 
 log = logging.getLogger("replaybus.access")
-_SECRET_PARAMETERS = frozenset({"access_token"})
+_SECRET_PARAMETERS = frozenset(
+    {"access_token", "client_secret", "password", "assertion", "refresh_token", "code"}
+)
 
 
 def redact_query(query: str) -> str:
@@ -47,7 +49,9 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send_and_record)
         finally:
             query = scope.get("query_string", b"").decode("latin-1")
-            path = scope["path"] + ("?" + redact_query(query) if query else "")
+            # The raw (still percent-encoded) path: a decoded one could forge log lines.
+            raw_path = scope.get("raw_path") or scope["path"].encode()
+            path = raw_path.decode("latin-1") + ("?" + redact_query(query) if query else "")
             client = scope.get("client")
             log.info(
                 '%s "%s %s" %d %.1fms',

@@ -83,7 +83,7 @@ def serve(settings: Settings) -> int:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=int(settings.shutdown_grace) or None,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
         server_header=False,
     )
     server = ReplaybusServer(config, lifecycle, on_started=announce)

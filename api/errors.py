@@ -36,6 +36,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TokenExpired: (401, "expired_token"),
     errors.PermissionDenied: (403, "forbidden"),
     errors.InsufficientScope: (403, "insufficient_scope"),
+    errors.ClientGone: (499, "client_closed_request"),
     errors.ServiceUnavailable: (503, "unavailable"),
     errors.EngineUnavailable: (503, "engine_unavailable"),
     errors.Draining: (503, "draining"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -54,7 +55,7 @@ def _limit(request: Request, maximum: int) -> int:
     text = request.query_params.get("limit")
     if text is None:
         return min(_DEFAULT_HISTORY_LIMIT, maximum)
-    if not text.isdigit() or not 1 <= int(text) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,9}", text) or not 1 <= int(text) <= maximum:
         raise InvalidParameter(f"limit must be an integer from 1 to {maximum}, got {text!r}")
     return int(text)
 
@@ -76,7 +77,7 @@ async def history(request: Request) -> Response:
     page = await services.engine.read(key, after, limit)
     gap = decision if isinstance(decision, Gap) else None
     if gap is None and after < page.window.low_water:
-        gap = Gap(after, page.window.earliest, page.window.latest, page.window.low_water)
+        gap = Gap(requested, page.window.earliest, page.window.latest, page.window.low_water)
     events = [orjson.Fragment(Delivery(event).envelope) for event in page.events]
     content: dict[str, Any] = {
         "channel": key.name,

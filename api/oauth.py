@@ -1,14 +1,12 @@
 """OAuth 2.0 token endpoint (authlib's authorization server) and the JWKS document.
 
-Responses are shaped like Salesforce's (`access_token`, `instance_url`, `id`, `token_type`,
-`issued_at` as an epoch-ms string, `signature`, `scope`), plus the standard `expires_in`.
+Responses are shaped like Salesforce's client-credentials answer (`access_token`, `instance_url`,
+`id`, `token_type`, `issued_at` as an epoch-ms string, `scope`), plus the standard `expires_in`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
@@ -26,13 +24,14 @@ from api.responses import JSONBytesResponse
 from api.services import Services
 from app.access import SCOPES
 from app.catalog import ClientRecord
-from app.credentials import verify_secret
+from app.credentials import generate_secret, hash_secret, verify_secret
 from app.errors import RequestTooLarge
 
 __all__ = ["jwks", "token"]
 
 _MAX_TOKEN_REQUEST = 16 * 1024
 _AUTH_METHODS = ("client_secret_basic", "client_secret_post")
+_UNKNOWN_CLIENT_HASH = hash_secret(generate_secret())
 _DESCRIPTIONS = {
     "unsupported_grant_type": "grant type not supported",
     "invalid_request": "the token request is missing a required parameter",
@@ -139,15 +138,9 @@ class _TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
             "id": identity,
             "token_type": "Bearer",
             "issued_at": issued_at,
-            "signature": _signature(identity + issued_at, record.secret_hash),
             "scope": " ".join(scopes),
             "expires_in": issued.expires_in,
         }
-
-
-def _signature(message: str, key: str) -> str:
-    digest = hmac.new(key.encode(), message.encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
 
 
 def _uses_basic(request: Request) -> bool:
@@ -182,16 +175,24 @@ async def token(request: Request) -> Response:
     except UnicodeDecodeError:
         return _oauth_error(400, "invalid_request", "the body must be UTF-8 form fields")
     client_id = _client_id(request, form)
+    if client_id is None and _uses_basic(request):
+        return _oauth_error(401, "invalid_client", "malformed HTTP Basic credentials")
     record = await services.catalog.client(client_id) if client_id else None
+    if record is None and client_id:
+        # Answer an unknown client as slowly as a known one, so ids cannot be probed by timing.
+        await run_in_threadpool(verify_secret, "", _UNKNOWN_CLIENT_HASH)
     instance_url = services.instance_url(request)
     endpoint = _TokenEndpoint(services, record, instance_url)
     try:
         oauth_request = _TokenRequest(request.method, str(request.url), request.headers, form)
     except OAuth2Error as error:
         return _oauth_error(400, error.error, error.description or error.error)
-    status, payload, response_headers = await run_in_threadpool(
-        endpoint.create_token_response, oauth_request
-    )
+    try:
+        status, payload, response_headers = await run_in_threadpool(
+            endpoint.create_token_response, oauth_request
+        )
+    except UnicodeDecodeError:
+        return _oauth_error(400, "invalid_request", "credentials must be UTF-8")
     headers = dict(response_headers)
     if status == 401 and not _uses_basic(request):
         # RFC 6749 §5.2: 401 only when the client authenticated with the Authorization header.

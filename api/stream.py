@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from api.auth import authenticate
 from api.services import Services
+from app.access import Principal
 from app.channels import subscribable_pattern
 from app.errors import Draining, InvalidReplayId
 from app.hub import SubscriberOverflow
@@ -41,6 +42,22 @@ def gap_frame(gap: Gap) -> bytes:
     return event_frame(orjson.dumps(data), event="gap")
 
 
+#: The `id:` a wildcard stream gives its client, so a reconnect is recognisable as one.
+LIVE_CURSOR = "live"
+_LIVE_ONLY_GAP = event_frame(
+    orjson.dumps(
+        {
+            "requested": None,
+            "earliest": None,
+            "latest": None,
+            "reason": "wildcard streams are live-only: events published while this client was "
+            "disconnected are not replayed; subscribe to each channel to resume by ReplayId",
+        }
+    ),
+    event="gap",
+)
+
+
 def _encode(items: list[StreamItem]) -> bytes:
     return b"".join(gap_frame(i) if isinstance(i, Gap) else i.sse_frame() for i in items)
 
@@ -61,10 +78,18 @@ def _requested_position(request: Request, wildcard: bool) -> int:
 
 
 class _EventStreamResponse(Response):
+    """Writes one subscriber's stream. Every end the server chooses (drain, token expiry,
+    falling behind, a failure) closes with a `retry:` hint so the client reconnects and resumes."""
+
     media_type = "text/event-stream"
 
     def __init__(
-        self, stream: ChannelStream, resources: AsyncExitStack, services: Services
+        self,
+        stream: ChannelStream,
+        resources: AsyncExitStack,
+        services: Services,
+        principal: Principal,
+        opening: bytes,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -72,18 +97,23 @@ class _EventStreamResponse(Response):
         self._stream = stream
         self._resources = resources
         self._services = services
+        self._principal = principal
+        self._opening = opening
         settings = services.settings
         self._heartbeat = settings.sse_heartbeat
+        self._send_timeout = max(30.0, 2 * settings.sse_heartbeat)
         self._retry = retry_frame(int(settings.sse_retry * 1000))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with self._resources:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": self._retry, "more_body": True})
+            if not await self._write(send, self._retry[:-1] + self._opening + b"\n"):
+                return
             tasks = [
                 asyncio.create_task(self._pump(send)),
                 asyncio.create_task(_until_disconnect(receive)),
                 asyncio.create_task(self._services.lifecycle.draining.wait()),
+                asyncio.create_task(self._until_token_expires()),
             ]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -95,8 +125,17 @@ class _EventStreamResponse(Response):
             if pump in done and not pump.cancelled() and pump.exception() is not None:
                 log.error("SSE stream failed", exc_info=pump.exception())
             if tasks[1] not in done:
-                closing = self._retry if tasks[2] in done else b""
-                await send({"type": "http.response.body", "body": closing, "more_body": False})
+                await self._write(send, self._retry, more=False)
+
+    async def _write(self, send: Send, body: bytes, *, more: bool = True) -> bool:
+        """Send, giving up on a client that stopped reading (False: the stream is over)."""
+        try:
+            async with asyncio.timeout(self._send_timeout):
+                await send({"type": "http.response.body", "body": body, "more_body": more})
+        except TimeoutError:
+            log.warning("SSE client stopped reading; closing its stream")
+            return False
+        return True
 
     async def _pump(self, send: Send) -> None:
         while True:
@@ -104,16 +143,32 @@ class _EventStreamResponse(Response):
                 items = await self._stream.next_batch(self._heartbeat)
             except SubscriberOverflow:
                 log.warning("SSE subscriber fell behind at replayId %s", self._stream.position)
-                note = comment_frame("too far behind: reconnect to resume from Last-Event-ID")
-                await send({"type": "http.response.body", "body": note, "more_body": True})
+                await self._write(send, comment_frame("too far behind: reconnect to catch up"))
                 return
             body = _encode(items) if items else comment_frame("heartbeat")
-            await send({"type": "http.response.body", "body": body, "more_body": True})
+            if not await self._write(send, body):
+                return
+
+    async def _until_token_expires(self) -> None:
+        remaining = self._principal.expires_at - self._services.clock.now_us() / 1_000_000
+        await asyncio.sleep(max(0.0, remaining))
 
 
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+def _opening(stream: ChannelStream, wildcard: bool, reconnecting: bool) -> bytes:
+    """Fields sent right after the headers. An `id:` with no data sets the browser's last event
+    ID without dispatching anything, so even a client that drops before its first event
+    reconnects from the right position instead of from "new events only"."""
+    if wildcard:
+        cursor = b"id: " + LIVE_CURSOR.encode() + b"\n"
+        return cursor + (b"\n" + _LIVE_ONLY_GAP[:-1] if reconnecting else b"")
+    if stream.cursor is None:
+        return b""
+    return b"id: " + str(stream.cursor).encode() + b"\n"
 
 
 async def stream(request: Request) -> Response:
@@ -141,4 +196,6 @@ async def stream(request: Request) -> Response:
     except BaseException:
         await resources.aclose()
         raise
-    return _EventStreamResponse(channel_stream, resources, services)
+    reconnecting = bool(request.headers.get("last-event-id"))
+    opening = _opening(channel_stream, pattern.is_wildcard, reconnecting)
+    return _EventStreamResponse(channel_stream, resources, services, principal, opening)

@@ -7,6 +7,7 @@ __all__ = [
     "BadRequest",
     "BatchTooLarge",
     "ChannelNotPublishable",
+    "ClientGone",
     "Draining",
     "EngineUnavailable",
     "EventTooLarge",
@@ -106,6 +107,10 @@ class PermissionDenied(ReplaybusError):
 
 class InsufficientScope(PermissionDenied):
     pass
+
+
+class ClientGone(ReplaybusError):
+    """The client went away before its request was complete; nothing was done."""
 
 
 class ServiceUnavailable(ReplaybusError):

@@ -47,7 +47,7 @@ class PublishService:
         """Store `payloads` (decoded JSON objects) on `channel` atomically, in order.
 
         With an `idempotency_key`, a retried request returns the original acknowledgements and
-        stores nothing new; a batch's events are keyed `<key>#<index>`.
+        stores nothing new; a batch's events are keyed `<key> <index>`.
         """
         principal.require("publish")
         name = publishable_name(channel)
@@ -89,7 +89,8 @@ class PublishService:
             )
         key = None
         if idempotency_key is not None:
-            key = f"{idempotency_key}#{index}" if batch else idempotency_key
+            # A space cannot occur in a key, so "<key> <index>" never collides with a real key.
+            key = f"{idempotency_key} {index}" if batch else idempotency_key
         return EventDraft(
             uuid=self._new_uuid(),
             payload=encoded,

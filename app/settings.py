@@ -130,7 +130,10 @@ class Settings:
         24 * 3600.0, "duration", "How long an Idempotency-Key is remembered.", minimum=1
     )
     subscriber_queue_size: int = _setting(
-        1000, "int", "Live events buffered per subscriber before it is cut off.", minimum=10
+        5000,
+        "int",
+        "Live events buffered per subscriber before it is cut off (at least 2 full batches).",
+        minimum=10,
     )
     sse_heartbeat: float = _setting(
         15.0, "duration", "Interval of SSE heartbeat comments.", minimum=0.05, maximum=3600
@@ -158,7 +161,7 @@ class Settings:
         None, "text", "Its secret; default: generated and printed once.", secret=True
     )
     shutdown_grace: float = _setting(
-        10.0, "duration", "How long shutdown waits for open requests.", minimum=0
+        10.0, "duration", "How long shutdown waits for open requests.", minimum=1
     )
 
     @classmethod
@@ -210,6 +213,12 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}MAX_REQUEST_SIZE ({self.max_request_size}) must be at least "
                 f"{ENV_PREFIX}MAX_EVENT_SIZE ({self.max_event_size})"
+            )
+        if self.subscriber_queue_size < 2 * self.max_batch_events:
+            raise SettingsError(
+                f"{ENV_PREFIX}SUBSCRIBER_QUEUE_SIZE ({self.subscriber_queue_size}) must hold at "
+                f"least two full batches: 2 x {ENV_PREFIX}MAX_BATCH_EVENTS "
+                f"({self.max_batch_events}), or one batch publish would cut subscribers off"
             )
         if self.signing_key is not None and self.signing_key_file is not None:
             raise SettingsError(

@@ -46,6 +46,14 @@ class ChannelStream:
         self.position = after
         self._catching_up = key is not None
 
+    @property
+    def cursor(self) -> int | None:
+        """The position a reconnecting client may resume from right now, before anything was
+        delivered: None for a wildcard stream, or while a gap is still to be reported."""
+        if self._key is None or self._pending:
+            return None
+        return self.position
+
     async def next_batch(self, timeout: float | None) -> list[StreamItem]:
         """The next items in order; an empty list if nothing arrived within `timeout` seconds.
         Raises SubscriberOverflow when a live subscriber fell too far behind."""

@@ -3,7 +3,9 @@ reading and writing state, which is what makes each publish atomic here."""
 
 from __future__ import annotations
 
+import asyncio
 import bisect
+import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -82,7 +84,12 @@ class _Listeners:
 
 
 class MemoryEngine:
-    def __init__(self, clock: Clock, idempotency_ttl: float) -> None:
+    """While entered, a background sweep evicts expired events of channels nobody touches, so
+    idle channels do not hold memory past their retention age."""
+
+    def __init__(self, clock: Clock, idempotency_ttl: float, sweep_interval: float = 60.0) -> None:
+        self._sweep_interval = sweep_interval
+        self._sweeper: asyncio.Task[None] | None = None
         self._clock = clock
         self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
         self._channels: dict[ChannelKey, _Channel] = {}
@@ -91,10 +98,27 @@ class MemoryEngine:
         self._listeners = _Listeners()
 
     async def __aenter__(self) -> MemoryEngine:
+        self._sweeper = asyncio.create_task(self._sweep_forever())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         self._listeners = _Listeners()
+
+    def sweep(self) -> None:
+        """Evict what has expired, on every channel, and forget expired idempotency keys."""
+        now = self._clock.now_us()
+        for channel in self._channels.values():
+            channel.trim(now)
+        self._forget_expired_keys(now)
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            self.sweep()
 
     async def publish(
         self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention

@@ -123,6 +123,13 @@ BAD_REQUESTS = [
         "stream of an unknown channel", "GET", "/v1/stream/meta/connect", 404, "unknown_channel"
     ),
     BadRequest("history limit", "GET", "/v1/events/event/E__e?limit=0", 400, "invalid_parameter"),
+    BadRequest(
+        "non-ASCII digit limit",
+        "GET",
+        "/v1/events/event/E__e?limit=%C2%B2",
+        400,
+        "invalid_parameter",
+    ),
     BadRequest("no such path", "GET", "/v1/nothing-here", 404, "not_found"),
     BadRequest("wrong method", "DELETE", "/v1/events/event/E__e", 405, "method_not_allowed"),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import httpx
 import pytest
 from joserfc import jwt
@@ -31,7 +33,7 @@ def test_client_credentials_in_form_body_gets_a_salesforce_shaped_token(
     assert body["id"] == f"{server.base_url}/id/default/{server.client_id}"
     assert body["issued_at"].isdigit()
     assert body["scope"] == "publish subscribe admin"
-    assert body["signature"]
+    assert "signature" not in body
     assert body["expires_in"] == 3600
 
 
@@ -95,3 +97,13 @@ def test_token_errors_are_json_with_error_and_description(
     body = response.json()
     assert body["error"] == error
     assert body["error_description"]
+
+
+def test_malformed_basic_credentials_are_refused_not_crashed(server: RunningServer) -> None:
+    response = httpx.post(
+        server.base_url + "/services/oauth2/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": "Basic " + base64.b64encode(b"\xff:\xff").decode()},
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"

@@ -113,3 +113,18 @@ def test_percent_encoded_token_parameter_is_redacted_too(query: str) -> None:
     # The server decodes parameter names before looking up `access_token`, so these spellings
     # authenticate a request; the token they carry must not reach the log either.
     assert "SECRETTOKEN" not in redact_query(query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "grant_type=client_credentials&client_id=c&client_secret=SECRETVALUE",
+        "password=SECRETVALUE&username=u",
+        "assertion=SECRETVALUE",
+        "client%5Fsecret=SECRETVALUE",
+    ],
+)
+def test_credentials_in_a_query_string_are_redacted(query: str) -> None:
+    redacted = redact_query(query)
+    assert "SECRETVALUE" not in redacted
+    assert "[redacted]" in redacted

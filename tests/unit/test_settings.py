@@ -61,9 +61,9 @@ def test_unrelated_and_empty_variables_are_ignored() -> None:
     ],
 )
 def test_durations_are_seconds(raw: str, seconds: float) -> None:
-    settings = Settings.from_env({"REPLAYBUS_SHUTDOWN_GRACE": raw})
+    settings = Settings.from_env({"REPLAYBUS_SSE_RETRY": raw})
 
-    assert settings.shutdown_grace == seconds
+    assert settings.sse_retry == seconds
 
 
 @pytest.mark.parametrize(
@@ -359,3 +359,15 @@ def test_readme_documents_every_setting() -> None:
     missing = [env for env, _, _ in describe_settings() if not re.search(rf"\b{env}\b", text)]
 
     assert missing == []
+
+
+def test_subscriber_queue_must_hold_two_full_batches() -> None:
+    env = {"REPLAYBUS_MAX_BATCH_EVENTS": "1000", "REPLAYBUS_SUBSCRIBER_QUEUE_SIZE": "1999"}
+    with pytest.raises(SettingsError, match=r"^REPLAYBUS_SUBSCRIBER_QUEUE_SIZE \(1999\)"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "REPLAYBUS_SUBSCRIBER_QUEUE_SIZE": "2000"})
+
+
+def test_shutdown_grace_below_one_second_is_refused() -> None:
+    with pytest.raises(SettingsError, match=r"^REPLAYBUS_SHUTDOWN_GRACE:"):
+        Settings.from_env({"REPLAYBUS_SHUTDOWN_GRACE": "500ms"})

@@ -1,0 +1,48 @@
+"""Reading request bodies."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.requests import Request
+from starlette.types import Message
+
+from api.body import read_body
+from app.errors import ClientGone, RequestTooLarge
+
+
+def _request(messages: list[Message], headers: list[tuple[bytes, bytes]] | None = None) -> Request:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        return pending.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers or []}
+    return Request(scope, receive)
+
+
+async def test_client_that_disconnects_mid_body_is_reported_as_gone() -> None:
+    request = _request(
+        [
+            {"type": "http.request", "body": b"{", "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    with pytest.raises(ClientGone):
+        await read_body(request, 1024)
+
+
+async def test_body_over_the_limit_is_refused_while_streaming() -> None:
+    request = _request(
+        [
+            {"type": "http.request", "body": b"x" * 600, "more_body": True},
+            {"type": "http.request", "body": b"x" * 600, "more_body": False},
+        ]
+    )
+    with pytest.raises(RequestTooLarge):
+        await read_body(request, 1024)
+
+
+async def test_declared_length_over_the_limit_is_refused_before_reading() -> None:
+    request = _request([], headers=[(b"content-length", b"5000")])
+    with pytest.raises(RequestTooLarge):
+        await read_body(request, 1024)
