@@ -115,6 +115,10 @@ class MemoryEngine:
             channel.trim(now)
         self._forget_expired_keys(now)
 
+    def retained_count(self) -> int:
+        """Events held in memory across every channel, without trimming first."""
+        return sum(channel.count for channel in self._channels.values())
+
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_interval)
