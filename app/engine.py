@@ -19,13 +19,21 @@ from app.model import (
     Topic,
     Window,
 )
+from app.sessions import SessionChange, SessionRecord
 
-__all__ = ["Engine", "LiveCallback"]
+__all__ = ["Engine", "LiveCallback", "LiveSource"]
 
 LiveCallback = Callable[[Event], None]
 
 
-class Engine(Protocol):
+class LiveSource(Protocol):
+    def listen(self, topic: Topic, deliver: LiveCallback) -> AbstractAsyncContextManager[None]:
+        """While entered, call `deliver` for every event published on a channel the topic
+        selects, after it is stored, in ReplayId order per channel. `deliver` must not block."""
+        ...
+
+
+class Engine(LiveSource, Protocol):
     async def publish(
         self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
     ) -> list[Published]:
@@ -48,9 +56,30 @@ class Engine(Protocol):
         """The channel's window now; an unknown channel has `Window.empty()`."""
         ...
 
-    def listen(self, topic: Topic, deliver: LiveCallback) -> AbstractAsyncContextManager[None]:
-        """While entered, call `deliver` for every event published on a channel the topic
-        selects, after it is stored, in ReplayId order per channel. `deliver` must not block."""
+    async def channel_names(self, tenant: str) -> list[str]:
+        """Every channel of `tenant` that has ever had an event published, in any order."""
+        ...
+
+    async def session_create(self, record: SessionRecord, ttl_us: int, max_per_tenant: int) -> bool:
+        """Store a new Bayeux session that expires after `ttl_us` unless touched; False (and
+        nothing stored) when its tenant already has `max_per_tenant` live sessions."""
+        ...
+
+    async def session_get(self, client_id: str) -> SessionRecord | None:
+        """The session, or None if it never existed, was deleted or has expired."""
+        ...
+
+    async def session_update(
+        self, client_id: str, change: SessionChange, ttl_us: int
+    ) -> SessionRecord | None:
+        """Apply `change` atomically (`app.sessions.apply_change`) and restart the expiry
+        countdown at `ttl_us`; None, and nothing changed, if the session is gone."""
+        ...
+
+    async def session_delete(self, client_id: str) -> None: ...
+
+    async def session_count(self, tenant: str) -> int:
+        """Live (unexpired) sessions of `tenant`."""
         ...
 
     async def ping(self) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from app.delivery import Delivery
-from app.engine import Engine
+from app.engine import LiveSource
 from app.model import Event, Topic
 
 __all__ = ["Hub", "Mailbox", "SubscriberOverflow"]
@@ -90,7 +90,7 @@ class _Feed:
 class Hub:
     """Owns this node's engine listeners. Use as an async context manager (closes them all)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: LiveSource) -> None:
         self._engine = engine
         self._feeds: dict[Topic, _Feed] = {}
         self._lock = asyncio.Lock()

@@ -24,6 +24,7 @@ from app.model import (
     Topic,
     Window,
 )
+from app.sessions import SessionChange, SessionRecord, apply_change
 
 __all__ = ["MemoryEngine"]
 
@@ -96,6 +97,8 @@ class MemoryEngine:
         self._seen: dict[tuple[ChannelKey, str], tuple[Published, int]] = {}
         self._seen_order: deque[tuple[int, tuple[ChannelKey, str]]] = deque()
         self._listeners = _Listeners()
+        self._channel_names: dict[str, set[str]] = {}
+        self._sessions: dict[str, tuple[SessionRecord, int]] = {}
 
     async def __aenter__(self) -> MemoryEngine:
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -114,6 +117,9 @@ class MemoryEngine:
         for channel in self._channels.values():
             channel.trim(now)
         self._forget_expired_keys(now)
+        for client_id, (_, expires) in list(self._sessions.items()):
+            if expires <= now:
+                del self._sessions[client_id]
 
     def retained_count(self) -> int:
         """Events held in memory across every channel, without trimming first."""
@@ -129,7 +135,10 @@ class MemoryEngine:
     ) -> list[Published]:
         now = self._clock.now_us()
         self._forget_expired_keys(now)
-        channel = self._channels.setdefault(key, _Channel())
+        channel = self._channels.get(key)
+        if channel is None:
+            channel = self._channels[key] = _Channel()
+            self._channel_names.setdefault(key.tenant, set()).add(key.name)
         channel.retention = retention
         results: list[Published] = []
         stored: list[Event] = []
@@ -188,6 +197,45 @@ class MemoryEngine:
                     self._listeners.patterns.get(topic.tenant, {}).pop(topic, None)
                 else:
                     self._listeners.exact.pop(topic, None)
+
+    async def channel_names(self, tenant: str) -> list[str]:
+        return list(self._channel_names.get(tenant, ()))
+
+    async def session_create(self, record: SessionRecord, ttl_us: int, max_per_tenant: int) -> bool:
+        if await self.session_count(record.tenant) >= max_per_tenant:
+            return False
+        self._sessions[record.client_id] = (record, self._clock.now_us() + ttl_us)
+        return True
+
+    async def session_get(self, client_id: str) -> SessionRecord | None:
+        entry = self._sessions.get(client_id)
+        if entry is None:
+            return None
+        if entry[1] <= self._clock.now_us():
+            del self._sessions[client_id]
+            return None
+        return entry[0]
+
+    async def session_update(
+        self, client_id: str, change: SessionChange, ttl_us: int
+    ) -> SessionRecord | None:
+        record = await self.session_get(client_id)
+        if record is None:
+            return None
+        updated = apply_change(record, change)
+        self._sessions[client_id] = (updated, self._clock.now_us() + ttl_us)
+        return updated
+
+    async def session_delete(self, client_id: str) -> None:
+        self._sessions.pop(client_id, None)
+
+    async def session_count(self, tenant: str) -> int:
+        now = self._clock.now_us()
+        return sum(
+            1
+            for record, expires in self._sessions.values()
+            if record.tenant == tenant and expires > now
+        )
 
     async def ping(self) -> None:
         return None

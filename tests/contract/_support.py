@@ -24,11 +24,9 @@ from app.model import (
     ChannelKey,
     Event,
     EventDraft,
-    HistoryPage,
     Published,
     Retention,
     Topic,
-    Window,
 )
 from app.recovery import Gap
 from app.streaming import ChannelStream, StreamItem
@@ -155,23 +153,12 @@ def flatten(items: Sequence[StreamItem]) -> list[int | Gap]:
 
 
 class ListenCounter:
-    """An Engine that delegates everything and counts live listeners (opened and still open)."""
+    """A LiveSource over a real engine that counts live listeners (opened and still open)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.opened = 0
         self.active = 0
-
-    async def publish(
-        self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
-    ) -> list[Published]:
-        return await self._engine.publish(key, drafts, retention)
-
-    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
-        return await self._engine.read(key, after, limit)
-
-    async def window(self, key: ChannelKey) -> Window:
-        return await self._engine.window(key)
 
     @asynccontextmanager
     async def listen(self, topic: Topic, deliver: LiveCallback) -> AsyncIterator[None]:
@@ -182,6 +169,3 @@ class ListenCounter:
                 yield
             finally:
                 self.active -= 1
-
-    async def ping(self) -> None:
-        await self._engine.ping()

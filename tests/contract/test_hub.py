@@ -23,7 +23,7 @@ async def test_one_engine_listener_per_topic_however_many_subscribers(
 
         assert (hub.topic_count, hub.subscriber_count) == (1, 3)
         assert (counter.opened, counter.active) == (1, 1)
-        ack = await publish_one(counter, channel)
+        ack = await publish_one(engine, channel)
         for mailbox in mailboxes:
             assert [d.replay_id for d in await drain(mailbox, 1)] == [ack.replay_id]
 
@@ -57,7 +57,7 @@ async def test_listener_is_released_only_after_the_last_subscriber_leaves(
         # A new subscriber after the release gets a fresh listener that works.
         async with hub.subscribe(topic, 10) as mailbox:
             assert (counter.opened, counter.active) == (2, 1)
-            ack = await publish_one(counter, channel)
+            ack = await publish_one(engine, channel)
             assert [d.replay_id for d in await drain(mailbox, 1)] == [ack.replay_id]
         assert counter.active == 0
 

@@ -1,0 +1,85 @@
+"""Bayeux sessions as the engine stores them: who, which subscriptions, and where each channel
+stands. Any node can serve any message of a session because all of it lives in the engine.
+
+Changes are field-level (`SessionChange`) and applied atomically by the engine with
+`apply_change`, so a subscribe arriving while another node holds a connect for the same client
+can never be overwritten by that connect's position update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+__all__ = ["SessionChange", "SessionRecord", "apply_change"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One Bayeux client.
+
+    `subscriptions` maps each subscribed channel or pattern to the time (µs) it was subscribed;
+    a wildcard pattern delivers events of channels it matches from that moment on.
+    `positions` maps each concrete channel to the newest ReplayId delivered (and, with the ack
+    extension, acknowledged). `pending` holds, per unacknowledged reply batch, the positions that
+    batch reached; acknowledging batch N commits every batch up to N.
+    """
+
+    client_id: str
+    tenant: str
+    owner: str
+    version: str
+    ack: bool = False
+    connected: bool = False
+    batch: int = 0
+    subscriptions: Mapping[str, int] = field(default_factory=dict)
+    positions: Mapping[str, int] = field(default_factory=dict)
+    pending: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChange:
+    """Field-level edits, applied in this order: subscribe, unsubscribe, set positions, advance
+    positions, stage a batch, commit acknowledged batches, mark connected."""
+
+    subscribe: Mapping[str, int] = field(default_factory=dict)
+    unsubscribe: tuple[str, ...] = ()
+    set_positions: Mapping[str, int] = field(default_factory=dict)
+    advance: Mapping[str, int] = field(default_factory=dict)
+    stage: tuple[int, Mapping[str, int]] | None = None
+    commit_through: int | None = None
+    connected: bool | None = None
+
+
+def _forward(positions: dict[str, int], updates: Mapping[str, int]) -> None:
+    for channel, replay_id in updates.items():
+        if replay_id > positions.get(channel, -1):
+            positions[channel] = replay_id
+
+
+def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
+    """The new record. Positions only move forward through `advance` and commits; `set_positions`
+    (a subscribe with a replay position) may move them anywhere."""
+    subscriptions = dict(record.subscriptions)
+    subscriptions.update(change.subscribe)
+    for name in change.unsubscribe:
+        subscriptions.pop(name, None)
+    positions = dict(record.positions)
+    positions.update(change.set_positions)
+    _forward(positions, change.advance)
+    pending = dict(record.pending)
+    batch = record.batch
+    if change.stage is not None:
+        batch, reached = change.stage
+        pending[batch] = dict(reached)
+    if change.commit_through is not None:
+        for number in sorted(n for n in pending if n <= change.commit_through):
+            _forward(positions, pending.pop(number))
+    return replace(
+        record,
+        subscriptions=subscriptions,
+        positions=positions,
+        pending=pending,
+        batch=batch,
+        connected=record.connected if change.connected is None else change.connected,
+    )
