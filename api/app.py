@@ -9,12 +9,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from api import events, oauth, ops, stream
+from api import bayeux, events, oauth, ops, stream
 from api.access_log import AccessLogMiddleware
 from api.errors import exception_handlers
 from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key
 from app.access import SCOPES
+from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant
 from app.clock import Clock, SystemClock
 from app.credentials import hash_secret
@@ -63,6 +64,7 @@ def create_app(
                 publisher=PublishService(engine, settings),
                 tokens=tokens,
                 lifecycle=lifecycle,
+                bayeux=BayeuxServer(engine, hub, settings, clock, lifecycle.draining),
             )
             yield
 
@@ -74,6 +76,10 @@ def create_app(
         Route("/v1/events/{channel:path}", events.history, methods=["GET"]),
         Route("/v1/channels/{channel:path}", events.channel_window, methods=["GET"]),
         Route("/v1/stream/{channel:path}", stream.stream, methods=["GET"]),
+        Route("/cometd", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/{version}/{suffix:path}", bayeux.cometd, methods=["POST"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
     ]

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from api.tokens import TokenService
+from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog
 from app.clock import Clock
 from app.engine import Engine
@@ -35,6 +36,7 @@ class Services:
     publisher: PublishService
     tokens: TokenService
     lifecycle: Lifecycle
+    bayeux: BayeuxServer
 
     def instance_url(self, connection: HTTPConnection) -> str:
         """The base URL clients should use: the configured one, else this request's own."""

@@ -51,6 +51,20 @@ class Mailbox:
     def __len__(self) -> int:
         return len(self._items)
 
+    async def wait(self, timeout: float | None) -> None:
+        """Return once a delivery (or an overflow) is waiting, or after `timeout` seconds."""
+        if self._items or self.overflowed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            return
+        finally:
+            self._waiter = None
+
     async def take(self, timeout: float | None) -> list[Delivery]:
         """Everything buffered, waiting up to `timeout` seconds for at least one delivery
         (an empty list on timeout). Raises SubscriberOverflow once the buffer is drained after
@@ -104,9 +118,12 @@ class Hub:
         return len(self._feeds)
 
     @asynccontextmanager
-    async def subscribe(self, topic: Topic, capacity: int) -> AsyncIterator[Mailbox]:
-        """A mailbox receiving every event on `topic` from the moment this returns."""
-        mailbox = Mailbox(capacity)
+    async def subscribe(
+        self, topic: Topic, capacity: int, mailbox: Mailbox | None = None
+    ) -> AsyncIterator[Mailbox]:
+        """A mailbox receiving every event on `topic` from the moment this returns. Pass an
+        existing `mailbox` to gather several topics into one (capacity is then its own)."""
+        mailbox = mailbox if mailbox is not None else Mailbox(capacity)
         async with self._lock:
             feed = self._feeds.get(topic)
             if feed is None:

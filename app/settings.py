@@ -141,6 +141,31 @@ class Settings:
     sse_retry: float = _setting(
         2.0, "duration", "Reconnect delay suggested to SSE clients (`retry:`).", minimum=0
     )
+    bayeux_timeout: float = _setting(
+        110.0,
+        "duration",
+        "How long /meta/connect is held (advice.timeout).",
+        minimum=0,
+        maximum=600,
+    )
+    bayeux_reconnect_window: float = _setting(
+        40.0, "duration", "A Bayeux session without a connect expires after this.", minimum=1
+    )
+    bayeux_max_request_size: int = _setting(
+        32 * 1024, "size", "Largest Bayeux request body (413 above).", minimum=1024
+    )
+    bayeux_max_reply_events: int = _setting(
+        1000, "int", "Most events in one /meta/connect reply.", minimum=1
+    )
+    bayeux_max_reply_size: int = _setting(
+        1024 * 1024, "size", "Approximate largest /meta/connect reply.", minimum=1024
+    )
+    bayeux_max_clients: int = _setting(
+        2000, "int", "Concurrent Bayeux clients per tenant.", minimum=1
+    )
+    bayeux_max_subscriptions: int = _setting(
+        100, "int", "Subscriptions per Bayeux client.", minimum=1
+    )
     token_ttl: float = _setting(
         3600.0, "duration", "Lifetime of issued access tokens.", minimum=10, maximum=7 * 86400
     )

@@ -1,0 +1,51 @@
+"""`POST /cometd[/{version}[/...]]`: the Bayeux long-polling endpoint. It moves bytes only:
+read and decode the body, establish credentials, let the Bayeux server process the messages,
+write the reply array. Every Bayeux outcome is HTTP 200 with a JSON array."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.auth import token_from_header
+from api.body import read_body
+from api.services import Services
+from app.bayeux import codec
+from app.bayeux.codec import MalformedBayeux, Message
+from app.bayeux.server import Credentials
+from app.errors import AuthenticationFailed, RequestTooLarge
+
+__all__ = ["cometd"]
+
+_MEDIA_TYPE = "application/json;charset=UTF-8"
+
+
+def _array(replies: list[Message], status: int) -> Response:
+    return Response(codec.encode_replies(replies), status, media_type=_MEDIA_TYPE)
+
+
+def credentials(request: Request, services: Services) -> Credentials:
+    token = token_from_header(request.headers.get("authorization"))
+    if token is None:
+        return Credentials(presented=False, principal=None)
+    try:
+        return Credentials(presented=True, principal=services.tokens.verify(token))
+    except AuthenticationFailed:
+        return Credentials(presented=True, principal=None)
+
+
+async def cometd(request: Request) -> Response:
+    services: Services = request.app.state.services
+    try:
+        body = await read_body(request, services.settings.bayeux_max_request_size)
+    except RequestTooLarge:
+        error = {"channel": "/meta/unsuccessful", "successful": False}
+        return _array([{**error, "error": codec.REQUEST_TOO_LARGE}], 413)
+    try:
+        messages = codec.decode_messages(body, request.headers.get("content-type", ""))
+    except MalformedBayeux:
+        error = {"channel": "/meta/unsuccessful", "successful": False}
+        return _array([{**error, "error": codec.MALFORMED}], 400)
+    version = request.path_params.get("version")
+    replies = await services.bayeux.process(messages, credentials(request, services), version)
+    return Response(codec.encode_replies(replies), 200, media_type=_MEDIA_TYPE)

@@ -1,0 +1,1 @@
+"""Bayeux (CometD) long-polling, wire-compatible with the Salesforce Streaming API."""

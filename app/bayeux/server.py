@@ -1,0 +1,525 @@
+"""Bayeux meta handling on decoded message lists (transport-free, like Faye's `server.rb`).
+
+Sessions live in the engine: every `/meta/connect` reads the events after the session's stored
+positions and, when there are none, holds on this node's hub until one arrives. Positions move
+forward only as replies are built (or, with the ack extension, as replies are acknowledged), so
+a client resumes exactly where it was on whichever node serves its next connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.access import Principal
+from app.bayeux import codec
+from app.bayeux.codec import Message
+from app.channels import ChannelPattern, is_meta, is_service, parse_pattern, subscribable_pattern
+from app.clock import Clock
+from app.delivery import Delivery
+from app.engine import Engine
+from app.errors import InvalidChannel, UnknownChannel
+from app.hub import Hub, Mailbox, SubscriberOverflow
+from app.model import ChannelKey, Event, Topic
+from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
+from app.sessions import SessionChange, SessionRecord
+from app.settings import Settings
+
+__all__ = ["BayeuxServer", "Credentials", "new_client_id"]
+
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+_EVENT_UUID_SINCE = (52, 0)
+_ENCODED_CACHE = 10_000
+
+
+def new_client_id() -> str:
+    """27 base-36 characters (~139 random bits), shaped like Salesforce's client ids."""
+    number = secrets.randbits(140)
+    digits = []
+    for _ in range(27):
+        number, digit = divmod(number, 36)
+        digits.append(_ALPHABET[digit])
+    return "".join(digits)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What the request's `Authorization` header proved: nothing presented, an invalid token
+    (`principal` None) or a principal."""
+
+    presented: bool
+    principal: Principal | None
+
+
+def api_version(text: str | None) -> tuple[int, int] | None:
+    """`"58.0"` → (58, 0); None for no or an unparsable version (treated as the newest)."""
+    if not text:
+        return None
+    major, _, minor = text.partition(".")
+    if not major.isdigit() or not (minor or "0").isdigit():
+        return None
+    return int(major), int(minor or "0")
+
+
+@dataclass(slots=True)
+class _Hold:
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str | None = None  # "superseded" | "disconnected" | "resubscribed"
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Events gathered for one connect reply, within the reply caps."""
+
+    max_events: int
+    max_bytes: int
+    with_uuid: bool
+    items: list[bytes] = field(default_factory=list)
+    size: int = 0
+    reached: dict[str, int] = field(default_factory=dict)
+    gaps: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def room(self) -> int:
+        return 0 if self.size >= self.max_bytes else self.max_events - len(self.items)
+
+    def add(self, delivery: Delivery) -> bool:
+        if self.room <= 0:
+            return False
+        encoded = delivery.bayeux_message(with_uuid=self.with_uuid)
+        if self.items and self.size + len(encoded) > self.max_bytes:
+            self.size = self.max_bytes
+            return False
+        self.items.append(encoded)
+        self.size += len(encoded)
+        self.reached[delivery.event.key.name] = delivery.replay_id
+        return True
+
+
+def _ext(message: Message) -> Mapping[str, Any]:
+    ext = message.get("ext")
+    return ext if isinstance(ext, dict) else {}
+
+
+def _reply(message: Message, **fields: Any) -> Message:
+    reply: Message = {"channel": message.get("channel")}
+    if "id" in message:
+        reply["id"] = message["id"]
+    client_id = message.get("clientId")
+    if isinstance(client_id, str):
+        reply["clientId"] = client_id
+    if message.get("channel") in ("/meta/subscribe", "/meta/unsubscribe"):
+        reply["subscription"] = message.get("subscription")
+    reply.update(fields)
+    return reply
+
+
+def _failure(message: Message, error: str, **fields: Any) -> Message:
+    return _reply(message, successful=False, error=error, **fields)
+
+
+def _requested_replay(message: Message, subscription: str) -> object:
+    """`ext.replay[subscription]`, else the entry for the subscription without its query;
+    a missing entry means -1 (new events only)."""
+    replay = _ext(message).get("replay")
+    if not isinstance(replay, dict):
+        return NEW_ONLY
+    for key in (subscription, subscription.partition("?")[0]):
+        if key in replay:
+            return replay[key]
+    return NEW_ONLY
+
+
+def _as_position(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+class BayeuxServer:
+    def __init__(
+        self,
+        engine: Engine,
+        hub: Hub,
+        settings: Settings,
+        clock: Clock,
+        draining: asyncio.Event,
+        new_id: Callable[[], str] = new_client_id,
+    ) -> None:
+        self._engine = engine
+        self._hub = hub
+        self._clock = clock
+        self._draining = draining
+        self._new_id = new_id
+        self._timeout_ms = int(settings.bayeux_timeout * 1000)
+        self._window_us = int(settings.bayeux_reconnect_window * 1_000_000)
+        self._hold_ttl_us = self._window_us + int(settings.bayeux_timeout * 1_000_000)
+        self._max_events = settings.bayeux_max_reply_events
+        self._max_bytes = settings.bayeux_max_reply_size
+        self._max_clients = settings.bayeux_max_clients
+        self._max_subscriptions = settings.bayeux_max_subscriptions
+        self._capacity = settings.subscriber_queue_size
+        self._holds: dict[str, _Hold] = {}
+        self._deliveries: OrderedDict[tuple[ChannelKey, int], Delivery] = OrderedDict()
+
+    @property
+    def held_connects(self) -> int:
+        return len(self._holds)
+
+    async def process(
+        self, messages: list[Message], credentials: Credentials, version: str | None
+    ) -> list[Message | bytes]:
+        """Replies (and delivered events) for one HTTP request's messages, in order. A connect
+        is held only when it is alone in its request."""
+        parsed = api_version(version)
+        with_uuid = parsed is None or parsed >= _EVENT_UUID_SINCE
+        holdable = len(messages) == 1
+        replies: list[Message | bytes] = []
+        for message in messages:
+            replies.extend(await self._process_one(message, credentials, with_uuid, holdable))
+        return replies
+
+    async def _process_one(
+        self, message: Message, credentials: Credentials, with_uuid: bool, holdable: bool
+    ) -> list[Message | bytes]:
+        channel = message.get("channel")
+        if not isinstance(channel, str) or not channel:
+            return [_failure({**message, "channel": "/meta/unknown"}, codec.CHANNEL_MISSING)]
+        if not credentials.presented:
+            return [_failure(message, codec.AUTHENTICATION_REQUIRED)]
+        if channel == "/meta/handshake":
+            return [await self._handshake(message, credentials.principal)]
+        client_id = message.get("clientId")
+        session = await self._engine.session_get(client_id) if isinstance(client_id, str) else None
+        if session is None:
+            advice = {"reconnect": "handshake", "interval": 0}
+            return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        principal = credentials.principal
+        if principal is None or (principal.tenant, principal.client_id) != (
+            session.tenant,
+            session.owner,
+        ):
+            advice = {"reconnect": "none", "interval": 0}
+            return [_failure(message, codec.AUTHENTICATION_INVALID, advice=advice)]
+        if channel == "/meta/connect":
+            return await self._connect(message, session, with_uuid, holdable)
+        if channel == "/meta/subscribe":
+            return [await self._subscribe(message, session)]
+        if channel == "/meta/unsubscribe":
+            return [await self._unsubscribe(message, session)]
+        if channel == "/meta/disconnect":
+            return [await self._disconnect(message, session)]
+        if is_meta(channel):
+            return [_failure(message, codec.UNKNOWN_META_CHANNEL)]
+        if is_service(channel):
+            return [_reply(message, successful=True)]
+        return [_failure(message, codec.PUBLISH_DENIED)]
+
+    # -- handshake -------------------------------------------------------------------------
+
+    async def _handshake(self, message: Message, principal: Principal | None) -> Message:
+        ext = {"replay": True, "payload.format": True}
+        reply = {k: v for k, v in _reply(message).items() if k != "clientId"}
+
+        def denied(reason: str) -> Message:
+            return {
+                **reply,
+                "successful": False,
+                "error": codec.HANDSHAKE_DENIED,
+                "ext": {"sfdc": {"failureReason": reason}, **ext},
+                "advice": {"reconnect": "none"},
+            }
+
+        if principal is None:
+            return denied(codec.AUTHENTICATION_INVALID)
+        types = message.get("supportedConnectionTypes")
+        if isinstance(types, list) and "long-polling" not in types:
+            return denied(codec.invalid_connection_type(",".join(map(str, types))))
+        wants_ack = _ext(message).get("ack") is True
+        record = SessionRecord(
+            client_id=self._new_id(),
+            tenant=principal.tenant,
+            owner=principal.client_id,
+            version="",
+            ack=wants_ack,
+        )
+        if not await self._engine.session_create(record, self._window_us, self._max_clients):
+            return denied(codec.CONCURRENT_LIMIT)
+        if wants_ack:
+            ext["ack"] = True
+        return {
+            **reply,
+            "version": "1.0",
+            "minimumVersion": "1.0",
+            "supportedConnectionTypes": ["long-polling"],
+            "clientId": record.client_id,
+            "successful": True,
+            "ext": ext,
+            "advice": self._advice(),
+        }
+
+    def _advice(self) -> dict[str, Any]:
+        return {"reconnect": "retry", "interval": 0, "timeout": self._timeout_ms}
+
+    # -- connect ---------------------------------------------------------------------------
+
+    async def _connect(
+        self, message: Message, session: SessionRecord, with_uuid: bool, holdable: bool
+    ) -> list[Message | bytes]:
+        connection_type = message.get("connectionType")
+        if connection_type is not None and connection_type != "long-polling":
+            return [_failure(message, codec.invalid_connection_type(connection_type))]
+        client_id = session.client_id
+        previous = self._holds.get(client_id)
+        if previous is not None:
+            previous.reason = "superseded"
+            previous.wake.set()
+        acknowledged = _as_position(_ext(message).get("ack")) if session.ack else None
+        advice = message.get("advice")
+        client_timeout = advice.get("timeout") if isinstance(advice, dict) else None
+        hold = (
+            holdable
+            and session.connected
+            and client_timeout != 0
+            and self._timeout_ms > 0
+            and not self._draining.is_set()
+        )
+        updated = await self._engine.session_update(
+            client_id,
+            SessionChange(commit_through=acknowledged),
+            self._hold_ttl_us if hold else self._window_us,
+        )
+        if updated is None:
+            advice = {"reconnect": "handshake", "interval": 0}
+            return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        batch = _Batch(self._max_events, self._max_bytes, with_uuid)
+        ending: str | None = None
+        if hold:
+            ending = await self._hold(updated, batch)
+        else:
+            await self._collect(updated, batch, await self._targets(updated))
+        reply = _reply(message, successful=True)
+        if not updated.connected or ending == "draining":
+            reply["advice"] = self._advice()
+        if ending == "disconnected":
+            reply["advice"] = {"reconnect": "none", "interval": 0}
+            return [reply]
+        ext: dict[str, Any] = {}
+        if batch.gaps:
+            ext["replaybus"] = {"gaps": batch.gaps}
+        change = SessionChange(connected=True)
+        if updated.ack:
+            number = updated.batch + 1
+            change = SessionChange(connected=True, stage=(number, batch.reached))
+            ext["ack"] = number
+        else:
+            change = SessionChange(connected=True, advance=batch.reached)
+        if await self._engine.session_update(client_id, change, self._window_us) is None:
+            advice = {"reconnect": "handshake", "interval": 0}
+            return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        if ext:
+            reply["ext"] = ext
+        return [*batch.items, reply]
+
+    async def _targets(self, session: SessionRecord) -> dict[str, int]:
+        """Each concrete channel to read, with the ReplayId to read after."""
+        targets = {
+            name: session.positions.get(name, 0)
+            for name in session.subscriptions
+            if not parse_pattern(name).is_wildcard
+        }
+        wildcards = self._wildcards(session)
+        if wildcards:
+            for channel in await self._engine.channel_names(session.tenant):
+                if channel not in targets:
+                    after = self._wildcard_after(session, wildcards, channel)
+                    if after is not None:
+                        targets[channel] = after
+        return targets
+
+    @staticmethod
+    def _wildcards(session: SessionRecord) -> list[tuple[ChannelPattern, int]]:
+        patterns = ((parse_pattern(name), since) for name, since in session.subscriptions.items())
+        return [(pattern, since) for pattern, since in patterns if pattern.is_wildcard]
+
+    @staticmethod
+    def _wildcard_after(
+        session: SessionRecord, wildcards: list[tuple[ChannelPattern, int]], channel: str
+    ) -> int | None:
+        """A channel reached only through patterns starts at its first pattern's subscription
+        time: ReplayIds are at least their publish time in µs, so that selects exactly the
+        events published after the subscription."""
+        starts = [since for pattern, since in wildcards if pattern.matches(channel)]
+        if not starts:
+            return None
+        return session.positions.get(channel, min(starts) - 1)
+
+    def _delivery(self, event: Event) -> Delivery:
+        """One Delivery per event per node, so each event is encoded once however many
+        sessions read it."""
+        cache_key = (event.key, event.replay_id)
+        delivery = self._deliveries.get(cache_key)
+        if delivery is None:
+            delivery = self._deliveries[cache_key] = Delivery(event)
+            if len(self._deliveries) > _ENCODED_CACHE:
+                self._deliveries.popitem(last=False)
+        return delivery
+
+    async def _collect(
+        self, session: SessionRecord, batch: _Batch, targets: dict[str, int]
+    ) -> None:
+        for channel, after in targets.items():
+            if batch.room <= 0:
+                return
+            page = await self._engine.read(ChannelKey(session.tenant, channel), after, batch.room)
+            if after < page.window.low_water:
+                batch.gaps.append(
+                    {
+                        "channel": channel,
+                        "requested": after,
+                        "earliest": page.window.earliest,
+                        "latest": page.window.latest,
+                    }
+                )
+                batch.reached[channel] = page.window.low_water
+            for event in page.events:
+                if not batch.add(self._delivery(event)):
+                    return
+
+    async def _hold(self, session: SessionRecord, batch: _Batch) -> str | None:
+        """Listen on every subscription, then read; if nothing is there, wait for the first
+        live event, the timeout, a newer connect, a subscribe, a disconnect or a drain."""
+        hold = _Hold()
+        self._holds[session.client_id] = hold
+        try:
+            async with AsyncExitStack() as listening:
+                mailbox = Mailbox(self._capacity)
+                for name in session.subscriptions:
+                    topic = Topic(session.tenant, name)
+                    await listening.enter_async_context(
+                        self._hub.subscribe(topic, self._capacity, mailbox)
+                    )
+                targets = await self._targets(session)
+                await self._collect(session, batch, targets)
+                if batch.items or batch.gaps:
+                    return None
+                ending = await self._wait(hold, mailbox)
+                if ending is not None:
+                    return ending
+                try:
+                    deliveries = await mailbox.take(0)
+                except SubscriberOverflow:
+                    await self._collect(session, batch, await self._targets(session))
+                    return None
+                wildcards = self._wildcards(session)
+                for delivery in deliveries:
+                    channel = delivery.event.key.name
+                    after = targets.get(channel)
+                    if after is None:
+                        after = self._wildcard_after(session, wildcards, channel)
+                    if after is None or delivery.replay_id <= after:
+                        continue
+                    if not batch.add(delivery):
+                        break
+                    targets[channel] = delivery.replay_id
+                return None
+        finally:
+            if self._holds.get(session.client_id) is hold:
+                del self._holds[session.client_id]
+
+    async def _wait(self, hold: _Hold, mailbox: Mailbox) -> str | None:
+        """None when live events arrived (or the hold timed out); else why the hold ended."""
+        waiters = [
+            asyncio.create_task(mailbox.wait(self._timeout_ms / 1000)),
+            asyncio.create_task(hold.wake.wait()),
+            asyncio.create_task(self._draining.wait()),
+        ]
+        try:
+            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        if waiters[1] in done:
+            return hold.reason
+        if waiters[2] in done:
+            return "draining"
+        return None
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    async def _subscribe(self, message: Message, session: SessionRecord) -> Message:
+        requested = message.get("subscription")
+        names = requested if isinstance(requested, list) else [requested]
+        subscribe: dict[str, int] = {}
+        positions: dict[str, int] = {}
+        for name in names:
+            if not isinstance(name, str) or not name:
+                return _failure(message, codec.CHANNEL_NOT_SPECIFIED)
+            if not name.startswith("/"):
+                return _failure(message, codec.LEADING_SLASH)
+            if is_meta(name):
+                return _failure(message, codec.SUBSCRIPTION_DENIED)
+            if is_service(name):
+                continue
+            channel = name.partition("?")[0]
+            try:
+                pattern = subscribable_pattern(channel)
+            except (InvalidChannel, UnknownChannel):
+                return _failure(message, codec.channel_does_not_exist(name))
+            raw = _requested_replay(message, name)
+            position = _as_position(raw)
+            if pattern.is_wildcard:
+                if position != NEW_ONLY:
+                    return _failure(message, codec.replay_id_invalid(raw))
+            else:
+                if position is None or position < ALL_RETAINED:
+                    return _failure(message, codec.replay_id_invalid(raw))
+                window = await self._engine.window(ChannelKey(session.tenant, channel))
+                decision = recover(position, window)
+                if isinstance(decision, Gap):
+                    return _failure(message, codec.replay_id_invalid(raw))
+                positions[channel] = decision.after
+            subscribe[channel] = self._clock.now_us()
+        total = len(set(session.subscriptions) | set(subscribe))
+        if total > self._max_subscriptions:
+            return _failure(message, codec.TOO_MANY_SUBSCRIPTIONS)
+        change = SessionChange(subscribe=subscribe, set_positions=positions)
+        if await self._engine.session_update(session.client_id, change, self._ttl(session)) is None:
+            return _failure(message, codec.UNKNOWN_CLIENT)
+        self._wake(session.client_id, "resubscribed")
+        return _reply(message, successful=True)
+
+    async def _unsubscribe(self, message: Message, session: SessionRecord) -> Message:
+        requested = message.get("subscription")
+        names = requested if isinstance(requested, list) else [requested]
+        if not all(isinstance(name, str) and name for name in names):
+            return _failure(message, codec.CHANNEL_NOT_SPECIFIED)
+        change = SessionChange(unsubscribe=tuple(str(n).partition("?")[0] for n in names))
+        if await self._engine.session_update(session.client_id, change, self._ttl(session)) is None:
+            return _failure(message, codec.UNKNOWN_CLIENT)
+        return _reply(message, successful=True)
+
+    async def _disconnect(self, message: Message, session: SessionRecord) -> Message:
+        await self._engine.session_delete(session.client_id)
+        self._wake(session.client_id, "disconnected")
+        return _reply(message, successful=True)
+
+    def _ttl(self, session: SessionRecord) -> int:
+        """Keep a session with a held connect alive for the whole hold."""
+        return self._hold_ttl_us if session.client_id in self._holds else self._window_us
+
+    def _wake(self, client_id: str, reason: str) -> None:
+        hold = self._holds.get(client_id)
+        if hold is not None:
+            hold.reason = reason
+            hold.wake.set()
