@@ -11,9 +11,9 @@ from api.auth import token_from_header
 from api.body import read_body
 from api.services import Services
 from app.bayeux import codec
-from app.bayeux.codec import MalformedBayeux, Message
+from app.bayeux.codec import Message
 from app.bayeux.server import Credentials
-from app.errors import AuthenticationFailed, RequestTooLarge
+from app.errors import AuthenticationFailed, MalformedBayeux, RequestTooLarge
 
 __all__ = ["cometd"]
 

@@ -20,6 +20,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.ReplaybusError: (500, "internal_error"),
     errors.BadRequest: (400, "bad_request"),
     errors.MalformedJson: (400, "malformed_json"),
+    errors.MalformedBayeux: (400, "malformed_bayeux"),
     errors.InvalidBody: (400, "invalid_body"),
     errors.InvalidParameter: (400, "invalid_parameter"),
     errors.InvalidReplayId: (400, "invalid_replay_id"),

@@ -16,6 +16,7 @@ __all__ = [
     "InvalidChannel",
     "InvalidParameter",
     "InvalidReplayId",
+    "MalformedBayeux",
     "MalformedJson",
     "PermissionDenied",
     "ReplaybusError",
@@ -51,6 +52,10 @@ class InvalidBody(BadRequest):
 
 class InvalidParameter(BadRequest):
     pass
+
+
+class MalformedBayeux(BadRequest):
+    """A Bayeux body that is not one message or an array of them."""
 
 
 class InvalidReplayId(BadRequest):

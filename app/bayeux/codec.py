@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from app.envelope import format_created
-from app.errors import BadRequest
+from app.errors import MalformedBayeux
 from app.model import Event
 
 __all__ = [
@@ -59,10 +59,6 @@ def channel_does_not_exist(channel: str) -> str:
 
 def invalid_connection_type(connection_type: object) -> str:
     return f"400::Invalid connection type {{{connection_type}}}"
-
-
-class MalformedBayeux(BadRequest):
-    """A body that is not one Bayeux message or an array of them."""
 
 
 def decode_messages(body: bytes, content_type: str) -> list[Message]:
