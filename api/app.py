@@ -7,9 +7,10 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import bayeux, events, oauth, ops, stream
+from api import bayeux, events, oauth, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
 from api.errors import exception_handlers
 from api.services import Lifecycle, Services
@@ -76,6 +77,21 @@ def create_app(
         Route("/v1/events/{channel:path}", events.history, methods=["GET"]),
         Route("/v1/channels/{channel:path}", events.channel_window, methods=["GET"]),
         Route("/v1/stream/{channel:path}", stream.stream, methods=["GET"]),
+        Route(
+            "/services/data/{version}/sobjects/{name}",
+            salesforce.sobject,
+            methods=["POST"],
+        ),
+        Route(
+            "/services/data/{version}/sobjects/{name}/",
+            salesforce.sobject,
+            methods=["POST"],
+        ),
+        Route(
+            "/services/data/{version}/composite/sobjects",
+            salesforce.composite_sobjects,
+            methods=["POST"],
+        ),
         Route("/cometd", bayeux.cometd, methods=["POST"]),
         Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
         Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
@@ -84,6 +100,17 @@ def create_app(
         Route("/readyz", ops.readyz, methods=["GET"]),
     ]
     middleware = [Middleware(AccessLogMiddleware)] if settings.access_log else []
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+                expose_headers=["Retry-After", "WWW-Authenticate"],
+                max_age=600,
+            )
+        )
     return Starlette(
         routes=routes,
         middleware=middleware,

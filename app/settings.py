@@ -105,6 +105,11 @@ class Settings:
     public_url: str | None = _setting(
         None, "text", "Base URL clients use (`instance_url`); default: the request's own base URL."
     )
+    cors_allowed_origins: str = _setting(
+        "",
+        "text",
+        "Browser origins allowed to call the API (comma list, or *); empty: CORS off.",
+    )
     forwarded_allow_ips: str = _setting(
         "127.0.0.1", "text", "Proxies trusted for X-Forwarded-For/-Proto (comma list or *)."
     )
@@ -259,6 +264,10 @@ class Settings:
                 f"{ENV_PREFIX}BOOTSTRAP_TENANT: 1-64 letters, digits, '_' or '-', "
                 f"got {self.bootstrap_tenant!r}"
             )
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_allowed_origins.split(",") if origin.strip()]
 
     def replace(self, **changes: Any) -> Settings:
         updated = dataclasses.replace(self, **changes)
