@@ -17,7 +17,7 @@ from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key
 from app.access import SCOPES
 from app.bayeux.server import BayeuxServer
-from app.catalog import Catalog, ClientRecord, Tenant
+from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
 from app.credentials import hash_secret
 from app.hub import Hub
@@ -38,6 +38,15 @@ async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
                 tenant=settings.bootstrap_tenant,
                 secret_hash=hash_secret(settings.bootstrap_client_secret),
                 scopes=SCOPES,
+                jwt_public_key=settings.bootstrap_client_jwt_key,
+            )
+        )
+    if settings.bootstrap_username is not None and settings.bootstrap_password is not None:
+        await catalog.add_user(
+            UserRecord(
+                username=settings.bootstrap_username,
+                tenant=settings.bootstrap_tenant,
+                password_hash=hash_secret(settings.bootstrap_password),
             )
         )
 
@@ -47,7 +56,9 @@ def create_app(
 ) -> Starlette:
     clock = clock or SystemClock()
     lifecycle = lifecycle or Lifecycle()
-    tokens = TokenService(load_signing_key(settings), settings.token_ttl, clock)
+    tokens = TokenService(
+        load_signing_key(settings), settings.token_ttl, clock, settings.refresh_token_ttl
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -1,6 +1,8 @@
 """Access tokens: JWTs signed with an asymmetric key, verified by any node without a catalog call.
 
-Claims: `sub` (client id), `tid` (tenant), `scope` (space-separated), `iat`, `exp`, `jti`.
+Claims: `sub` (client id), `tid` (tenant), `usr` (user, for user grants), `scope`
+(space-separated), `use` (`access` or `refresh`), `iat`, `exp`, `jti`. Refresh tokens are
+signed the same way and are never accepted where an access token is expected.
 """
 
 from __future__ import annotations
@@ -81,7 +83,10 @@ class IssuedToken:
 
 
 class TokenService:
-    def __init__(self, key: SigningKey, ttl: float, clock: Clock) -> None:
+    def __init__(
+        self, key: SigningKey, ttl: float, clock: Clock, refresh_ttl: float = 30 * 86400
+    ) -> None:
+        self._refresh_ttl = int(refresh_ttl)
         self._key = key
         self._algorithm = _algorithm(key)
         self._keys = KeySet([key])
@@ -95,20 +100,48 @@ class TokenService:
         public.update({"use": "sig", "alg": self._algorithm})
         return {"keys": [public]}
 
-    def issue(self, tenant: str, client_id: str, scopes: tuple[str, ...]) -> IssuedToken:
+    def issue(
+        self, tenant: str, client_id: str, scopes: tuple[str, ...], user: str | None = None
+    ) -> IssuedToken:
         now = self._clock.now_us() / 1_000_000
-        claims = {
+        token = self._sign(tenant, client_id, scopes, user, "access", now, self._ttl)
+        return IssuedToken(token, now, self._ttl, scopes)
+
+    def issue_refresh(self, tenant: str, client_id: str, scopes: tuple[str, ...], user: str) -> str:
+        now = self._clock.now_us() / 1_000_000
+        return self._sign(tenant, client_id, scopes, user, "refresh", now, self._refresh_ttl)
+
+    def _sign(
+        self,
+        tenant: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        user: str | None,
+        use: str,
+        now: float,
+        ttl: int,
+    ) -> str:
+        claims: dict[str, object] = {
             "iss": _ISSUER,
             "sub": client_id,
             "tid": tenant,
             "scope": " ".join(scopes),
+            "use": use,
             "iat": int(now),
-            "exp": int(now) + self._ttl,
+            "exp": int(now) + ttl,
             "jti": secrets.token_urlsafe(12),
         }
+        if user is not None:
+            claims["usr"] = user
         header = {"alg": self._algorithm, "kid": self._key.kid}
-        token = jwt.encode(header, claims, self._key, algorithms=[self._algorithm])
-        return IssuedToken(token, now, self._ttl, scopes)
+        return jwt.encode(header, claims, self._key, algorithms=[self._algorithm])
+
+    def verify_refresh(self, token: str) -> Principal:
+        """The principal a refresh token names; raises TokenInvalid or TokenExpired."""
+        principal = self._decode(token, use="refresh")
+        if principal.expires_at <= self._clock.now_us() / 1_000_000:
+            raise TokenExpired("the refresh token has expired")
+        return principal
 
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises TokenInvalid or TokenExpired.
@@ -118,7 +151,7 @@ class TokenService:
         """
         principal = self._verified.get(token)
         if principal is None:
-            principal = self._decode(token)
+            principal = self._decode(token, use="access")
             self._verified[token] = principal
             if len(self._verified) > _CACHE_SIZE:
                 self._verified.popitem(last=False)
@@ -128,7 +161,7 @@ class TokenService:
             raise TokenExpired("the access token has expired: request a new one")
         return principal
 
-    def _decode(self, token: str) -> Principal:
+    def _decode(self, token: str, use: str) -> Principal:
         try:
             claims = jwt.decode(token, self._keys, algorithms=[self._algorithm]).claims
         except (JoseError, ValueError, TypeError):
@@ -139,6 +172,9 @@ class TokenService:
             raise TokenInvalid("the access token is not valid")
         if not isinstance(client_id, str) or not isinstance(scope, str):
             raise TokenInvalid("the access token is not valid")
-        if not isinstance(expires, int):
+        if not isinstance(expires, int) or claims.get("use", "access") != use:
             raise TokenInvalid("the access token is not valid")
-        return Principal(tenant, client_id, frozenset(scope.split()), float(expires))
+        user = claims.get("usr")
+        if user is not None and not isinstance(user, str):
+            raise TokenInvalid("the access token is not valid")
+        return Principal(tenant, client_id, frozenset(scope.split()), float(expires), user)

@@ -19,6 +19,12 @@ class Principal:
     client_id: str
     scopes: frozenset[str]
     expires_at: float
+    user: str | None = None
+
+    @property
+    def subject(self) -> str:
+        """Who acts: the user for user grants, else the client itself."""
+        return self.user or self.client_id
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Catalog", "ClientRecord", "Tenant"]
+__all__ = ["Catalog", "ClientRecord", "Tenant", "UserRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,16 @@ class ClientRecord:
     secret_hash: str
     scopes: tuple[str, ...]
     revoked: bool = False
+    jwt_public_key: str | None = None  # PEM, verifies JWT-bearer assertions signed by the client
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A named user of a tenant, for the password, refresh-token and JWT-bearer grants."""
+
+    username: str
+    tenant: str
+    password_hash: str
 
 
 class Catalog(Protocol):
@@ -33,3 +43,7 @@ class Catalog(Protocol):
     async def add_tenant(self, tenant: Tenant) -> None: ...
 
     async def add_client(self, client: ClientRecord) -> None: ...
+
+    async def user(self, username: str) -> UserRecord | None: ...
+
+    async def add_user(self, user: UserRecord) -> None: ...

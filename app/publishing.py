@@ -94,6 +94,6 @@ class PublishService:
         return EventDraft(
             uuid=self._new_uuid(),
             payload=encoded,
-            created_by=principal.client_id,
+            created_by=principal.subject,
             idempotency_key=key,
         )

@@ -190,6 +190,20 @@ class Settings:
     bootstrap_client_secret: str | None = _setting(
         None, "text", "Its secret; default: generated and printed once.", secret=True
     )
+    bootstrap_client_jwt_key: str | None = _setting(
+        None,
+        "text",
+        "PEM public key of the start-up client, enabling its JWT-bearer grant.",
+    )
+    bootstrap_username: str | None = _setting(
+        None, "text", "A user of the start-up tenant, for the password and JWT-bearer grants."
+    )
+    bootstrap_password: str | None = _setting(
+        None, "text", "That user's password.", secret=True
+    )
+    refresh_token_ttl: float = _setting(
+        30 * 86400.0, "duration", "Lifetime of refresh tokens (password grant).", minimum=60
+    )
     shutdown_grace: float = _setting(
         10.0, "duration", "How long shutdown waits for open requests.", minimum=1
     )
@@ -257,6 +271,11 @@ class Settings:
         if (self.bootstrap_client_id is None) != (self.bootstrap_client_secret is None):
             raise SettingsError(
                 f"{ENV_PREFIX}BOOTSTRAP_CLIENT_ID and {ENV_PREFIX}BOOTSTRAP_CLIENT_SECRET "
+                "go together: set both or neither"
+            )
+        if (self.bootstrap_username is None) != (self.bootstrap_password is None):
+            raise SettingsError(
+                f"{ENV_PREFIX}BOOTSTRAP_USERNAME and {ENV_PREFIX}BOOTSTRAP_PASSWORD "
                 "go together: set both or neither"
             )
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.bootstrap_tenant):

@@ -204,7 +204,7 @@ class BayeuxServer:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
         principal = credentials.principal
-        if principal is None or (principal.tenant, principal.client_id) != (
+        if principal is None or (principal.tenant, principal.subject) != (
             session.tenant,
             session.owner,
         ):
@@ -248,7 +248,7 @@ class BayeuxServer:
         record = SessionRecord(
             client_id=self._new_id(),
             tenant=principal.tenant,
-            owner=principal.client_id,
+            owner=principal.subject,
             version="",
             ack=wants_ack,
         )

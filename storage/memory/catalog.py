@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.catalog import ClientRecord, Tenant
+from app.catalog import ClientRecord, Tenant, UserRecord
 
 __all__ = ["MemoryCatalog"]
 
@@ -11,6 +11,7 @@ class MemoryCatalog:
     def __init__(self) -> None:
         self._tenants: dict[str, Tenant] = {}
         self._clients: dict[str, ClientRecord] = {}
+        self._users: dict[str, UserRecord] = {}
 
     async def __aenter__(self) -> MemoryCatalog:
         return self
@@ -29,3 +30,9 @@ class MemoryCatalog:
 
     async def add_client(self, client: ClientRecord) -> None:
         self._clients[client.client_id] = client
+
+    async def user(self, username: str) -> UserRecord | None:
+        return self._users.get(username)
+
+    async def add_user(self, user: UserRecord) -> None:
+        self._users[user.username] = user

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc import jwt
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, RSAKey
 
-from tests.e2e.server import RunningServer
+from tests.e2e.server import RunningServer, run_server
 
 TOKEN_PATHS = ["/services/oauth2/token", "/v1/oauth/token"]
 
@@ -76,7 +82,7 @@ def test_token_verifies_against_the_published_jwks(server: RunningServer) -> Non
             "invalid_client",
         ),
         (
-            {"grant_type": "password", "username": "u", "password": "p"},
+            {"grant_type": "authorization_code", "code": "c", "redirect_uri": "https://x"},
             None,
             400,
             "unsupported_grant_type",
@@ -107,3 +113,162 @@ def test_malformed_basic_credentials_are_refused_not_crashed(server: RunningServ
     )
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_client"
+
+
+@pytest.fixture(scope="module")
+def assertion_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def user_server(assertion_key: rsa.RSAPrivateKey) -> Iterator[RunningServer]:
+    public_pem = (
+        assertion_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    env = {
+        "REPLAYBUS_BOOTSTRAP_USERNAME": "integration@example.test",
+        "REPLAYBUS_BOOTSTRAP_PASSWORD": "correct horse",
+        "REPLAYBUS_BOOTSTRAP_CLIENT_JWT_KEY": public_pem,
+    }
+    with run_server(env) as server:
+        yield server
+
+
+def _password_grant(server: RunningServer, password: str) -> httpx.Response:
+    return httpx.post(
+        server.base_url + "/services/oauth2/token",
+        data={
+            "grant_type": "password",
+            "client_id": server.client_id,
+            "client_secret": server.client_secret,
+            "username": "integration@example.test",
+            "password": password,
+        },
+    )
+
+
+def _expected_signature(server: RunningServer, body: dict[str, str]) -> str:
+    message = (body["id"] + body["issued_at"]).encode()
+    digest = hmac.new(server.client_secret.encode(), message, hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def test_line_35_password_grant_names_the_user_and_signs_the_response(
+    user_server: RunningServer,
+) -> None:
+    response = _password_grant(user_server, "correct horse")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == f"{user_server.base_url}/id/default/integration@example.test"
+    assert body["token_type"] == "Bearer"
+    assert body["signature"] == _expected_signature(user_server, body)
+    assert body["refresh_token"]
+    published = httpx.post(
+        f"{user_server.base_url}/v1/events/event/Who__e",
+        json={},
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    )
+    assert published.status_code == 201
+
+
+def test_line_36_wrong_password_is_an_invalid_grant_json_error(user_server: RunningServer) -> None:
+    response = _password_grant(user_server, "wrong")
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] in ("invalid_grant", "invalid_request")
+    assert body["error_description"]
+
+
+def test_line_35_refresh_token_grant_issues_a_new_access_token(user_server: RunningServer) -> None:
+    refresh_token = _password_grant(user_server, "correct horse").json()["refresh_token"]
+    response = httpx.post(
+        user_server.base_url + "/services/oauth2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": user_server.client_id,
+            "client_secret": user_server.client_secret,
+        },
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"].endswith("/default/integration@example.test")
+    assert body["signature"] == _expected_signature(user_server, body)
+    assert "refresh_token" not in body
+    # A refresh token is never an access token.
+    refused = httpx.get(
+        user_server.base_url + "/v1/channels/event/X__e",
+        headers={"Authorization": f"Bearer {refresh_token}"},
+    )
+    assert refused.status_code == 401
+
+
+def test_refresh_grant_with_garbage_is_refused(user_server: RunningServer) -> None:
+    response = httpx.post(
+        user_server.base_url + "/services/oauth2/token",
+        data={
+            "grant_type": "refresh_token",
+            "refresh_token": "nope",
+            "client_id": user_server.client_id,
+            "client_secret": user_server.client_secret,
+        },
+    )
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_grant"
+
+
+def _assertion(
+    key: rsa.RSAPrivateKey, issuer: str, subject: str, audience: str, lifetime: int = 180
+) -> str:
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    claims = {"iss": issuer, "sub": subject, "aud": audience, "exp": int(time.time()) + lifetime}
+    return jwt.encode({"alg": "RS256"}, claims, RSAKey.import_key(pem))
+
+
+@pytest.mark.parametrize("audience", ["https://login.salesforce.com", "server"])
+def test_line_35_jwt_bearer_grant_accepts_a_signed_assertion(
+    user_server: RunningServer, assertion_key: rsa.RSAPrivateKey, audience: str
+) -> None:
+    audience = user_server.base_url if audience == "server" else audience
+    assertion = _assertion(
+        assertion_key, user_server.client_id, "integration@example.test", audience
+    )
+    response = httpx.post(
+        user_server.base_url + "/services/oauth2/token",
+        data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"].endswith("/default/integration@example.test")
+    assert "refresh_token" not in body
+
+
+@pytest.mark.parametrize(
+    "case", ["other key", "expired", "wrong audience", "unknown user", "unknown issuer"]
+)
+def test_jwt_bearer_grant_refuses_bad_assertions(
+    user_server: RunningServer, assertion_key: rsa.RSAPrivateKey, case: str
+) -> None:
+    key = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if case == "other key"
+        else assertion_key
+    )
+    assertion = _assertion(
+        key,
+        "nobody" if case == "unknown issuer" else user_server.client_id,
+        "ghost@example.test" if case == "unknown user" else "integration@example.test",
+        "https://elsewhere.test" if case == "wrong audience" else "https://login.salesforce.com",
+        lifetime=-10 if case == "expired" else 180,
+    )
+    response = httpx.post(
+        user_server.base_url + "/services/oauth2/token",
+        data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": assertion},
+    )
+    assert response.status_code in (400, 401)
+    assert response.json()["error"] in ("invalid_grant", "invalid_client", "unauthorized_client")
+    assert response.json()["error_description"]
