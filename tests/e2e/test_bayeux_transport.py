@@ -1,0 +1,89 @@
+"""Bayeux transport edges: WebSocket refused, body limit, content types (lines 2, 3, 32, 40)."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+
+from tests.e2e.server import RunningServer
+
+
+def test_line_40_a_websocket_upgrade_is_refused_promptly(server: RunningServer) -> None:
+    address = urlsplit(server.base_url)
+    assert address.hostname is not None
+    assert address.port is not None
+    request = (
+        "GET /cometd/58.0 HTTP/1.1\r\n"
+        f"Host: {address.hostname}:{address.port}\r\n"
+        "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    with socket.create_connection((address.hostname, address.port), timeout=10) as connection:
+        connection.sendall(request.encode())
+        status_line = connection.recv(4096).split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1.1 ")
+    assert not status_line.startswith(b"HTTP/1.1 101")
+
+
+def test_line_32_a_body_over_32_kib_is_refused_with_413_and_a_json_array(
+    server: RunningServer, token: str
+) -> None:
+    message = {"channel": "/meta/handshake", "version": "1.0", "pad": "x" * 33_000}
+    response = httpx.post(
+        server.base_url + "/cometd/58.0",
+        json=[message],
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 413
+    assert response.json()[0]["successful"] is False
+
+
+def test_line_32_a_batch_just_under_the_limit_is_accepted(
+    server: RunningServer, token: str
+) -> None:
+    message = {"channel": "/meta/handshake", "version": "1.0", "pad": "x" * 30_000}
+    response = httpx.post(
+        server.base_url + "/cometd/58.0",
+        json=[message],
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200
+    assert response.json()[0]["successful"] is True
+
+
+def test_lines_2_3_form_bodies_and_charset_json_are_accepted_and_replies_are_json_arrays(
+    server: RunningServer, token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    form = httpx.post(
+        server.base_url + "/cometd/58.0/handshake",
+        data={"message": '{"channel":"/meta/handshake","version":"1.0","id":"f"}'},
+        headers=headers,
+    )
+    charset = httpx.post(
+        server.base_url + "/cometd/58.0",
+        content=b'{"channel":"/meta/handshake","version":"1.0","id":7}',
+        headers={**headers, "Content-Type": "application/json;charset=UTF-8"},
+    )
+    for response in (form, charset):
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/json;charset=UTF-8"
+        assert response.json()[0]["successful"] is True
+    assert form.json()[0]["id"] == "f"
+    assert charset.json()[0]["id"] == 7
+
+
+def test_line_3_malformed_bodies_get_a_json_array_never_html(
+    server: RunningServer, token: str
+) -> None:
+    response = httpx.post(
+        server.base_url + "/cometd/58.0",
+        content=b"<html>",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert response.headers["content-type"] == "application/json;charset=UTF-8"
+    [reply] = response.json()
+    assert reply["successful"] is False
+    assert reply["channel"]
