@@ -22,6 +22,7 @@ from app.channels import subscribable_pattern
 from app.errors import Draining, InvalidReplayId
 from app.hub import SubscriberOverflow
 from app.model import Topic
+from app.race import first_completed
 from app.recovery import NEW_ONLY, Gap, parse_position
 from app.sse import comment_frame, event_frame, retry_frame
 from app.streaming import ChannelStream, StreamItem, open_stream
@@ -109,22 +110,15 @@ class _EventStreamResponse(Response):
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if not await self._write(send, self._retry[:-1] + self._opening + b"\n"):
                 return
-            tasks = [
-                asyncio.create_task(self._pump(send)),
-                asyncio.create_task(_until_disconnect(receive)),
-                asyncio.create_task(self._services.lifecycle.draining.wait()),
-                asyncio.create_task(self._until_token_expires()),
-            ]
-            try:
-                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            pump = tasks[0]
-            if pump in done and not pump.cancelled() and pump.exception() is not None:
-                log.error("SSE stream failed", exc_info=pump.exception())
-            if tasks[1] not in done:
+            winner, failure = await first_completed(
+                self._pump(send),
+                _until_disconnect(receive),
+                self._services.lifecycle.draining.wait(),
+                self._until_token_expires(),
+            )
+            if failure is not None:
+                log.error("SSE stream failed", exc_info=failure)
+            if winner != 1:  # the client is still there: tell it when to come back
                 await self._write(send, self._retry, more=False)
 
     async def _write(self, send: Send, body: bytes, *, more: bool = True) -> bool:

@@ -69,20 +69,11 @@ class Mailbox:
         """Everything buffered, waiting up to `timeout` seconds for at least one delivery
         (an empty list on timeout). Raises SubscriberOverflow once the buffer is drained after
         an overflow, so the subscriber gets every delivery it had before being cut off."""
+        await self.wait(timeout)
         if not self._items:
             if self.overflowed:
                 raise SubscriberOverflow
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            try:
-                async with asyncio.timeout(timeout):
-                    await waiter
-            except TimeoutError:
-                return []
-            finally:
-                self._waiter = None
-            if not self._items:
-                raise SubscriberOverflow
+            return []
         items = list(self._items)
         self._items.clear()
         return items

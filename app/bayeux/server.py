@@ -26,6 +26,7 @@ from app.engine import Engine
 from app.errors import InvalidChannel, UnknownChannel
 from app.hub import Hub, Mailbox, SubscriberOverflow
 from app.model import ChannelKey, Event, Topic
+from app.race import first_completed
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
 from app.sessions import SessionChange, SessionRecord
 from app.settings import Settings
@@ -438,22 +439,10 @@ class BayeuxServer:
 
     async def _wait(self, hold: _Hold, mailbox: Mailbox) -> str | None:
         """None when live events arrived (or the hold timed out); else why the hold ended."""
-        waiters = [
-            asyncio.create_task(mailbox.wait(self._timeout_ms / 1000)),
-            asyncio.create_task(hold.wake.wait()),
-            asyncio.create_task(self._draining.wait()),
-        ]
-        try:
-            done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
-        if waiters[1] in done:
-            return hold.reason
-        if waiters[2] in done:
-            return "draining"
-        return None
+        winner, _ = await first_completed(
+            mailbox.wait(self._timeout_ms / 1000), hold.wake.wait(), self._draining.wait()
+        )
+        return (None, hold.reason, "draining")[winner]
 
     # -- subscriptions -----------------------------------------------------------------------
 
