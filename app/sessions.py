@@ -13,6 +13,9 @@ from dataclasses import dataclass, field, replace
 
 __all__ = ["SessionChange", "SessionRecord", "apply_change"]
 
+#: Unacknowledged batches kept per session; a client that never acknowledges cannot grow it.
+_MAX_PENDING = 16
+
 
 @dataclass(frozen=True, slots=True)
 class SessionRecord:
@@ -40,13 +43,14 @@ class SessionRecord:
 @dataclass(frozen=True, slots=True)
 class SessionChange:
     """Field-level edits, applied in this order: subscribe, unsubscribe, set positions, advance
-    positions, stage a batch, commit acknowledged batches, mark connected."""
+    positions, stage the next batch (numbered `batch + 1`), commit acknowledged batches, mark
+    connected."""
 
     subscribe: Mapping[str, int] = field(default_factory=dict)
     unsubscribe: tuple[str, ...] = ()
     set_positions: Mapping[str, int] = field(default_factory=dict)
     advance: Mapping[str, int] = field(default_factory=dict)
-    stage: tuple[int, Mapping[str, int]] | None = None
+    stage: Mapping[str, int] | None = None
     commit_through: int | None = None
     connected: bool | None = None
 
@@ -70,8 +74,11 @@ def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
     pending = dict(record.pending)
     batch = record.batch
     if change.stage is not None:
-        batch, reached = change.stage
-        pending[batch] = dict(reached)
+        # Numbered here, inside the atomic update, so two connects never share a batch.
+        batch += 1
+        pending[batch] = dict(change.stage)
+        for stale in sorted(pending)[:-_MAX_PENDING]:
+            del pending[stale]
     if change.commit_through is not None:
         for number in sorted(n for n in pending if n <= change.commit_through):
             _forward(positions, pending.pop(number))

@@ -198,9 +198,7 @@ class Settings:
     bootstrap_username: str | None = _setting(
         None, "text", "A user of the start-up tenant, for the password and JWT-bearer grants."
     )
-    bootstrap_password: str | None = _setting(
-        None, "text", "That user's password.", secret=True
-    )
+    bootstrap_password: str | None = _setting(None, "text", "That user's password.", secret=True)
     refresh_token_ttl: float = _setting(
         30 * 86400.0, "duration", "Lifetime of refresh tokens (password grant).", minimum=60
     )

@@ -35,6 +35,7 @@ HANDSHAKE_DENIED = "403::Handshake denied"
 CONCURRENT_LIMIT = "403::Organization concurrent user limit exceeded"
 UNKNOWN_CLIENT = "403::Unknown client"
 SUBSCRIPTION_DENIED = "403::Subscription denied"
+SUBSCRIBE_SCOPE_MISSING = "403::The access token lacks the subscribe scope"
 CHANNEL_NOT_SPECIFIED = "400::Channel name not specified"
 LEADING_SLASH = "400::Channel subscriptions must start with a leading '/'"
 TOO_MANY_SUBSCRIPTIONS = "403::Too many subscriptions for this client"
@@ -110,9 +111,10 @@ def _payload_with_system_fields(event: Event) -> bytes:
         fields.pop("CreatedById", None)
         payload = orjson.dumps(fields)
     system = b'"CreatedDate":' + created + b',"CreatedById":' + author
-    if payload == b"{}":
+    body = payload.strip()[1:-1]  # the members of the object, however it was spaced
+    if not body.strip():
         return b"{" + system + b"}"
-    return payload[:-1] + b"," + system + b"}"
+    return b"{" + body + b"," + system + b"}"
 
 
 def encode_event(event: Event, *, with_uuid: bool) -> bytes:

@@ -9,6 +9,7 @@ a client resumes exactly where it was on whichever node serves its next connect.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -61,10 +62,10 @@ def api_version(text: str | None) -> tuple[int, int] | None:
     """`"58.0"` → (58, 0); None for no or an unparsable version (treated as the newest)."""
     if not text:
         return None
-    major, _, minor = text.partition(".")
-    if not major.isdigit() or not (minor or "0").isdigit():
+    match = re.fullmatch(r"([0-9]{1,4})(?:\.([0-9]{0,4}))?", text)
+    if match is None:
         return None
-    return int(major), int(minor or "0")
+    return int(match.group(1)), int(match.group(2) or "0")
 
 
 @dataclass(slots=True)
@@ -214,6 +215,8 @@ class BayeuxServer:
         if channel == "/meta/connect":
             return await self._connect(message, session, with_uuid, holdable)
         if channel == "/meta/subscribe":
+            if "subscribe" not in principal.scopes:
+                return [_failure(message, codec.SUBSCRIBE_SCOPE_MISSING)]
             return [await self._subscribe(message, session)]
         if channel == "/meta/unsubscribe":
             return [await self._unsubscribe(message, session)]
@@ -317,16 +320,16 @@ class BayeuxServer:
         ext: dict[str, Any] = {}
         if batch.gaps:
             ext["replaybus"] = {"gaps": batch.gaps}
-        change = SessionChange(connected=True)
         if updated.ack:
-            number = updated.batch + 1
-            change = SessionChange(connected=True, stage=(number, batch.reached))
-            ext["ack"] = number
+            change = SessionChange(connected=True, stage=batch.reached)
         else:
             change = SessionChange(connected=True, advance=batch.reached)
-        if await self._engine.session_update(client_id, change, self._window_us) is None:
+        final = await self._engine.session_update(client_id, change, self._window_us)
+        if final is None:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        if final.ack:
+            ext["ack"] = final.batch
         if ext:
             reply["ext"] = ext
         return [*batch.items, reply]
@@ -411,11 +414,13 @@ class BayeuxServer:
                     )
                 targets = await self._targets(session)
                 await self._collect(session, batch, targets)
+                if hold.reason is not None:
+                    return self._abandon(batch, hold.reason)
                 if batch.items or batch.gaps:
                     return None
                 ending = await self._wait(hold, mailbox)
                 if ending is not None:
-                    return ending
+                    return self._abandon(batch, ending)
                 try:
                     deliveries = await mailbox.take(0)
                 except SubscriberOverflow:
@@ -438,11 +443,23 @@ class BayeuxServer:
                 del self._holds[session.client_id]
 
     async def _wait(self, hold: _Hold, mailbox: Mailbox) -> str | None:
-        """None when live events arrived (or the hold timed out); else why the hold ended."""
+        """None when live events arrived (or the hold timed out); else why the hold ended. A
+        newer connect wins even when events woke this one at the same moment: they go only
+        to the newest connect."""
         winner, _ = await first_completed(
             mailbox.wait(self._timeout_ms / 1000), hold.wake.wait(), self._draining.wait()
         )
-        return (None, hold.reason, "draining")[winner]
+        if hold.reason is not None:
+            return hold.reason
+        return "draining" if winner == 2 else None
+
+    @staticmethod
+    def _abandon(batch: _Batch, reason: str) -> str:
+        """Empty a batch whose connect will not deliver it (its events stay in the store)."""
+        batch.items.clear()
+        batch.reached.clear()
+        batch.gaps.clear()
+        return reason
 
     # -- subscriptions -----------------------------------------------------------------------
 
@@ -470,6 +487,7 @@ class BayeuxServer:
             if pattern.is_wildcard:
                 if position != NEW_ONLY:
                     return _failure(message, codec.replay_id_invalid(raw))
+                positions.update(await self._current_tops(session, pattern))
             else:
                 if position is None or position < ALL_RETAINED:
                     return _failure(message, codec.replay_id_invalid(raw))
@@ -487,6 +505,21 @@ class BayeuxServer:
             return _failure(message, codec.UNKNOWN_CLIENT)
         self._wake(session.client_id, "resubscribed")
         return _reply(message, successful=True)
+
+    async def _current_tops(
+        self, session: SessionRecord, pattern: ChannelPattern
+    ) -> dict[str, int]:
+        """Where a new wildcard subscription starts on channels that already exist: at their
+        current top, so nothing published before it is delivered (ReplayIds can run ahead of
+        the clock after a burst, so the subscription time alone would not do). Channels the
+        session subscribes to by name keep their own position."""
+        tops = {}
+        for channel in await self._engine.channel_names(session.tenant):
+            if pattern.matches(channel) and channel not in session.subscriptions:
+                tops[channel] = (
+                    await self._engine.window(ChannelKey(session.tenant, channel))
+                ).latest
+        return tops
 
     async def _unsubscribe(self, message: Message, session: SessionRecord) -> Message:
         requested = message.get("subscription")
