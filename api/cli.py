@@ -85,6 +85,10 @@ def serve(settings: Settings) -> int:
         forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
         server_header=False,
+        # Long-polling clients reuse pooled connections; announcing the idle timeout lets them
+        # retire a connection before the server closes it under a request in flight.
+        timeout_keep_alive=round(settings.keep_alive),
+        headers=[("Keep-Alive", f"timeout={round(settings.keep_alive)}")],
     )
     server = ReplaybusServer(config, lifecycle, on_started=announce)
     server.run(sockets=[sock])

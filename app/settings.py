@@ -202,6 +202,13 @@ class Settings:
     refresh_token_ttl: float = _setting(
         30 * 86400.0, "duration", "Lifetime of refresh tokens (password grant).", minimum=60
     )
+    keep_alive: float = _setting(
+        120.0,
+        "duration",
+        "How long an idle HTTP connection stays open (announced in a Keep-Alive header).",
+        minimum=1,
+        maximum=3600,
+    )
     shutdown_grace: float = _setting(
         10.0, "duration", "How long shutdown waits for open requests.", minimum=1
     )

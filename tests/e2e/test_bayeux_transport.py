@@ -87,3 +87,10 @@ def test_line_3_malformed_bodies_get_a_json_array_never_html(
     [reply] = response.json()
     assert reply["successful"] is False
     assert reply["channel"]
+
+
+def test_responses_announce_the_keep_alive_timeout(server: RunningServer) -> None:
+    """Pooled clients (Node's http.Agent) retire a connection before the server's idle timeout
+    when told it; without this, a request sent on a just-closed connection fails."""
+    response = httpx.get(server.base_url + "/healthz")
+    assert response.headers["keep-alive"] == "timeout=120"
