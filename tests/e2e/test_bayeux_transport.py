@@ -6,6 +6,7 @@ import socket
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 from tests.e2e.server import RunningServer
 
@@ -94,3 +95,54 @@ def test_responses_announce_the_keep_alive_timeout(server: RunningServer) -> Non
     when told it; without this, a request sent on a just-closed connection fails."""
     response = httpx.get(server.base_url + "/healthz")
     assert response.headers["keep-alive"] == "timeout=120"
+
+
+def _handshake(server: RunningServer, path: str, authorization: str) -> httpx.Response:
+    return httpx.post(
+        server.base_url + path,
+        json=[{"channel": "/meta/handshake", "version": "1.0", "id": "1"}],
+        headers={"Authorization": authorization},
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/cometd/58.0",
+        "/cometd/58.0/handshake",
+        "/cometd/58.0/meta/x",
+        "/cometd/replay/36.0",
+        "/cometd",
+    ],
+)
+def test_line_1_every_cometd_path_form_is_handled_alike(
+    server: RunningServer, token: str, path: str
+) -> None:
+    response = _handshake(server, path, f"Bearer {token}")
+    assert response.status_code == 200
+    assert response.json()[0]["successful"] is True
+
+
+@pytest.mark.parametrize("scheme", ["Bearer ", "bearer ", "OAuth ", "OAUTH ", ""])
+def test_line_5_bearer_oauth_and_bare_tokens_are_accepted(
+    server: RunningServer, token: str, scheme: str
+) -> None:
+    response = _handshake(server, "/cometd/58.0", scheme + token)
+    assert response.json()[0]["successful"] is True
+
+
+def test_line_17_a_whole_session_works_without_cookies(server: RunningServer, token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    url = server.base_url + "/cometd/58.0"
+    with httpx.Client(headers=headers, cookies=None) as client:
+        handshake = client.post(url, json=[{"channel": "/meta/handshake", "version": "1.0"}])
+        client_id = handshake.json()[0]["clientId"]
+        client.cookies.clear()
+        steps = [
+            {"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"},
+            {"channel": "/meta/subscribe", "clientId": client_id, "subscription": "/event/C__e"},
+            {"channel": "/meta/disconnect", "clientId": client_id},
+        ]
+        replies = [client.post(url, json=[step]).json()[0] for step in steps]
+    assert "set-cookie" not in handshake.headers
+    assert [reply["successful"] for reply in replies] == [True, True, True]
