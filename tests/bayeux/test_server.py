@@ -23,6 +23,8 @@ from app.bayeux import codec
 from app.bayeux.server import Credentials
 from app.envelope import format_created
 from app.model import ChannelKey, EventDraft, Retention
+from app.publishing import PublishService
+from app.settings import Settings
 from storage.memory import MemoryEngine
 from tests.bayeux._support import (
     Background,
@@ -1375,3 +1377,30 @@ async def test_gap_is_reported_on_a_held_connect_too(
     [gap] = connect_reply(replies)["ext"]["replaybus"]["gaps"]
     assert gap["channel"] == X
     assert gap["earliest"] == ids[3]
+
+
+async def test_line_31_replay_honours_the_retention_age(
+    make_server: ServerFactory,
+    make_client: ClientFactory,
+    engine: MemoryEngine,
+    principal: Principal,
+    clock: FakeClock,
+) -> None:
+    """Events older than the retention age are gone: a position among them is refused, and
+    -2 replays only what is still within the window."""
+    settings = Settings(retention_max_age=3600.0)
+    publish = Publisher(PublishService(engine, settings), principal)
+    client = make_client(make_server(retention_max_age=3600.0))
+    old = [await publish.one(X, n=n) for n in range(2)]
+    clock.advance(3601)
+    fresh = await publish.one(X, n=2)
+    await client.handshake()
+
+    expired = await client.subscribe(X, {X: old[0] - 1})
+    everything = await client.subscribe(X, {X: -2})
+    delivered = event_ids(await within(client.connect()))
+
+    assert expired["successful"] is False
+    assert expired["error"] == codec.replay_id_invalid(old[0] - 1)
+    assert everything["successful"] is True
+    assert delivered == [fresh]
