@@ -13,7 +13,7 @@ from api.services import Services
 from app.bayeux import codec
 from app.bayeux.codec import Message
 from app.bayeux.server import Credentials
-from app.errors import AuthenticationFailed, MalformedBayeux, RequestTooLarge
+from app.errors import AuthenticationFailed, MalformedBayeux, RequestTooLarge, ServiceUnavailable
 
 __all__ = ["cometd"]
 
@@ -47,5 +47,17 @@ async def cometd(request: Request) -> Response:
         error = {"channel": "/meta/unsuccessful", "successful": False}
         return _array([{**error, "error": codec.MALFORMED}], 400)
     version = request.path_params.get("version")
-    replies = await services.bayeux.process(messages, credentials(request, services), version)
+
+    async def client_gone() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    try:
+        replies = await services.bayeux.process(
+            messages, credentials(request, services), version, client_gone
+        )
+    except ServiceUnavailable:
+        # A transport failure to CometD clients (non-200): they retry, with the same clientId.
+        error = {"channel": "/meta/unsuccessful", "successful": False}
+        return _array([{**error, "error": codec.UNAVAILABLE}], 503)
     return Response(codec.encode_replies(replies), 200, media_type=_MEDIA_TYPE)

@@ -50,12 +50,12 @@ _MAX_TOKEN_REQUEST = 16 * 1024
 _AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _GRANTS = ("client_credentials", "password", "refresh_token", JWT_BEARER)
-_SALESFORCE_AUDIENCES = ("https://login.salesforce.com", "https://test.salesforce.com")
+_ASSERTION_MAX_LIFE = 300 + 60  # Salesforce: at most 3 minutes; allow for clock skew
+_CLOCK_SKEW = 60
 _ASSERTION_ALGORITHMS = ["RS256", "ES256", "Ed25519"]
 _UNKNOWN_HASH = hash_secret(generate_secret())
 _DESCRIPTIONS = {
     "unsupported_grant_type": "grant type not supported",
-    "invalid_request": "the token request is missing a required parameter",
     "invalid_client": "invalid client credentials",
     "invalid_grant": "authentication failure",
 }
@@ -79,7 +79,8 @@ class _Client(ClientMixin):  # type: ignore[misc]
 
     def check_client_secret(self, client_secret: str) -> bool:
         record: ClientRecord = self.record
-        return bool(not record.revoked and verify_secret(client_secret, record.secret_hash))
+        matches = verify_secret(client_secret, record.secret_hash)  # same cost when revoked
+        return bool(matches and not record.revoked)
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         return endpoint == "token" and method in _AUTH_METHODS
@@ -209,9 +210,8 @@ class _TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
         if user is None or user.username != username or self._client is None:
             verify_secret(password, _UNKNOWN_HASH)  # the same cost whether or not it exists
             return None
-        if user.tenant != self._client.tenant or not verify_secret(password, user.password_hash):
-            return None
-        return user
+        matches = verify_secret(password, user.password_hash)  # same cost in any tenant
+        return user if matches and user.tenant == self._client.tenant else None
 
     def check_assertion(self, assertion: str) -> tuple[ClientRecord, UserRecord]:
         client, user = self._client, self.user
@@ -225,13 +225,14 @@ class _TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
         audiences = claims.get("aud")
         audiences = audiences if isinstance(audiences, list) else [audiences]
         accepted = {self._instance_url, self._instance_url + "/services/oauth2/token"}
-        accepted.update(_SALESFORCE_AUDIENCES)
-        expires = claims.get("exp")
+        expires, not_before = claims.get("exp"), claims.get("nbf", 0)
         now = self._services.clock.now_us() / 1_000_000
         if claims.get("iss") != client.client_id or not accepted.intersection(audiences):
             raise InvalidGrantError("invalid assertion: wrong issuer or audience")
-        if not isinstance(expires, int | float) or expires <= now:
-            raise InvalidGrantError("invalid assertion: expired")
+        if not isinstance(expires, int | float) or not now < expires <= now + _ASSERTION_MAX_LIFE:
+            raise InvalidGrantError("invalid assertion: expired, or valid for over 5 minutes")
+        if not isinstance(not_before, int | float) or not_before > now + _CLOCK_SKEW:
+            raise InvalidGrantError("invalid assertion: not valid yet")
         if user is None or claims.get("sub") != user.username or user.tenant != client.tenant:
             raise InvalidGrantError("invalid assertion: unknown user")
         return client, user
@@ -248,8 +249,11 @@ class _TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
     def handle_response(
         self, status: int, body: Any, headers: list[tuple[str, str]]
     ) -> tuple[int, Any, list[tuple[str, str]]]:
-        if isinstance(body, dict) and "error" in body and not body.get("error_description"):
-            body["error_description"] = _DESCRIPTIONS.get(body["error"], body["error"])
+        if isinstance(body, dict) and "error" in body:
+            # One text per error: details would tell a prober which clients and users exist.
+            fixed = _DESCRIPTIONS.get(body["error"])
+            if fixed is not None or not body.get("error_description"):
+                body["error_description"] = fixed or body["error"]
         return status, body, headers
 
     def _generate(

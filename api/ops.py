@@ -18,7 +18,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready for traffic: not draining, and the engine answers."""
+    """Ready for traffic: not draining, and the engine answers; with this node's load."""
     services: Services = request.app.state.services
     if services.lifecycle.draining.is_set():
         return JSONBytesResponse({"error": "draining", "message": "shutting down"}, 503)
@@ -26,4 +26,10 @@ async def readyz(request: Request) -> Response:
         await services.engine.ping()
     except ServiceUnavailable as error:
         return JSONBytesResponse({"error": "engine_unavailable", "message": error.message}, 503)
-    return JSONBytesResponse({"status": "ready"})
+    return JSONBytesResponse(
+        {
+            "status": "ready",
+            "heldConnects": services.bayeux.held_connects,
+            "liveSubscribers": services.hub.subscriber_count,
+        }
+    )

@@ -16,7 +16,8 @@ from api.body import read_json
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app import errors
-from app.model import Published
+from app.model import ChannelKey, EventDraft, Published
+from app.publishing import Prepared
 
 __all__ = ["SALESFORCE_ERRORS", "composite_sobjects", "salesforce_error_response", "sobject"]
 
@@ -127,8 +128,8 @@ def _record_type(record: object) -> str | None:
 
 async def composite_sobjects(request: Request) -> Response:
     """`POST /services/data/v{N.N}/composite/sobjects`: up to 200 records, possibly of several
-    event types; one SaveResult per record, in request order. With `allOrNone`, nothing is
-    published unless every record is valid."""
+    event types; one SaveResult per record, in request order. Every record is validated before
+    anything is stored; with `allOrNone`, nothing is stored unless every record is valid."""
     services: Services = request.app.state.services
     try:
         _check_version(request)
@@ -140,9 +141,8 @@ async def composite_sobjects(request: Request) -> Response:
             raise errors.InvalidBody('the body must be {"allOrNone": bool, "records": [...]}')
         if len(records) > MAX_COLLECTION:
             raise errors.BatchTooLarge(f"at most {MAX_COLLECTION} records per request")
-        all_or_none = body.get("allOrNone") is True
         results: list[dict[str, Any] | None] = [None] * len(records)
-        groups: dict[str, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+        groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = defaultdict(list)
         for index, record in enumerate(records):
             kind = _record_type(record)
             if kind is None or not _EVENT_TYPE.fullmatch(kind):
@@ -151,11 +151,16 @@ async def composite_sobjects(request: Request) -> Response:
                 )
                 continue
             fields = {k: v for k, v in record.items() if k != "attributes"}
-            groups[f"/event/{kind}"].append((index, fields))
-        if all_or_none and any(result is not None for result in results):
+            try:
+                prepared = services.publisher.prepare(principal, f"/event/{kind}", fields)
+            except errors.ReplaybusError as error:
+                results[index] = _failed(SALESFORCE_ERRORS[type(error)][1], error.message)
+                continue
+            groups[prepared.key].extend((index, draft) for draft in prepared.drafts)
+        if body.get("allOrNone") is True and any(result is not None for result in results):
             return JSONBytesResponse(_rolled_back(results), 200)
-        for channel, members in groups.items():
-            acks = await services.publisher.publish(principal, channel, [f for _, f in members])
+        for key, members in groups.items():
+            acks = await services.publisher.store(Prepared(key, tuple(d for _, d in members)))
             for (index, _), ack in zip(members, acks, strict=True):
                 results[index] = _save_result(ack)
     except errors.ReplaybusError as error:

@@ -26,6 +26,12 @@ class Principal:
         """Who acts: the user for user grants, else the client itself."""
         return self.user or self.client_id
 
+    @property
+    def identity(self) -> str:
+        """What a Bayeux session belongs to: the user for user grants (through any of the
+        tenant's clients, as a Salesforce session belongs to its user), else the client."""
+        return f"user:{self.user}" if self.user else f"client:{self.client_id}"
+
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
             raise InsufficientScope(f"this token lacks the '{scope}' scope")

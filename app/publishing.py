@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import orjson
 
@@ -15,10 +16,18 @@ from app.errors import BatchTooLarge, EventTooLarge, InvalidBody, InvalidParamet
 from app.model import ChannelKey, EventDraft, Published, Retention
 from app.settings import Settings
 
-__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "PublishService"]
+__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "Prepared", "PublishService"]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Validated, encoded events of one channel, not yet stored."""
+
+    key: ChannelKey
+    drafts: tuple[EventDraft, ...]
 
 
 class PublishService:
@@ -65,9 +74,18 @@ class PublishService:
             self._draft(principal, payload, index, idempotency_key, batch=len(payloads) > 1)
             for index, payload in enumerate(payloads)
         ]
-        return await self._engine.publish(
-            ChannelKey(principal.tenant, name), drafts, self._retention
-        )
+        return await self.store(Prepared(ChannelKey(principal.tenant, name), tuple(drafts)))
+
+    def prepare(self, principal: Principal, channel: str, payload: object) -> Prepared:
+        """Validate and encode one event without storing it (for all-or-nothing requests)."""
+        principal.require("publish")
+        name = publishable_name(channel)
+        draft = self._draft(principal, payload, 0, None, batch=False)
+        return Prepared(ChannelKey(principal.tenant, name), (draft,))
+
+    async def store(self, prepared: Prepared) -> list[Published]:
+        """Store prepared events of one channel as one atomic engine publish."""
+        return await self._engine.publish(prepared.key, prepared.drafts, self._retention)
 
     def _draft(
         self,

@@ -43,13 +43,16 @@ PUBLISH_DENIED = "403::Publishing over Bayeux is not supported, use the REST API
 UNKNOWN_META_CHANNEL = "400::Unknown meta channel"
 CHANNEL_MISSING = "400::Message without a channel"
 REQUEST_TOO_LARGE = "413::Maximum Request Size Exceeded"
+ONE_PER_REQUEST = "400::Only one handshake and one connect per request"
+UNAVAILABLE = "503::Service temporarily unavailable, retry"
 MALFORMED = "400::Malformed request, expected a JSON array of Bayeux messages"
 
 
 def replay_id_invalid(replay_id: object) -> str:
-    """Salesforce's text, byte for byte (two spaces after "invalid.")."""
+    """Salesforce's text, byte for byte (two spaces after "invalid."); the value as sent."""
+    shown = replay_id if isinstance(replay_id, str) else orjson.dumps(replay_id).decode()
     return (
-        f"400::The replayId {{{replay_id}}} you provided was invalid.  Please provide a valid ID, "
+        f"400::The replayId {{{shown}}} you provided was invalid.  Please provide a valid ID, "
         "-2 to replay all events, or -1 to replay only new events."
     )
 

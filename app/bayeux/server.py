@@ -12,7 +12,7 @@ import asyncio
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +66,21 @@ def api_version(text: str | None) -> tuple[int, int] | None:
     if match is None:
         return None
     return int(match.group(1)), int(match.group(2) or "0")
+
+
+@dataclass(slots=True)
+class _Request:
+    """What one HTTP request's messages share."""
+
+    credentials: Credentials
+    with_uuid: bool
+    holdable: bool
+    client_gone: Callable[[], Awaitable[None]] | None
+    seen: set[str] = field(default_factory=set)
+
+
+async def _await(awaitable: Awaitable[None]) -> None:
+    await awaitable
 
 
 @dataclass(slots=True)
@@ -138,12 +153,13 @@ def _requested_replay(message: Message, subscription: str) -> object:
 
 
 def _as_position(value: object) -> int | None:
+    """An integer position, also from a numeric string (some clients send them); else None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value.strip())
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, str) and re.fullmatch(r"\s*-?[0-9]{1,19}\s*", value):
+        return int(value)
     return None
 
 
@@ -178,26 +194,42 @@ class BayeuxServer:
         return len(self._holds)
 
     async def process(
-        self, messages: list[Message], credentials: Credentials, version: str | None
+        self,
+        messages: list[Message],
+        credentials: Credentials,
+        version: str | None,
+        client_gone: Callable[[], Awaitable[None]] | None = None,
     ) -> list[Message | bytes]:
-        """Replies (and delivered events) for one HTTP request's messages, in order. A connect
-        is held only when it is alone in its request."""
+        """Replies (and delivered events) for one HTTP request's messages, in order.
+
+        A connect is held only when it is alone in its request, and a request gets at most one
+        handshake and one connect (later ones fail), which bounds both the sessions and the
+        reply size one request can produce. `client_gone` returns when the HTTP client has gone
+        away: a held connect then ends without delivering (or advancing past) anything.
+        """
         parsed = api_version(version)
-        with_uuid = parsed is None or parsed >= _EVENT_UUID_SINCE
-        holdable = len(messages) == 1
+        context = _Request(
+            credentials,
+            with_uuid=parsed is None or parsed >= _EVENT_UUID_SINCE,
+            holdable=len(messages) == 1,
+            client_gone=client_gone,
+        )
         replies: list[Message | bytes] = []
         for message in messages:
-            replies.extend(await self._process_one(message, credentials, with_uuid, holdable))
+            replies.extend(await self._process_one(message, context))
         return replies
 
-    async def _process_one(
-        self, message: Message, credentials: Credentials, with_uuid: bool, holdable: bool
-    ) -> list[Message | bytes]:
+    async def _process_one(self, message: Message, context: _Request) -> list[Message | bytes]:
+        credentials = context.credentials
         channel = message.get("channel")
         if not isinstance(channel, str) or not channel:
             return [_failure({**message, "channel": "/meta/unknown"}, codec.CHANNEL_MISSING)]
         if not credentials.presented:
             return [_failure(message, codec.AUTHENTICATION_REQUIRED)]
+        if channel in ("/meta/handshake", "/meta/connect"):
+            if channel in context.seen:
+                return [_failure(message, codec.ONE_PER_REQUEST)]
+            context.seen.add(channel)
         if channel == "/meta/handshake":
             return [await self._handshake(message, credentials.principal)]
         client_id = message.get("clientId")
@@ -206,14 +238,14 @@ class BayeuxServer:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
         principal = credentials.principal
-        if principal is None or (principal.tenant, principal.subject) != (
+        if principal is None or (principal.tenant, principal.identity) != (
             session.tenant,
             session.owner,
         ):
             advice = {"reconnect": "none", "interval": 0}
             return [_failure(message, codec.AUTHENTICATION_INVALID, advice=advice)]
         if channel == "/meta/connect":
-            return await self._connect(message, session, with_uuid, holdable)
+            return await self._connect(message, session, context)
         if channel == "/meta/subscribe":
             if "subscribe" not in principal.scopes:
                 return [_failure(message, codec.SUBSCRIBE_SCOPE_MISSING)]
@@ -245,6 +277,8 @@ class BayeuxServer:
 
         if principal is None:
             return denied(codec.AUTHENTICATION_INVALID)
+        if "subscribe" not in principal.scopes:
+            return denied(codec.SUBSCRIBE_SCOPE_MISSING)
         types = message.get("supportedConnectionTypes")
         if isinstance(types, list) and "long-polling" not in types:
             return denied(codec.invalid_connection_type(",".join(map(str, types))))
@@ -252,7 +286,7 @@ class BayeuxServer:
         record = SessionRecord(
             client_id=self._new_id(),
             tenant=principal.tenant,
-            owner=principal.subject,
+            owner=principal.identity,
             version="",
             ack=wants_ack,
         )
@@ -277,7 +311,7 @@ class BayeuxServer:
     # -- connect ---------------------------------------------------------------------------
 
     async def _connect(
-        self, message: Message, session: SessionRecord, with_uuid: bool, holdable: bool
+        self, message: Message, session: SessionRecord, context: _Request
     ) -> list[Message | bytes]:
         connection_type = message.get("connectionType")
         if connection_type is not None and connection_type != "long-polling":
@@ -291,7 +325,7 @@ class BayeuxServer:
         advice = message.get("advice")
         client_timeout = advice.get("timeout") if isinstance(advice, dict) else None
         hold = (
-            holdable
+            context.holdable
             and session.connected
             and client_timeout != 0
             and self._timeout_ms > 0
@@ -305,10 +339,12 @@ class BayeuxServer:
         if updated is None:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
-        batch = _Batch(self._max_events, self._max_bytes, with_uuid)
+        batch = _Batch(self._max_events, self._max_bytes, context.with_uuid)
         ending: str | None = None
         if hold:
-            ending = await self._hold(updated, batch)
+            ending = await self._hold(updated, batch, context.client_gone)
+            if ending == "gone":
+                return []  # nobody to answer; positions stay where they were
         else:
             await self._collect(updated, batch, await self._targets(updated))
         reply = _reply(message, successful=True)
@@ -381,7 +417,13 @@ class BayeuxServer:
     async def _collect(
         self, session: SessionRecord, batch: _Batch, targets: dict[str, int]
     ) -> None:
-        for channel, after in targets.items():
+        """Read each target channel after its position until the reply is full. The first
+        channel read rotates, so one busy channel cannot starve the others of reply room."""
+        order = list(targets.items())
+        if len(order) > 1:
+            start = secrets.randbelow(len(order))
+            order = order[start:] + order[:start]
+        for channel, after in order:
             if batch.room <= 0:
                 return
             page = await self._engine.read(ChannelKey(session.tenant, channel), after, batch.room)
@@ -399,7 +441,12 @@ class BayeuxServer:
                 if not batch.add(self._delivery(event)):
                     return
 
-    async def _hold(self, session: SessionRecord, batch: _Batch) -> str | None:
+    async def _hold(
+        self,
+        session: SessionRecord,
+        batch: _Batch,
+        client_gone: Callable[[], Awaitable[None]] | None,
+    ) -> str | None:
         """Listen on every subscription, then read; if nothing is there, wait for the first
         live event, the timeout, a newer connect, a subscribe, a disconnect or a drain."""
         hold = _Hold()
@@ -418,7 +465,7 @@ class BayeuxServer:
                     return self._abandon(batch, hold.reason)
                 if batch.items or batch.gaps:
                     return None
-                ending = await self._wait(hold, mailbox)
+                ending = await self._wait(hold, mailbox, client_gone)
                 if ending is not None:
                     return self._abandon(batch, ending)
                 try:
@@ -442,13 +489,25 @@ class BayeuxServer:
             if self._holds.get(session.client_id) is hold:
                 del self._holds[session.client_id]
 
-    async def _wait(self, hold: _Hold, mailbox: Mailbox) -> str | None:
+    async def _wait(
+        self,
+        hold: _Hold,
+        mailbox: Mailbox,
+        client_gone: Callable[[], Awaitable[None]] | None,
+    ) -> str | None:
         """None when live events arrived (or the hold timed out); else why the hold ended. A
         newer connect wins even when events woke this one at the same moment: they go only
         to the newest connect."""
-        winner, _ = await first_completed(
-            mailbox.wait(self._timeout_ms / 1000), hold.wake.wait(), self._draining.wait()
-        )
+        waits: list[Coroutine[Any, Any, Any]] = [
+            mailbox.wait(self._timeout_ms / 1000),
+            hold.wake.wait(),
+            self._draining.wait(),
+        ]
+        if client_gone is not None:
+            waits.append(_await(client_gone()))
+        winner, _ = await first_completed(*waits)
+        if winner == 3:
+            return "gone"
         if hold.reason is not None:
             return hold.reason
         return "draining" if winner == 2 else None
@@ -464,13 +523,30 @@ class BayeuxServer:
     # -- subscriptions -----------------------------------------------------------------------
 
     async def _subscribe(self, message: Message, session: SessionRecord) -> Message:
+        """Add subscriptions, each with its starting position.
+
+        Positions are per channel and shared by every subscription of the session, so a new
+        subscription never discards another's backlog: a channel some subscription already
+        covers keeps its position unless the client asks for an explicit replay (N or -2).
+        A channel nothing covers starts at its current top (for `-1` and wildcards; ReplayIds
+        can run ahead of the clock after a burst, so a subscription time alone would not do).
+        """
         requested = message.get("subscription")
         names = requested if isinstance(requested, list) else [requested]
+        if not all(isinstance(name, str) and name for name in names):
+            return _failure(message, codec.CHANNEL_NOT_SPECIFIED)
+        unique: list[str] = list(dict.fromkeys(str(name) for name in names))
+        if len(set(session.subscriptions) | set(unique)) > self._max_subscriptions:
+            return _failure(message, codec.TOO_MANY_SUBSCRIPTIONS)
+        covering = [parse_pattern(name) for name in session.subscriptions]
         subscribe: dict[str, int] = {}
         positions: dict[str, int] = {}
-        for name in names:
-            if not isinstance(name, str) or not name:
-                return _failure(message, codec.CHANNEL_NOT_SPECIFIED)
+        channels: list[str] | None = None
+
+        def covered(channel: str) -> bool:
+            return any(pattern.matches(channel) for pattern in covering)
+
+        for name in unique:
             if not name.startswith("/"):
                 return _failure(message, codec.LEADING_SLASH)
             if is_meta(name):
@@ -487,39 +563,27 @@ class BayeuxServer:
             if pattern.is_wildcard:
                 if position != NEW_ONLY:
                     return _failure(message, codec.replay_id_invalid(raw))
-                positions.update(await self._current_tops(session, pattern))
-            else:
-                if position is None or position < ALL_RETAINED:
-                    return _failure(message, codec.replay_id_invalid(raw))
+                if channels is None:
+                    channels = await self._engine.channel_names(session.tenant)
+                for existing in channels:
+                    if pattern.matches(existing) and not covered(existing):
+                        key = ChannelKey(session.tenant, existing)
+                        positions[existing] = (await self._engine.window(key)).latest
+            elif position is None or position < ALL_RETAINED:
+                return _failure(message, codec.replay_id_invalid(raw))
+            elif position != NEW_ONLY or not covered(channel):
                 window = await self._engine.window(ChannelKey(session.tenant, channel))
                 decision = recover(position, window)
                 if isinstance(decision, Gap):
                     return _failure(message, codec.replay_id_invalid(raw))
                 positions[channel] = decision.after
+            covering.append(pattern)
             subscribe[channel] = self._clock.now_us()
-        total = len(set(session.subscriptions) | set(subscribe))
-        if total > self._max_subscriptions:
-            return _failure(message, codec.TOO_MANY_SUBSCRIPTIONS)
         change = SessionChange(subscribe=subscribe, set_positions=positions)
         if await self._engine.session_update(session.client_id, change, self._ttl(session)) is None:
             return _failure(message, codec.UNKNOWN_CLIENT)
         self._wake(session.client_id, "resubscribed")
         return _reply(message, successful=True)
-
-    async def _current_tops(
-        self, session: SessionRecord, pattern: ChannelPattern
-    ) -> dict[str, int]:
-        """Where a new wildcard subscription starts on channels that already exist: at their
-        current top, so nothing published before it is delivered (ReplayIds can run ahead of
-        the clock after a burst, so the subscription time alone would not do). Channels the
-        session subscribes to by name keep their own position."""
-        tops = {}
-        for channel in await self._engine.channel_names(session.tenant):
-            if pattern.matches(channel) and channel not in session.subscriptions:
-                tops[channel] = (
-                    await self._engine.window(ChannelKey(session.tenant, channel))
-                ).latest
-        return tops
 
     async def _unsubscribe(self, message: Message, session: SessionRecord) -> Message:
         requested = message.get("subscription")
@@ -529,6 +593,7 @@ class BayeuxServer:
         change = SessionChange(unsubscribe=tuple(str(n).partition("?")[0] for n in names))
         if await self._engine.session_update(session.client_id, change, self._ttl(session)) is None:
             return _failure(message, codec.UNKNOWN_CLIENT)
+        self._wake(session.client_id, "resubscribed")
         return _reply(message, successful=True)
 
     async def _disconnect(self, message: Message, session: SessionRecord) -> Message:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
-from tests.e2e.server import RunningServer
+from tests.e2e.server import RunningServer, run_server
 
 
 def test_line_40_a_websocket_upgrade_is_refused_promptly(server: RunningServer) -> None:
@@ -146,3 +148,59 @@ def test_line_17_a_whole_session_works_without_cookies(server: RunningServer, to
         replies = [client.post(url, json=[step]).json()[0] for step in steps]
     assert "set-cookie" not in handshake.headers
     assert [reply["successful"] for reply in replies] == [True, True, True]
+
+
+async def test_an_abandoned_held_connect_loses_nothing() -> None:
+    """A client (or a proxy) gives up on a held connect; the next event must not be spent on
+    the dead response: the client's next connect gets it."""
+    with run_server({"REPLAYBUS_BAYEUX_TIMEOUT": "60s"}) as server:
+        url = server.base_url + "/cometd/58.0"
+        headers = {"Authorization": f"Bearer {server.token()}"}
+        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+            handshake = await client.post(url, json=[{"channel": "/meta/handshake"}])
+            client_id = handshake.json()[0]["clientId"]
+            connect = {
+                "channel": "/meta/connect",
+                "clientId": client_id,
+                "connectionType": "long-polling",
+            }
+            subscribe = {
+                "channel": "/meta/subscribe",
+                "clientId": client_id,
+                "subscription": "/event/Abandon__e",
+            }
+            await client.post(url, json=[connect, subscribe])
+            async with httpx.AsyncClient(headers=headers, timeout=30) as doomed:
+                held = asyncio.create_task(doomed.post(url, json=[connect]))
+                await _wait_for_held_connect(server)
+                held.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await held
+            await _wait_for_held_connect(server, count=0)
+            published = await client.post(
+                server.base_url + "/v1/events/event/Abandon__e", json={"n": 1}
+            )
+            replies = (await client.post(url, json=[{**connect, "advice": {"timeout": 0}}])).json()
+    delivered = [r["data"]["event"]["replayId"] for r in replies if "data" in r]
+    assert delivered == [published.json()["replayId"]]
+
+
+async def _wait_for_held_connect(server: RunningServer, count: int = 1) -> None:
+    async with httpx.AsyncClient() as probe:
+        for _ in range(500):
+            metrics = (await probe.get(server.base_url + "/readyz")).json()
+            if metrics.get("heldConnects") == count:
+                return
+            await asyncio.sleep(0.01)
+    raise AssertionError(f"never saw {count} held connect(s)")
+
+
+def test_one_connect_and_one_handshake_per_request(server: RunningServer, token: str) -> None:
+    url = server.base_url + "/cometd/58.0"
+    headers = {"Authorization": f"Bearer {token}"}
+    handshakes = httpx.post(url, json=[{"channel": "/meta/handshake"}] * 3, headers=headers).json()
+    client_id = handshakes[0]["clientId"]
+    connect = {"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}
+    connects = httpx.post(url, json=[connect] * 3, headers=headers).json()
+    assert [r["successful"] for r in handshakes] == [True, False, False]
+    assert [r["successful"] for r in connects] == [True, False, False]

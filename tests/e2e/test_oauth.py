@@ -229,11 +229,11 @@ def _assertion(
     return jwt.encode({"alg": "RS256"}, claims, RSAKey.import_key(pem))
 
 
-@pytest.mark.parametrize("audience", ["https://login.salesforce.com", "server"])
+@pytest.mark.parametrize("audience", ["server", "token endpoint"])
 def test_line_35_jwt_bearer_grant_accepts_a_signed_assertion(
     user_server: RunningServer, assertion_key: rsa.RSAPrivateKey, audience: str
 ) -> None:
-    audience = user_server.base_url if audience == "server" else audience
+    audience = user_server.base_url + ("" if audience == "server" else "/services/oauth2/token")
     assertion = _assertion(
         assertion_key, user_server.client_id, "integration@example.test", audience
     )
@@ -248,22 +248,32 @@ def test_line_35_jwt_bearer_grant_accepts_a_signed_assertion(
 
 
 @pytest.mark.parametrize(
-    "case", ["other key", "expired", "wrong audience", "unknown user", "unknown issuer"]
+    "case",
+    [
+        "other key",
+        "expired",
+        "valid for an hour",
+        "wrong audience",
+        "salesforce audience",
+        "unknown user",
+        "unknown issuer",
+    ],
 )
 def test_jwt_bearer_grant_refuses_bad_assertions(
     user_server: RunningServer, assertion_key: rsa.RSAPrivateKey, case: str
 ) -> None:
-    key = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        if case == "other key"
-        else assertion_key
-    )
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    audiences = {
+        "wrong audience": "https://elsewhere.test",
+        "salesforce audience": "https://login.salesforce.com",
+    }
+    lifetimes = {"expired": -10, "valid for an hour": 3600}
     assertion = _assertion(
-        key,
+        other if case == "other key" else assertion_key,
         "nobody" if case == "unknown issuer" else user_server.client_id,
         "ghost@example.test" if case == "unknown user" else "integration@example.test",
-        "https://elsewhere.test" if case == "wrong audience" else "https://login.salesforce.com",
-        lifetime=-10 if case == "expired" else 180,
+        audiences.get(case, user_server.base_url),
+        lifetime=lifetimes.get(case, 180),
     )
     response = httpx.post(
         user_server.base_url + "/services/oauth2/token",

@@ -104,4 +104,6 @@ async def test_same_channel_name_in_another_token_scope_is_not_readable_without_
 
 def test_health_and_readiness(server: RunningServer) -> None:
     assert httpx.get(server.base_url + "/healthz").json() == {"status": "ok"}
-    assert httpx.get(server.base_url + "/readyz").json() == {"status": "ready"}
+    ready = httpx.get(server.base_url + "/readyz").json()
+    assert ready["status"] == "ready"
+    assert isinstance(ready["heldConnects"], int)

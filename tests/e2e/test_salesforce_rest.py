@@ -146,3 +146,25 @@ async def test_line_39_collection_over_200_records_is_refused(
         )
     assert response.status_code == 400
     assert response.json()[0]["errorCode"] == "EXCEEDED_MAX_SIZE_REQUEST"
+
+
+async def test_line_39_all_or_none_stores_nothing_when_a_record_of_another_type_is_too_large(
+    server: RunningServer, token: str
+) -> None:
+    small, large = _event_type(), _event_type()
+    records = [
+        {"attributes": {"type": small}, "n": 1},
+        {"attributes": {"type": large}, "blob": "x" * (1024 * 1024 + 10)},
+    ]
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{server.base_url}/services/data/v58.0/composite/sobjects",
+            json={"allOrNone": True, "records": records},
+            headers=_auth(token),
+        )
+        stored = await _history(client, server, token, small)
+    results = response.json()
+    assert response.status_code == 200
+    assert [r["success"] for r in results] == [False, False]
+    assert results[1]["errors"][0]["statusCode"] == "STRING_TOO_LONG"
+    assert stored == []
