@@ -20,10 +20,12 @@ from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
 from app.credentials import hash_secret
+from app.engine import Engine
 from app.hub import Hub
 from app.publishing import PublishService
 from app.settings import Settings
 from storage.memory import MemoryCatalog, MemoryEngine
+from storage.redis import RedisEngine
 
 __all__ = ["create_app"]
 
@@ -63,7 +65,17 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            engine = await stack.enter_async_context(MemoryEngine(clock, settings.idempotency_ttl))
+            engine: Engine
+            if settings.redis_url is not None:
+                engine = await stack.enter_async_context(
+                    RedisEngine(
+                        settings.redis_url, settings.idempotency_ttl, cluster=settings.redis_cluster
+                    )
+                )
+            else:
+                engine = await stack.enter_async_context(
+                    MemoryEngine(clock, settings.idempotency_ttl)
+                )
             catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))
             await _bootstrap(catalog, settings)

@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from functools import partial
+from typing import Any
 
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from api.app import create_app
 from api.server import ReplaybusServer, bind_socket
 from api.services import Lifecycle
+from api.supervisor import supervise
 from app.credentials import generate_client_id, generate_secret
 from app.settings import Settings, SettingsError
 
@@ -38,24 +44,64 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        log_config=None,
+        log_level=settings.log_level,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
+        server_header=False,
+        workers=settings.workers,
+        # Long-polling clients reuse pooled connections; announcing the idle timeout lets them
+        # retire a connection before the server closes it under a request in flight.
+        timeout_keep_alive=round(settings.keep_alive),
+        headers=[("Keep-Alive", f"timeout={round(settings.keep_alive)}")],
+    )
+
+
+def _run_worker(settings: Settings, sockets: list[socket.socket]) -> None:
+    """One worker process (spawned by the supervisor): its own app on the shared socket."""
+    _configure_logging(settings)
+    lifecycle = Lifecycle()
+    config = _uvicorn_config(settings, create_app(settings, lifecycle=lifecycle))
+    ReplaybusServer(config, lifecycle).run(sockets=sockets)
+
+
+def _shared_key_pem() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    return pem.decode()
+
+
 def serve(settings: Settings) -> int:
-    if settings.workers > 1:
-        _say(
-            "replaybus: --workers > 1 needs a shared engine; the embedded memory engine keeps "
-            "events in one process. Run one worker, or configure Redis when available."
-        )
-        return 2
     generated = settings.bootstrap_client_id is None
     if generated:
         settings = settings.replace(
             bootstrap_client_id=generate_client_id(), bootstrap_client_secret=generate_secret()
         )
-    logging.basicConfig(
-        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    lifecycle = Lifecycle()
-    app = create_app(settings, lifecycle=lifecycle)
+    if settings.workers > 1 and settings.signing_key is None and settings.signing_key_file is None:
+        # Every worker must verify every other's tokens: one key for all of them. Other nodes
+        # need the same key, so clusters configure REPLAYBUS_SIGNING_KEY themselves.
+        settings = settings.replace(signing_key=_shared_key_pem())
+    _configure_logging(settings)
     sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     base = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
@@ -72,24 +118,12 @@ def serve(settings: Settings) -> int:
         _say("                   -d grant_type=client_credentials \\")
         _say("                   -d client_id=<client_id> -d client_secret=<client_secret>")
 
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="httptools",
-        ws="none",
-        lifespan="on",
-        log_config=None,
-        log_level=settings.log_level,
-        access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
-        server_header=False,
-        # Long-polling clients reuse pooled connections; announcing the idle timeout lets them
-        # retire a connection before the server closes it under a request in flight.
-        timeout_keep_alive=round(settings.keep_alive),
-        headers=[("Keep-Alive", f"timeout={round(settings.keep_alive)}")],
-    )
+    if settings.workers > 1:
+        announce()  # connections wait in the listening socket's backlog for the workers
+        supervise(settings.workers, partial(_run_worker, settings), sock)
+        return 0
+    lifecycle = Lifecycle()
+    config = _uvicorn_config(settings, create_app(settings, lifecycle=lifecycle))
     server = ReplaybusServer(config, lifecycle, on_started=announce)
     server.run(sockets=[sock])
     return 0 if server.started else 1

@@ -113,6 +113,12 @@ class Settings:
     forwarded_allow_ips: str = _setting(
         "127.0.0.1", "text", "Proxies trusted for X-Forwarded-For/-Proto (comma list or *)."
     )
+    redis_url: str | None = _setting(
+        None,
+        "text",
+        "Use the Redis engine: redis://host:port/db or rediss:// (TLS); default: in memory.",
+    )
+    redis_cluster: bool = _setting(False, "bool", "The Redis URL names a Redis Cluster node.")
     retention_max_age: float = _setting(
         72 * 3600.0, "duration", "Default retention by age.", minimum=1, maximum=365 * 86400
     )
@@ -268,6 +274,16 @@ class Settings:
                 f"{ENV_PREFIX}SUBSCRIBER_QUEUE_SIZE ({self.subscriber_queue_size}) must hold at "
                 f"least two full batches: 2 x {ENV_PREFIX}MAX_BATCH_EVENTS "
                 f"({self.max_batch_events}), or one batch publish would cut subscribers off"
+            )
+        if self.redis_url is not None and not re.match(r"rediss?://", self.redis_url):
+            raise SettingsError(
+                f"{ENV_PREFIX}REDIS_URL: must start with redis:// or rediss://, "
+                f"got {self.redis_url.split('@')[-1]!r}"
+            )
+        if self.workers > 1 and self.redis_url is None:
+            raise SettingsError(
+                f"{ENV_PREFIX}WORKERS={self.workers} needs a shared engine: the embedded memory "
+                f"engine keeps events in one process. Run one worker, or set {ENV_PREFIX}REDIS_URL"
             )
         if self.signing_key is not None and self.signing_key_file is not None:
             raise SettingsError(

@@ -17,8 +17,10 @@ from app.engine import Engine
 from app.hub import Hub
 from app.model import ChannelKey
 from storage.memory import MemoryEngine
+from storage.redis import RedisEngine
 from tests.contract._support import IDEMPOTENCY_TTL_S
 from tests.fakes import FakeClock
+from tests.harness.redis import RunningRedis
 
 
 @asynccontextmanager
@@ -27,8 +29,18 @@ async def _memory_engine(clock: FakeClock) -> AsyncIterator[Engine]:
         yield engine
 
 
-_ENGINES: dict[str, Callable[[FakeClock], AbstractAsyncContextManager[Engine]]] = {
-    "memory": _memory_engine,
+@asynccontextmanager
+async def _redis_engine(clock: FakeClock, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
+    server: RunningRedis = request.getfixturevalue("redis_server")
+    async with RedisEngine(server.url, IDEMPOTENCY_TTL_S, clock) as engine:
+        yield engine
+
+
+_ENGINES: dict[
+    str, Callable[[FakeClock, pytest.FixtureRequest], AbstractAsyncContextManager[Engine]]
+] = {
+    "memory": lambda clock, request: _memory_engine(clock),
+    "redis": _redis_engine,
 }
 
 
@@ -39,7 +51,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture(params=sorted(_ENGINES))
 async def engine(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Engine]:
-    async with _ENGINES[request.param](clock) as entered:
+    async with _ENGINES[request.param](clock, request) as entered:
         yield entered
 
 

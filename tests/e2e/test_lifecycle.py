@@ -92,4 +92,4 @@ def test_memory_engine_refuses_several_workers() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "--workers" in result.stdout
+    assert "REPLAYBUS_WORKERS=2 needs a shared engine" in result.stderr

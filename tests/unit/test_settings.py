@@ -104,9 +104,17 @@ def test_booleans(raw: str, value: bool) -> None:
     assert Settings.from_env({"REPLAYBUS_ACCESS_LOG": raw}).access_log is value
 
 
+REDIS = "redis://127.0.0.1:6379/0"
+
+
 def test_integers_and_text() -> None:
     settings = Settings.from_env(
-        {"REPLAYBUS_PORT": "9000", "REPLAYBUS_HOST": "0.0.0.0", "REPLAYBUS_WORKERS": " 4 "}
+        {
+            "REPLAYBUS_PORT": "9000",
+            "REPLAYBUS_HOST": "0.0.0.0",
+            "REPLAYBUS_WORKERS": " 4 ",
+            "REPLAYBUS_REDIS_URL": REDIS,
+        }
     )
 
     assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 9000, 4)
@@ -174,7 +182,7 @@ def test_out_of_range_value_names_the_variable(env: str, raw: str) -> None:
     ],
 )
 def test_range_bounds_are_inclusive(env: str, raw: str, attribute: str, value: float) -> None:
-    assert getattr(Settings.from_env({env: raw}), attribute) == value
+    assert getattr(Settings.from_env({env: raw, "REPLAYBUS_REDIS_URL": REDIS}), attribute) == value
 
 
 @pytest.mark.parametrize(
@@ -371,3 +379,15 @@ def test_subscriber_queue_must_hold_two_full_batches() -> None:
 def test_shutdown_grace_below_one_second_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"^REPLAYBUS_SHUTDOWN_GRACE:"):
         Settings.from_env({"REPLAYBUS_SHUTDOWN_GRACE": "500ms"})
+
+
+def test_several_workers_need_the_redis_engine() -> None:
+    with pytest.raises(SettingsError, match=r"^REPLAYBUS_WORKERS=2 needs a shared engine"):
+        Settings.from_env({"REPLAYBUS_WORKERS": "2"})
+    assert Settings.from_env({"REPLAYBUS_WORKERS": "2", "REPLAYBUS_REDIS_URL": REDIS}).workers == 2
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:6379", "127.0.0.1:6379", "postgres://x"])
+def test_redis_url_needs_a_redis_scheme(url: str) -> None:
+    with pytest.raises(SettingsError, match=r"^REPLAYBUS_REDIS_URL: "):
+        Settings.from_env({"REPLAYBUS_REDIS_URL": url})

@@ -1,0 +1,340 @@
+"""`Engine` on Redis. Publishing is one script call (assign ReplayIds, append, trim, keep the
+low-water mark, announce live); reading is another, so history and live never disagree.
+
+Every driver error becomes `EngineUnavailable` here; nothing from redis-py leaves `storage/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, WatchError
+
+from app.channels import parse_pattern
+from app.clock import Clock
+from app.engine import LiveCallback
+from app.errors import EngineUnavailable
+from app.model import (
+    ChannelKey,
+    Event,
+    EventDraft,
+    HistoryPage,
+    Published,
+    Retention,
+    Topic,
+    Window,
+)
+from app.sessions import SessionChange, SessionRecord, apply_change
+from storage.redis import keys
+from storage.redis.live import LiveFeed
+
+__all__ = ["RedisEngine"]
+
+log = logging.getLogger("replaybus.redis")
+T = TypeVar("T")
+_SCRIPT = resources.files("storage.redis").joinpath("scripts/engine.lua").read_text()
+_RESERVE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+return 1
+"""
+_SESSION_GRACE_US = 60_000_000  # Redis keeps a session this long past its expiry, then drops it
+
+
+class RedisEngine:
+    """`url`: `redis://`, `rediss://` (TLS) or `redis+cluster://…` / `cluster=True` for Redis
+    Cluster. `clock`: None uses the Redis server's clock (production); tests pass one."""
+
+    def __init__(
+        self,
+        url: str,
+        idempotency_ttl: float,
+        clock: Clock | None = None,
+        *,
+        cluster: bool = False,
+    ) -> None:
+        self._url = url
+        self._cluster = cluster
+        self._clock = clock
+        self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
+        self._client: Any = None
+        self._script: Any = None
+        self._reserve: Any = None
+        self._live: LiveFeed | None = None
+
+    async def __aenter__(self) -> RedisEngine:
+        if self._cluster:
+            self._client = aioredis.RedisCluster.from_url(self._url)
+        else:
+            self._client = aioredis.Redis.from_url(self._url)
+        self._script = self._client.register_script(_SCRIPT)
+        self._reserve = self._client.register_script(_RESERVE)
+        self._live = LiveFeed(
+            self._client, sharded=self._cluster, on_resume=self._missed, top=self._top
+        )
+        await self._live.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._live is not None:
+            await self._live.__aexit__(*exc_info)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except RedisError as error:
+            raise EngineUnavailable(f"the event store is unavailable: {error}") from None
+
+    def _now(self) -> str:
+        return "" if self._clock is None else str(self._clock.now_us())
+
+    # -- events ----------------------------------------------------------------------------
+
+    async def publish(
+        self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
+    ) -> list[Published]:
+        arguments: list[Any] = [
+            "publish",
+            self._now(),
+            retention.max_age_us,
+            retention.max_count,
+            self._idempotency_ttl_us,
+            keys.live_channel(key),
+            len(drafts),
+        ]
+        for draft in drafts:
+            arguments += [
+                draft.uuid,
+                draft.payload,
+                draft.created_by,
+                draft.schema or "",
+                draft.idempotency_key or "",
+            ]
+        arguments.append("sharded" if self._cluster else "classic")
+
+        async def run() -> list[bytes]:
+            await self._client.sadd(keys.channels_of(key.tenant), key.name)
+            result: list[bytes] = await self._script(keys=keys.channel_keys(key), args=arguments)
+            return result
+
+        acknowledgements = await self._call(run)
+        published = []
+        for raw in acknowledgements:
+            replay, uuid, created, duplicate = raw.decode().split("|")
+            published.append(Published(int(replay), uuid, int(created), duplicate == "1"))
+        return published
+
+    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
+        async def run() -> list[Any]:
+            arguments = ["read", self._now(), after, limit]
+            result: list[Any] = await self._script(keys=keys.channel_keys(key), args=arguments)
+            return result
+
+        window_fields, entries = await self._call(run)
+        return HistoryPage(tuple(_event(key, entry) for entry in entries), _window(window_fields))
+
+    async def window(self, key: ChannelKey) -> Window:
+        return (await self.read(key, 0, 0)).window
+
+    @asynccontextmanager
+    async def listen(self, topic: Topic, deliver: LiveCallback) -> AsyncIterator[None]:
+        assert self._live is not None
+        pattern = parse_pattern(topic.pattern)
+        if pattern.is_wildcard:
+            source = keys.live_pattern(topic.tenant, topic.pattern)
+
+            def matching(event: Event) -> None:
+                if event.key.tenant == topic.tenant and pattern.matches(event.key.name):
+                    deliver(event)
+
+            async with self._live.listen(source, matching, is_pattern=True):
+                yield
+        else:
+            source = keys.live_channel(ChannelKey(topic.tenant, topic.pattern))
+            async with self._live.listen(source, deliver, is_pattern=False):
+                yield
+
+    async def _top(self, channel: str) -> int:
+        key = keys.channel_from_live(channel)
+        return 0 if key is None else (await self.window(key)).latest
+
+    async def _missed(self, channel: str, after: int) -> list[Event]:
+        """Events a listener may have missed while the live connection was down."""
+        key = keys.channel_from_live(channel)
+        if key is None:
+            return []
+        events: list[Event] = []
+        while True:
+            page = await self.read(key, after, 1000)
+            events.extend(page.events)
+            if len(page.events) < 1000:
+                return events
+            after = page.events[-1].replay_id
+
+    async def channel_names(self, tenant: str) -> list[str]:
+        async def run() -> set[bytes]:
+            names: set[bytes] = await self._client.smembers(keys.channels_of(tenant))
+            return names
+
+        return [name.decode() for name in await self._call(run)]
+
+    async def ping(self) -> None:
+        await self._call(self._client.ping)
+
+    # -- Bayeux sessions ---------------------------------------------------------------------
+
+    def _now_us(self) -> int:
+        if self._clock is not None:
+            return self._clock.now_us()
+        return time.time_ns() // 1000
+
+    async def session_create(self, record: SessionRecord, ttl_us: int, max_per_tenant: int) -> bool:
+        now = self._now_us()
+        expires = now + ttl_us
+
+        async def run() -> bool:
+            # Counting and reserving a place is one atomic step on the tenant's index, so
+            # concurrent handshakes can never exceed the limit.
+            reserved = await self._reserve(
+                keys=[keys.sessions_of(record.tenant)],
+                args=[now, max_per_tenant, record.client_id, expires],
+            )
+            if not reserved:
+                return False
+            await self._client.set(
+                keys.session_key(record.client_id),
+                _encode_session(record, expires),
+                px=(ttl_us + _SESSION_GRACE_US) // 1000,
+            )
+            return True
+
+        return await self._call(run)
+
+    async def session_get(self, client_id: str) -> SessionRecord | None:
+        async def run() -> bytes | None:
+            raw: bytes | None = await self._client.get(keys.session_key(client_id))
+            return raw
+
+        raw = await self._call(run)
+        if raw is None:
+            return None
+        record, expires = _decode_session(raw)
+        return record if expires > self._now_us() else None
+
+    async def session_update(
+        self, client_id: str, change: SessionChange, ttl_us: int
+    ) -> SessionRecord | None:
+        key = keys.session_key(client_id)
+
+        async def run() -> SessionRecord | None:
+            for _ in range(50):
+                async with self._client.pipeline(transaction=True) as pipe:
+                    try:
+                        await pipe.watch(key)
+                        raw = await pipe.get(key)
+                        if raw is None:
+                            return None
+                        record, expires = _decode_session(raw)
+                        now = self._now_us()
+                        if expires <= now:
+                            return None
+                        updated = apply_change(record, change)
+                        pipe.multi()
+                        pipe.set(
+                            key,
+                            _encode_session(updated, now + ttl_us),
+                            px=(ttl_us + _SESSION_GRACE_US) // 1000,
+                        )
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                await self._client.zadd(keys.sessions_of(record.tenant), {client_id: now + ttl_us})
+                return updated
+            raise EngineUnavailable("a session is updated too often to apply a change")
+
+        return await self._call(run)
+
+    async def session_delete(self, client_id: str) -> None:
+        async def run() -> None:
+            raw = await self._client.get(keys.session_key(client_id))
+            await self._client.delete(keys.session_key(client_id))
+            if raw is not None:
+                record, _ = _decode_session(raw)
+                await self._client.zrem(keys.sessions_of(record.tenant), client_id)
+
+        await self._call(run)
+
+    async def session_count(self, tenant: str) -> int:
+        async def run() -> int:
+            index = keys.sessions_of(tenant)
+            await self._client.zremrangebyscore(index, "-inf", self._now_us())
+            count: int = await self._client.zcard(index)
+            return count
+
+        return await self._call(run)
+
+
+def _window(fields: list[Any]) -> Window:
+    earliest, top, low, count = fields
+    return Window(int(earliest) if earliest else None, int(top), int(low), int(count))
+
+
+def _event(key: ChannelKey, entry: list[Any]) -> Event:
+    entry_id, raw_fields = entry
+    fields = dict(zip(raw_fields[::2], raw_fields[1::2], strict=True))
+    ms, _, seq = entry_id.decode().partition("-")
+    schema = fields[b"s"].decode()
+    return Event(
+        key=key,
+        replay_id=int(ms) * 1000 + int(seq),
+        uuid=fields[b"u"].decode(),
+        created_us=int(fields[b"c"]),
+        payload=fields[b"p"],
+        created_by=fields[b"b"].decode(),
+        schema=schema or None,
+    )
+
+
+def _encode_session(record: SessionRecord, expires_us: int) -> bytes:
+    return orjson.dumps(
+        {
+            "client_id": record.client_id,
+            "tenant": record.tenant,
+            "owner": record.owner,
+            "version": record.version,
+            "ack": record.ack,
+            "connected": record.connected,
+            "batch": record.batch,
+            "subscriptions": dict(record.subscriptions),
+            "positions": dict(record.positions),
+            "pending": {str(n): dict(p) for n, p in record.pending.items()},
+            "expires": expires_us,
+        }
+    )
+
+
+def _decode_session(raw: bytes) -> tuple[SessionRecord, int]:
+    data = orjson.loads(raw)
+    record = SessionRecord(
+        client_id=data["client_id"],
+        tenant=data["tenant"],
+        owner=data["owner"],
+        version=data["version"],
+        ack=data["ack"],
+        connected=data["connected"],
+        batch=data["batch"],
+        subscriptions=data["subscriptions"],
+        positions=data["positions"],
+        pending={int(n): p for n, p in data["pending"].items()},
+    )
+    return record, int(data["expires"])

@@ -1,0 +1,67 @@
+"""Every Redis key and pub/sub channel replaybus uses, built in this one place.
+
+Keys are prefixed `rb:` and carry their tenant; a channel's keys share the hash tag
+`{<tenant>:<channel>}`, so a publish script touches one Redis Cluster slot. Tenant ids are
+`[A-Za-z0-9_-]` and channel names cannot contain `{`, `}` or `:`, so tags never collide.
+"""
+
+from __future__ import annotations
+
+from app.model import ChannelKey
+
+__all__ = [
+    "channel_from_live",
+    "channel_keys",
+    "channels_of",
+    "live_channel",
+    "live_pattern",
+    "session_key",
+    "sessions_of",
+]
+
+PREFIX = "rb:"
+_LIVE_SUFFIX = "}:live"
+
+
+def _tag(tenant: str, name: str) -> str:
+    return "{" + tenant + ":" + name + "}"
+
+
+def channel_keys(key: ChannelKey) -> list[str]:
+    """The keys of one channel, in the order the engine script expects them: the event stream,
+    the meta hash (top, low-water mark, retention), the idempotency hash and its expiry index."""
+    tag = PREFIX + _tag(key.tenant, key.name)
+    return [tag + ":stream", tag + ":meta", tag + ":idem", tag + ":idem-expiry"]
+
+
+def live_channel(key: ChannelKey) -> str:
+    """The pub/sub channel announcing a channel's newly stored events."""
+    return PREFIX + _tag(key.tenant, key.name) + ":live"
+
+
+def live_pattern(tenant: str, pattern: str) -> str:
+    """A glob over `live_channel`s for a channel pattern ending in `*` or `**`. Globs also match
+    across `/`, so listeners filter matches by the channel grammar."""
+    prefix = pattern.rstrip("*")
+    return PREFIX + "{" + tenant + ":" + prefix + "*" + _LIVE_SUFFIX
+
+
+def channel_from_live(channel: str) -> ChannelKey | None:
+    if not channel.startswith(PREFIX + "{") or not channel.endswith(_LIVE_SUFFIX):
+        return None
+    tenant, _, name = channel[len(PREFIX) + 1 : -len(_LIVE_SUFFIX)].partition(":")
+    return ChannelKey(tenant, name) if tenant and name else None
+
+
+def channels_of(tenant: str) -> str:
+    """The set of a tenant's channel names."""
+    return PREFIX + "{" + tenant + "}:channels"
+
+
+def session_key(client_id: str) -> str:
+    return PREFIX + "{session:" + client_id + "}"
+
+
+def sessions_of(tenant: str) -> str:
+    """A sorted set of a tenant's Bayeux sessions, scored by expiry (µs)."""
+    return PREFIX + "{" + tenant + "}:sessions"

@@ -1,0 +1,169 @@
+"""One pub/sub connection per node, shared by every live listener of the node.
+
+If the connection drops, the feed reconnects with backoff, subscribes again and, for every
+channel it follows, reads from the stream what was published after the last event it delivered,
+so listeners miss nothing (the ReplayId order per channel is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from app.model import ChannelKey, Event
+from storage.redis import keys
+
+__all__ = ["LiveFeed"]
+
+log = logging.getLogger("replaybus.redis.live")
+_CONTROL = keys.PREFIX + "control"
+Deliver = Callable[[Event], None]
+Resume = Callable[[str, int], Awaitable[list[Event]]]
+Top = Callable[[str], Awaitable[int]]
+
+
+def decode_announcement(channel: str, data: bytes) -> Event | None:
+    key = keys.channel_from_live(channel)
+    if key is None:
+        return None
+    replay, uuid, created, author, schema, payload = data.split(b"\x1f", 5)
+    return Event(
+        key=ChannelKey(key.tenant, key.name),
+        replay_id=int(replay),
+        uuid=uuid.decode(),
+        created_us=int(created),
+        payload=payload,
+        created_by=author.decode(),
+        schema=schema.decode() or None,
+    )
+
+
+class LiveFeed:
+    def __init__(self, client: Any, *, sharded: bool, on_resume: Resume, top: Top) -> None:
+        self._client = client
+        self._sharded = sharded
+        self._resume = on_resume
+        self._top = top
+        self._baseline: dict[str, int] = {}
+        self._pubsub: Any = None
+        self._channels: dict[str, list[Deliver]] = {}
+        self._patterns: dict[str, list[Deliver]] = {}
+        self._last: dict[str, int] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.healthy = False
+
+    async def __aenter__(self) -> LiveFeed:
+        self._pubsub = self._client.pubsub()
+        await self._pubsub.subscribe(_CONTROL)
+        self.healthy = True
+        self._reader = asyncio.create_task(self._read_forever())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, OSError):
+            await self._pubsub.aclose()
+
+    @asynccontextmanager
+    async def listen(
+        self, source: str, deliver: Deliver, *, is_pattern: bool
+    ) -> AsyncIterator[None]:
+        registry = self._patterns if is_pattern else self._channels
+        async with self._lock:
+            if source not in registry:
+                if is_pattern:
+                    await self._pubsub.psubscribe(source)
+                else:
+                    await self._pubsub.subscribe(source)
+                    # Where a re-read after a lost connection starts if nothing was delivered
+                    # yet: the top once the subscription is in place.
+                    self._baseline[source] = await self._top(source)
+                registry[source] = []
+            registry[source].append(deliver)
+        try:
+            yield
+        finally:
+            await asyncio.shield(self._release(registry, source, deliver, is_pattern))
+
+    async def _release(
+        self, registry: dict[str, list[Deliver]], source: str, deliver: Deliver, is_pattern: bool
+    ) -> None:
+        async with self._lock:
+            callbacks = registry.get(source, [])
+            if deliver in callbacks:
+                callbacks.remove(deliver)
+            if callbacks or source not in registry:
+                return
+            del registry[source]
+            self._last.pop(source, None)
+            self._baseline.pop(source, None)
+            with contextlib.suppress(RedisError, OSError):
+                if is_pattern:
+                    await self._pubsub.punsubscribe(source)
+                else:
+                    await self._pubsub.unsubscribe(source)
+
+    def _dispatch(self, channel: str, event: Event, callbacks: list[Deliver]) -> None:
+        last = self._last.get(channel, 0)
+        if event.replay_id <= last:
+            return  # already delivered (a re-read after a reconnect overlapped live)
+        self._last[channel] = event.replay_id
+        for deliver in list(callbacks):
+            deliver(event)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        channel = message["channel"].decode()
+        event = decode_announcement(channel, message["data"])
+        if event is None:
+            return
+        if message["type"] == "pmessage":
+            callbacks = self._patterns.get(message["pattern"].decode(), [])
+            for deliver in list(callbacks):
+                deliver(event)
+        else:
+            self._dispatch(channel, event, self._channels.get(channel, []))
+
+    async def _read_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+            except (RedisError, OSError) as error:
+                self.healthy = False
+                log.warning("live feed lost its Redis connection: %s", error)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                with contextlib.suppress(RedisError, OSError):
+                    await self._reconnect()
+                    backoff = 0.1
+                continue
+            if message is not None and message["type"] in ("message", "pmessage", "smessage"):
+                self._on_message(message)
+
+    async def _reconnect(self) -> None:
+        """A fresh pub/sub connection, every subscription again, then the gaps filled."""
+        async with self._lock:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+            self._pubsub = self._client.pubsub()
+            await self._pubsub.subscribe(_CONTROL, *self._channels)
+            if self._patterns:
+                await self._pubsub.psubscribe(*self._patterns)
+            for channel, callbacks in self._channels.items():
+                after = max(self._last.get(channel, 0), self._baseline.get(channel, 0))
+                for event in await self._resume(channel, after):
+                    self._dispatch(channel, event, callbacks)
+            self.healthy = True
+        log.warning("live feed reconnected and caught up from the streams")

@@ -1,0 +1,136 @@
+-- replaybus engine script: one atomic step per call, on one channel's keys (one Cluster slot).
+-- KEYS: stream, meta, idem, idem-expiry
+-- ARGV[1]: command ("publish" | "read"), ARGV[2]: now in µs ("" = this server's clock)
+--
+-- ReplayIds are integers below 2^53 (exact in Lua's doubles). A stream entry id encodes its
+-- ReplayId exactly: (replayId // 1000)-(replayId % 1000), so trimming by age is XTRIM MINID.
+
+local stream, meta, idem, idem_expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local function now_us()
+  if ARGV[2] ~= '' then return tonumber(ARGV[2]) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function to_id(replay)
+  return string.format('%.0f-%.0f', math.floor(replay / 1000), replay % 1000)
+end
+
+local function to_replay(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)) * 1000 + tonumber(string.sub(id, dash + 1))
+end
+
+local function number(value)
+  return string.format('%.0f', value)
+end
+
+-- Evict by count, then by age, keeping the exact low-water mark (newest evicted ReplayId).
+local function trim(now, max_age, max_count)
+  local low = tonumber(redis.call('HGET', meta, 'low') or '0')
+  local length = redis.call('XLEN', stream)
+  if length > max_count then
+    local evicted = redis.call('XRANGE', stream, '-', '+', 'COUNT', length - max_count)
+    low = math.max(low, to_replay(evicted[#evicted][1]))
+    redis.call('XTRIM', stream, 'MAXLEN', max_count)
+  end
+  local cutoff = now - max_age
+  if cutoff > 0 then
+    local below = redis.call('XREVRANGE', stream, '(' .. to_id(cutoff), '-', 'COUNT', 1)
+    if #below > 0 then
+      low = math.max(low, to_replay(below[1][1]))
+      redis.call('XTRIM', stream, 'MINID', to_id(cutoff))
+    end
+  end
+  redis.call('HSET', meta, 'low', number(low))
+  return low
+end
+
+local function window(low)
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  local earliest = ''
+  if #first > 0 then earliest = number(to_replay(first[1][1])) end
+  local top = redis.call('HGET', meta, 'top') or '0'
+  return {earliest, top, number(low), redis.call('XLEN', stream)}
+end
+
+local function forget_expired_keys(now)
+  local expired = redis.call('ZRANGEBYSCORE', idem_expiry, '-inf', number(now), 'LIMIT', 0, 100)
+  if #expired > 0 then
+    redis.call('HDEL', idem, unpack(expired))
+    redis.call('ZREM', idem_expiry, unpack(expired))
+  end
+end
+
+local command = ARGV[1]
+local now = now_us()
+
+if command == 'publish' then
+  -- ARGV[3..]: max_age_us, max_count, idempotency_ttl_us, live channel, event count, then per
+  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none)
+  local max_age, max_count = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local ttl, live, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+  forget_expired_keys(now)
+  redis.call('HSET', meta, 'max_age', ARGV[3], 'max_count', ARGV[4])
+  local top = tonumber(redis.call('HGET', meta, 'top') or '0')
+  local results = {}
+  for i = 0, count - 1 do
+    local base = 8 + i * 5
+    local uuid, payload, author, schema, key =
+      ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4]
+    local seen = false
+    if key ~= '' then
+      local stored = redis.call('HGET', idem, key)
+      if stored then
+        local expires = tonumber(redis.call('ZSCORE', idem_expiry, key) or '0')
+        if expires > now then
+          table.insert(results, stored .. '|1')
+          seen = true
+        end
+      end
+    end
+    if not seen then
+      local replay = math.max(top + 1, now)
+      top = replay
+      redis.call('XADD', stream, to_id(replay), 'u', uuid, 'p', payload, 'b', author,
+        's', schema, 'c', number(now))
+      local ack = number(replay) .. '|' .. uuid .. '|' .. number(now)
+      if key ~= '' then
+        redis.call('HSET', idem, key, ack)
+        redis.call('ZADD', idem_expiry, number(now + ttl), key)
+      end
+      table.insert(results, ack .. '|0')
+      -- The live announcement: fields separated by \31, the payload last.
+      local message = number(replay) .. '\31' .. uuid .. '\31' .. number(now) .. '\31' ..
+        author .. '\31' .. schema .. '\31' .. payload
+      if ARGV[#ARGV] == 'sharded' then
+        redis.call('SPUBLISH', live, message)
+      else
+        redis.call('PUBLISH', live, message)
+      end
+    end
+  end
+  redis.call('HSET', meta, 'top', number(top))
+  trim(now, max_age, max_count)
+  return results
+end
+
+if command == 'read' then
+  -- ARGV[3..]: after (ReplayId), limit. Returns {window, entries}.
+  local after, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local max_age = tonumber(redis.call('HGET', meta, 'max_age') or '0')
+  local low
+  if max_age > 0 then
+    low = trim(now, max_age, tonumber(redis.call('HGET', meta, 'max_count')))
+  else
+    low = tonumber(redis.call('HGET', meta, 'low') or '0')
+  end
+  local entries = {}
+  if limit > 0 then
+    entries = redis.call('XRANGE', stream, '(' .. to_id(after), '+', 'COUNT', limit)
+  end
+  return {window(low), entries}
+end
+
+return redis.error_reply('unknown command ' .. tostring(command))

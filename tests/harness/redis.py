@@ -1,0 +1,113 @@
+"""Real `redis-server` processes on free loopback ports in temporary folders.
+
+If no `redis-server` is installed, Debian's package is installed when running as root with
+apt-get available; otherwise the harness stops with a message saying what to install.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["RunningRedis", "redis_server_binary", "running_redis"]
+
+_READY = "Ready to accept connections"
+_START_TIMEOUT_S = 30.0
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "redis-server"], check=True, env=environment
+        )
+        found = shutil.which("redis-server")
+        if found:
+            return found
+    raise RuntimeError(
+        "the Redis tests need redis-server: install it (Debian: apt-get install redis-server)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class RunningRedis:
+    port: int
+    directory: Path
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("redis-server exited:\n" + log.read_text(errors="replace"))
+        if log.exists() and _READY in log.read_text(errors="replace"):
+            return
+        time.sleep(0.02)  # polling the server's own log for its readiness line
+    raise RuntimeError("redis-server did not become ready:\n" + log.read_text(errors="replace"))
+
+
+@contextmanager
+def running_redis(extra: Sequence[str] = (), port: int | None = None) -> Iterator[RunningRedis]:
+    """A redis-server on 127.0.0.1 in a fresh temporary folder, stopped (SIGTERM, then
+    SIGKILL) on exit."""
+    binary = redis_server_binary()
+    with tempfile.TemporaryDirectory(prefix="replaybus-redis-") as folder:
+        directory = Path(folder)
+        chosen = port or free_port()
+        log = directory / "redis.log"
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(chosen),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(directory),
+                "--logfile",
+                str(log),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                *extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait_until_ready(process, log)
+            yield RunningRedis(chosen, directory, process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
