@@ -10,6 +10,7 @@ run: $(STAMP)
 	$(BIN)/replaybus serve
 
 test: $(STAMP) lint
+	scripts/ensure-debian-packages redis-server:redis-server
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
