@@ -118,7 +118,6 @@ class Settings:
         "text",
         "Use the Redis engine: redis://host:port/db or rediss:// (TLS); default: in memory.",
     )
-    redis_cluster: bool = _setting(False, "bool", "The Redis URL names a Redis Cluster node.")
     retention_max_age: float = _setting(
         72 * 3600.0, "duration", "Default retention by age.", minimum=1, maximum=365 * 86400
     )
