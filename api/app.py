@@ -76,6 +76,9 @@ def create_app(
                 )
             catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))
+            bayeux_server = await stack.enter_async_context(
+                BayeuxServer(engine, hub, settings, clock, lifecycle.draining)
+            )
             await _bootstrap(catalog, settings)
             app.state.services = Services(
                 settings=settings,
@@ -86,7 +89,7 @@ def create_app(
                 publisher=PublishService(engine, settings),
                 tokens=tokens,
                 lifecycle=lifecycle,
-                bayeux=BayeuxServer(engine, hub, settings, clock, lifecycle.draining),
+                bayeux=bayeux_server,
             )
             yield
 

@@ -70,10 +70,22 @@ class Engine(LiveSource, Protocol):
         ...
 
     async def session_update(
-        self, client_id: str, change: SessionChange, ttl_us: int
+        self, client_id: str, change: SessionChange, ttl_us: int, *, extend_only: bool = False
     ) -> SessionRecord | None:
-        """Apply `change` atomically (`app.sessions.apply_change`) and restart the expiry
-        countdown at `ttl_us`; None, and nothing changed, if the session is gone."""
+        """Apply `change` atomically (`app.sessions.apply_change`) and set the expiry to
+        `ttl_us` from now (with `extend_only`, never earlier than it already was); None, and
+        nothing changed, if the session is gone."""
+        ...
+
+    async def session_signal(self, client_id: str, signal: str) -> None:
+        """Tell every node, this one included, something about a session (opaque text)."""
+        ...
+
+    def session_signals(
+        self, deliver: Callable[[str, str], None]
+    ) -> AbstractAsyncContextManager[None]:
+        """While entered, call `deliver(client_id, signal)` for every signal from any node.
+        Signals are best effort (a node that is down misses them); `deliver` must not block."""
         ...
 
     async def session_delete(self, client_id: str) -> None: ...

@@ -35,6 +35,7 @@ class SessionRecord:
     ack: bool = False
     connected: bool = False
     batch: int = 0
+    generation: int = 0
     subscriptions: Mapping[str, int] = field(default_factory=dict)
     positions: Mapping[str, int] = field(default_factory=dict)
     pending: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
@@ -44,7 +45,11 @@ class SessionRecord:
 class SessionChange:
     """Field-level edits, applied in this order: subscribe, unsubscribe, set positions, advance
     positions, stage the next batch (numbered `batch + 1`), commit acknowledged batches, mark
-    connected."""
+    connected, start a new connect generation.
+
+    With `if_generation`, nothing at all changes unless the session is still at that
+    generation: a connect superseded by a newer one (on any node) cannot move positions.
+    """
 
     subscribe: Mapping[str, int] = field(default_factory=dict)
     unsubscribe: tuple[str, ...] = ()
@@ -53,6 +58,8 @@ class SessionChange:
     stage: Mapping[str, int] | None = None
     commit_through: int | None = None
     connected: bool | None = None
+    new_generation: bool = False
+    if_generation: int | None = None
 
 
 def _forward(positions: dict[str, int], updates: Mapping[str, int]) -> None:
@@ -64,6 +71,8 @@ def _forward(positions: dict[str, int], updates: Mapping[str, int]) -> None:
 def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
     """The new record. Positions only move forward through `advance` and commits; `set_positions`
     (a subscribe with a replay position) may move them anywhere."""
+    if change.if_generation is not None and change.if_generation != record.generation:
+        return record
     subscriptions = dict(record.subscriptions)
     subscriptions.update(change.subscribe)
     for name in change.unsubscribe:
@@ -89,4 +98,5 @@ def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
         pending=pending,
         batch=batch,
         connected=record.connected if change.connected is None else change.connected,
+        generation=record.generation + 1 if change.new_generation else record.generation,
     )

@@ -13,7 +13,7 @@ import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from contextlib import AsyncExitStack
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +85,7 @@ async def _await(awaitable: Awaitable[None]) -> None:
 
 @dataclass(slots=True)
 class _Hold:
+    generation: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str | None = None  # "superseded" | "disconnected" | "resubscribed"
 
@@ -187,6 +188,7 @@ class BayeuxServer:
         self._max_subscriptions = settings.bayeux_max_subscriptions
         self._capacity = settings.subscriber_queue_size
         self._holds: dict[str, _Hold] = {}
+        self._signals: AbstractAsyncContextManager[None] | None = None
         self._deliveries: OrderedDict[tuple[ChannelKey, int], Delivery] = OrderedDict()
 
     @property
@@ -317,10 +319,6 @@ class BayeuxServer:
         if connection_type is not None and connection_type != "long-polling":
             return [_failure(message, codec.invalid_connection_type(connection_type))]
         client_id = session.client_id
-        previous = self._holds.get(client_id)
-        if previous is not None:
-            previous.reason = "superseded"
-            previous.wake.set()
         acknowledged = _as_position(_ext(message).get("ack")) if session.ack else None
         advice = message.get("advice")
         client_timeout = advice.get("timeout") if isinstance(advice, dict) else None
@@ -333,12 +331,15 @@ class BayeuxServer:
         )
         updated = await self._engine.session_update(
             client_id,
-            SessionChange(commit_through=acknowledged),
+            SessionChange(commit_through=acknowledged, new_generation=True),
             self._hold_ttl_us if hold else self._window_us,
         )
         if updated is None:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        # Any older connect of this client, on any node, ends now without delivering.
+        self._signal_local(client_id, f"connect {updated.generation}")
+        await self._engine.session_signal(client_id, f"connect {updated.generation}")
         batch = _Batch(self._max_events, self._max_bytes, context.with_uuid)
         ending: str | None = None
         if hold:
@@ -356,14 +357,17 @@ class BayeuxServer:
         ext: dict[str, Any] = {}
         if batch.gaps:
             ext["replaybus"] = {"gaps": batch.gaps}
+        generation = updated.generation
         if updated.ack:
-            change = SessionChange(connected=True, stage=batch.reached)
+            change = SessionChange(connected=True, stage=batch.reached, if_generation=generation)
         else:
-            change = SessionChange(connected=True, advance=batch.reached)
+            change = SessionChange(connected=True, advance=batch.reached, if_generation=generation)
         final = await self._engine.session_update(client_id, change, self._window_us)
         if final is None:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        if final.generation != generation:
+            return [reply]  # superseded meanwhile: the newer connect gets these events
         if final.ack:
             ext["ack"] = final.batch
         if ext:
@@ -449,7 +453,7 @@ class BayeuxServer:
     ) -> str | None:
         """Listen on every subscription, then read; if nothing is there, wait for the first
         live event, the timeout, a newer connect, a subscribe, a disconnect or a drain."""
-        hold = _Hold()
+        hold = _Hold(session.generation)
         self._holds[session.client_id] = hold
         try:
             async with AsyncExitStack() as listening:
@@ -459,6 +463,14 @@ class BayeuxServer:
                     await listening.enter_async_context(
                         self._hub.subscribe(topic, self._capacity, mailbox)
                     )
+                # A signal sent before this hold was registered is lost: look again now.
+                current = await self._engine.session_get(session.client_id)
+                if current is None:
+                    return self._abandon(batch, "disconnected")
+                if current.generation != session.generation:
+                    return self._abandon(batch, "superseded")
+                if current.subscriptions != session.subscriptions:
+                    return self._abandon(batch, "resubscribed")
                 targets = await self._targets(session)
                 await self._collect(session, batch, targets)
                 if hold.reason is not None:
@@ -580,10 +592,22 @@ class BayeuxServer:
             covering.append(pattern)
             subscribe[channel] = self._clock.now_us()
         change = SessionChange(subscribe=subscribe, set_positions=positions)
-        if await self._engine.session_update(session.client_id, change, self._ttl(session)) is None:
+        if await self._update_subscriptions(session.client_id, change) is None:
             return _failure(message, codec.UNKNOWN_CLIENT)
-        self._wake(session.client_id, "resubscribed")
         return _reply(message, successful=True)
+
+    async def _update_subscriptions(
+        self, client_id: str, change: SessionChange
+    ) -> SessionRecord | None:
+        """Apply a subscription change (never shortening the session's life, which a connect
+        held on another node may count on) and wake the client's held connect, wherever it is."""
+        updated = await self._engine.session_update(
+            client_id, change, self._window_us, extend_only=True
+        )
+        if updated is not None:
+            self._signal_local(client_id, "wake resubscribed")
+            await self._engine.session_signal(client_id, "wake resubscribed")
+        return updated
 
     async def _unsubscribe(self, message: Message, session: SessionRecord) -> Message:
         requested = message.get("subscription")
@@ -591,22 +615,42 @@ class BayeuxServer:
         if not all(isinstance(name, str) and name for name in names):
             return _failure(message, codec.CHANNEL_NOT_SPECIFIED)
         change = SessionChange(unsubscribe=tuple(str(n).partition("?")[0] for n in names))
-        if await self._engine.session_update(session.client_id, change, self._ttl(session)) is None:
+        if await self._update_subscriptions(session.client_id, change) is None:
             return _failure(message, codec.UNKNOWN_CLIENT)
-        self._wake(session.client_id, "resubscribed")
         return _reply(message, successful=True)
 
     async def _disconnect(self, message: Message, session: SessionRecord) -> Message:
         await self._engine.session_delete(session.client_id)
-        self._wake(session.client_id, "disconnected")
+        self._signal_local(session.client_id, "wake disconnected")
+        await self._engine.session_signal(session.client_id, "wake disconnected")
         return _reply(message, successful=True)
 
-    def _ttl(self, session: SessionRecord) -> int:
-        """Keep a session with a held connect alive for the whole hold."""
-        return self._hold_ttl_us if session.client_id in self._holds else self._window_us
+    def _signal_local(self, client_id: str, signal: str) -> None:
+        """Handle a session signal for this node's held connect of `client_id`, if any.
 
-    def _wake(self, client_id: str, reason: str) -> None:
+        `connect <g>`: a connect of generation g began, so older holds are superseded.
+        `wake <reason>`: subscriptions changed or the client disconnected.
+        """
         hold = self._holds.get(client_id)
-        if hold is not None:
-            hold.reason = reason
-            hold.wake.set()
+        if hold is None:
+            return
+        kind, _, argument = signal.partition(" ")
+        if kind == "connect":
+            if not argument.isdigit() or int(argument) <= hold.generation:
+                return
+            hold.reason = "superseded"
+        elif kind == "wake" and argument in ("resubscribed", "disconnected"):
+            hold.reason = argument
+        else:
+            return
+        hold.wake.set()
+
+    async def __aenter__(self) -> BayeuxServer:
+        self._signals = self._engine.session_signals(self._signal_local)
+        await self._signals.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._signals is not None:
+            await self._signals.__aexit__(None, None, None)
+            self._signals = None

@@ -7,7 +7,7 @@ import asyncio
 import bisect
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -99,6 +99,7 @@ class MemoryEngine:
         self._listeners = _Listeners()
         self._channel_names: dict[str, set[str]] = {}
         self._sessions: dict[str, tuple[SessionRecord, int]] = {}
+        self._signal_listeners: list[Callable[[str, str], None]] = []
 
     async def __aenter__(self) -> MemoryEngine:
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -217,14 +218,29 @@ class MemoryEngine:
         return entry[0]
 
     async def session_update(
-        self, client_id: str, change: SessionChange, ttl_us: int
+        self, client_id: str, change: SessionChange, ttl_us: int, *, extend_only: bool = False
     ) -> SessionRecord | None:
         record = await self.session_get(client_id)
         if record is None:
             return None
         updated = apply_change(record, change)
-        self._sessions[client_id] = (updated, self._clock.now_us() + ttl_us)
+        expires = self._clock.now_us() + ttl_us
+        if extend_only:
+            expires = max(expires, self._sessions[client_id][1])
+        self._sessions[client_id] = (updated, expires)
         return updated
+
+    async def session_signal(self, client_id: str, signal: str) -> None:
+        for deliver in list(self._signal_listeners):
+            deliver(client_id, signal)
+
+    @asynccontextmanager
+    async def session_signals(self, deliver: Callable[[str, str], None]) -> AsyncIterator[None]:
+        self._signal_listeners.append(deliver)
+        try:
+            yield
+        finally:
+            self._signal_listeners.remove(deliver)
 
     async def session_delete(self, client_id: str) -> None:
         self._sessions.pop(client_id, None)

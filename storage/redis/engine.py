@@ -232,7 +232,7 @@ class RedisEngine:
         return record if expires > self._now_us() else None
 
     async def session_update(
-        self, client_id: str, change: SessionChange, ttl_us: int
+        self, client_id: str, change: SessionChange, ttl_us: int, *, extend_only: bool = False
     ) -> SessionRecord | None:
         key = keys.session_key(client_id)
 
@@ -249,20 +249,32 @@ class RedisEngine:
                         if expires <= now:
                             return None
                         updated = apply_change(record, change)
+                        new_expiry = max(expires, now + ttl_us) if extend_only else now + ttl_us
                         pipe.multi()
                         pipe.set(
                             key,
-                            _encode_session(updated, now + ttl_us),
-                            px=(ttl_us + _SESSION_GRACE_US) // 1000,
+                            _encode_session(updated, new_expiry),
+                            px=(new_expiry - now + _SESSION_GRACE_US) // 1000,
                         )
                         await pipe.execute()
                     except WatchError:
                         continue
-                await self._client.zadd(keys.sessions_of(record.tenant), {client_id: now + ttl_us})
+                await self._client.zadd(keys.sessions_of(record.tenant), {client_id: new_expiry})
                 return updated
             raise EngineUnavailable("a session is updated too often to apply a change")
 
         return await self._call(run)
+
+    async def session_signal(self, client_id: str, signal: str) -> None:
+        live = self._live
+        assert live is not None
+        await self._call(lambda: live.signal(client_id, signal))
+
+    @asynccontextmanager
+    async def session_signals(self, deliver: Callable[[str, str], None]) -> AsyncIterator[None]:
+        assert self._live is not None
+        with self._live.on_signal(deliver):
+            yield
 
     async def session_delete(self, client_id: str) -> None:
         async def run() -> None:
@@ -315,6 +327,7 @@ def _encode_session(record: SessionRecord, expires_us: int) -> bytes:
             "ack": record.ack,
             "connected": record.connected,
             "batch": record.batch,
+            "generation": record.generation,
             "subscriptions": dict(record.subscriptions),
             "positions": dict(record.positions),
             "pending": {str(n): dict(p) for n, p in record.pending.items()},
@@ -333,6 +346,7 @@ def _decode_session(raw: bytes) -> tuple[SessionRecord, int]:
         ack=data["ack"],
         connected=data["connected"],
         batch=data["batch"],
+        generation=data.get("generation", 0),
         subscriptions=data["subscriptions"],
         positions=data["positions"],
         pending={int(n): p for n, p in data["pending"].items()},

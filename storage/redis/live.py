@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,6 +57,7 @@ class LiveFeed:
         self._last: dict[str, int] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._signal_listeners: list[Callable[[str, str], None]] = []
         self.healthy = False
 
     async def __aenter__(self) -> LiveFeed:
@@ -121,8 +122,25 @@ class LiveFeed:
         for deliver in list(callbacks):
             deliver(event)
 
+    async def signal(self, client_id: str, signal: str) -> None:
+        """Broadcast a session signal to every node (over the control channel)."""
+        await self._client.publish(_CONTROL, client_id.encode() + b"\x1f" + signal.encode())
+
+    @contextlib.contextmanager
+    def on_signal(self, deliver: Callable[[str, str], None]) -> Iterator[None]:
+        self._signal_listeners.append(deliver)
+        try:
+            yield
+        finally:
+            self._signal_listeners.remove(deliver)
+
     def _on_message(self, message: dict[str, Any]) -> None:
         channel = message["channel"].decode()
+        if channel == _CONTROL:
+            client_id, _, signal = message["data"].decode().partition("\x1f")
+            for notify in list(self._signal_listeners):
+                notify(client_id, signal)
+            return
         event = decode_announcement(channel, message["data"])
         if event is None:
             return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -366,3 +367,77 @@ async def test_channel_names_keeps_channels_whose_events_expired(
 
     assert window.count == 0
     assert names == [A]
+
+
+async def test_extend_only_updates_never_shorten_a_session(
+    engine: Engine, tenant: str, clock: FakeClock
+) -> None:
+    session = record(tenant)
+    assert await engine.session_create(session, 3 * TTL_US, 10)
+
+    await engine.session_update(session.client_id, SessionChange(), TTL_US, extend_only=True)
+    clock.advance(2 * TTL_US / 1_000_000)
+
+    assert await engine.session_get(session.client_id) is not None
+
+
+async def test_plain_updates_set_the_expiry_from_now(
+    engine: Engine, tenant: str, clock: FakeClock
+) -> None:
+    session = record(tenant)
+    assert await engine.session_create(session, 3 * TTL_US, 10)
+
+    await engine.session_update(session.client_id, SessionChange(), TTL_US)
+    clock.advance(2 * TTL_US / 1_000_000)
+
+    assert await engine.session_get(session.client_id) is None
+
+
+async def test_session_signals_reach_every_listener(engine: Engine) -> None:
+    received: list[list[tuple[str, str]]] = [[], []]
+    both = asyncio.Event()
+
+    def listener(index: int) -> Callable[[str, str], None]:
+        def deliver(client: str, signal: str) -> None:
+            received[index].append((client, signal))
+            if all(len(signals) == 2 for signals in received):
+                both.set()
+
+        return deliver
+
+    async with engine.session_signals(listener(0)), engine.session_signals(listener(1)):
+        await engine.session_signal("c1", "wake resubscribed")
+        await engine.session_signal("c2", "connect 7")
+        async with asyncio.timeout(5):  # pub/sub delivery is asynchronous on Redis
+            await both.wait()
+    assert received[0] == received[1] == [("c1", "wake resubscribed"), ("c2", "connect 7")]
+
+
+async def test_a_stale_generation_changes_nothing(engine: Engine, tenant: str) -> None:
+    session = record(tenant)
+    assert await engine.session_create(session, TTL_US, 10)
+    first = await engine.session_update(
+        session.client_id, SessionChange(new_generation=True), TTL_US
+    )
+    second = await engine.session_update(
+        session.client_id, SessionChange(new_generation=True), TTL_US
+    )
+    assert first is not None
+    assert second is not None
+
+    stale = await engine.session_update(
+        session.client_id,
+        SessionChange(advance={"/event/A": 5}, if_generation=first.generation),
+        TTL_US,
+    )
+    current = await engine.session_update(
+        session.client_id,
+        SessionChange(advance={"/event/A": 9}, if_generation=second.generation),
+        TTL_US,
+    )
+
+    assert stale is not None
+    assert stale.positions.get("/event/A") is None
+    assert current is not None
+    assert current.positions["/event/A"] == 9
+    assert current.generation == second.generation == first.generation + 1

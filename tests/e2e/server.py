@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -25,6 +26,16 @@ class RunningServer:
     client_id: str
     client_secret: str
     process: subprocess.Popen[str]
+
+    async def wait_for_held_connects(self, count: int) -> None:
+        """Until the node reports `count` held Bayeux connects (polling its /readyz)."""
+        async with httpx.AsyncClient() as probe, asyncio.timeout(10):
+            for _ in range(1000):
+                ready = (await probe.get(self.base_url + "/readyz")).json()
+                if ready.get("heldConnects") == count:
+                    return
+                await asyncio.sleep(0.01)  # another process's state: nothing to await but it
+        raise AssertionError(f"{self.base_url} never held {count} connect(s)")
 
     def token(self, scope: str | None = None) -> str:
         form = {

@@ -172,27 +172,17 @@ async def test_an_abandoned_held_connect_loses_nothing() -> None:
             await client.post(url, json=[connect, subscribe])
             async with httpx.AsyncClient(headers=headers, timeout=30) as doomed:
                 held = asyncio.create_task(doomed.post(url, json=[connect]))
-                await _wait_for_held_connect(server)
+                await server.wait_for_held_connects(1)
                 held.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await held
-            await _wait_for_held_connect(server, count=0)
+            await server.wait_for_held_connects(0)
             published = await client.post(
                 server.base_url + "/v1/events/event/Abandon__e", json={"n": 1}
             )
             replies = (await client.post(url, json=[{**connect, "advice": {"timeout": 0}}])).json()
     delivered = [r["data"]["event"]["replayId"] for r in replies if "data" in r]
     assert delivered == [published.json()["replayId"]]
-
-
-async def _wait_for_held_connect(server: RunningServer, count: int = 1) -> None:
-    async with httpx.AsyncClient() as probe:
-        for _ in range(500):
-            metrics = (await probe.get(server.base_url + "/readyz")).json()
-            if metrics.get("heldConnects") == count:
-                return
-            await asyncio.sleep(0.01)
-    raise AssertionError(f"never saw {count} held connect(s)")
 
 
 def test_one_connect_and_one_handshake_per_request(server: RunningServer, token: str) -> None:

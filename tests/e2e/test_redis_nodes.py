@@ -88,3 +88,81 @@ async def test_a_bayeux_session_moves_between_nodes(nodes: list[RunningServer]) 
         published["replayId"]
     ]
     assert [m for m in follow_up.json() if "data" in m] == []
+
+
+def _messages(channel_list: list[dict[str, object]]) -> list[dict[str, object]]:
+    return [message for message in channel_list if "data" in message]
+
+
+async def _bayeux_client(
+    client: httpx.AsyncClient, node: RunningServer, channel: str
+) -> dict[str, object]:
+    handshake = await client.post(
+        node.base_url + "/cometd/58.0", json=[{"channel": "/meta/handshake"}]
+    )
+    client_id = handshake.json()[0]["clientId"]
+    connect = {"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}
+    subscribe = {"channel": "/meta/subscribe", "clientId": client_id, "subscription": channel}
+    first = await client.post(node.base_url + "/cometd/58.0", json=[connect, subscribe])
+    assert [r["successful"] for r in first.json()] == [True, True]
+    return connect
+
+
+async def test_a_newer_connect_on_another_node_completes_the_held_one_without_events(
+    nodes: list[RunningServer],
+) -> None:
+    holder, other = nodes[1], nodes[0]
+    token = holder.token()
+    channel = channel_name()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        connect = await _bayeux_client(client, holder, channel)
+        held = asyncio.create_task(client.post(holder.base_url + "/cometd/58.0", json=[connect]))
+        await holder.wait_for_held_connects(1)
+        newer = asyncio.create_task(client.post(other.base_url + "/cometd/58.0", json=[connect]))
+        superseded = (await held).json()
+        published = await publish(client, other.base_url, token, channel, {"n": 1})
+        delivered = (await newer).json()
+    assert _messages(superseded) == []
+    assert [m["data"]["event"]["replayId"] for m in _messages(delivered)] == [  # type: ignore[index]
+        published["replayId"]
+    ]
+
+
+async def test_a_subscribe_on_another_node_wakes_the_held_connect(
+    nodes: list[RunningServer],
+) -> None:
+    holder, other = nodes[1], nodes[0]
+    token = holder.token()
+    channel, added = channel_name(), channel_name()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        connect = await _bayeux_client(client, holder, channel)
+        held = asyncio.create_task(client.post(holder.base_url + "/cometd/58.0", json=[connect]))
+        await holder.wait_for_held_connects(1)
+        subscribe = {
+            "channel": "/meta/subscribe",
+            "clientId": connect["clientId"],
+            "subscription": added,
+        }
+        reply = await client.post(other.base_url + "/cometd/58.0", json=[subscribe])
+        async with asyncio.timeout(10):
+            woken = (await held).json()
+    assert reply.json()[0]["successful"] is True
+    assert woken[-1]["successful"] is True
+
+
+async def test_a_disconnect_on_another_node_releases_the_held_connect(
+    nodes: list[RunningServer],
+) -> None:
+    holder, other = nodes[1], nodes[0]
+    headers = {"Authorization": f"Bearer {holder.token()}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        connect = await _bayeux_client(client, holder, channel_name())
+        held = asyncio.create_task(client.post(holder.base_url + "/cometd/58.0", json=[connect]))
+        await holder.wait_for_held_connects(1)
+        disconnect = {"channel": "/meta/disconnect", "clientId": connect["clientId"]}
+        await client.post(other.base_url + "/cometd/58.0", json=[disconnect])
+        async with asyncio.timeout(10):
+            released = (await held).json()
+    assert released[-1]["advice"]["reconnect"] == "none"
