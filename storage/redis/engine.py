@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError, WatchError
 
 from app.channels import parse_pattern
@@ -71,10 +73,13 @@ class RedisEngine:
         self._live: LiveFeed | None = None
 
     async def __aenter__(self) -> RedisEngine:
+        # No automatic retries: a publish whose reply was lost may have been stored, and a
+        # blind retry would store it twice. The caller gets a 503 and decides (Idempotency-Key).
+        no_retry = Retry(NoBackoff(), 0)
         if self._cluster:
-            self._client = aioredis.RedisCluster.from_url(self._url)
+            self._client = aioredis.RedisCluster.from_url(self._url, retry=no_retry)
         else:
-            self._client = aioredis.Redis.from_url(self._url)
+            self._client = aioredis.Redis.from_url(self._url, retry=no_retry)
         self._script = self._client.register_script(_SCRIPT)
         self._reserve = self._client.register_script(_RESERVE)
         self._live = LiveFeed(
@@ -189,7 +194,11 @@ class RedisEngine:
         return [name.decode() for name in await self._call(run)]
 
     async def ping(self) -> None:
+        """Redis answers, and this node's live feed is connected (a node whose live delivery
+        is down would accept subscribers it cannot serve)."""
         await self._call(self._client.ping)
+        if self._live is None or not self._live.healthy:
+            raise EngineUnavailable("live delivery from Redis is reconnecting")
 
     # -- Bayeux sessions ---------------------------------------------------------------------
 

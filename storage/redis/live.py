@@ -152,20 +152,28 @@ class LiveFeed:
             self._dispatch(channel, event, self._channels.get(channel, []))
 
     async def _read_forever(self) -> None:
+        """Read announcements; on any failure, reconnect (with backoff) until it works. The
+        loop itself never dies: a dead reader would leave the node silently deaf."""
         backoff = 0.1
         while True:
+            if not self.healthy:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                try:
+                    await self._reconnect()
+                except Exception as error:  # any failure means: try again
+                    log.warning("live feed could not reconnect yet: %s", error)
+                    continue
+                backoff = 0.1
             try:
                 message = await self._pubsub.get_message(
                     ignore_subscribe_messages=True, timeout=1.0
                 )
-            except (RedisError, OSError) as error:
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # driver, socket or state errors alike
                 self.healthy = False
                 log.warning("live feed lost its Redis connection: %s", error)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                with contextlib.suppress(RedisError, OSError):
-                    await self._reconnect()
-                    backoff = 0.1
                 continue
             if message is not None and message["type"] in ("message", "pmessage", "smessage"):
                 self._on_message(message)

@@ -83,6 +83,7 @@ def run_server(env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
             break
     if base_url is None:
         process.wait(timeout=15)
+        process.stdout.close()
         raise RuntimeError("replaybus did not start:\n" + "".join(seen))
     # Keep reading its output so a chatty server never blocks on a full pipe.
     drain = threading.Thread(target=seen.extend, args=(process.stdout,), daemon=True)

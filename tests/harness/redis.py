@@ -71,14 +71,16 @@ def _wait_until_ready(process: subprocess.Popen[bytes], log: Path) -> None:
 
 
 @contextmanager
-def running_redis(extra: Sequence[str] = (), port: int | None = None) -> Iterator[RunningRedis]:
-    """A redis-server on 127.0.0.1 in a fresh temporary folder, stopped (SIGTERM, then
-    SIGKILL) on exit."""
+def running_redis(
+    extra: Sequence[str] = (), port: int | None = None, directory: Path | None = None
+) -> Iterator[RunningRedis]:
+    """A redis-server on 127.0.0.1 in a fresh temporary folder (or `directory`, to restart one
+    on its own data), stopped (SIGTERM, then SIGKILL) on exit."""
     binary = redis_server_binary()
     with tempfile.TemporaryDirectory(prefix="replaybus-redis-") as folder:
-        directory = Path(folder)
+        directory = directory or Path(folder)
         chosen = port or free_port()
-        log = directory / "redis.log"
+        log = directory / f"redis-{time.monotonic_ns()}.log"  # a restart's own readiness line
         process = subprocess.Popen(
             [
                 binary,

@@ -1,0 +1,111 @@
+"""A loopback TCP proxy whose connections a test can cut and restore, to rehearse network faults
+between replaybus and Redis. It runs its own event loop in a thread, so it keeps forwarding
+while the test blocks (for instance while a server process starts)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+__all__ = ["TcpProxy", "tcp_proxy"]
+
+
+class TcpProxy:
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self._cut = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def cut(self) -> None:
+        """Close every open connection; refuse new ones until `restore()`."""
+        self._call(self._cut_now)
+
+    def restore(self) -> None:
+        self._call(self._restore_now)
+
+    def _call(self, action: Callable[[], None]) -> None:
+        assert self.loop is not None
+        done = threading.Event()
+
+        def run() -> None:
+            action()
+            done.set()
+
+        self.loop.call_soon_threadsafe(run)
+        assert done.wait(10), "the proxy's loop did not answer"
+
+    def _cut_now(self) -> None:
+        self._cut = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def _restore_now(self) -> None:
+        self._cut = False
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while chunk := await reader.read(65536):
+                writer.write(chunk)
+                await writer.drain()
+        writer.transport.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._cut:
+            writer.transport.abort()
+            return
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers.update((writer, upstream_writer))
+        pipes = [
+            asyncio.create_task(self._pipe(reader, upstream_writer)),
+            asyncio.create_task(self._pipe(upstream_reader, writer)),
+        ]
+        self._tasks.update(pipes)
+        for pipe in pipes:
+            pipe.add_done_callback(self._tasks.discard)
+
+
+@contextmanager
+def tcp_proxy(target_port: int) -> Iterator[TcpProxy]:
+    proxy = TcpProxy(target_port)
+    ready = threading.Event()
+    stop: asyncio.Event | None = None
+
+    async def serve() -> None:
+        nonlocal stop
+        stop = asyncio.Event()
+        proxy.loop = asyncio.get_running_loop()
+        server = await asyncio.start_server(proxy._accept, "127.0.0.1", 0)
+        proxy.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        await stop.wait()
+        server.close()
+        proxy._cut_now()
+        for task in list(proxy._tasks):
+            task.cancel()
+        await asyncio.gather(*proxy._tasks, return_exceptions=True)
+        await server.wait_closed()
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the proxy did not start"
+    try:
+        yield proxy
+    finally:
+        assert proxy.loop is not None
+        assert stop is not None
+        proxy.loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
