@@ -23,17 +23,21 @@ class SubscriberOverflow(Exception):
 class Mailbox:
     """A bounded, single-consumer queue of deliveries."""
 
-    __slots__ = ("_capacity", "_items", "_waiter", "overflowed")
+    __slots__ = ("_capacity", "_items", "_waiter", "floor", "overflowed")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._items: deque[Delivery] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
+        #: Per channel, the ReplayId its consumer already has: deliveries at or below it are
+        #: dropped on arrival. Live copies of events read from history can arrive late (pub/sub
+        #: is asynchronous); they must not take room, let alone overflow the mailbox.
+        self.floor: dict[str, int] = {}
 
     def offer(self, delivery: Delivery) -> None:
         """Never blocks: a full mailbox drops the delivery and marks itself overflowed."""
-        if self.overflowed:
+        if self.overflowed or delivery.replay_id <= self.floor.get(delivery.event.key.name, -1):
             return
         if len(self._items) >= self._capacity:
             self.overflowed = True

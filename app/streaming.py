@@ -66,6 +66,7 @@ class ChannelStream:
         fresh = [d for d in await self._mailbox.take(timeout) if d.replay_id > self.position]
         if fresh:
             self.position = fresh[-1].replay_id
+            self._mailbox.floor[self._key.name] = self.position
         return list(fresh)
 
     async def _read_history(self) -> list[StreamItem]:
@@ -87,6 +88,7 @@ class ChannelStream:
         items.extend(Delivery(event) for event in page.events)
         if page.events:
             self.position = page.events[-1].replay_id
+        self._mailbox.floor[self._key.name] = self.position
         if len(page.events) < self._page_size and not self._mailbox.overflowed:
             self._catching_up = False
         return items

@@ -17,7 +17,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from app.channels import parse_pattern
 from app.clock import Clock
@@ -48,6 +48,11 @@ if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
 return 1
 """
+_COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
 _SESSION_GRACE_US = 60_000_000  # Redis keeps a session this long past its expiry, then drops it
 
 
@@ -70,6 +75,7 @@ class RedisEngine:
         self._client: Any = None
         self._script: Any = None
         self._reserve: Any = None
+        self._compare_and_set: Any = None
         self._live: LiveFeed | None = None
 
     async def __aenter__(self) -> RedisEngine:
@@ -78,10 +84,15 @@ class RedisEngine:
         no_retry = Retry(NoBackoff(), 0)
         if self._cluster:
             self._client = aioredis.RedisCluster.from_url(self._url, retry=no_retry)
+            try:
+                await self._client.initialize()  # the slot map, before pub/sub routes by slot
+            except RedisError as error:
+                raise EngineUnavailable(f"the Redis Cluster is unavailable: {error}") from None
         else:
             self._client = aioredis.Redis.from_url(self._url, retry=no_retry)
         self._script = self._client.register_script(_SCRIPT)
         self._reserve = self._client.register_script(_RESERVE)
+        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._live = LiveFeed(
             self._client, sharded=self._cluster, on_resume=self._missed, top=self._top
         )
@@ -243,33 +254,34 @@ class RedisEngine:
     async def session_update(
         self, client_id: str, change: SessionChange, ttl_us: int, *, extend_only: bool = False
     ) -> SessionRecord | None:
+        """Read, apply `app.sessions.apply_change`, and compare-and-set the stored value (one
+        key, so it works on Redis Cluster too); a concurrent change makes it start over."""
         key = keys.session_key(client_id)
 
         async def run() -> SessionRecord | None:
             for _ in range(50):
-                async with self._client.pipeline(transaction=True) as pipe:
-                    try:
-                        await pipe.watch(key)
-                        raw = await pipe.get(key)
-                        if raw is None:
-                            return None
-                        record, expires = _decode_session(raw)
-                        now = self._now_us()
-                        if expires <= now:
-                            return None
-                        updated = apply_change(record, change)
-                        new_expiry = max(expires, now + ttl_us) if extend_only else now + ttl_us
-                        pipe.multi()
-                        pipe.set(
-                            key,
-                            _encode_session(updated, new_expiry),
-                            px=(new_expiry - now + _SESSION_GRACE_US) // 1000,
-                        )
-                        await pipe.execute()
-                    except WatchError:
-                        continue
-                await self._client.zadd(keys.sessions_of(record.tenant), {client_id: new_expiry})
-                return updated
+                raw: bytes | None = await self._client.get(key)
+                if raw is None:
+                    return None
+                record, expires = _decode_session(raw)
+                now = self._now_us()
+                if expires <= now:
+                    return None
+                updated = apply_change(record, change)
+                new_expiry = max(expires, now + ttl_us) if extend_only else now + ttl_us
+                stored = await self._compare_and_set(
+                    keys=[key],
+                    args=[
+                        raw,
+                        _encode_session(updated, new_expiry),
+                        (new_expiry - now + _SESSION_GRACE_US) // 1000,
+                    ],
+                )
+                if stored:
+                    await self._client.zadd(
+                        keys.sessions_of(record.tenant), {client_id: new_expiry}
+                    )
+                    return updated
             raise EngineUnavailable("a session is updated too often to apply a change")
 
         return await self._call(run)

@@ -52,10 +52,12 @@ class LiveFeed:
         self._top = top
         self._baseline: dict[str, int] = {}
         self._pubsub: Any = None
+        self._shards: Any = None  # sharded pub/sub for channels, on Redis Cluster
         self._channels: dict[str, list[Deliver]] = {}
         self._patterns: dict[str, list[Deliver]] = {}
         self._last: dict[str, int] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._shard_reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._signal_listeners: list[Callable[[str, str], None]] = []
         self.healthy = False
@@ -63,17 +65,24 @@ class LiveFeed:
     async def __aenter__(self) -> LiveFeed:
         self._pubsub = self._client.pubsub()
         await self._pubsub.subscribe(_CONTROL)
+        if self._sharded:
+            self._shards = self._client.pubsub()
         self.healthy = True
         self._reader = asyncio.create_task(self._read_forever())
+        if self._sharded:
+            self._shard_reader = asyncio.create_task(self._read_shards_forever())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        with contextlib.suppress(RedisError, OSError):
-            await self._pubsub.aclose()
+        for reader in (self._reader, self._shard_reader):
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        for pubsub in (self._pubsub, self._shards):
+            if pubsub is not None:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
 
     @asynccontextmanager
     async def listen(
@@ -84,6 +93,8 @@ class LiveFeed:
             if source not in registry:
                 if is_pattern:
                     await self._pubsub.psubscribe(source)
+                elif self._sharded:
+                    await self._shards.ssubscribe(source)
                 else:
                     await self._pubsub.subscribe(source)
                     # Where a re-read after a lost connection starts if nothing was delivered
@@ -111,6 +122,8 @@ class LiveFeed:
             with contextlib.suppress(RedisError, OSError):
                 if is_pattern:
                     await self._pubsub.punsubscribe(source)
+                elif self._sharded:
+                    await self._shards.sunsubscribe(source)
                 else:
                     await self._pubsub.unsubscribe(source)
 
@@ -178,13 +191,42 @@ class LiveFeed:
             if message is not None and message["type"] in ("message", "pmessage", "smessage"):
                 self._on_message(message)
 
+    async def _read_shards_forever(self) -> None:
+        """The sharded subscriptions' reader (Redis Cluster); failures trigger the same
+        reconnect as the main reader's."""
+        while True:
+            if not self.healthy or not self._shard_channels():
+                await asyncio.sleep(0.1)  # nothing to read yet, or the main reader reconnects
+                continue
+            try:
+                message = await self._shards.get_sharded_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # driver, socket or state errors alike
+                self.healthy = False
+                log.warning("live feed lost a Redis Cluster shard connection: %s", error)
+                continue
+            if message is not None and message["type"] == "smessage":
+                self._on_message(message)
+
+    def _shard_channels(self) -> list[str]:
+        return list(self._channels) if self._sharded else []
+
     async def _reconnect(self) -> None:
         """A fresh pub/sub connection, every subscription again, then the gaps filled."""
         async with self._lock:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
             self._pubsub = self._client.pubsub()
-            await self._pubsub.subscribe(_CONTROL, *self._channels)
+            await self._pubsub.subscribe(_CONTROL, *([] if self._sharded else self._channels))
+            if self._sharded:
+                with contextlib.suppress(RedisError, OSError):
+                    await self._shards.aclose()
+                self._shards = self._client.pubsub()
+                if self._channels:
+                    await self._shards.ssubscribe(*self._channels)
             if self._patterns:
                 await self._pubsub.psubscribe(*self._patterns)
             for channel, callbacks in self._channels.items():

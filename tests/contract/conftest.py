@@ -20,7 +20,7 @@ from storage.memory import MemoryEngine
 from storage.redis import RedisEngine
 from tests.contract._support import IDEMPOTENCY_TTL_S
 from tests.fakes import FakeClock
-from tests.harness.redis import RunningRedis
+from tests.harness.redis import RunningCluster, RunningRedis
 
 
 @asynccontextmanager
@@ -36,11 +36,21 @@ async def _redis_engine(clock: FakeClock, request: pytest.FixtureRequest) -> Asy
         yield engine
 
 
+@asynccontextmanager
+async def _redis_cluster_engine(
+    clock: FakeClock, request: pytest.FixtureRequest
+) -> AsyncIterator[Engine]:
+    cluster: RunningCluster = request.getfixturevalue("redis_cluster")
+    async with RedisEngine(cluster.url, IDEMPOTENCY_TTL_S, clock, cluster=True) as engine:
+        yield engine
+
+
 _ENGINES: dict[
     str, Callable[[FakeClock, pytest.FixtureRequest], AbstractAsyncContextManager[Engine]]
 ] = {
     "memory": lambda clock, request: _memory_engine(clock),
     "redis": _redis_engine,
+    "redis-cluster": _redis_cluster_engine,
 }
 
 

@@ -5,6 +5,7 @@ Only the protocol methods are used: publish, read, window, listen, ping.
 
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import AsyncExitStack
 from itertools import pairwise
 
@@ -541,10 +542,10 @@ async def test_single_segment_wildcard_matches_one_level_only(engine: Engine, te
         await any_depth.wait_for(3)
         await one_level.wait_for(2)
 
-    assert [(e.key, e.replay_id) for e in one_level.events] == [
-        (a, acks[1].replay_id),
-        (b, acks[2].replay_id),
-    ]
+    # Across channels no order is promised (a Redis Cluster announces from several nodes).
+    assert Counter((e.key, e.replay_id) for e in one_level.events) == Counter(
+        [(a, acks[1].replay_id), (b, acks[2].replay_id)]
+    )
 
 
 async def test_multi_segment_wildcard_matches_every_depth(engine: Engine, tenant: str) -> None:
@@ -554,9 +555,9 @@ async def test_multi_segment_wildcard_matches_every_depth(engine: Engine, tenant
         acks = [await publish_one(engine, key) for key in keys]
         events = await recorder.wait_for(3)
 
-    assert [(e.key, e.replay_id) for e in events] == [
-        (key, ack.replay_id) for key, ack in zip(keys, acks, strict=True)
-    ]
+    assert Counter((e.key, e.replay_id) for e in events) == Counter(
+        [(key, ack.replay_id) for key, ack in zip(keys, acks, strict=True)]
+    )
 
 
 async def test_nothing_is_delivered_after_the_listen_context_exits(

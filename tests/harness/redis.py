@@ -6,6 +6,7 @@ apt-get available; otherwise the harness stops with a message saying what to ins
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -17,7 +18,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunningRedis", "redis_server_binary", "running_redis"]
+__all__ = [
+    "RunningCluster",
+    "RunningRedis",
+    "redis_server_binary",
+    "running_redis",
+    "running_redis_cluster",
+]
 
 _READY = "Ready to accept connections"
 _START_TIMEOUT_S = 30.0
@@ -113,3 +120,63 @@ def running_redis(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@dataclass(frozen=True)
+class RunningCluster:
+    nodes: tuple[RunningRedis, ...]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+
+@contextmanager
+def running_redis_cluster(masters: int = 3) -> Iterator[RunningCluster]:
+    """`masters` redis-server processes joined into a Redis Cluster (no replicas) with
+    `redis-cli --cluster create`, on loopback, each in its own temporary folder."""
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for _ in range(masters):
+            port = free_port()
+            extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                f"nodes-{port}.conf",
+                "--cluster-port",
+                str(free_port()),  # the bus port, else port + 10000
+            ]
+            nodes.append(stack.enter_context(running_redis(extra, port=port)))
+        addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+        subprocess.run(
+            [
+                "redis-cli",
+                "--cluster",
+                "create",
+                *addresses,
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while True:
+            states = [
+                subprocess.run(
+                    ["redis-cli", "-p", str(node.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
+                for node in nodes
+            ]
+            if all("cluster_state:ok" in state for state in states):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Redis Cluster did not become ready:\n" + "\n".join(states))
+            time.sleep(0.05)  # polling the cluster's own state
+        yield RunningCluster(tuple(nodes))

@@ -105,10 +105,11 @@ if command == 'publish' then
       local message = number(replay) .. '\31' .. uuid .. '\31' .. number(now) .. '\31' ..
         author .. '\31' .. schema .. '\31' .. payload
       if ARGV[#ARGV] == 'sharded' then
+        -- Redis Cluster: channel listeners use sharded pub/sub (this slot's node only);
+        -- pattern listeners need the classic, cluster-wide announcement too.
         redis.call('SPUBLISH', live, message)
-      else
-        redis.call('PUBLISH', live, message)
       end
+      redis.call('PUBLISH', live, message)
     end
   end
   redis.call('HSET', meta, 'top', number(top))
