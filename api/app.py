@@ -68,7 +68,9 @@ def create_app(
             engine: Engine
             if settings.redis_url is not None:
                 engine = await stack.enter_async_context(
-                    RedisEngine(settings.redis_url, settings.idempotency_ttl)
+                    RedisEngine(
+                        settings.redis_url, settings.idempotency_ttl, cluster=settings.redis_cluster
+                    )
                 )
             else:
                 engine = await stack.enter_async_context(

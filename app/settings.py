@@ -118,6 +118,9 @@ class Settings:
         "text",
         "Use the Redis engine: redis://host:port/db or rediss:// (TLS); default: in memory.",
     )
+    redis_cluster: bool = _setting(
+        False, "bool", "REPLAYBUS_REDIS_URL names a node of a Redis Cluster (sharded pub/sub)."
+    )
     retention_max_age: float = _setting(
         72 * 3600.0, "duration", "Default retention by age.", minimum=1, maximum=365 * 86400
     )

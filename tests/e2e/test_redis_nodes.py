@@ -11,7 +11,7 @@ from httpx_sse import aconnect_sse
 
 from tests.e2e.server import RunningServer, run_server
 from tests.e2e.sse import channel_name, dispatched, publish
-from tests.harness.redis import RunningRedis
+from tests.harness.redis import RunningCluster, RunningRedis
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,33 @@ async def test_a_disconnect_on_another_node_releases_the_held_connect(
         async with asyncio.timeout(10):
             released = (await held).json()
     assert released[-1]["advice"]["reconnect"] == "none"
+
+
+async def test_a_node_on_a_redis_cluster_streams_channels_of_every_master(
+    redis_cluster: RunningCluster,
+) -> None:
+    env = {"REPLAYBUS_REDIS_URL": redis_cluster.url, "REPLAYBUS_REDIS_CLUSTER": "true"}
+    with run_server(env) as node:
+        token = node.token()
+        channels = [channel_name() for _ in range(6)]  # several slots, so several masters
+        async with httpx.AsyncClient(timeout=30) as client:
+            streams = [
+                aconnect_sse(
+                    client,
+                    "GET",
+                    f"{node.base_url}/v1/stream{channel}",
+                    headers={"Authorization": f"Bearer {token}"},
+                )
+                for channel in channels
+            ]
+            sources = [await stream.__aenter__() for stream in streams]
+            try:
+                acks = [
+                    (await publish(client, node.base_url, token, channel, {"n": 1}))["replayId"]
+                    for channel in channels
+                ]
+                received = [int((await anext(dispatched(source))).id) for source in sources]
+            finally:
+                for stream in streams:
+                    await stream.__aexit__(None, None, None)
+    assert received == acks
