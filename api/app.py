@@ -14,7 +14,7 @@ from api import bayeux, events, oauth, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
 from api.errors import exception_handlers
 from api.services import Lifecycle, Services
-from api.tokens import TokenService, load_signing_key
+from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
@@ -59,7 +59,11 @@ def create_app(
     clock = clock or SystemClock()
     lifecycle = lifecycle or Lifecycle()
     tokens = TokenService(
-        load_signing_key(settings), settings.token_ttl, clock, settings.refresh_token_ttl
+        load_signing_key(settings),
+        settings.token_ttl,
+        clock,
+        settings.refresh_token_ttl,
+        load_verification_keys(settings),
     )
 
     @asynccontextmanager

@@ -7,22 +7,24 @@ signed the same way and are never accepted where an access token is expected.
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
+from joserfc.jwk import ECKey, KeySet, OctKey, OKPKey, RSAKey
 
 from app.access import Principal
 from app.clock import Clock
 from app.errors import TokenExpired, TokenInvalid
 from app.settings import Settings, SettingsError
 
-__all__ = ["IssuedToken", "TokenService", "load_signing_key"]
+__all__ = ["IssuedToken", "TokenService", "load_signing_key", "load_verification_keys"]
 
 SigningKey = ECKey | RSAKey | OKPKey
 _ISSUER = "replaybus"
@@ -62,16 +64,38 @@ def load_signing_key(settings: Settings) -> SigningKey:
     return key
 
 
-def _import_pem(pem: bytes) -> SigningKey:
+def _import_pem(
+    pem: bytes, setting: str = "REPLAYBUS_SIGNING_KEY", private: bool = True
+) -> SigningKey:
     for key_type in (ECKey, RSAKey, OKPKey):
         try:
             key = key_type.import_key(pem)
         except (ValueError, TypeError, JoseError):
             continue
-        if not key.is_private:
-            raise SettingsError("REPLAYBUS_SIGNING_KEY: a private key is needed, got a public one")
+        if private and not key.is_private:
+            raise SettingsError(f"{setting}: a private key is needed, got a public one")
         return key
-    raise SettingsError("REPLAYBUS_SIGNING_KEY: not a PEM EC P-256, RSA or Ed25519 private key")
+    raise SettingsError(f"{setting}: not a PEM EC P-256, RSA or Ed25519 key")
+
+
+_PEM_BLOCK = re.compile(rb"-----BEGIN [A-Z ]+-----.+?-----END [A-Z ]+-----", re.DOTALL)
+
+
+def load_verification_keys(settings: Settings) -> list[SigningKey]:
+    """Extra keys that still verify tokens (public or private PEM blocks, concatenated): the
+    previous signing key during a rotation, so tokens it signed stay valid until they expire."""
+    if not settings.verification_keys:
+        return []
+    blocks = _PEM_BLOCK.findall(settings.verification_keys.encode())
+    if not blocks:
+        raise SettingsError("REPLAYBUS_VERIFICATION_KEYS: no PEM key found")
+    keys = []
+    for block in blocks:
+        key = _import_pem(block, "REPLAYBUS_VERIFICATION_KEYS", private=False)
+        key.ensure_kid()
+        _algorithm(key)
+        keys.append(key)
+    return keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,21 +108,33 @@ class IssuedToken:
 
 class TokenService:
     def __init__(
-        self, key: SigningKey, ttl: float, clock: Clock, refresh_ttl: float = 30 * 86400
+        self,
+        key: SigningKey,
+        ttl: float,
+        clock: Clock,
+        refresh_ttl: float = 30 * 86400,
+        verification_keys: Sequence[SigningKey] = (),
     ) -> None:
+        """Signs with `key`; verifies with it and `verification_keys`, chosen by `kid`."""
         self._refresh_ttl = int(refresh_ttl)
         self._key = key
         self._algorithm = _algorithm(key)
-        self._keys = KeySet([key])
+        others = [k for k in verification_keys if k.kid != key.kid]
+        self._all_keys = [key, *others]
+        self._algorithms = sorted({_algorithm(k) for k in self._all_keys})
+        self._keys = KeySet(list[OctKey | RSAKey | ECKey | OKPKey](self._all_keys))
         self._ttl = int(ttl)
         self._clock = clock
         self._verified: OrderedDict[str, Principal] = OrderedDict()
 
     def jwks(self) -> dict[str, Any]:
-        """The public keys, for `/.well-known/jwks.json`."""
-        public = self._key.as_dict(private=False)
-        public.update({"use": "sig", "alg": self._algorithm})
-        return {"keys": [public]}
+        """The public keys, for `/.well-known/jwks.json` (the signing key first)."""
+        published = []
+        for key in self._all_keys:
+            public = key.as_dict(private=False)
+            public.update({"use": "sig", "alg": _algorithm(key)})
+            published.append(public)
+        return {"keys": published}
 
     def issue(
         self, tenant: str, client_id: str, scopes: tuple[str, ...], user: str | None = None
@@ -163,7 +199,7 @@ class TokenService:
 
     def _decode(self, token: str, use: str) -> Principal:
         try:
-            claims = jwt.decode(token, self._keys, algorithms=[self._algorithm]).claims
+            claims = jwt.decode(token, self._keys, algorithms=self._algorithms).claims
         except (JoseError, ValueError, TypeError):
             raise TokenInvalid("the access token is not valid") from None
         tenant, client_id = claims.get("tid"), claims.get("sub")

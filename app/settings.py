@@ -191,6 +191,12 @@ class Settings:
     signing_key_file: str | None = _setting(
         None, "text", "File holding the PEM signing key (instead of REPLAYBUS_SIGNING_KEY)."
     )
+    verification_keys: str | None = _setting(
+        None,
+        "text",
+        "More PEM keys (public or private, concatenated) that still verify tokens: the "
+        "previous signing key during a rotation.",
+    )
     bootstrap_tenant: str = _setting("default", "text", "Tenant created at start-up.")
     bootstrap_client_id: str | None = _setting(
         None, "text", "Client id of the start-up OAuth client; default: generated and printed."

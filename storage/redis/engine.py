@@ -53,7 +53,8 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
-_SESSION_GRACE_US = 60_000_000  # Redis keeps a session this long past its expiry, then drops it
+_SESSION_GRACE_US = 60_000_000
+_KNOWN_CHANNELS = 100_000  # Redis keeps a session this long past its expiry, then drops it
 
 
 class RedisEngine:
@@ -77,6 +78,7 @@ class RedisEngine:
         self._reserve: Any = None
         self._compare_and_set: Any = None
         self._live: LiveFeed | None = None
+        self._known_channels: set[ChannelKey] = set()
 
     async def __aenter__(self) -> RedisEngine:
         # No automatic retries: a publish whose reply was lost may have been stored, and a
@@ -139,7 +141,14 @@ class RedisEngine:
         arguments.append("sharded" if self._cluster else "classic")
 
         async def run() -> list[bytes]:
-            await self._client.sadd(keys.channels_of(key.tenant), key.name)
+            if key not in self._known_channels:
+                # The tenant's channel index lives in another slot than the channel, so it
+                # cannot be in the script; doing it once per channel per process keeps a
+                # publish at one round trip.
+                await self._client.sadd(keys.channels_of(key.tenant), key.name)
+                if len(self._known_channels) >= _KNOWN_CHANNELS:
+                    self._known_channels.clear()
+                self._known_channels.add(key)
             result: list[bytes] = await self._script(keys=keys.channel_keys(key), args=arguments)
             return result
 

@@ -11,9 +11,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from joserfc import jwt
+from joserfc.jwk import ECKey
 
 from api.auth import token_from_header
-from api.tokens import TokenService, load_signing_key
+from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import Principal
 from app.errors import TokenExpired, TokenInvalid
 from app.settings import Settings, SettingsError
@@ -349,3 +350,30 @@ def test_key_file_with_garbage_is_a_settings_error(tmp_path: Path) -> None:
 )
 def test_token_from_header(header: str | None, token: str | None) -> None:
     assert token_from_header(header) == token
+
+
+def test_a_rotated_out_key_still_verifies_its_tokens_and_is_published() -> None:
+    clock = FakeClock()
+    old = ECKey.generate_key("P-256", private=True)
+    old.ensure_kid()
+    new = ECKey.generate_key("P-256", private=True)
+    new.ensure_kid()
+    before = TokenService(old, 600, clock).issue("t", "c", ("publish",)).access_token
+
+    rotated = TokenService(new, 600, clock, verification_keys=[old])
+    without_old = TokenService(new, 600, clock)
+
+    assert rotated.verify(before).client_id == "c"
+    with pytest.raises(TokenInvalid):
+        without_old.verify(before)
+    assert [key["kid"] for key in rotated.jwks()["keys"]] == [new.kid, old.kid]
+    assert all("d" not in key for key in rotated.jwks()["keys"])
+
+
+def test_verification_keys_accept_public_pems_and_name_the_setting_on_garbage() -> None:
+    old = ECKey.generate_key("P-256", private=True)
+    public_pem = old.as_pem(private=False).decode()
+    keys = load_verification_keys(Settings(verification_keys=public_pem + "\n" + public_pem))
+    assert len(keys) == 2
+    with pytest.raises(SettingsError, match=r"^REPLAYBUS_VERIFICATION_KEYS"):
+        load_verification_keys(Settings(verification_keys="not a key"))
