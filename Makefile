@@ -10,7 +10,7 @@ run: $(STAMP)
 	$(BIN)/replaybus serve
 
 test: $(STAMP) lint
-	scripts/ensure-debian-packages redis-server:redis-server
+	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
