@@ -178,17 +178,10 @@ class LiveFeed:
                     log.warning("live feed could not reconnect yet: %s", error)
                     continue
                 backoff = 0.1
-            try:
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # driver, socket or state errors alike
-                self.healthy = False
-                log.warning("live feed lost its Redis connection: %s", error)
-                continue
-            if message is not None and message["type"] in ("message", "pmessage", "smessage"):
+            message = await self._read_one(
+                lambda: self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            )
+            if message is not None and message["type"] in ("message", "pmessage"):
                 self._on_message(message)
 
     async def _read_shards_forever(self) -> None:
@@ -198,18 +191,25 @@ class LiveFeed:
             if not self.healthy or not self._shard_channels():
                 await asyncio.sleep(0.1)  # nothing to read yet, or the main reader reconnects
                 continue
-            try:
-                message = await self._shards.get_sharded_message(
+            message = await self._read_one(
+                lambda: self._shards.get_sharded_message(
                     ignore_subscribe_messages=True, timeout=1.0
                 )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # driver, socket or state errors alike
-                self.healthy = False
-                log.warning("live feed lost a Redis Cluster shard connection: %s", error)
-                continue
+            )
             if message is not None and message["type"] == "smessage":
                 self._on_message(message)
+
+    async def _read_one(self, read: Callable[[], Awaitable[Any]]) -> Any:
+        """One message, or None; any failure (driver, socket or state) marks the feed
+        unhealthy, which makes the main reader reconnect everything."""
+        try:
+            return await read()
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.healthy = False
+            log.warning("live feed lost its Redis connection: %s", error)
+            return None
 
     def _shard_channels(self) -> list[str]:
         return list(self._channels) if self._sharded else []
