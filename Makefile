@@ -10,7 +10,7 @@ run: $(STAMP)
 	$(BIN)/replaybus serve
 
 test: $(STAMP) lint
-	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx
+	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/postgresql/*/bin/initdb:postgresql"
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -25,6 +25,7 @@ from app.hub import Hub
 from app.publishing import PublishService
 from app.settings import Settings
 from storage.memory import MemoryCatalog, MemoryEngine
+from storage.postgres import PostgresCatalog
 from storage.redis import RedisEngine
 
 __all__ = ["create_app"]
@@ -80,7 +81,11 @@ def create_app(
                 engine = await stack.enter_async_context(
                     MemoryEngine(clock, settings.idempotency_ttl)
                 )
-            catalog = await stack.enter_async_context(MemoryCatalog())
+            catalog: Catalog
+            if settings.database_url is not None:
+                catalog = await stack.enter_async_context(PostgresCatalog(settings.database_url))
+            else:
+                catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))
             bayeux_server = await stack.enter_async_context(
                 BayeuxServer(engine, hub, settings, clock, lifecycle.draining)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import socket
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+import asyncpg
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -21,6 +23,7 @@ from api.services import Lifecycle
 from api.supervisor import supervise
 from app.credentials import generate_client_id, generate_secret
 from app.settings import Settings, SettingsError
+from storage.postgres import apply_migrations
 
 __all__ = ["main"]
 
@@ -36,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (REPLAYBUS_WORKERS)")
     serve.add_argument(
         "--log-level", help="critical|error|warning|info|debug (REPLAYBUS_LOG_LEVEL)"
+    )
+    commands.add_parser(
+        "migrate", help="apply pending catalog migrations to REPLAYBUS_DATABASE_URL (idempotent)"
     )
     return parser
 
@@ -132,17 +138,38 @@ def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     overrides = {
-        "host": arguments.host,
-        "port": arguments.port,
-        "workers": arguments.workers,
-        "log_level": arguments.log_level,
+        name: getattr(arguments, name, None) for name in ("host", "port", "workers", "log_level")
     }
     try:
         settings = Settings.from_env(os.environ, overrides)
     except SettingsError as error:
         print(f"replaybus: invalid setting: {error}", file=sys.stderr)
         return 2
+    if arguments.command == "migrate":
+        return migrate(settings)
     return serve(settings)
+
+
+def migrate(settings: Settings) -> int:
+    if settings.database_url is None:
+        print("replaybus: set REPLAYBUS_DATABASE_URL to the catalog database", file=sys.stderr)
+        return 2
+    url = settings.database_url
+
+    async def run() -> list[str]:
+        connection = await asyncpg.connect(url)
+        try:
+            return await apply_migrations(connection)
+        finally:
+            await connection.close()
+
+    try:
+        applied = asyncio.run(run())
+    except (OSError, asyncpg.PostgresError) as error:
+        print(f"replaybus: migration failed: {error}", file=sys.stderr)
+        return 1
+    _say("replaybus: applied " + (", ".join(applied) if applied else "nothing (up to date)"))
+    return 0
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.ServiceUnavailable: (503, "unavailable"),
     errors.EngineUnavailable: (503, "engine_unavailable"),
     errors.Draining: (503, "draining"),
+    errors.CatalogUnavailable: (503, "catalog_unavailable"),
 }
 
 _STATUS_CODES = {

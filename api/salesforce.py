@@ -51,6 +51,7 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.ServiceUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.EngineUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.Draining: (503, "SERVER_UNAVAILABLE"),
+    errors.CatalogUnavailable: (503, "SERVER_UNAVAILABLE"),
 }
 
 _SESSION_INVALID = "Session expired or invalid"

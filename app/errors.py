@@ -6,6 +6,7 @@ __all__ = [
     "AuthenticationFailed",
     "BadRequest",
     "BatchTooLarge",
+    "CatalogUnavailable",
     "ChannelNotPublishable",
     "ClientGone",
     "Draining",
@@ -124,6 +125,10 @@ class ServiceUnavailable(ReplaybusError):
 
 class EngineUnavailable(ServiceUnavailable):
     """The engine could not be reached, so nothing was stored or read."""
+
+
+class CatalogUnavailable(ServiceUnavailable):
+    """The control-plane database could not be reached."""
 
 
 class Draining(ServiceUnavailable):

@@ -118,6 +118,13 @@ class Settings:
         "text",
         "Use the Redis engine: redis://host:port/db or rediss:// (TLS); default: in memory.",
     )
+    database_url: str | None = _setting(
+        None,
+        "text",
+        "Keep the catalog (tenants, clients, users) in PostgreSQL: postgresql://user@host/db. "
+        "Default: in memory, seeded at start-up.",
+        secret=True,
+    )
     redis_cluster: bool = _setting(
         False, "bool", "REPLAYBUS_REDIS_URL names a node of a Redis Cluster (sharded pub/sub)."
     )
@@ -287,6 +294,10 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}REDIS_URL: must start with redis:// or rediss://, "
                 f"got {self.redis_url.split('@')[-1]!r}"
+            )
+        if self.database_url is not None and not re.match(r"postgres(ql)?://", self.database_url):
+            raise SettingsError(
+                f"{ENV_PREFIX}DATABASE_URL: must start with postgresql:// (or postgres://)"
             )
         if self.workers > 1 and self.redis_url is None:
             raise SettingsError(

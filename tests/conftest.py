@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
+import asyncpg
 import pytest
 
+from storage.postgres import apply_migrations
+from tests.harness.postgres import RunningPostgres, running_postgres
 from tests.harness.redis import RunningCluster, RunningRedis, running_redis, running_redis_cluster
 
 
@@ -21,3 +26,21 @@ def redis_cluster() -> Iterator[RunningCluster]:
     """A 3-master Redis Cluster for the whole session."""
     with running_redis_cluster(3) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[RunningPostgres]:
+    """A PostgreSQL server for the whole session, with the catalog migrations applied."""
+    with running_postgres() as server:
+        # Possibly requested from inside a running event loop: migrate on a thread's own loop.
+        with ThreadPoolExecutor(1) as thread:
+            thread.submit(asyncio.run, _migrate(server.url())).result(timeout=60)
+        yield server
+
+
+async def _migrate(url: str) -> None:
+    connection = await asyncpg.connect(url)
+    try:
+        await apply_migrations(connection)
+    finally:
+        await connection.close()

@@ -1,0 +1,122 @@
+"""`Catalog` on PostgreSQL. Driver errors become `CatalogUnavailable`; none leave `storage/`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+
+from app.catalog import ClientRecord, Tenant, UserRecord
+from app.errors import CatalogUnavailable
+from storage.postgres.migrations import pending_migrations
+
+__all__ = ["PostgresCatalog"]
+
+T = TypeVar("T")
+
+
+class PostgresCatalog:
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self._url = url
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: Any = None
+
+    async def __aenter__(self) -> PostgresCatalog:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._url, min_size=self._min_size, max_size=self._max_size
+            )
+            async with self._pool.acquire() as connection:
+                pending = await pending_migrations(connection)
+        except (OSError, asyncpg.PostgresError) as error:
+            raise CatalogUnavailable(f"the catalog database is unavailable: {error}") from None
+        if pending:
+            await self._pool.close()
+            raise CatalogUnavailable(
+                f"the catalog database needs migrations {', '.join(pending)}: "
+                "run `replaybus migrate` first"
+            )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def _run(self, operation: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            async with self._pool.acquire() as connection:
+                return await operation(connection)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise CatalogUnavailable(f"the catalog database is unavailable: {error}") from None
+
+    async def tenant(self, tenant_id: str) -> Tenant | None:
+        row = await self._run(
+            lambda c: c.fetchrow("SELECT tenant_id FROM tenants WHERE tenant_id = $1", tenant_id)
+        )
+        return Tenant(row["tenant_id"]) if row else None
+
+    async def client(self, client_id: str) -> ClientRecord | None:
+        row = await self._run(
+            lambda c: c.fetchrow(
+                "SELECT client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key "
+                "FROM oauth_clients WHERE client_id = $1",
+                client_id,
+            )
+        )
+        if row is None:
+            return None
+        return ClientRecord(
+            client_id=row["client_id"],
+            tenant=row["tenant_id"],
+            secret_hash=row["secret_hash"],
+            scopes=tuple(row["scopes"]),
+            revoked=row["revoked"],
+            jwt_public_key=row["jwt_public_key"],
+        )
+
+    async def user(self, username: str) -> UserRecord | None:
+        row = await self._run(
+            lambda c: c.fetchrow(
+                "SELECT username, tenant_id, password_hash FROM users WHERE username = $1",
+                username,
+            )
+        )
+        return UserRecord(row["username"], row["tenant_id"], row["password_hash"]) if row else None
+
+    async def add_tenant(self, tenant: Tenant) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                tenant.tenant_id,
+            )
+        )
+
+    async def add_client(self, client: ClientRecord) -> None:
+        """Create the client, or replace it (start-up re-seeds the bootstrap client)."""
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO oauth_clients "
+                "(client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (client_id) DO UPDATE SET "
+                "tenant_id = $2, secret_hash = $3, scopes = $4, revoked = $5, jwt_public_key = $6",
+                client.client_id,
+                client.tenant,
+                client.secret_hash,
+                list(client.scopes),
+                client.revoked,
+                client.jwt_public_key,
+            )
+        )
+
+    async def add_user(self, user: UserRecord) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO users (username, tenant_id, password_hash) VALUES ($1, $2, $3) "
+                "ON CONFLICT (username) DO UPDATE SET tenant_id = $2, password_hash = $3",
+                user.username,
+                user.tenant,
+                user.password_hash,
+            )
+        )

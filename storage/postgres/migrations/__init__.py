@@ -1,0 +1,45 @@
+"""Forward-only SQL migrations: `NNNN_name.sql` files applied in order, each in a transaction,
+recorded in `schema_migrations`. The server refuses to start while any is pending."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import asyncpg
+
+__all__ = ["apply_migrations", "migration_names", "pending_migrations"]
+
+_TRACKING = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    name        text PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+)
+"""
+
+
+def migration_names() -> list[str]:
+    folder = resources.files("storage.postgres.migrations")
+    return sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+
+
+async def _applied(connection: asyncpg.Connection) -> set[str]:
+    await connection.execute(_TRACKING)
+    rows = await connection.fetch("SELECT name FROM schema_migrations")
+    return {row["name"] for row in rows}
+
+
+async def pending_migrations(connection: asyncpg.Connection) -> list[str]:
+    applied = await _applied(connection)
+    return [name for name in migration_names() if name not in applied]
+
+
+async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
+    """Apply every pending migration, in order; returns their names. Safe to run again."""
+    folder = resources.files("storage.postgres.migrations")
+    applied = []
+    for name in await pending_migrations(connection):
+        async with connection.transaction():
+            await connection.execute(folder.joinpath(name).read_text())
+            await connection.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+        applied.append(name)
+    return applied

@@ -1,0 +1,63 @@
+"""The catalog on PostgreSQL: migrations are required, applied by `replaybus migrate`
+(idempotent), and the server then keeps tenants and clients in the database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+from tests.e2e.server import CLIENT_ID, run_server
+from tests.harness.postgres import RunningPostgres
+
+
+def _psql(server: RunningPostgres, sql: str, database: str = "postgres") -> str:
+    result = subprocess.run(
+        [
+            *("psql", "-h", "127.0.0.1", "-p", str(server.port)),
+            *("-U", "postgres", "-d", database, "-tAc", sql),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+def _replaybus(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "api.cli", command],
+        env={**os.environ, "REPLAYBUS_PORT": "0", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrations_are_required_then_applied_once_and_the_catalog_lives_in_postgres(
+    postgres_server: RunningPostgres,
+) -> None:
+    database = f"catalog_{uuid.uuid4().hex[:10]}"
+    _psql(postgres_server, f"CREATE DATABASE {database}")
+    env = {"REPLAYBUS_DATABASE_URL": postgres_server.url(database)}
+
+    refused = _replaybus("serve", env)
+    first = _replaybus("migrate", env)
+    again = _replaybus("migrate", env)
+    with run_server(env) as server:
+        token = server.token()
+
+    assert refused.returncode != 0
+    assert "replaybus migrate" in refused.stdout + refused.stderr
+    assert first.returncode == 0
+    assert "0001_catalog.sql" in first.stdout
+    assert "nothing (up to date)" in again.stdout
+    assert token
+    stored = _psql(
+        postgres_server,
+        f"SELECT tenant_id FROM oauth_clients WHERE client_id = '{CLIENT_ID}'",
+        database,
+    )
+    assert stored == "default"

@@ -1,0 +1,93 @@
+"""A real PostgreSQL server (initdb + pg_ctl) on a free loopback port in a temporary folder.
+
+The server binaries come from Debian's postgresql package, installed when missing if running as
+root with apt-get; otherwise the harness says what to install. PostgreSQL refuses to run as
+root, so as root the cluster is created and run as the `postgres` user the package creates.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.harness.redis import free_port
+
+__all__ = ["RunningPostgres", "postgres_bin", "running_postgres"]
+
+
+def postgres_bin() -> Path:
+    """The folder holding initdb and pg_ctl (Debian keeps them out of PATH)."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], check=True, env=environment)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=environment
+        )
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise RuntimeError(
+            "the Postgres tests need PostgreSQL's server binaries "
+            "(Debian: apt-get install postgresql)"
+        )
+    return Path(found[-1]).parent
+
+
+@dataclass(frozen=True)
+class RunningPostgres:
+    port: int
+    directory: Path
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+
+def _as_server_user(command: list[str]) -> list[str]:
+    if os.geteuid() != 0:
+        return command
+    return ["runuser", "-u", "postgres", "--", *command]
+
+
+@contextmanager
+def running_postgres() -> Iterator[RunningPostgres]:
+    binaries = postgres_bin()
+    with tempfile.TemporaryDirectory(prefix="replaybus-postgres-") as folder:
+        directory = Path(folder)
+        data = directory / "data"
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres", "postgres")
+        port = free_port()
+        subprocess.run(
+            _as_server_user(
+                [
+                    *(str(binaries / "initdb"), "-D", str(data), "-U", "postgres"),
+                    *("-A", "trust", "--no-sync", "-E", "UTF8"),
+                ]
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off"
+        start = [str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l"]
+        subprocess.run(
+            _as_server_user([*start, str(directory / "server.log"), "-w", "-t", "60", "start"]),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+        try:
+            yield RunningPostgres(port, directory)
+        finally:
+            subprocess.run(
+                _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
+                capture_output=True,
+                timeout=60,
+            )
