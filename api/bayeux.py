@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from api.auth import token_from_header
 from api.body import read_body
+from api.connection import until_disconnected
 from api.services import Services
 from app.bayeux import codec
 from app.bayeux.codec import Message
@@ -48,13 +49,12 @@ async def cometd(request: Request) -> Response:
         return _array([{**error, "error": codec.MALFORMED}], 400)
     version = request.path_params.get("version")
 
-    async def client_gone() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
     try:
         replies = await services.bayeux.process(
-            messages, credentials(request, services), version, client_gone
+            messages,
+            credentials(request, services),
+            version,
+            lambda: until_disconnected(request.receive),
         )
     except ServiceUnavailable:
         # A transport failure to CometD clients (non-200): they retry, with the same clientId.

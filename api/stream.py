@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from api.auth import authenticate
+from api.connection import until_disconnected
 from api.services import Services
 from app.access import Principal
 from app.channels import subscribable_pattern
@@ -112,7 +113,7 @@ class _EventStreamResponse(Response):
                 return
             winner, failure = await first_completed(
                 self._pump(send),
-                _until_disconnect(receive),
+                until_disconnected(receive),
                 self._services.lifecycle.draining.wait(),
                 self._until_token_expires(),
             )
@@ -146,11 +147,6 @@ class _EventStreamResponse(Response):
     async def _until_token_expires(self) -> None:
         remaining = self._principal.expires_at - self._services.clock.now_us() / 1_000_000
         await asyncio.sleep(max(0.0, remaining))
-
-
-async def _until_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def _opening(stream: ChannelStream, wildcard: bool, reconnecting: bool) -> bytes:

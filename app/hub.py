@@ -52,9 +52,6 @@ class Mailbox:
         self._items.clear()
         self.overflowed = False
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     async def wait(self, timeout: float | None) -> None:
         """Return once a delivery (or an overflow) is waiting, or after `timeout` seconds."""
         if self._items or self.overflowed:

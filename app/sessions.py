@@ -31,7 +31,6 @@ class SessionRecord:
     client_id: str
     tenant: str
     owner: str
-    version: str
     ack: bool = False
     connected: bool = False
     batch: int = 0

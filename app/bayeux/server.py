@@ -289,7 +289,6 @@ class BayeuxServer:
             client_id=self._new_id(),
             tenant=principal.tenant,
             owner=principal.identity,
-            version="",
             ack=wants_ack,
         )
         if not await self._engine.session_create(record, self._window_us, self._max_clients):

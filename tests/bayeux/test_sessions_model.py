@@ -15,7 +15,6 @@ BASE = SessionRecord(
     client_id="c1",
     tenant="acme",
     owner="client-1",
-    version="58.0",
     ack=True,
     connected=False,
     batch=3,
@@ -32,11 +31,10 @@ def test_an_empty_change_changes_nothing() -> None:
 def test_identity_fields_are_kept() -> None:
     updated = apply_change(BASE, SessionChange(subscribe={B: 200}, connected=True))
 
-    assert (updated.client_id, updated.tenant, updated.owner, updated.version, updated.ack) == (
+    assert (updated.client_id, updated.tenant, updated.owner, updated.ack) == (
         "c1",
         "acme",
         "client-1",
-        "58.0",
         True,
     )
 

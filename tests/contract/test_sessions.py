@@ -27,9 +27,7 @@ B = "/event/B__e"
 
 def record(tenant: str, **fields: Any) -> SessionRecord:
     """A new session of `tenant` with a fresh client id, other fields as given."""
-    fresh = SessionRecord(
-        client_id=uuid.uuid4().hex, tenant=tenant, owner="client-1", version="58.0"
-    )
+    fresh = SessionRecord(client_id=uuid.uuid4().hex, tenant=tenant, owner="client-1")
     return replace(fresh, **fields)
 
 
@@ -175,11 +173,10 @@ async def test_update_applies_every_field_of_the_change(engine: Engine, tenant: 
     assert read.pending == {2: {A: 80}}
     assert read.batch == 2
     assert read.connected is True
-    assert (read.client_id, read.tenant, read.owner, read.version, read.ack) == (
+    assert (read.client_id, read.tenant, read.owner, read.ack) == (
         created.client_id,
         tenant,
         "client-1",
-        "58.0",
         True,
     )
 
