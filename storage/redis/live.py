@@ -1,14 +1,19 @@
 """One pub/sub connection per node, shared by every live listener of the node.
 
-If the connection drops, the feed reconnects with backoff, subscribes again and, for every
-channel it follows, reads from the stream what was published after the last event it delivered,
-so listeners miss nothing (the ReplayId order per channel is kept).
+Redis answers SUBSCRIBE asynchronously, so a listener is only handed back once Redis has
+confirmed its subscription: whatever is stored after that reaches it live, whatever was stored
+before is in the stream for the caller to read.
+
+If the connection drops, the feed reconnects with backoff and subscribes again; when Redis
+confirms each channel again, the feed reads from the stream what was published after the last
+event it delivered, so listeners miss nothing (the ReplayId order per channel is kept).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -16,6 +21,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from app.errors import EngineUnavailable
 from app.model import ChannelKey, Event
 from storage.redis import keys
 
@@ -26,6 +32,7 @@ _CONTROL = keys.PREFIX + "control"
 Deliver = Callable[[Event], None]
 Resume = Callable[[str, int], Awaitable[list[Event]]]
 Top = Callable[[str], Awaitable[int]]
+_CONFIRMATIONS = ("subscribe", "ssubscribe", "psubscribe")
 
 
 def decode_announcement(channel: str, data: bytes) -> Event | None:
@@ -45,8 +52,17 @@ def decode_announcement(channel: str, data: bytes) -> Event | None:
 
 
 class LiveFeed:
-    def __init__(self, client: Any, *, sharded: bool, on_resume: Resume, top: Top) -> None:
+    def __init__(
+        self,
+        client: Any,
+        *,
+        sharded: bool,
+        on_resume: Resume,
+        top: Top,
+        confirm_timeout: float = 10.0,
+    ) -> None:
         self._client = client
+        self._confirm_timeout = confirm_timeout
         self._sharded = sharded
         self._resume = on_resume
         self._top = top
@@ -56,11 +72,16 @@ class LiveFeed:
         self._channels: dict[str, list[Deliver]] = {}
         self._patterns: dict[str, list[Deliver]] = {}
         self._last: dict[str, int] = {}
+        # Per followed channel or pattern: done once Redis has confirmed the subscription.
+        self._active: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._shard_reader: asyncio.Task[None] | None = None
+        # Redis Cluster: one reader per node holding sharded subscriptions, so a quiet node
+        # never delays another node's messages.
+        self._shard_readers: dict[str, asyncio.Task[None]] = {}
         self._lock = asyncio.Lock()
         self._signal_listeners: list[Callable[[str, str], None]] = []
         self.healthy = False
+        self._generation = 0  # counts reconnects
 
     async def __aenter__(self) -> LiveFeed:
         self._pubsub = self._client.pubsub()
@@ -69,12 +90,10 @@ class LiveFeed:
             self._shards = self._client.pubsub()
         self.healthy = True
         self._reader = asyncio.create_task(self._read_forever())
-        if self._sharded:
-            self._shard_reader = asyncio.create_task(self._read_shards_forever())
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        for reader in (self._reader, self._shard_reader):
+        for reader in (self._reader, *self._shard_readers.values()):
             if reader is not None:
                 reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -91,18 +110,28 @@ class LiveFeed:
         registry = self._patterns if is_pattern else self._channels
         async with self._lock:
             if source not in registry:
-                if is_pattern:
-                    await self._pubsub.psubscribe(source)
-                elif self._sharded:
-                    await self._shards.ssubscribe(source)
-                else:
-                    await self._pubsub.subscribe(source)
-                    # Where a re-read after a lost connection starts if nothing was delivered
-                    # yet: the top once the subscription is in place.
-                    self._baseline[source] = await self._top(source)
+                self._active[source] = asyncio.get_running_loop().create_future()
+                try:
+                    if is_pattern:
+                        await self._pubsub.psubscribe(source)
+                    elif self._sharded:
+                        await self._shards.ssubscribe(source)
+                        self._start_shard_readers()
+                    else:
+                        await self._pubsub.subscribe(source)
+                except BaseException:
+                    del self._active[source]
+                    raise
                 registry[source] = []
             registry[source].append(deliver)
+            active = self._active[source]
         try:
+            try:
+                await asyncio.wait_for(asyncio.shield(active), self._confirm_timeout)
+            except TimeoutError:
+                raise EngineUnavailable(
+                    "the live feed is unavailable: Redis did not confirm a subscription"
+                ) from None
             yield
         finally:
             await asyncio.shield(self._release(registry, source, deliver, is_pattern))
@@ -117,6 +146,7 @@ class LiveFeed:
             if callbacks or source not in registry:
                 return
             del registry[source]
+            self._active.pop(source, None)
             self._last.pop(source, None)
             self._baseline.pop(source, None)
             with contextlib.suppress(RedisError, OSError):
@@ -179,44 +209,103 @@ class LiveFeed:
                     continue
                 backoff = 0.1
             message = await self._read_one(
-                lambda: self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                lambda: self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
             )
-            if message is not None and message["type"] in ("message", "pmessage"):
-                self._on_message(message)
+            if message is not None:
+                await self._handle(message)
 
-    async def _read_shards_forever(self) -> None:
-        """The sharded subscriptions' reader (Redis Cluster); failures trigger the same
-        reconnect as the main reader's."""
+    def _start_shard_readers(self) -> None:
+        for node_name in self._shards.node_pubsub_mapping:
+            if node_name not in self._shard_readers:
+                self._shard_readers[node_name] = asyncio.create_task(
+                    self._read_shard_forever(node_name)
+                )
+
+    async def _read_shard_forever(self, node_name: str) -> None:
+        """The reader of one cluster node's sharded subscriptions; it ends when the node holds
+        none any more. Failures trigger the same reconnect as the main reader's."""
         while True:
-            if not self.healthy or not self._shard_channels():
-                await asyncio.sleep(0.1)  # nothing to read yet, or the main reader reconnects
+            if not self.healthy:
+                await asyncio.sleep(0.1)  # the main reader reconnects everything
                 continue
+            node = self._client.get_node(node_name=node_name)
+            if node is None or node_name not in self._shards.node_pubsub_mapping:
+                del self._shard_readers[node_name]
+                return
             message = await self._read_one(
-                lambda: self._shards.get_sharded_message(
-                    ignore_subscribe_messages=True, timeout=1.0
+                functools.partial(
+                    self._shards.get_sharded_message,
+                    ignore_subscribe_messages=False,
+                    timeout=1.0,
+                    target_node=node,
                 )
             )
-            if message is not None and message["type"] == "smessage":
-                self._on_message(message)
+            if message is not None:
+                await self._handle(message)
+            self._start_shard_readers()  # a channel may have moved to another node
+
+    async def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind in ("message", "pmessage", "smessage"):
+            self._on_message(message)
+        elif kind in _CONFIRMATIONS:
+            try:
+                await self._on_confirmed(
+                    message["channel"].decode(), is_pattern=kind == "psubscribe"
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # the stream read failed: reconnect, confirm again
+                self.healthy = False
+                log.warning("live feed could not catch up from the stream: %s", error)
+
+    async def _on_confirmed(self, source: str, *, is_pattern: bool) -> None:
+        """Redis has confirmed a subscription. This runs on the reader, before any message
+        that follows the confirmation is read, so a stream read here and the live messages
+        after it leave no hole: a first subscription records the top (where a re-read would
+        start if nothing arrives live before a lost connection) and hands the listener back; a
+        renewed one (after a reconnect) delivers what was stored while it was gone."""
+        active = self._active.get(source)
+        if active is None:
+            return  # the control channel, or a subscription released meanwhile
+        if is_pattern:
+            if not active.done():
+                active.set_result(None)
+            return
+        if not active.done():
+            self._baseline[source] = await self._top(source)
+            if not active.done():
+                active.set_result(None)
+            return
+        callbacks = self._channels.get(source)
+        if callbacks is None:
+            return
+        after = max(self._last.get(source, 0), self._baseline.get(source, 0))
+        for event in await self._resume(source, after):
+            self._dispatch(source, event, callbacks)
 
     async def _read_one(self, read: Callable[[], Awaitable[Any]]) -> Any:
         """One message, or None; any failure (driver, socket or state) marks the feed
-        unhealthy, which makes the main reader reconnect everything."""
+        unhealthy, which makes the main reader reconnect everything, unless a reconnect has
+        already replaced the connection the read was waiting on."""
+        generation = self._generation
         try:
             return await read()
         except asyncio.CancelledError:
             raise
         except Exception as error:
+            if generation != self._generation:
+                return None
             self.healthy = False
             log.warning("live feed lost its Redis connection: %s", error)
             return None
 
-    def _shard_channels(self) -> list[str]:
-        return list(self._channels) if self._sharded else []
-
     async def _reconnect(self) -> None:
-        """A fresh pub/sub connection, every subscription again, then the gaps filled."""
+        """A fresh pub/sub connection and every subscription again; the gaps are filled as
+        Redis confirms each one (`_on_confirmed`)."""
         async with self._lock:
+            self._generation += 1
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
             self._pubsub = self._client.pubsub()
@@ -227,11 +316,8 @@ class LiveFeed:
                 self._shards = self._client.pubsub()
                 if self._channels:
                     await self._shards.ssubscribe(*self._channels)
+                    self._start_shard_readers()
             if self._patterns:
                 await self._pubsub.psubscribe(*self._patterns)
-            for channel, callbacks in self._channels.items():
-                after = max(self._last.get(channel, 0), self._baseline.get(channel, 0))
-                for event in await self._resume(channel, after):
-                    self._dispatch(channel, event, callbacks)
             self.healthy = True
-        log.warning("live feed reconnected and caught up from the streams")
+        log.warning("live feed reconnected; each channel catches up once Redis confirms it")

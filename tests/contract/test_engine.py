@@ -530,6 +530,23 @@ async def test_listener_does_not_see_events_published_before_it_started(
     assert [e.replay_id for e in events] == [ack.replay_id]
 
 
+async def test_a_listener_is_live_as_soon_as_listen_returns(engine: Engine, tenant: str) -> None:
+    # An event stored right after listen() returns must reach the listener; with an engine
+    # whose subscriptions take effect later (Redis confirms SUBSCRIBE asynchronously) some of
+    # these would be lost. Fresh channels and patterns every round, so no subscription is reused.
+    for round_number in range(100):
+        channel = ChannelKey(tenant, f"/event/Fresh{round_number}")
+        pattern = Topic(tenant, f"/event/Wild{round_number}/*")
+        under_pattern = ChannelKey(tenant, f"/event/Wild{round_number}/x")
+        exact, wild = Recorder(), Recorder()
+        async with engine.listen(Topic.of(channel), exact):
+            ack = await publish_one(engine, channel)
+            assert [e.replay_id for e in await exact.wait_for(1)] == [ack.replay_id]
+        async with engine.listen(pattern, wild):
+            ack = await publish_one(engine, under_pattern)
+            assert [e.replay_id for e in await wild.wait_for(1)] == [ack.replay_id]
+
+
 async def test_single_segment_wildcard_matches_one_level_only(engine: Engine, tenant: str) -> None:
     a, b, deeper = (ChannelKey(tenant, name) for name in ("/event/A", "/event/B", "/event/A/b"))
     one_level, any_depth = Recorder(), Recorder()
