@@ -10,16 +10,18 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import Route
 
-from api import bayeux, events, oauth, ops, salesforce, stream
+from api import admin, bayeux, events, oauth, openapi, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
 from api.errors import exception_handlers
 from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
+from app.admin import AdminService
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
 from app.credentials import hash_secret
+from app.directory import Directory
 from app.engine import Engine
 from app.hub import Hub
 from app.publishing import PublishService
@@ -87,6 +89,7 @@ def create_app(
             else:
                 catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))
+            directory = Directory(catalog, clock, settings.catalog_cache_ttl)
             bayeux_server = await stack.enter_async_context(
                 BayeuxServer(engine, hub, settings, clock, lifecycle.draining)
             )
@@ -101,6 +104,8 @@ def create_app(
                 tokens=tokens,
                 lifecycle=lifecycle,
                 bayeux=bayeux_server,
+                directory=directory,
+                admin=AdminService(catalog, engine, directory),
             )
             yield
 
@@ -131,6 +136,8 @@ def create_app(
         Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
         Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
         Route("/cometd/{version}/{suffix:path}", bayeux.cometd, methods=["POST"]),
+        *admin.routes,
+        Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
     ]

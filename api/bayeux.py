@@ -7,14 +7,21 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import token_from_header
+from api.auth import check_origin, token_from_header
 from api.body import read_body
 from api.connection import until_disconnected
 from api.services import Services
 from app.bayeux import codec
 from app.bayeux.codec import Message
 from app.bayeux.server import Credentials
-from app.errors import AuthenticationFailed, MalformedBayeux, RequestTooLarge, ServiceUnavailable
+from app.errors import (
+    AuthenticationFailed,
+    MalformedBayeux,
+    PermissionDenied,
+    RequestTooLarge,
+    ServiceUnavailable,
+    TenantSuspended,
+)
 
 __all__ = ["cometd"]
 
@@ -25,14 +32,19 @@ def _array(replies: list[Message], status: int) -> Response:
     return Response(codec.encode_replies(replies), status, media_type=_MEDIA_TYPE)
 
 
-def credentials(request: Request, services: Services) -> Credentials:
+async def credentials(request: Request, services: Services) -> Credentials:
     token = token_from_header(request.headers.get("authorization"))
     if token is None:
         return Credentials(presented=False, principal=None)
     try:
-        return Credentials(presented=True, principal=services.tokens.verify(token))
-    except AuthenticationFailed:
+        principal = services.tokens.verify(token)
+        tenant = await services.directory.admit(principal)
+        check_origin(request, tenant)
+    except TenantSuspended:
+        return Credentials(presented=True, principal=None, suspended=True)
+    except (AuthenticationFailed, PermissionDenied):
         return Credentials(presented=True, principal=None)
+    return Credentials(presented=True, principal=principal, tenant=tenant)
 
 
 async def cometd(request: Request) -> Response:
@@ -52,7 +64,7 @@ async def cometd(request: Request) -> Response:
     try:
         replies = await services.bayeux.process(
             messages,
-            credentials(request, services),
+            await credentials(request, services),
             version,
             lambda: until_disconnected(request.receive),
         )

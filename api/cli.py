@@ -17,6 +17,7 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from api.admin_cli import add_admin_commands, run_admin_command
 from api.app import create_app
 from api.server import ReplaybusServer, bind_socket
 from api.services import Lifecycle
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate", help="apply pending catalog migrations to REPLAYBUS_DATABASE_URL (idempotent)"
     )
+    add_admin_commands(commands)
     return parser
 
 
@@ -103,6 +105,9 @@ def serve(settings: Settings) -> int:
         settings = settings.replace(
             bootstrap_client_id=generate_client_id(), bootstrap_client_secret=generate_secret()
         )
+    generated_operator_key = generated and settings.operator_key is None
+    if generated_operator_key:
+        settings = settings.replace(operator_key=generate_secret())
     if settings.workers > 1 and settings.signing_key is None and settings.signing_key_file is None:
         # Every worker must verify every other's tokens: one key for all of them. Other nodes
         # need the same key, so clusters configure REPLAYBUS_SIGNING_KEY themselves.
@@ -120,6 +125,8 @@ def serve(settings: Settings) -> int:
             _say(f"  client_secret: {settings.bootstrap_client_secret}  (shown once)")
         else:
             _say("  client_secret: from REPLAYBUS_BOOTSTRAP_CLIENT_SECRET")
+        if generated_operator_key:
+            _say(f"  operator key:  {settings.operator_key}  (for /v1/admin and the CLI)")
         _say(f"  get a token:   curl -s {base}/services/oauth2/token \\")
         _say("                   -d grant_type=client_credentials \\")
         _say("                   -d client_id=<client_id> -d client_secret=<client_secret>")
@@ -137,6 +144,8 @@ def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
+    if arguments.command in ("tenants", "clients"):
+        return run_admin_command(arguments, os.environ)
     overrides = {
         name: getattr(arguments, name, None) for name in ("host", "port", "workers", "log_level")
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -37,6 +38,13 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TokenExpired: (401, "expired_token"),
     errors.PermissionDenied: (403, "forbidden"),
     errors.InsufficientScope: (403, "insufficient_scope"),
+    errors.TenantSuspended: (403, "tenant_suspended"),
+    errors.NotFound: (404, "not_found"),
+    errors.Conflict: (409, "conflict"),
+    errors.QuotaExceeded: (429, "quota_exceeded"),
+    errors.RateLimited: (429, "rate_limited"),
+    errors.TooManySubscribers: (429, "too_many_subscribers"),
+    errors.TooManyChannels: (403, "too_many_channels"),
     errors.ClientGone: (499, "client_closed_request"),
     errors.ServiceUnavailable: (503, "unavailable"),
     errors.EngineUnavailable: (503, "engine_unavailable"),
@@ -59,6 +67,8 @@ def error_response(error: errors.ReplaybusError) -> Response:
         headers["WWW-Authenticate"] = 'Bearer realm="replaybus"'
     elif status == 503:
         headers["Retry-After"] = "1"
+    if isinstance(error, errors.QuotaExceeded) and error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return JSONBytesResponse({"error": code, "message": error.message}, status, headers)
 
 

@@ -34,21 +34,22 @@ async def publish(request: Request) -> Response:
     """`POST /v1/events/{channel}`: an object is one event, an array a batch (stored atomically).
     201 with `{"replayId","uuid","createdDate",...}` (an array of them for a batch)."""
     services: Services = request.app.state.services
-    principal = authenticate(request, services.tokens)
+    principal, tenant = await authenticate(request, services)
     principal.require("publish")
     body = await read_json(request, services.settings.max_request_size)
     channel = _channel(request)
     payloads = body if isinstance(body, list) else [body]
     results = await services.publisher.publish(
-        principal, channel, payloads, request.headers.get("idempotency-key")
+        principal, tenant, channel, payloads, request.headers.get("idempotency-key")
     )
     content: Any = [published_json(channel, result) for result in results]
     return JSONBytesResponse(content if isinstance(body, list) else content[0], 201)
 
 
 def _readable_key(request: Request, principal: Principal) -> ChannelKey:
-    principal.require("subscribe")
-    return ChannelKey(principal.tenant, parse_name(_channel(request)))
+    name = parse_name(_channel(request))
+    principal.require("subscribe", name)
+    return ChannelKey(principal.tenant, name)
 
 
 def _limit(request: Request, maximum: int) -> int:
@@ -68,7 +69,7 @@ async def history(request: Request) -> Response:
     to ask for the following page.
     """
     services: Services = request.app.state.services
-    principal = authenticate(request, services.tokens)
+    principal, _ = await authenticate(request, services)
     key = _readable_key(request, principal)
     requested = parse_position(request.query_params.get("after", str(ALL_RETAINED)))
     limit = _limit(request, services.settings.history_max_limit)
@@ -97,16 +98,16 @@ async def history(request: Request) -> Response:
 async def channel_window(request: Request) -> Response:
     """`GET /v1/channels/{channel}`: the retention window and its limits."""
     services: Services = request.app.state.services
-    principal = authenticate(request, services.tokens)
+    principal, tenant = await authenticate(request, services)
     key = _readable_key(request, principal)
     window = await services.engine.window(key)
-    settings = services.settings
+    retention = services.publisher.retention(tenant)
     content = {
         "channel": key.name,
         **window_json(window),
         "retention": {
-            "maxAgeSeconds": settings.retention_max_age,
-            "maxCount": settings.retention_max_count,
+            "maxAgeSeconds": retention.max_age_us / 1_000_000,
+            "maxCount": retention.max_count,
         },
     }
     return JSONBytesResponse(content)

@@ -113,6 +113,7 @@ class _RefreshCredential:
         return bool(
             client.record.client_id == self.principal.client_id
             and client.record.tenant == self.principal.tenant
+            and client.record.generation == self.principal.client_generation
         )
 
     def get_scope(self) -> str:
@@ -269,7 +270,9 @@ class _TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
         scopes = tuple(client.get_allowed_scope(scope).split())
         username = user.username if user is not None else None
         tokens = self._services.tokens
-        issued = tokens.issue(record.tenant, record.client_id, scopes, user=username)
+        issued = tokens.issue(
+            record.tenant, record.client_id, scopes, user=username, generation=record.generation
+        )
         issued_at = str(int(issued.issued_at * 1000))
         identity = f"{self._instance_url}/id/{record.tenant}/{username or record.client_id}"
         response: dict[str, Any] = {
@@ -285,7 +288,7 @@ class _TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
             response["signature"] = _signature(identity + issued_at, self._client_secret)
         if grant_type == "password" and username is not None and include_refresh_token:
             response["refresh_token"] = tokens.issue_refresh(
-                record.tenant, record.client_id, scopes, username
+                record.tenant, record.client_id, scopes, username, record.generation
             )
         return response
 
@@ -384,6 +387,12 @@ async def token(request: Request) -> Response:
         )
     except UnicodeDecodeError:
         return _oauth_error(400, "invalid_request", "credentials must be UTF-8")
+    if status == 200 and record is not None:
+        # Checked only after the credentials verified, so a suspension is not revealed to
+        # whoever merely knows a client id; the issued token is discarded.
+        tenant = await services.directory.tenant(record.tenant)
+        if tenant is None or tenant.suspended:
+            return _oauth_error(400, "invalid_grant", f"tenant {record.tenant} is suspended")
     headers = dict(response_headers)
     if status == 401 and not _uses_basic(request):
         # RFC 6749 §5.2: 401 only when the client authenticated with the Authorization header.

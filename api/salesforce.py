@@ -4,6 +4,7 @@ protocol boundary, so it has its own error table (Salesforce's `[{"errorCode","m
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from typing import Any
@@ -47,6 +48,13 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TokenExpired: (401, "INVALID_SESSION_ID"),
     errors.PermissionDenied: (403, "INSUFFICIENT_ACCESS"),
     errors.InsufficientScope: (403, "INSUFFICIENT_ACCESS"),
+    errors.TenantSuspended: (403, "ORG_LOCKED"),
+    errors.NotFound: (404, "NOT_FOUND"),
+    errors.Conflict: (409, "DUPLICATE_VALUE"),
+    errors.QuotaExceeded: (429, "REQUEST_LIMIT_EXCEEDED"),
+    errors.RateLimited: (429, "REQUEST_LIMIT_EXCEEDED"),
+    errors.TooManySubscribers: (429, "REQUEST_LIMIT_EXCEEDED"),
+    errors.TooManyChannels: (403, "LIMIT_EXCEEDED"),
     errors.ClientGone: (499, "CLIENT_CLOSED_REQUEST"),
     errors.ServiceUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.EngineUnavailable: (503, "SERVER_UNAVAILABLE"),
@@ -68,8 +76,11 @@ def _message(error: errors.ReplaybusError) -> str:
 
 def salesforce_error_response(error: errors.ReplaybusError) -> Response:
     status, code = SALESFORCE_ERRORS[type(error)]
+    headers = {}
+    if isinstance(error, errors.QuotaExceeded) and error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return JSONBytesResponse(
-        [{"message": _message(error), "errorCode": code, "fields": []}], status
+        [{"message": _message(error), "errorCode": code, "fields": []}], status, headers
     )
 
 
@@ -107,13 +118,13 @@ async def sobject(request: Request) -> Response:
     services: Services = request.app.state.services
     try:
         _check_version(request)
-        principal = authenticate(request, services.tokens)
+        principal, tenant = await authenticate(request, services)
         principal.require("publish")
         channel = _event_channel(str(request.path_params["name"]))
         body = await read_json(request, services.settings.max_request_size)
         if not isinstance(body, dict):
             raise errors.InvalidBody("the body must be a JSON object of event fields")
-        [published] = await services.publisher.publish(principal, channel, [body])
+        [published] = await services.publisher.publish(principal, tenant, channel, [body])
     except errors.ReplaybusError as error:
         return salesforce_error_response(error)
     return JSONBytesResponse(_save_result(published), 201)
@@ -134,7 +145,7 @@ async def composite_sobjects(request: Request) -> Response:
     services: Services = request.app.state.services
     try:
         _check_version(request)
-        principal = authenticate(request, services.tokens)
+        principal, tenant = await authenticate(request, services)
         principal.require("publish")
         body = await read_json(request, services.settings.max_request_size)
         records = body.get("records") if isinstance(body, dict) else None
@@ -153,15 +164,17 @@ async def composite_sobjects(request: Request) -> Response:
                 continue
             fields = {k: v for k, v in record.items() if k != "attributes"}
             try:
-                prepared = services.publisher.prepare(principal, f"/event/{kind}", fields)
+                prepared = services.publisher.prepare(principal, tenant, f"/event/{kind}", fields)
             except errors.ReplaybusError as error:
                 results[index] = _failed(SALESFORCE_ERRORS[type(error)][1], error.message)
                 continue
             groups[prepared.key].extend((index, draft) for draft in prepared.drafts)
         if body.get("allOrNone") is True and any(result is not None for result in results):
             return JSONBytesResponse(_rolled_back(results), 200)
+        await services.publisher.take_allowance(tenant, sum(map(len, groups.values())))
         for key, members in groups.items():
-            acks = await services.publisher.store(Prepared(key, tuple(d for _, d in members)))
+            prepared = Prepared(key, tuple(d for _, d in members))
+            acks = await services.publisher.store(prepared, tenant)
             for (index, _), ack in zip(members, acks, strict=True):
                 results[index] = _save_result(ack)
     except errors.ReplaybusError as error:

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from starlette.requests import HTTPConnection
 
 from api.tokens import TokenService
+from app.admin import AdminService
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog
 from app.clock import Clock
+from app.directory import Directory
 from app.engine import Engine
 from app.hub import Hub
 from app.publishing import PublishService
@@ -37,6 +39,8 @@ class Services:
     tokens: TokenService
     lifecycle: Lifecycle
     bayeux: BayeuxServer
+    directory: Directory
+    admin: AdminService
 
     def instance_url(self, connection: HTTPConnection) -> str:
         """The base URL clients should use: the configured one, else this request's own."""

@@ -7,7 +7,9 @@ drain watcher; the first to finish cancels the others.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import uuid
 from contextlib import AsyncExitStack
 
 import orjson
@@ -19,8 +21,17 @@ from api.auth import authenticate
 from api.connection import until_disconnected
 from api.services import Services
 from app.access import Principal
+from app.catalog import Tenant
 from app.channels import subscribable_pattern
-from app.errors import Draining, InvalidReplayId
+from app.errors import (
+    AuthenticationFailed,
+    Draining,
+    EngineUnavailable,
+    InvalidReplayId,
+    PermissionDenied,
+    ServiceUnavailable,
+    TooManySubscribers,
+)
 from app.hub import SubscriberOverflow
 from app.model import Topic
 from app.race import first_completed
@@ -91,6 +102,7 @@ class _EventStreamResponse(Response):
         resources: AsyncExitStack,
         services: Services,
         principal: Principal,
+        lease: _Lease,
         opening: bytes,
     ) -> None:
         self.status_code = 200
@@ -100,6 +112,7 @@ class _EventStreamResponse(Response):
         self._resources = resources
         self._services = services
         self._principal = principal
+        self._lease = lease
         self._opening = opening
         settings = services.settings
         self._heartbeat = settings.sse_heartbeat
@@ -116,6 +129,7 @@ class _EventStreamResponse(Response):
                 until_disconnected(receive),
                 self._services.lifecycle.draining.wait(),
                 self._until_token_expires(),
+                self._while_admitted(),
             )
             if failure is not None:
                 log.error("SSE stream failed", exc_info=failure)
@@ -144,6 +158,24 @@ class _EventStreamResponse(Response):
             if not await self._write(send, body):
                 return
 
+    async def _while_admitted(self) -> None:
+        """Returns once the token's client is revoked or its tenant suspended or deleted (the
+        client then reconnects and is told why); meanwhile keeps the stream's lease alive."""
+        interval = min(self._heartbeat, self._services.settings.catalog_cache_ttl)
+        renewed = self._services.clock.now_us()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self._services.directory.admit(self._principal)
+            except (AuthenticationFailed, PermissionDenied):
+                return
+            except ServiceUnavailable:
+                pass  # a catalog this node has never reached: keep serving
+            now = self._services.clock.now_us()
+            if now - renewed >= self._heartbeat * 1_000_000:
+                renewed = now
+                await self._lease.renew()
+
     async def _until_token_expires(self) -> None:
         remaining = self._principal.expires_at - self._services.clock.now_us() / 1_000_000
         await asyncio.sleep(max(0.0, remaining))
@@ -161,16 +193,51 @@ def _opening(stream: ChannelStream, wildcard: bool, reconnecting: bool) -> bytes
     return b"id: " + str(stream.cursor).encode() + b"\n"
 
 
+class _Lease:
+    """This stream's place in its tenant's count of concurrent subscribers (shared by every
+    node through the engine); it lapses by itself if the node dies."""
+
+    def __init__(self, services: Services, tenant: Tenant) -> None:
+        self._engine = services.engine
+        self._tenant = tenant
+        self._id = uuid.uuid4().hex
+        self._ttl_us = int(max(30.0, 3 * services.settings.sse_heartbeat) * 1_000_000)
+
+    async def acquire(self) -> None:
+        cap = self._tenant.settings.max_subscribers
+        tenant_id = self._tenant.tenant_id
+        if not await self._engine.stream_admit(tenant_id, self._id, self._ttl_us, cap):
+            raise TooManySubscribers(
+                f"tenant {tenant_id} already has its maximum of {cap} concurrent subscribers "
+                "(SSE streams and Bayeux clients together)",
+                retry_after=5,
+            )
+
+    async def renew(self) -> None:
+        try:
+            await self._engine.stream_renew(self._tenant.tenant_id, self._id, self._ttl_us)
+        except EngineUnavailable as error:
+            log.warning("could not renew an SSE stream's lease: %s", error)
+
+    async def release(self) -> None:
+        with contextlib.suppress(EngineUnavailable):
+            await self._engine.stream_release(self._tenant.tenant_id, self._id)
+
+
 async def stream(request: Request) -> Response:
     services: Services = request.app.state.services
-    principal = authenticate(request, services.tokens, allow_query=True)
+    principal, tenant = await authenticate(request, services, allow_query=True)
     principal.require("subscribe")
     pattern = subscribable_pattern("/" + str(request.path_params["channel"]))
+    principal.require("subscribe", pattern.text)
     requested = _requested_position(request, pattern.is_wildcard)
     if services.lifecycle.draining.is_set():
         raise Draining("this node is shutting down: reconnect to another")
     settings = services.settings
     resources = AsyncExitStack()
+    lease = _Lease(services, tenant)
+    await lease.acquire()
+    resources.push_async_callback(lambda: asyncio.shield(lease.release()))
     try:
         channel_stream = await resources.enter_async_context(
             open_stream(
@@ -188,4 +255,4 @@ async def stream(request: Request) -> Response:
         raise
     reconnecting = bool(request.headers.get("last-event-id"))
     opening = _opening(channel_stream, pattern.is_wildcard, reconnecting)
-    return _EventStreamResponse(channel_stream, resources, services, principal, opening)
+    return _EventStreamResponse(channel_stream, resources, services, principal, lease, opening)

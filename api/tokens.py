@@ -137,15 +137,28 @@ class TokenService:
         return {"keys": published}
 
     def issue(
-        self, tenant: str, client_id: str, scopes: tuple[str, ...], user: str | None = None
+        self,
+        tenant: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        user: str | None = None,
+        generation: str = "",
     ) -> IssuedToken:
         now = self._clock.now_us() / 1_000_000
-        token = self._sign(tenant, client_id, scopes, user, "access", now, self._ttl)
+        token = self._sign(tenant, client_id, scopes, user, generation, "access", now, self._ttl)
         return IssuedToken(token, now, self._ttl, scopes)
 
-    def issue_refresh(self, tenant: str, client_id: str, scopes: tuple[str, ...], user: str) -> str:
+    def issue_refresh(
+        self,
+        tenant: str,
+        client_id: str,
+        scopes: tuple[str, ...],
+        user: str,
+        generation: str = "",
+    ) -> str:
         now = self._clock.now_us() / 1_000_000
-        return self._sign(tenant, client_id, scopes, user, "refresh", now, self._refresh_ttl)
+        ttl = self._refresh_ttl
+        return self._sign(tenant, client_id, scopes, user, generation, "refresh", now, ttl)
 
     def _sign(
         self,
@@ -153,6 +166,7 @@ class TokenService:
         client_id: str,
         scopes: tuple[str, ...],
         user: str | None,
+        generation: str,
         use: str,
         now: float,
         ttl: int,
@@ -169,6 +183,8 @@ class TokenService:
         }
         if user is not None:
             claims["usr"] = user
+        if generation:
+            claims["cgn"] = generation
         header = {"alg": self._algorithm, "kid": self._key.kid}
         return jwt.encode(header, claims, self._key, algorithms=[self._algorithm])
 
@@ -211,6 +227,9 @@ class TokenService:
         if not isinstance(expires, int) or claims.get("use", "access") != use:
             raise TokenInvalid("the access token is not valid")
         user = claims.get("usr")
-        if user is not None and not isinstance(user, str):
+        generation = claims.get("cgn", "")
+        if (user is not None and not isinstance(user, str)) or not isinstance(generation, str):
             raise TokenInvalid("the access token is not valid")
-        return Principal(tenant, client_id, frozenset(scope.split()), float(expires), user)
+        return Principal(
+            tenant, client_id, frozenset(scope.split()), float(expires), user, generation
+        )

@@ -1,22 +1,41 @@
-"""The `Catalog` seam: the control plane (tenants, OAuth clients). The hot path never waits on it
-for token verification: access tokens are self-contained JWTs."""
+"""The `Catalog` seam: the control plane (tenants, OAuth clients, users). The hot path reads it
+through `app.directory.Directory`, a cache with bounded staleness, never directly."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Catalog", "ClientRecord", "Tenant", "UserRecord"]
+__all__ = ["Catalog", "ClientRecord", "Tenant", "TenantSettings", "UserRecord"]
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    """Per-tenant overrides and quotas. None means the server-wide setting applies."""
+
+    retention_max_age: float | None = None  # seconds
+    retention_max_count: int | None = None
+    publish_rate: float | None = None  # events per second, sustained
+    publish_burst: int | None = None  # events above the rate allowed at once
+    max_subscribers: int | None = None  # concurrent SSE streams + Bayeux sessions
+    max_event_size: int | None = None  # bytes of one event's payload
+    max_channels: int | None = None  # distinct channels with events
+    cors_origins: tuple[str, ...] = ()
+    require_defined_channels: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
     tenant_id: str
+    suspended: bool = False
+    settings: TenantSettings = field(default_factory=TenantSettings)
 
 
 @dataclass(frozen=True, slots=True)
 class ClientRecord:
-    """An OAuth client of one tenant. `secret_hash` is from `app.secrets.hash_secret`."""
+    """An OAuth client of one tenant. `secret_hash` is from `app.credentials.hash_secret`.
+    `scopes`: `publish`, `subscribe`, `admin`, or one narrowed to a channel glob
+    (`publish:/event/Order*`)."""
 
     client_id: str
     tenant: str
@@ -24,6 +43,9 @@ class ClientRecord:
     scopes: tuple[str, ...]
     revoked: bool = False
     jwt_public_key: str | None = None  # PEM, verifies JWT-bearer assertions signed by the client
+    # Set anew whenever a client is created, and carried in its tokens: a token of a deleted
+    # client never works for a later client that reuses the id.
+    generation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,12 +60,34 @@ class UserRecord:
 class Catalog(Protocol):
     async def tenant(self, tenant_id: str) -> Tenant | None: ...
 
+    async def tenants(self) -> list[Tenant]:
+        """Every tenant, ordered by id."""
+        ...
+
+    async def add_tenant(self, tenant: Tenant) -> bool:
+        """Create `tenant`; False (and the existing one untouched) if its id is taken."""
+        ...
+
+    async def update_tenant(self, tenant: Tenant) -> bool:
+        """Replace the tenant's status and settings; False if there is no such tenant."""
+        ...
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        """Delete the tenant with its clients and users; False if there was none."""
+        ...
+
     async def client(self, client_id: str) -> ClientRecord | None: ...
 
-    async def add_tenant(self, tenant: Tenant) -> None: ...
+    async def clients(self, tenant_id: str) -> list[ClientRecord]:
+        """The tenant's clients, ordered by id."""
+        ...
 
-    async def add_client(self, client: ClientRecord) -> None: ...
+    async def add_client(self, client: ClientRecord) -> None:
+        """Create the client, or replace the one with its id."""
+        ...
 
     async def user(self, username: str) -> UserRecord | None: ...
 
-    async def add_user(self, user: UserRecord) -> None: ...
+    async def add_user(self, user: UserRecord) -> None:
+        """Create the user, or replace the one with its name."""
+        ...

@@ -60,9 +60,21 @@ class Engine(LiveSource, Protocol):
         """Every channel of `tenant` that has ever had an event published, in any order."""
         ...
 
-    async def session_create(self, record: SessionRecord, ttl_us: int, max_per_tenant: int) -> bool:
+    async def drop_tenant(self, tenant: str) -> int:
+        """Forget every retained event, window and idempotency key of `tenant`'s channels (the
+        tenant is being deleted); returns how many channels were dropped."""
+        ...
+
+    async def session_create(
+        self,
+        record: SessionRecord,
+        ttl_us: int,
+        max_per_tenant: int,
+        max_subscribers: int | None = None,
+    ) -> bool:
         """Store a new Bayeux session that expires after `ttl_us` unless touched; False (and
-        nothing stored) when its tenant already has `max_per_tenant` live sessions."""
+        nothing stored) when its tenant already has `max_per_tenant` live sessions, or (with
+        `max_subscribers`) that many live sessions and streams together."""
         ...
 
     async def session_get(self, client_id: str) -> SessionRecord | None:
@@ -92,6 +104,26 @@ class Engine(LiveSource, Protocol):
 
     async def session_count(self, tenant: str) -> int:
         """Live (unexpired) sessions of `tenant`."""
+        ...
+
+    # -- quotas ----------------------------------------------------------------------------
+
+    async def stream_admit(
+        self, tenant: str, stream_id: str, ttl_us: int, max_subscribers: int | None
+    ) -> bool:
+        """Count a live stream (an SSE subscriber) of `tenant` until `ttl_us` from now, unless
+        renewed; False (nothing counted) when the tenant already has `max_subscribers` live
+        streams and Bayeux sessions together. None means no limit."""
+        ...
+
+    async def stream_renew(self, tenant: str, stream_id: str, ttl_us: int) -> None: ...
+
+    async def stream_release(self, tenant: str, stream_id: str) -> None: ...
+
+    async def rate_take(self, tenant: str, count: int, rate: float, burst: int) -> float:
+        """Take `count` (at most `burst`) from the tenant's publish allowance, which refills at
+        `rate` per second up to `burst`, shared by every node. 0.0 when taken; otherwise the
+        seconds until it could be, and nothing is taken."""
         ...
 
     async def ping(self) -> None:

@@ -9,6 +9,7 @@ __all__ = [
     "CatalogUnavailable",
     "ChannelNotPublishable",
     "ClientGone",
+    "Conflict",
     "Draining",
     "EngineUnavailable",
     "EventTooLarge",
@@ -19,14 +20,20 @@ __all__ = [
     "InvalidReplayId",
     "MalformedBayeux",
     "MalformedJson",
+    "NotFound",
     "PermissionDenied",
+    "QuotaExceeded",
+    "RateLimited",
     "ReplaybusError",
     "RequestTooLarge",
     "ServiceUnavailable",
+    "TenantSuspended",
     "TokenExpired",
     "TokenInvalid",
     "TokenMissing",
     "TooLarge",
+    "TooManyChannels",
+    "TooManySubscribers",
     "UnknownChannel",
 ]
 
@@ -113,6 +120,39 @@ class PermissionDenied(ReplaybusError):
 
 class InsufficientScope(PermissionDenied):
     pass
+
+
+class TenantSuspended(PermissionDenied):
+    """The caller's tenant is suspended by the platform operator."""
+
+
+class NotFound(ReplaybusError):
+    """An administered resource (tenant, client, channel definition) that does not exist."""
+
+
+class Conflict(ReplaybusError):
+    """The resource already exists, or the change contradicts its current state."""
+
+
+class QuotaExceeded(ReplaybusError):
+    """A tenant quota refuses the request; nothing was done. `retry_after`: seconds, if
+    waiting would help."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(QuotaExceeded):
+    """The tenant's publish rate is used up for now."""
+
+
+class TooManySubscribers(QuotaExceeded):
+    """The tenant already has its maximum of concurrent subscribers."""
+
+
+class TooManyChannels(QuotaExceeded):
+    """A publish would open a channel beyond the tenant's channel quota."""
 
 
 class ClientGone(ReplaybusError):

@@ -1,7 +1,9 @@
-"""Publishing: validate, encode each payload once, store through the engine."""
+"""Publishing: validate, encode each payload once, apply the tenant's quotas, store through the
+engine. A tenant's settings narrow the server's (event size) or replace them (retention)."""
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Callable, Sequence
@@ -10,9 +12,17 @@ from dataclasses import dataclass
 import orjson
 
 from app.access import Principal
+from app.catalog import Tenant
 from app.channels import publishable_name
 from app.engine import Engine
-from app.errors import BatchTooLarge, EventTooLarge, InvalidBody, InvalidParameter
+from app.errors import (
+    BatchTooLarge,
+    EventTooLarge,
+    InvalidBody,
+    InvalidParameter,
+    RateLimited,
+    TooManyChannels,
+)
 from app.model import ChannelKey, EventDraft, Published, Retention
 from app.settings import Settings
 
@@ -38,17 +48,76 @@ class PublishService:
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
         self._engine = engine
-        self._max_event_size = settings.max_event_size
+        self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
         self._retention = Retention(
             max_age_us=int(settings.retention_max_age * 1_000_000),
             max_count=settings.retention_max_count,
         )
         self._new_uuid = new_uuid
+        # Channels known to exist, per tenant, so the channel quota costs no engine read on
+        # the common path; bounded, and only filled for tenants with a channel quota.
+        self._known_channels: dict[str, set[str]] = {}
+
+    def retention(self, tenant: Tenant) -> Retention:
+        settings = tenant.settings
+        return Retention(
+            max_age_us=(
+                self._retention.max_age_us
+                if settings.retention_max_age is None
+                else int(settings.retention_max_age * 1_000_000)
+            ),
+            max_count=(
+                self._retention.max_count
+                if settings.retention_max_count is None
+                else settings.retention_max_count
+            ),
+        )
+
+    def _max_event_size(self, tenant: Tenant) -> int:
+        own = tenant.settings.max_event_size
+        return self._server_max_event_size if own is None else min(own, self._server_max_event_size)
+
+    async def take_allowance(self, tenant: Tenant, count: int) -> None:
+        """Charge `count` events to the tenant's publish rate; RateLimited (nothing stored)
+        when it has run out, saying when to retry."""
+        rate = tenant.settings.publish_rate
+        if rate is None:
+            return
+        burst = tenant.settings.publish_burst or max(1, math.ceil(rate))
+        if count > burst:
+            raise BatchTooLarge(
+                f"a batch of {count} events exceeds this tenant's publish burst of {burst}"
+            )
+        wait = await self._engine.rate_take(tenant.tenant_id, count, rate, burst)
+        if wait > 0:
+            raise RateLimited(
+                f"tenant {tenant.tenant_id} may publish {rate:g} events per second "
+                f"(burst {burst}); retry in {wait:.2f} s",
+                retry_after=wait,
+            )
+
+    async def _check_channel_quota(self, tenant: Tenant, name: str) -> None:
+        limit = tenant.settings.max_channels
+        if limit is None:
+            return
+        known = self._known_channels.get(tenant.tenant_id)
+        if known is not None and name in known:
+            return
+        names = set(await self._engine.channel_names(tenant.tenant_id))
+        if len(self._known_channels) > 10_000:
+            self._known_channels.clear()
+        self._known_channels[tenant.tenant_id] = names
+        if name not in names and len(names) >= limit:
+            raise TooManyChannels(
+                f"tenant {tenant.tenant_id} may use at most {limit} channels; "
+                f"{name} would be one more"
+            )
 
     async def publish(
         self,
         principal: Principal,
+        tenant: Tenant,
         channel: str,
         payloads: Sequence[object],
         idempotency_key: str | None = None,
@@ -58,8 +127,8 @@ class PublishService:
         With an `idempotency_key`, a retried request returns the original acknowledgements and
         stores nothing new; a batch's events are keyed `<key> <index>`.
         """
-        principal.require("publish")
         name = publishable_name(channel)
+        principal.require("publish", name)
         if not payloads:
             raise InvalidBody("a batch must hold at least one event")
         if len(payloads) > self._max_batch:
@@ -70,22 +139,35 @@ class PublishService:
             raise InvalidParameter(
                 f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
             )
+        limit = self._max_event_size(tenant)
         drafts = [
-            self._draft(principal, payload, index, idempotency_key, batch=len(payloads) > 1)
+            self._draft(principal, payload, index, idempotency_key, limit, batch=len(payloads) > 1)
             for index, payload in enumerate(payloads)
         ]
-        return await self.store(Prepared(ChannelKey(principal.tenant, name), tuple(drafts)))
+        prepared = Prepared(ChannelKey(principal.tenant, name), tuple(drafts))
+        await self.take_allowance(tenant, len(drafts))
+        return await self.store(prepared, tenant)
 
-    def prepare(self, principal: Principal, channel: str, payload: object) -> Prepared:
+    def prepare(
+        self, principal: Principal, tenant: Tenant, channel: str, payload: object
+    ) -> Prepared:
         """Validate and encode one event without storing it (for all-or-nothing requests)."""
-        principal.require("publish")
         name = publishable_name(channel)
-        draft = self._draft(principal, payload, 0, None, batch=False)
+        principal.require("publish", name)
+        draft = self._draft(principal, payload, 0, None, self._max_event_size(tenant), batch=False)
         return Prepared(ChannelKey(principal.tenant, name), (draft,))
 
-    async def store(self, prepared: Prepared) -> list[Published]:
-        """Store prepared events of one channel as one atomic engine publish."""
-        return await self._engine.publish(prepared.key, prepared.drafts, self._retention)
+    async def store(self, prepared: Prepared, tenant: Tenant) -> list[Published]:
+        """Store prepared events of one channel as one atomic engine publish (the caller has
+        taken the publish allowance)."""
+        await self._check_channel_quota(tenant, prepared.key.name)
+        published = await self._engine.publish(
+            prepared.key, prepared.drafts, self.retention(tenant)
+        )
+        known = self._known_channels.get(tenant.tenant_id)
+        if known is not None:
+            known.add(prepared.key.name)
+        return published
 
     def _draft(
         self,
@@ -93,6 +175,7 @@ class PublishService:
         payload: object,
         index: int,
         idempotency_key: str | None,
+        max_size: int,
         *,
         batch: bool,
     ) -> EventDraft:
@@ -100,10 +183,9 @@ class PublishService:
         if not isinstance(payload, dict):
             raise InvalidBody(f"{where}an event payload must be a JSON object")
         encoded = orjson.dumps(payload)
-        if len(encoded) > self._max_event_size:
+        if len(encoded) > max_size:
             raise EventTooLarge(
-                f"{where}the event is {len(encoded)} bytes encoded; the limit is "
-                f"{self._max_event_size} bytes"
+                f"{where}the event is {len(encoded)} bytes encoded; the limit is {max_size} bytes"
             )
         key = None
         if idempotency_key is not None:

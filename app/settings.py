@@ -220,6 +220,21 @@ class Settings:
         None, "text", "A user of the start-up tenant, for the password and JWT-bearer grants."
     )
     bootstrap_password: str | None = _setting(None, "text", "That user's password.", secret=True)
+    operator_key: str | None = _setting(
+        None,
+        "text",
+        "The platform operator's credential for /v1/admin and the CLI (sent as a Bearer token; "
+        "24+ characters). Default: none, or generated and printed by a dev `replaybus serve`.",
+        secret=True,
+    )
+    catalog_cache_ttl: float = _setting(
+        5.0,
+        "duration",
+        "How stale a node's view of tenants and clients may get: suspensions and revocations "
+        "reach every node within this time.",
+        minimum=0.1,
+        maximum=300,
+    )
     refresh_token_ttl: float = _setting(
         30 * 86400.0, "duration", "Lifetime of refresh tokens (password grant).", minimum=60
     )
@@ -318,6 +333,8 @@ class Settings:
                 f"{ENV_PREFIX}BOOTSTRAP_USERNAME and {ENV_PREFIX}BOOTSTRAP_PASSWORD "
                 "go together: set both or neither"
             )
+        if self.operator_key is not None and len(self.operator_key) < 24:
+            raise SettingsError(f"{ENV_PREFIX}OPERATOR_KEY: at least 24 characters")
         if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", self.bootstrap_tenant):
             raise SettingsError(
                 f"{ENV_PREFIX}BOOTSTRAP_TENANT: 1-64 letters, digits, '_' or '-', "

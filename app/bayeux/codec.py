@@ -36,6 +36,7 @@ CONCURRENT_LIMIT = "403::Organization concurrent user limit exceeded"
 UNKNOWN_CLIENT = "403::Unknown client"
 SUBSCRIPTION_DENIED = "403::Subscription denied"
 SUBSCRIBE_SCOPE_MISSING = "403::The access token lacks the subscribe scope"
+TENANT_SUSPENDED = "403::Tenant suspended"
 CHANNEL_NOT_SPECIFIED = "400::Channel name not specified"
 LEADING_SLASH = "400::Channel subscriptions must start with a leading '/'"
 TOO_MANY_SUBSCRIPTIONS = "403::Too many subscriptions for this client"
@@ -59,6 +60,10 @@ def replay_id_invalid(replay_id: object) -> str:
 
 def channel_does_not_exist(channel: str) -> str:
     return f"400::The channel you requested to subscribe to does not exist {{{channel}}}"
+
+
+def subscription_not_permitted(channel: str) -> str:
+    return f"403::The access token's scopes do not allow subscribing to {{{channel}}}"
 
 
 def invalid_connection_type(connection_type: object) -> str:

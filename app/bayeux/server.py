@@ -20,6 +20,7 @@ from typing import Any
 from app.access import Principal
 from app.bayeux import codec
 from app.bayeux.codec import Message
+from app.catalog import Tenant
 from app.channels import ChannelPattern, is_meta, is_service, parse_pattern, subscribable_pattern
 from app.clock import Clock
 from app.delivery import Delivery
@@ -52,10 +53,12 @@ def new_client_id() -> str:
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What the request's `Authorization` header proved: nothing presented, an invalid token
-    (`principal` None) or a principal."""
+    (`principal` None), a valid token of a suspended tenant, or a principal."""
 
     presented: bool
     principal: Principal | None
+    suspended: bool = False
+    tenant: Tenant | None = None  # the principal's, with its quotas
 
 
 def api_version(text: str | None) -> tuple[int, int] | None:
@@ -228,12 +231,15 @@ class BayeuxServer:
             return [_failure({**message, "channel": "/meta/unknown"}, codec.CHANNEL_MISSING)]
         if not credentials.presented:
             return [_failure(message, codec.AUTHENTICATION_REQUIRED)]
+        if credentials.suspended:
+            advice = {"reconnect": "none", "interval": 0}
+            return [_failure(message, codec.TENANT_SUSPENDED, advice=advice)]
         if channel in ("/meta/handshake", "/meta/connect"):
             if channel in context.seen:
                 return [_failure(message, codec.ONE_PER_REQUEST)]
             context.seen.add(channel)
         if channel == "/meta/handshake":
-            return [await self._handshake(message, credentials.principal)]
+            return [await self._handshake(message, credentials.principal, credentials.tenant)]
         client_id = message.get("clientId")
         session = await self._engine.session_get(client_id) if isinstance(client_id, str) else None
         if session is None:
@@ -249,9 +255,9 @@ class BayeuxServer:
         if channel == "/meta/connect":
             return await self._connect(message, session, context)
         if channel == "/meta/subscribe":
-            if "subscribe" not in principal.scopes:
+            if not principal.allows("subscribe"):
                 return [_failure(message, codec.SUBSCRIBE_SCOPE_MISSING)]
-            return [await self._subscribe(message, session)]
+            return [await self._subscribe(message, session, principal)]
         if channel == "/meta/unsubscribe":
             return [await self._unsubscribe(message, session)]
         if channel == "/meta/disconnect":
@@ -264,7 +270,9 @@ class BayeuxServer:
 
     # -- handshake -------------------------------------------------------------------------
 
-    async def _handshake(self, message: Message, principal: Principal | None) -> Message:
+    async def _handshake(
+        self, message: Message, principal: Principal | None, tenant: Tenant | None
+    ) -> Message:
         ext = {"replay": True, "payload.format": True}
         reply = {k: v for k, v in _reply(message).items() if k != "clientId"}
 
@@ -279,7 +287,7 @@ class BayeuxServer:
 
         if principal is None:
             return denied(codec.AUTHENTICATION_INVALID)
-        if "subscribe" not in principal.scopes:
+        if not principal.allows("subscribe"):
             return denied(codec.SUBSCRIBE_SCOPE_MISSING)
         types = message.get("supportedConnectionTypes")
         if isinstance(types, list) and "long-polling" not in types:
@@ -291,7 +299,8 @@ class BayeuxServer:
             owner=principal.identity,
             ack=wants_ack,
         )
-        if not await self._engine.session_create(record, self._window_us, self._max_clients):
+        cap = tenant.settings.max_subscribers if tenant is not None else None
+        if not await self._engine.session_create(record, self._window_us, self._max_clients, cap):
             return denied(codec.CONCURRENT_LIMIT)
         if wants_ack:
             ext["ack"] = True
@@ -533,7 +542,9 @@ class BayeuxServer:
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    async def _subscribe(self, message: Message, session: SessionRecord) -> Message:
+    async def _subscribe(
+        self, message: Message, session: SessionRecord, principal: Principal
+    ) -> Message:
         """Add subscriptions, each with its starting position.
 
         Positions are per channel and shared by every subscription of the session, so a new
@@ -569,6 +580,8 @@ class BayeuxServer:
                 pattern = subscribable_pattern(channel)
             except (InvalidChannel, UnknownChannel):
                 return _failure(message, codec.channel_does_not_exist(name))
+            if not principal.allows("subscribe", channel):
+                return _failure(message, codec.subscription_not_permitted(name))
             raw = _requested_replay(message, name)
             position = _as_position(raw)
             if pattern.is_wildcard:

@@ -22,11 +22,37 @@ class MemoryCatalog:
     async def tenant(self, tenant_id: str) -> Tenant | None:
         return self._tenants.get(tenant_id)
 
+    async def tenants(self) -> list[Tenant]:
+        return [self._tenants[key] for key in sorted(self._tenants)]
+
+    async def add_tenant(self, tenant: Tenant) -> bool:
+        if tenant.tenant_id in self._tenants:
+            return False
+        self._tenants[tenant.tenant_id] = tenant
+        return True
+
+    async def update_tenant(self, tenant: Tenant) -> bool:
+        if tenant.tenant_id not in self._tenants:
+            return False
+        self._tenants[tenant.tenant_id] = tenant
+        return True
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        if self._tenants.pop(tenant_id, None) is None:
+            return False
+        for records in (self._clients, self._users):
+            for key in [key for key, record in records.items() if record.tenant == tenant_id]:
+                del records[key]
+        return True
+
     async def client(self, client_id: str) -> ClientRecord | None:
         return self._clients.get(client_id)
 
-    async def add_tenant(self, tenant: Tenant) -> None:
-        self._tenants[tenant.tenant_id] = tenant
+    async def clients(self, tenant_id: str) -> list[ClientRecord]:
+        return sorted(
+            (record for record in self._clients.values() if record.tenant == tenant_id),
+            key=lambda record: record.client_id,
+        )
 
     async def add_client(self, client: ClientRecord) -> None:
         self._clients[client.client_id] = client

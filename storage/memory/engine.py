@@ -100,6 +100,8 @@ class MemoryEngine:
         self._channel_names: dict[str, set[str]] = {}
         self._sessions: dict[str, tuple[SessionRecord, int]] = {}
         self._signal_listeners: list[Callable[[str, str], None]] = []
+        self._streams: dict[str, dict[str, int]] = {}  # tenant -> stream id -> expiry (µs)
+        self._buckets: dict[str, tuple[float, int]] = {}  # tenant -> (allowance, as of µs)
 
     async def __aenter__(self) -> MemoryEngine:
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -111,6 +113,16 @@ class MemoryEngine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         self._listeners = _Listeners()
+
+    async def drop_tenant(self, tenant: str) -> int:
+        names = self._channel_names.pop(tenant, set())
+        self._streams.pop(tenant, None)
+        self._buckets.pop(tenant, None)
+        for name in names:
+            self._channels.pop(ChannelKey(tenant, name), None)
+        for seen_key in [seen_key for seen_key in self._seen if seen_key[0].tenant == tenant]:
+            del self._seen[seen_key]
+        return len(names)
 
     def sweep(self) -> None:
         """Evict what has expired, on every channel, and forget expired idempotency keys."""
@@ -202,8 +214,18 @@ class MemoryEngine:
     async def channel_names(self, tenant: str) -> list[str]:
         return list(self._channel_names.get(tenant, ()))
 
-    async def session_create(self, record: SessionRecord, ttl_us: int, max_per_tenant: int) -> bool:
-        if await self.session_count(record.tenant) >= max_per_tenant:
+    async def session_create(
+        self,
+        record: SessionRecord,
+        ttl_us: int,
+        max_per_tenant: int,
+        max_subscribers: int | None = None,
+    ) -> bool:
+        sessions = await self.session_count(record.tenant)
+        if sessions >= max_per_tenant:
+            return False
+        together = sessions + self._live_streams(record.tenant)
+        if max_subscribers is not None and together >= max_subscribers:
             return False
         self._sessions[record.client_id] = (record, self._clock.now_us() + ttl_us)
         return True
@@ -252,6 +274,46 @@ class MemoryEngine:
             for record, expires in self._sessions.values()
             if record.tenant == tenant and expires > now
         )
+
+    def _live_streams(self, tenant: str) -> int:
+        streams = self._streams.get(tenant, {})
+        now = self._clock.now_us()
+        for stream_id in [key for key, expires in streams.items() if expires <= now]:
+            del streams[stream_id]
+        return len(streams)
+
+    async def stream_admit(
+        self, tenant: str, stream_id: str, ttl_us: int, max_subscribers: int | None
+    ) -> bool:
+        together = self._live_streams(tenant) + await self.session_count(tenant)
+        if max_subscribers is not None and together >= max_subscribers:
+            return False
+        self._streams.setdefault(tenant, {})[stream_id] = self._clock.now_us() + ttl_us
+        return True
+
+    async def stream_renew(self, tenant: str, stream_id: str, ttl_us: int) -> None:
+        streams = self._streams.get(tenant)
+        if streams is not None and stream_id in streams:
+            streams[stream_id] = self._clock.now_us() + ttl_us
+
+    async def stream_release(self, tenant: str, stream_id: str) -> None:
+        streams = self._streams.get(tenant)
+        if streams is not None:
+            streams.pop(stream_id, None)
+            if not streams:
+                del self._streams[tenant]
+
+    async def rate_take(self, tenant: str, count: int, rate: float, burst: int) -> float:
+        now = self._clock.now_us()
+        tokens, at = self._buckets.get(tenant, (float(burst), now))
+        if now > at:
+            tokens = min(float(burst), tokens + (now - at) * rate / 1_000_000)
+            at = now
+        if tokens < count:
+            self._buckets[tenant] = (tokens, at)
+            return (count - tokens) / rate
+        self._buckets[tenant] = (tokens - count, at)
+        return 0.0
 
     async def ping(self) -> None:
         return None

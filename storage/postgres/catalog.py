@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -9,11 +10,37 @@ import asyncpg
 
 from app.catalog import ClientRecord, Tenant, UserRecord
 from app.errors import CatalogUnavailable
+from app.tenancy import settings_from_json, settings_to_json
 from storage.postgres.migrations import pending_migrations
 
 __all__ = ["PostgresCatalog"]
 
 T = TypeVar("T")
+
+
+_TENANT_COLUMNS = "SELECT tenant_id, suspended, settings FROM tenants"
+_CLIENT_COLUMNS = (
+    "SELECT client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key, generation "
+    "FROM oauth_clients"
+)
+
+
+def _tenant(row: Any) -> Tenant:
+    return Tenant(
+        row["tenant_id"], row["suspended"], settings_from_json(json.loads(row["settings"]))
+    )
+
+
+def _client(row: Any) -> ClientRecord:
+    return ClientRecord(
+        client_id=row["client_id"],
+        tenant=row["tenant_id"],
+        secret_hash=row["secret_hash"],
+        scopes=tuple(row["scopes"]),
+        revoked=row["revoked"],
+        jwt_public_key=row["jwt_public_key"],
+        generation=row["generation"],
+    )
 
 
 class PostgresCatalog:
@@ -53,28 +80,58 @@ class PostgresCatalog:
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         row = await self._run(
-            lambda c: c.fetchrow("SELECT tenant_id FROM tenants WHERE tenant_id = $1", tenant_id)
+            lambda c: c.fetchrow(f"{_TENANT_COLUMNS} WHERE tenant_id = $1", tenant_id)
         )
-        return Tenant(row["tenant_id"]) if row else None
+        return _tenant(row) if row else None
+
+    async def tenants(self) -> list[Tenant]:
+        rows = await self._run(
+            lambda c: c.fetch(f'{_TENANT_COLUMNS} ORDER BY tenant_id COLLATE "C"')
+        )
+        return [_tenant(row) for row in rows]
+
+    async def add_tenant(self, tenant: Tenant) -> bool:
+        status = await self._run(
+            lambda c: c.execute(
+                "INSERT INTO tenants (tenant_id, suspended, settings) VALUES ($1, $2, $3) "
+                "ON CONFLICT DO NOTHING",
+                tenant.tenant_id,
+                tenant.suspended,
+                json.dumps(settings_to_json(tenant.settings)),
+            )
+        )
+        return bool(status == "INSERT 0 1")
+
+    async def update_tenant(self, tenant: Tenant) -> bool:
+        status = await self._run(
+            lambda c: c.execute(
+                "UPDATE tenants SET suspended = $2, settings = $3 WHERE tenant_id = $1",
+                tenant.tenant_id,
+                tenant.suspended,
+                json.dumps(settings_to_json(tenant.settings)),
+            )
+        )
+        return bool(status == "UPDATE 1")
+
+    async def delete_tenant(self, tenant_id: str) -> bool:
+        status = await self._run(
+            lambda c: c.execute("DELETE FROM tenants WHERE tenant_id = $1", tenant_id)
+        )
+        return bool(status == "DELETE 1")
 
     async def client(self, client_id: str) -> ClientRecord | None:
         row = await self._run(
-            lambda c: c.fetchrow(
-                "SELECT client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key "
-                "FROM oauth_clients WHERE client_id = $1",
-                client_id,
+            lambda c: c.fetchrow(f"{_CLIENT_COLUMNS} WHERE client_id = $1", client_id)
+        )
+        return _client(row) if row else None
+
+    async def clients(self, tenant_id: str) -> list[ClientRecord]:
+        rows = await self._run(
+            lambda c: c.fetch(
+                f'{_CLIENT_COLUMNS} WHERE tenant_id = $1 ORDER BY client_id COLLATE "C"', tenant_id
             )
         )
-        if row is None:
-            return None
-        return ClientRecord(
-            client_id=row["client_id"],
-            tenant=row["tenant_id"],
-            secret_hash=row["secret_hash"],
-            scopes=tuple(row["scopes"]),
-            revoked=row["revoked"],
-            jwt_public_key=row["jwt_public_key"],
-        )
+        return [_client(row) for row in rows]
 
     async def user(self, username: str) -> UserRecord | None:
         row = await self._run(
@@ -85,28 +142,22 @@ class PostgresCatalog:
         )
         return UserRecord(row["username"], row["tenant_id"], row["password_hash"]) if row else None
 
-    async def add_tenant(self, tenant: Tenant) -> None:
-        await self._run(
-            lambda c: c.execute(
-                "INSERT INTO tenants (tenant_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                tenant.tenant_id,
-            )
-        )
-
     async def add_client(self, client: ClientRecord) -> None:
         """Create the client, or replace it (start-up re-seeds the bootstrap client)."""
         await self._run(
             lambda c: c.execute(
                 "INSERT INTO oauth_clients "
-                "(client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (client_id) DO UPDATE SET "
-                "tenant_id = $2, secret_hash = $3, scopes = $4, revoked = $5, jwt_public_key = $6",
+                "(client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key, generation) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (client_id) DO UPDATE SET "
+                "tenant_id = $2, secret_hash = $3, scopes = $4, revoked = $5, "
+                "jwt_public_key = $6, generation = $7",
                 client.client_id,
                 client.tenant,
                 client.secret_hash,
                 list(client.scopes),
                 client.revoked,
                 client.jwt_public_key,
+                client.generation,
             )
         )
 

@@ -42,11 +42,37 @@ __all__ = ["RedisEngine"]
 log = logging.getLogger("replaybus.redis")
 T = TypeVar("T")
 _SCRIPT = resources.files("storage.redis").joinpath("scripts/engine.lua").read_text()
+# KEYS: the index to join and the other index of the same tenant (sessions and streams);
+# ARGV: now, most in this index, member, its expiry, most in both (-1: no limit).
 _RESERVE = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local own = redis.call('ZCARD', KEYS[1])
+if own >= tonumber(ARGV[2]) then return 0 end
+local total = tonumber(ARGV[5])
+if total >= 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+  if own + redis.call('ZCARD', KEYS[2]) >= total then return 0 end
+end
 redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
 return 1
+"""
+# A token bucket on the Redis clock. ARGV: count, rate per second, burst. Returns "0" when
+# taken, else the seconds to wait.
+_RATE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local count, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * rate / 1000000)
+  at = now
+end
+if tokens < count then return tostring((count - tokens) / rate) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - count), 'at', tostring(at))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return '0'
 """
 _COMPARE_AND_SET = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -54,6 +80,7 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
 _SESSION_GRACE_US = 60_000_000
+_UNLIMITED = 2**62
 _KNOWN_CHANNELS = 100_000  # Redis keeps a session this long past its expiry, then drops it
 
 
@@ -77,6 +104,7 @@ class RedisEngine:
         self._script: Any = None
         self._reserve: Any = None
         self._compare_and_set: Any = None
+        self._rate: Any = None
         self._live: LiveFeed | None = None
         self._known_channels: set[ChannelKey] = set()
 
@@ -95,6 +123,7 @@ class RedisEngine:
         self._script = self._client.register_script(_SCRIPT)
         self._reserve = self._client.register_script(_RESERVE)
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        self._rate = self._client.register_script(_RATE)
         self._live = LiveFeed(
             self._client, sharded=self._cluster, on_resume=self._missed, top=self._top
         )
@@ -213,6 +242,21 @@ class RedisEngine:
 
         return [name.decode() for name in await self._call(run)]
 
+    async def drop_tenant(self, tenant: str) -> int:
+        names = await self.channel_names(tenant)
+
+        async def run() -> None:
+            # One channel's keys share a slot, so one DEL per channel works on a cluster too.
+            for name in names:
+                await self._client.delete(*keys.channel_keys(ChannelKey(tenant, name)))
+            await self._client.delete(
+                keys.channels_of(tenant), keys.streams_of(tenant), keys.rate_of(tenant)
+            )
+
+        await self._call(run)
+        self._known_channels = {key for key in self._known_channels if key.tenant != tenant}
+        return len(names)
+
     async def ping(self) -> None:
         """Redis answers, and this node's live feed is connected (a node whose live delivery
         is down would accept subscribers it cannot serve)."""
@@ -227,7 +271,13 @@ class RedisEngine:
             return self._clock.now_us()
         return time.time_ns() // 1000
 
-    async def session_create(self, record: SessionRecord, ttl_us: int, max_per_tenant: int) -> bool:
+    async def session_create(
+        self,
+        record: SessionRecord,
+        ttl_us: int,
+        max_per_tenant: int,
+        max_subscribers: int | None = None,
+    ) -> bool:
         now = self._now_us()
         expires = now + ttl_us
 
@@ -235,8 +285,14 @@ class RedisEngine:
             # Counting and reserving a place is one atomic step on the tenant's index, so
             # concurrent handshakes can never exceed the limit.
             reserved = await self._reserve(
-                keys=[keys.sessions_of(record.tenant)],
-                args=[now, max_per_tenant, record.client_id, expires],
+                keys=[keys.sessions_of(record.tenant), keys.streams_of(record.tenant)],
+                args=[
+                    now,
+                    max_per_tenant,
+                    record.client_id,
+                    expires,
+                    -1 if max_subscribers is None else max_subscribers,
+                ],
             )
             if not reserved:
                 return False
@@ -324,6 +380,36 @@ class RedisEngine:
             return count
 
         return await self._call(run)
+
+    # -- quotas ----------------------------------------------------------------------------
+
+    async def stream_admit(
+        self, tenant: str, stream_id: str, ttl_us: int, max_subscribers: int | None
+    ) -> bool:
+        now = self._now_us()
+        limit = -1 if max_subscribers is None else max_subscribers
+        reserved = await self._call(
+            lambda: self._reserve(
+                keys=[keys.streams_of(tenant), keys.sessions_of(tenant)],
+                args=[now, _UNLIMITED, stream_id, now + ttl_us, limit],
+            )
+        )
+        return bool(reserved)
+
+    async def stream_renew(self, tenant: str, stream_id: str, ttl_us: int) -> None:
+        expires = self._now_us() + ttl_us
+        await self._call(
+            lambda: self._client.zadd(keys.streams_of(tenant), {stream_id: expires}, xx=True)
+        )
+
+    async def stream_release(self, tenant: str, stream_id: str) -> None:
+        await self._call(lambda: self._client.zrem(keys.streams_of(tenant), stream_id))
+
+    async def rate_take(self, tenant: str, count: int, rate: float, burst: int) -> float:
+        wait = await self._call(
+            lambda: self._rate(keys=[keys.rate_of(tenant)], args=[count, repr(rate), burst])
+        )
+        return float(wait)
 
 
 def _window(fields: list[Any]) -> Window:

@@ -15,8 +15,10 @@ __all__ = [
     "channels_of",
     "live_channel",
     "live_pattern",
+    "rate_of",
     "session_key",
     "sessions_of",
+    "streams_of",
 ]
 
 PREFIX = "rb:"
@@ -56,6 +58,17 @@ def channel_from_live(channel: str) -> ChannelKey | None:
 def channels_of(tenant: str) -> str:
     """The set of a tenant's channel names."""
     return PREFIX + "{" + tenant + "}:channels"
+
+
+def streams_of(tenant: str) -> str:
+    """A sorted set of a tenant's live streams (SSE subscribers), scored by expiry (µs); same
+    slot as `sessions_of`, so one script counts both."""
+    return PREFIX + "{" + tenant + "}:streams"
+
+
+def rate_of(tenant: str) -> str:
+    """A hash holding the tenant's publish allowance and when it was last refilled."""
+    return PREFIX + "{" + tenant + "}:rate"
 
 
 def session_key(client_id: str) -> str:

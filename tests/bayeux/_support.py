@@ -13,6 +13,7 @@ import orjson
 from app.access import Principal
 from app.bayeux.codec import Message, encode_replies
 from app.bayeux.server import BayeuxServer, Credentials
+from app.catalog import Tenant
 from app.model import Published
 from app.publishing import PublishService
 
@@ -208,7 +209,9 @@ class Publisher:
         self._principal = principal
 
     async def __call__(self, channel: str, *payloads: dict[str, Any]) -> list[Published]:
-        return await self._service.publish(self._principal, channel, list(payloads) or [{"n": 0}])
+        tenant = Tenant(self._principal.tenant)
+        payload_list = list(payloads) or [{"n": 0}]
+        return await self._service.publish(self._principal, tenant, channel, payload_list)
 
     async def one(self, channel: str, **payload: Any) -> int:
         [published] = await self(channel, payload or {"n": 0})

@@ -501,6 +501,29 @@ async def test_live_listeners_never_see_another_tenants_events(
     assert {e.key for e in theirs.events + theirs_wild.events} == {other}
 
 
+async def test_dropping_a_tenant_forgets_its_channels_and_nothing_of_another_tenant(
+    engine: Engine, tenant: str, other_tenant: str
+) -> None:
+    mine = [ChannelKey(tenant, name) for name in ("/event/A", "/event/B/c")]
+    theirs = ChannelKey(other_tenant, "/event/A")
+    old = [(await engine.publish(key, [draft(idempotency_key="k")], KEEP_ALL))[0] for key in mine]
+    kept = await publish_one(engine, theirs, n=1)
+
+    assert await engine.drop_tenant(tenant) == 2
+
+    for key in mine:
+        assert await engine.window(key) == Window.empty()
+        assert list((await engine.read(key, after=0, limit=10)).events) == []
+    assert await engine.channel_names(tenant) == []
+    assert [e.replay_id for e in (await engine.read(theirs, 0, 10)).events] == [kept.replay_id]
+    assert await engine.channel_names(other_tenant) == ["/event/A"]
+    # The idempotency key is forgotten too: the same key stores a new event.
+    [again] = await engine.publish(mine[0], [draft(idempotency_key="k")], KEEP_ALL)
+    assert not again.duplicate
+    assert again.uuid != old[0].uuid
+    assert await engine.channel_names(tenant) == ["/event/A"]
+
+
 # --- listen -------------------------------------------------------------------------------
 
 

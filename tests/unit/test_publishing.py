@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from app.access import Principal
+from app.catalog import Tenant
 from app.errors import (
     BatchTooLarge,
     ChannelNotPublishable,
@@ -28,6 +29,8 @@ CHANNEL = "/event/Order__e"
 KEY = ChannelKey("acme", CHANNEL)
 NOW = 1_700_000_000_000_000
 PUBLISHER = Principal("acme", "client-1", frozenset({"publish"}), expires_at=2e9)
+TENANT = Tenant("acme")
+GLOBEX = Tenant("globex")
 
 Factory = Callable[..., PublishService]
 
@@ -53,7 +56,7 @@ async def _nothing_stored(engine: MemoryEngine) -> bool:
 async def test_single_event_is_stored_with_its_replay_id(
     engine: MemoryEngine, make_service: Factory
 ) -> None:
-    published = await make_service().publish(PUBLISHER, CHANNEL, [{"n": 1}])
+    published = await make_service().publish(PUBLISHER, TENANT, CHANNEL, [{"n": 1}])
 
     assert published == [Published(replay_id=NOW, uuid="uuid-1", created_us=NOW)]
     page = await engine.read(KEY, 0, 10)
@@ -63,7 +66,9 @@ async def test_single_event_is_stored_with_its_replay_id(
 
 
 async def test_batch_is_stored_in_order(engine: MemoryEngine, make_service: Factory) -> None:
-    published = await make_service().publish(PUBLISHER, CHANNEL, [{"n": 1}, {"n": 2}, {"n": 3}])
+    published = await make_service().publish(
+        PUBLISHER, TENANT, CHANNEL, [{"n": 1}, {"n": 2}, {"n": 3}]
+    )
 
     assert [(p.replay_id, p.uuid) for p in published] == [
         (NOW, "uuid-1"),
@@ -88,19 +93,19 @@ async def test_non_object_payload_is_invalid_and_nothing_is_stored(
     engine: MemoryEngine, make_service: Factory, payloads: list[object]
 ) -> None:
     with pytest.raises(InvalidBody, match="must be a JSON object"):
-        await make_service().publish(PUBLISHER, CHANNEL, payloads)
+        await make_service().publish(PUBLISHER, TENANT, CHANNEL, payloads)
 
     assert await _nothing_stored(engine)
 
 
 async def test_bad_event_in_batch_is_named_by_index(make_service: Factory) -> None:
     with pytest.raises(InvalidBody, match=r"^event 1: an event payload must be a JSON object$"):
-        await make_service().publish(PUBLISHER, CHANNEL, [{"ok": 1}, [], {"ok": 3}])
+        await make_service().publish(PUBLISHER, TENANT, CHANNEL, [{"ok": 1}, [], {"ok": 3}])
 
 
 async def test_empty_batch_is_invalid(engine: MemoryEngine, make_service: Factory) -> None:
     with pytest.raises(InvalidBody, match="at least one event"):
-        await make_service().publish(PUBLISHER, CHANNEL, [])
+        await make_service().publish(PUBLISHER, TENANT, CHANNEL, [])
 
     assert await _nothing_stored(engine)
 
@@ -111,10 +116,10 @@ async def test_batch_over_the_limit_is_too_large(
     service = make_service(max_batch_events=2)
 
     with pytest.raises(BatchTooLarge, match=r"^a batch holds at most 2 events, got 3$"):
-        await service.publish(PUBLISHER, CHANNEL, [{}, {}, {}])
+        await service.publish(PUBLISHER, TENANT, CHANNEL, [{}, {}, {}])
 
     assert await _nothing_stored(engine)
-    assert len(await service.publish(PUBLISHER, CHANNEL, [{}, {}])) == 2
+    assert len(await service.publish(PUBLISHER, TENANT, CHANNEL, [{}, {}])) == 2
 
 
 async def test_event_over_the_size_limit_is_too_large_with_sizes(
@@ -124,7 +129,7 @@ async def test_event_over_the_size_limit_is_too_large_with_sizes(
     payload = {"text": "x" * 54}  # {"text":"..."} is 11 bytes around the text: 65 in all
 
     with pytest.raises(EventTooLarge) as caught:
-        await service.publish(PUBLISHER, CHANNEL, [payload])
+        await service.publish(PUBLISHER, TENANT, CHANNEL, [payload])
 
     assert caught.value.message == "the event is 65 bytes encoded; the limit is 64 bytes"
     assert await _nothing_stored(engine)
@@ -132,7 +137,7 @@ async def test_event_over_the_size_limit_is_too_large_with_sizes(
 
 async def test_event_of_exactly_the_size_limit_is_accepted(make_service: Factory) -> None:
     published = await make_service(max_event_size=64).publish(
-        PUBLISHER, CHANNEL, [{"text": "x" * 53}]
+        PUBLISHER, TENANT, CHANNEL, [{"text": "x" * 53}]
     )
 
     assert published[0].replay_id == NOW
@@ -142,7 +147,7 @@ async def test_oversized_event_in_batch_is_named_by_index(make_service: Factory)
     service = make_service(max_event_size=64)
 
     with pytest.raises(EventTooLarge) as caught:
-        await service.publish(PUBLISHER, CHANNEL, [{}, {"text": "x" * 100}])
+        await service.publish(PUBLISHER, TENANT, CHANNEL, [{}, {"text": "x" * 100}])
 
     assert caught.value.message == "event 1: the event is 111 bytes encoded; the limit is 64 bytes"
 
@@ -156,7 +161,7 @@ async def test_principal_without_publish_scope_is_refused(
     principal = Principal("acme", "reader", scopes, expires_at=2e9)
 
     with pytest.raises(InsufficientScope, match="'publish'"):
-        await make_service().publish(principal, CHANNEL, [{}])
+        await make_service().publish(principal, TENANT, CHANNEL, [{}])
 
     assert await _nothing_stored(engine)
 
@@ -166,13 +171,13 @@ async def test_channel_outside_event_namespace_is_not_publishable(
     make_service: Factory, channel: str
 ) -> None:
     with pytest.raises(ChannelNotPublishable):
-        await make_service().publish(PUBLISHER, channel, [{}])
+        await make_service().publish(PUBLISHER, TENANT, channel, [{}])
 
 
 @pytest.mark.parametrize("channel", ["/event/*", "/event/**", "event/X", "/event/a b"])
 async def test_pattern_or_malformed_channel_is_invalid(make_service: Factory, channel: str) -> None:
     with pytest.raises(InvalidChannel):
-        await make_service().publish(PUBLISHER, channel, [{}])
+        await make_service().publish(PUBLISHER, TENANT, channel, [{}])
 
 
 async def test_events_are_stored_under_the_principals_tenant(
@@ -180,7 +185,7 @@ async def test_events_are_stored_under_the_principals_tenant(
 ) -> None:
     other = Principal("globex", "client-9", frozenset({"publish"}), expires_at=2e9)
 
-    await make_service().publish(other, CHANNEL, [{}])
+    await make_service().publish(other, GLOBEX, CHANNEL, [{}])
 
     assert await _nothing_stored(engine)
     assert (await engine.window(ChannelKey("globex", CHANNEL))).count == 1
@@ -202,7 +207,7 @@ async def test_bad_idempotency_key_is_invalid(
     engine: MemoryEngine, make_service: Factory, key: str
 ) -> None:
     with pytest.raises(InvalidParameter, match="Idempotency-Key"):
-        await make_service().publish(PUBLISHER, CHANNEL, [{}], idempotency_key=key)
+        await make_service().publish(PUBLISHER, TENANT, CHANNEL, [{}], idempotency_key=key)
 
     assert await _nothing_stored(engine)
 
@@ -211,7 +216,7 @@ async def test_bad_idempotency_key_is_invalid(
 async def test_printable_idempotency_key_up_to_200_characters_is_accepted(
     make_service: Factory, key: str
 ) -> None:
-    published = await make_service().publish(PUBLISHER, CHANNEL, [{}], idempotency_key=key)
+    published = await make_service().publish(PUBLISHER, TENANT, CHANNEL, [{}], idempotency_key=key)
 
     assert published[0].duplicate is False
 
@@ -220,9 +225,9 @@ async def test_republishing_a_single_event_with_its_key_is_a_duplicate(
     engine: MemoryEngine, make_service: Factory
 ) -> None:
     service = make_service()
-    [first] = await service.publish(PUBLISHER, CHANNEL, [{"n": 1}], idempotency_key="solo")
+    [first] = await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 1}], idempotency_key="solo")
 
-    [again] = await service.publish(PUBLISHER, CHANNEL, [{"n": 1}], idempotency_key="solo")
+    [again] = await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 1}], idempotency_key="solo")
 
     assert again == Published(first.replay_id, first.uuid, first.created_us, duplicate=True)
     assert (await engine.window(KEY)).count == 1
@@ -232,10 +237,14 @@ async def test_batch_events_are_keyed_by_index_without_colliding_with_client_key
     engine: MemoryEngine, make_service: Factory
 ) -> None:
     service = make_service()
-    first = await service.publish(PUBLISHER, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k")
+    first = await service.publish(
+        PUBLISHER, TENANT, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k"
+    )
 
-    again = await service.publish(PUBLISHER, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k")
-    [other] = await service.publish(PUBLISHER, CHANNEL, [{"n": 9}], idempotency_key="k#1")
+    again = await service.publish(
+        PUBLISHER, TENANT, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k"
+    )
+    [other] = await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 9}], idempotency_key="k#1")
 
     assert [p.duplicate for p in first] == [False, False]
     assert [(p.replay_id, p.uuid, p.duplicate) for p in again] == [
@@ -251,9 +260,9 @@ async def test_batch_key_does_not_claim_the_bare_key(
     engine: MemoryEngine, make_service: Factory
 ) -> None:
     service = make_service()
-    await service.publish(PUBLISHER, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k")
+    await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 0}, {"n": 1}], idempotency_key="k")
 
-    [single] = await service.publish(PUBLISHER, CHANNEL, [{"n": 2}], idempotency_key="k")
+    [single] = await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 2}], idempotency_key="k")
 
     assert single.duplicate is False
     assert (await engine.window(KEY)).count == 3
@@ -264,7 +273,7 @@ async def test_without_a_key_every_publish_is_stored(
 ) -> None:
     service = make_service()
 
-    await service.publish(PUBLISHER, CHANNEL, [{"n": 1}])
-    await service.publish(PUBLISHER, CHANNEL, [{"n": 1}])
+    await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 1}])
+    await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 1}])
 
     assert (await engine.window(KEY)).count == 2

@@ -1,0 +1,196 @@
+"""Administration: tenants (platform operator only) and each tenant's OAuth clients (the
+operator, or the tenant's own `admin` scope). Another tenant's resources look absent, never
+forbidden, so their existence does not leak."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.access import parse_scope
+from app.catalog import Catalog, ClientRecord, Tenant
+from app.credentials import generate_client_id, generate_secret, hash_secret
+from app.directory import Directory
+from app.engine import Engine
+from app.errors import Conflict, InvalidBody, NotFound, PermissionDenied
+from app.tenancy import TENANT_ID, settings_from_json, updated_settings
+
+__all__ = ["Admin", "AdminService", "IssuedClient"]
+
+_CLIENT_ID = TENANT_ID  # the same safe alphabet
+_MAX_SCOPES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    """Who administers: the platform operator (`tenant` None) or one tenant's admin client."""
+
+    tenant: str | None
+    subject: str
+
+    @property
+    def is_operator(self) -> bool:
+        return self.tenant is None
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedClient:
+    """A client and its secret, which is shown this once and stored only as a hash."""
+
+    record: ClientRecord
+    secret: str
+
+
+def _scopes(value: Any) -> tuple[str, ...]:
+    if (
+        not isinstance(value, list)
+        or not value
+        or len(value) > _MAX_SCOPES
+        or not all(isinstance(scope, str) for scope in value)
+    ):
+        raise InvalidBody(
+            f"scopes must be a list of 1 to {_MAX_SCOPES} scopes, such as "
+            '["publish", "subscribe:/event/Order*"]'
+        )
+    return tuple(dict.fromkeys(parse_scope(scope) for scope in value))
+
+
+class AdminService:
+    def __init__(self, catalog: Catalog, engine: Engine, directory: Directory) -> None:
+        self._catalog = catalog
+        self._engine = engine
+        self._directory = directory
+
+    # -- tenants ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _operator_only(admin: Admin) -> None:
+        if not admin.is_operator:
+            raise PermissionDenied("only the platform operator manages tenants")
+
+    async def _visible_tenant(self, admin: Admin, tenant_id: str) -> Tenant:
+        tenant = None
+        if admin.is_operator or admin.tenant == tenant_id:
+            tenant = await self._catalog.tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"there is no tenant {tenant_id!r}")
+        return tenant
+
+    async def create_tenant(self, admin: Admin, tenant_id: Any, settings: Any) -> Tenant:
+        self._operator_only(admin)
+        if not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id):
+            raise InvalidBody("tenantId must be 1-64 letters, digits, '_' or '-'")
+        tenant = Tenant(tenant_id, settings=settings_from_json(settings or {}))
+        if not await self._catalog.add_tenant(tenant):
+            raise Conflict(f"tenant {tenant_id!r} already exists")
+        self._directory.forget(tenant=tenant_id)  # it may be cached as absent
+        return tenant
+
+    async def list_tenants(self, admin: Admin) -> list[Tenant]:
+        if admin.is_operator:
+            return await self._catalog.tenants()
+        assert admin.tenant is not None
+        return [await self._visible_tenant(admin, admin.tenant)]
+
+    async def get_tenant(self, admin: Admin, tenant_id: str) -> Tenant:
+        return await self._visible_tenant(admin, tenant_id)
+
+    async def update_tenant(self, admin: Admin, tenant_id: str, changes: Any) -> Tenant:
+        self._operator_only(admin)
+        current = await self._visible_tenant(admin, tenant_id)
+        return await self._save(
+            dataclasses.replace(current, settings=updated_settings(current.settings, changes))
+        )
+
+    async def set_suspended(self, admin: Admin, tenant_id: str, suspended: bool) -> Tenant:
+        self._operator_only(admin)
+        current = await self._visible_tenant(admin, tenant_id)
+        return await self._save(dataclasses.replace(current, suspended=suspended))
+
+    async def _save(self, tenant: Tenant) -> Tenant:
+        if not await self._catalog.update_tenant(tenant):
+            raise NotFound(f"there is no tenant {tenant.tenant_id!r}")
+        self._directory.forget(tenant=tenant.tenant_id)
+        return tenant
+
+    async def delete_tenant(self, admin: Admin, tenant_id: str) -> int:
+        """Delete the tenant, its clients and users, and drop its retained events; returns how
+        many channels were dropped. Tokens already issued fail once the directory notices."""
+        self._operator_only(admin)
+        await self._visible_tenant(admin, tenant_id)
+        clients = await self._catalog.clients(tenant_id)
+        if not await self._catalog.delete_tenant(tenant_id):
+            raise NotFound(f"there is no tenant {tenant_id!r}")
+        self._directory.forget(tenant=tenant_id)
+        for client in clients:
+            self._directory.forget(client=client.client_id)
+        return await self._engine.drop_tenant(tenant_id)
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def create_client(
+        self,
+        admin: Admin,
+        tenant_id: str,
+        scopes: Any,
+        client_id: Any = None,
+        jwt_public_key: Any = None,
+    ) -> IssuedClient:
+        await self._visible_tenant(admin, tenant_id)
+        if client_id is None:
+            client_id = generate_client_id()
+        elif not isinstance(client_id, str) or not _CLIENT_ID.fullmatch(client_id):
+            raise InvalidBody("clientId must be 1-64 letters, digits, '_' or '-'")
+        if jwt_public_key is not None and not isinstance(jwt_public_key, str):
+            raise InvalidBody("jwtPublicKey must be a PEM public key")
+        if await self._catalog.client(client_id) is not None:
+            raise Conflict(f"client {client_id!r} already exists")
+        secret = generate_secret()
+        record = ClientRecord(
+            client_id=client_id,
+            tenant=tenant_id,
+            secret_hash=await asyncio.to_thread(hash_secret, secret),
+            scopes=_scopes(scopes),
+            jwt_public_key=jwt_public_key,
+            generation=secrets.token_hex(8),
+        )
+        await self._catalog.add_client(record)
+        self._directory.forget(client=client_id)  # it may be cached as absent
+        return IssuedClient(record, secret)
+
+    async def list_clients(self, admin: Admin, tenant_id: str) -> Sequence[ClientRecord]:
+        await self._visible_tenant(admin, tenant_id)
+        return await self._catalog.clients(tenant_id)
+
+    async def get_client(self, admin: Admin, tenant_id: str, client_id: str) -> ClientRecord:
+        await self._visible_tenant(admin, tenant_id)
+        record = await self._catalog.client(client_id)
+        if record is None or record.tenant != tenant_id:
+            raise NotFound(f"tenant {tenant_id!r} has no client {client_id!r}")
+        return record
+
+    async def rotate_secret(self, admin: Admin, tenant_id: str, client_id: str) -> IssuedClient:
+        """A new secret; the old one stops working at once for new tokens. Tokens already
+        issued stay valid until they expire (revoke the client to end them)."""
+        record = await self.get_client(admin, tenant_id, client_id)
+        if record.revoked:
+            raise Conflict(f"client {client_id!r} is revoked; create a new client instead")
+        secret = generate_secret()
+        rotated = dataclasses.replace(
+            record, secret_hash=await asyncio.to_thread(hash_secret, secret)
+        )
+        await self._catalog.add_client(rotated)
+        return IssuedClient(rotated, secret)
+
+    async def revoke_client(self, admin: Admin, tenant_id: str, client_id: str) -> ClientRecord:
+        """No new tokens at once; tokens already issued fail on every node within the catalog
+        cache TTL."""
+        record = await self.get_client(admin, tenant_id, client_id)
+        revoked = dataclasses.replace(record, revoked=True)
+        await self._catalog.add_client(revoked)
+        self._directory.forget(client=client_id)
+        return revoked

@@ -1,0 +1,129 @@
+"""The hot path's view of the catalog: tenants and clients cached with bounded staleness.
+
+Every entry is re-read once it is older than the TTL, so a suspension or a revocation reaches
+every node within the TTL (plus one request's round trip to the catalog). While the catalog is
+unreachable, entries already known stay in use, so publishing and subscribing carry on; only a
+tenant or client this node has never seen gets CatalogUnavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from app.access import Principal
+from app.catalog import Catalog, ClientRecord, Tenant
+from app.clock import Clock
+from app.errors import CatalogUnavailable, TenantSuspended, TokenInvalid
+
+__all__ = ["Directory"]
+
+log = logging.getLogger("replaybus.directory")
+T = TypeVar("T")
+_MAX_ENTRIES = 100_000
+_RETRY_US = 1_000_000  # while the catalog is down, how often one entry tries it again
+
+
+@dataclass(slots=True)
+class _Entry(Generic[T]):
+    value: T | None
+    fresh_until_us: int
+
+
+class _Cache(Generic[T]):
+    def __init__(self, clock: Clock, ttl_us: int, load: Callable[[str], Awaitable[T | None]]):
+        self._clock = clock
+        self._ttl_us = ttl_us
+        self._load = load
+        self._entries: dict[str, _Entry[T]] = {}
+        self._loading: dict[str, asyncio.Future[T | None]] = {}
+        # Bumped by `forget`: a read begun before it must neither be joined nor cached after.
+        self._generations: dict[str, int] = {}
+        self.hits = 0
+        self.misses = 0
+
+    async def get(self, key: str) -> T | None:
+        entry = self._entries.get(key)
+        if entry is not None and entry.fresh_until_us > self._clock.now_us():
+            self.hits += 1
+            return entry.value
+        self.misses += 1
+        loading = self._loading.get(key)
+        if loading is None:  # one catalog read per key at a time, however many callers wait
+            loading = asyncio.ensure_future(self._refresh(key, entry))
+            self._loading[key] = loading
+            loading.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(loading)
+
+    def _finished(self, key: str, done: asyncio.Future[T | None]) -> None:
+        if self._loading.get(key) is done:
+            del self._loading[key]
+
+    async def _refresh(self, key: str, stale: _Entry[T] | None) -> T | None:
+        generation = self._generations.get(key, 0)
+        try:
+            value = await self._load(key)
+        except CatalogUnavailable as error:
+            if stale is None:
+                raise
+            log.warning("catalog unreachable, serving the cached entry for %s: %s", key, error)
+            stale.fresh_until_us = self._clock.now_us() + _RETRY_US
+            return stale.value
+        if self._generations.get(key, 0) != generation:
+            return value  # forgotten meanwhile: the value may predate the change
+        if len(self._entries) >= _MAX_ENTRIES:
+            self._entries.clear()
+            self._generations.clear()
+        self._entries[key] = _Entry(value, self._clock.now_us() + self._ttl_us)
+        return value
+
+    def forget(self, key: str) -> None:
+        self._entries.pop(key, None)
+        self._loading.pop(key, None)
+        self._generations[key] = self._generations.get(key, 0) + 1
+
+
+class Directory:
+    def __init__(self, catalog: Catalog, clock: Clock, ttl: float) -> None:
+        ttl_us = int(ttl * 1_000_000)
+        self._tenants: _Cache[Tenant] = _Cache(clock, ttl_us, catalog.tenant)
+        self._clients: _Cache[ClientRecord] = _Cache(clock, ttl_us, catalog.client)
+
+    @property
+    def hits(self) -> int:
+        return self._tenants.hits + self._clients.hits
+
+    @property
+    def misses(self) -> int:
+        return self._tenants.misses + self._clients.misses
+
+    async def tenant(self, tenant_id: str) -> Tenant | None:
+        return await self._tenants.get(tenant_id)
+
+    async def admit(self, principal: Principal) -> Tenant:
+        """The caller's tenant, once its client is known to be live and the tenant active.
+        Raises TokenInvalid (client revoked or deleted, tenant deleted) or TenantSuspended."""
+        client = await self._clients.get(principal.client_id)
+        if (
+            client is None
+            or client.revoked
+            or client.tenant != principal.tenant
+            or client.generation != principal.client_generation
+        ):
+            raise TokenInvalid("the client this token was issued to has been revoked")
+        tenant = await self._tenants.get(principal.tenant)
+        if tenant is None:
+            raise TokenInvalid("the tenant this token was issued for no longer exists")
+        if tenant.suspended:
+            raise TenantSuspended(f"tenant {tenant.tenant_id} is suspended")
+        return tenant
+
+    def forget(self, *, tenant: str | None = None, client: str | None = None) -> None:
+        """Drop cached entries this node has just changed, so its own next read is fresh."""
+        if tenant is not None:
+            self._tenants.forget(tenant)
+        if client is not None:
+            self._clients.forget(client)
