@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,11 +15,11 @@ from api.body import read_json
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app.admin import Admin, IssuedClient
-from app.catalog import ClientRecord, Tenant
+from app.catalog import ChannelDefinition, ClientRecord, SchemaVersion, Tenant
 from app.errors import CatalogUnavailable, InvalidBody
 from app.tenancy import settings_to_json
 
-__all__ = ["client_json", "routes", "tenant_json"]
+__all__ = ["channel_json", "client_json", "routes", "schema_json", "tenant_json"]
 
 _MAX_BODY = 64 * 1024
 Handler = Callable[[Request, Services, Admin], Awaitable[Response]]
@@ -39,6 +40,28 @@ def client_json(record: ClientRecord) -> dict[str, Any]:
         "scopes": list(record.scopes),
         "revoked": record.revoked,
         "jwtBearer": record.jwt_public_key is not None,
+    }
+
+
+def schema_json(version: SchemaVersion) -> dict[str, Any]:
+    return {
+        "schemaId": version.schema_id,
+        "channel": version.channel,
+        "version": version.version,
+        "schema": orjson.Fragment(version.document),
+    }
+
+
+def channel_json(definition: ChannelDefinition) -> dict[str, Any]:
+    return {
+        "channel": definition.name,
+        "description": definition.description,
+        "owner": definition.owner,
+        "retention": {
+            "maxAge": definition.retention_max_age,
+            "maxCount": definition.retention_max_count,
+        },
+        "schema": schema_json(definition.schema) if definition.schema else None,
     }
 
 
@@ -148,8 +171,48 @@ async def revoke_client(request: Request, services: Services, admin: Admin) -> R
     return JSONBytesResponse(client_json(record))
 
 
+def _channel(request: Request) -> str:
+    return "/" + str(request.path_params["channel"])
+
+
+async def list_channels(request: Request, services: Services, admin: Admin) -> Response:
+    definitions = await services.admin.list_channels(admin, _tenant_id(request))
+    return JSONBytesResponse({"channels": [channel_json(d) for d in definitions]})
+
+
+async def define_channel(request: Request, services: Services, admin: Admin) -> Response:
+    body = await read_json(request, _MAX_BODY)
+    if not isinstance(body, dict):
+        raise InvalidBody("the request body must be a JSON object")
+    change = await services.admin.define_channel(
+        admin, _tenant_id(request), _channel(request), body
+    )
+    content = {
+        **channel_json(change.definition),
+        "newVersion": change.new_version is not None,
+        "forcedProblems": list(change.forced),
+    }
+    return JSONBytesResponse(content)
+
+
+async def show_channel(request: Request, services: Services, admin: Admin) -> Response:
+    definition, versions = await services.admin.get_channel(
+        admin, _tenant_id(request), _channel(request)
+    )
+    history = [
+        {"schemaId": v.schema_id, "version": v.version, "createdUs": v.created_us} for v in versions
+    ]
+    return JSONBytesResponse({**channel_json(definition), "versions": history})
+
+
+async def delete_channel(request: Request, services: Services, admin: Admin) -> Response:
+    await services.admin.delete_channel(admin, _tenant_id(request), _channel(request))
+    return JSONBytesResponse({"channel": _channel(request), "deleted": True})
+
+
 _TENANT = "/v1/admin/tenants/{tenant}"
 _CLIENT = _TENANT + "/clients/{client}"
+_CHANNEL = _TENANT + "/channels/{channel:path}"
 routes = [
     Route("/v1/admin/tenants", _admin_route(list_tenants), methods=["GET"]),
     Route("/v1/admin/tenants", _admin_route(create_tenant), methods=["POST"]),
@@ -163,4 +226,8 @@ routes = [
     Route(_CLIENT, _admin_route(show_client), methods=["GET"]),
     Route(_CLIENT + "/rotate", _admin_route(rotate_client), methods=["POST"]),
     Route(_CLIENT + "/revoke", _admin_route(revoke_client), methods=["POST"]),
+    Route(_TENANT + "/channels", _admin_route(list_channels), methods=["GET"]),
+    Route(_CHANNEL, _admin_route(define_channel), methods=["PUT"]),
+    Route(_CHANNEL, _admin_route(show_channel), methods=["GET"]),
+    Route(_CHANNEL, _admin_route(delete_channel), methods=["DELETE"]),
 ]

@@ -1,4 +1,4 @@
-"""`replaybus tenants ...` and `replaybus clients ...`: the admin API from a terminal.
+"""`replaybus tenants|clients|channels ...`: the admin API from a terminal.
 
 Every command takes `--url` (REPLAYBUS_URL) and a credential: `--operator-key`
 (REPLAYBUS_OPERATOR_KEY) or a tenant admin's `--token` (REPLAYBUS_TOKEN). `--json` prints the
@@ -14,6 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_admin_commands", "run_admin_command"]
@@ -82,6 +83,32 @@ def add_admin_commands(commands: Any) -> None:
                 help="publish, subscribe, admin, or narrowed: publish:/event/Order* (repeatable)",
             )
             action.add_argument("--client-id", help="the client id (default: generated)")
+
+    channels = commands.add_parser("channels", help="manage a tenant's channel definitions")
+    actions = channels.add_subparsers(dest="action", required=True)
+    for name, text in (
+        ("list", "list the tenant's channel definitions"),
+        ("show", "show a definition, its current schema and its schema versions"),
+        ("define", "create or update a definition (a new schema must stay compatible)"),
+        ("delete", "delete a definition and its schema history (events stay)"),
+    ):
+        action = actions.add_parser(name, help=text)
+        _common(action)
+        action.add_argument("--tenant", required=True, help="tenant id")
+        if name != "list":
+            action.add_argument("channel", help="channel name, e.g. /event/Order_Placed__e")
+        if name == "define":
+            action.add_argument("--description", help="what the channel carries")
+            action.add_argument("--owner", help="who owns it")
+            action.add_argument("--schema", metavar="FILE", help="payload JSON Schema (- = stdin)")
+            action.add_argument(
+                "--no-schema", action="store_true", help="remove the payload schema"
+            )
+            action.add_argument("--retention-max-age", type=float, metavar="SECONDS")
+            action.add_argument("--retention-max-count", type=int, metavar="EVENTS")
+            action.add_argument(
+                "--force", action="store_true", help="accept a backward-incompatible schema"
+            )
 
 
 def _setting_value(text: str) -> Any:
@@ -205,9 +232,63 @@ def _clients(arguments: argparse.Namespace, environ: Mapping[str, str]) -> tuple
     return result, text
 
 
+def _schema_document(source: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+        return json.loads(text)
+    except OSError as error:
+        raise AdminCommandError(f"cannot read the schema: {error}") from None
+    except json.JSONDecodeError as error:
+        raise AdminCommandError(f"the schema is not JSON: {error}") from None
+
+
+def _channel_text(channel: Mapping[str, Any]) -> str:
+    schema = channel["schema"]
+    version = f"schema v{schema['version']} {schema['schemaId']}" if schema else "no schema"
+    owner = f"\towner {channel['owner']}" if channel["owner"] else ""
+    return f"{channel['channel']}\t{version}{owner}"
+
+
+def _channels(arguments: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Any, str]:
+    base = "/v1/admin/tenants/" + _quote(arguments.tenant) + "/channels"
+    if arguments.action == "list":
+        result = _request(arguments, environ, "GET", base)
+        return result, "\n".join(_channel_text(c) for c in result["channels"]) or "(none)"
+    path = base + "/" + urllib.parse.quote(arguments.channel.lstrip("/"), safe="/")
+    if arguments.action == "show":
+        result = _request(arguments, environ, "GET", path)
+        versions = ", ".join(f"v{v['version']} {v['schemaId']}" for v in result["versions"])
+        return result, _channel_text(result) + (f"\nversions: {versions}" if versions else "")
+    if arguments.action == "delete":
+        result = _request(arguments, environ, "DELETE", path)
+        return result, f"deleted the definition of {result['channel']}"
+    body: dict[str, Any] = {}
+    for field in ("description", "owner"):
+        if getattr(arguments, field) is not None:
+            body[field] = getattr(arguments, field)
+    if arguments.retention_max_age is not None or arguments.retention_max_count is not None:
+        body["retention"] = {
+            "maxAge": arguments.retention_max_age,
+            "maxCount": arguments.retention_max_count,
+        }
+    if arguments.schema is not None:
+        body["schema"] = _schema_document(arguments.schema)
+    elif arguments.no_schema:
+        body["schema"] = None
+    if arguments.force:
+        body["force"] = True
+    result = _request(arguments, environ, "PUT", path, body)
+    text = _channel_text(result)
+    if result["forcedProblems"]:
+        text += "\nforced despite: " + "; ".join(result["forcedProblems"])
+    return result, text
+
+
 def run_admin_command(arguments: argparse.Namespace, environ: Mapping[str, str]) -> int:
     try:
-        handler = _tenants if arguments.command == "tenants" else _clients
+        handler = {"tenants": _tenants, "clients": _clients, "channels": _channels}[
+            arguments.command
+        ]
         result, text = handler(arguments, environ)
     except AdminCommandError as error:
         print(f"replaybus: {error}", file=sys.stderr)

@@ -90,8 +90,16 @@ def create_app(
                 catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))
             directory = Directory(catalog, clock, settings.catalog_cache_ttl)
+            publisher = PublishService(engine, settings, directory)
             bayeux_server = await stack.enter_async_context(
-                BayeuxServer(engine, hub, settings, clock, lifecycle.draining)
+                BayeuxServer(
+                    engine,
+                    hub,
+                    settings,
+                    clock,
+                    lifecycle.draining,
+                    check_channel=publisher.definition,
+                )
             )
             await _bootstrap(catalog, settings)
             app.state.services = Services(
@@ -100,12 +108,12 @@ def create_app(
                 engine=engine,
                 catalog=catalog,
                 hub=hub,
-                publisher=PublishService(engine, settings),
+                publisher=publisher,
                 tokens=tokens,
                 lifecycle=lifecycle,
                 bayeux=bayeux_server,
                 directory=directory,
-                admin=AdminService(catalog, engine, directory),
+                admin=AdminService(catalog, engine, directory, clock),
             )
             yield
 
@@ -115,6 +123,7 @@ def create_app(
         Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
         Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
         Route("/v1/events/{channel:path}", events.history, methods=["GET"]),
+        Route("/v1/channels/{channel:path}/schema", events.channel_schema, methods=["GET"]),
         Route("/v1/channels/{channel:path}", events.channel_window, methods=["GET"]),
         Route("/v1/stream/{channel:path}", stream.stream, methods=["GET"]),
         Route(
@@ -126,6 +135,11 @@ def create_app(
             "/services/data/{version}/sobjects/{name}/",
             salesforce.sobject,
             methods=["POST"],
+        ),
+        Route(
+            "/services/data/{version}/event/eventSchema/{schema_id}",
+            salesforce.event_schema,
+            methods=["GET"],
         ),
         Route(
             "/services/data/{version}/composite/sobjects",

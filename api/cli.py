@@ -144,7 +144,7 @@ def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    if arguments.command in ("tenants", "clients"):
+    if arguments.command in ("tenants", "clients", "channels"):
         return run_admin_command(arguments, os.environ)
     overrides = {
         name: getattr(arguments, name, None) for name in ("host", "port", "workers", "log_level")

@@ -25,6 +25,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.InvalidBody: (400, "invalid_body"),
     errors.InvalidParameter: (400, "invalid_parameter"),
     errors.InvalidReplayId: (400, "invalid_replay_id"),
+    errors.SchemaViolation: (400, "schema_violation"),
     errors.InvalidChannel: (422, "invalid_channel"),
     errors.UnknownChannel: (404, "unknown_channel"),
     errors.ChannelNotPublishable: (403, "channel_not_publishable"),
@@ -41,6 +42,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TenantSuspended: (403, "tenant_suspended"),
     errors.NotFound: (404, "not_found"),
     errors.Conflict: (409, "conflict"),
+    errors.IncompatibleSchema: (409, "incompatible_schema"),
     errors.QuotaExceeded: (429, "quota_exceeded"),
     errors.RateLimited: (429, "rate_limited"),
     errors.TooManySubscribers: (429, "too_many_subscribers"),
@@ -69,7 +71,8 @@ def error_response(error: errors.ReplaybusError) -> Response:
         headers["Retry-After"] = "1"
     if isinstance(error, errors.QuotaExceeded) and error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return JSONBytesResponse({"error": code, "message": error.message}, status, headers)
+    body = {"error": code, "message": error.message, **error.details}
+    return JSONBytesResponse(body, status, headers)
 
 
 async def _domain_error(request: Request, exc: Exception) -> Response:

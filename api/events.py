@@ -9,19 +9,21 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.admin import schema_json
 from api.auth import authenticate
 from api.body import read_json
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app.access import Principal
+from app.catalog import Tenant
 from app.channels import parse_name
 from app.delivery import Delivery
 from app.envelope import published_json, window_json
-from app.errors import InvalidParameter
+from app.errors import InvalidParameter, NotFound
 from app.model import ChannelKey
 from app.recovery import ALL_RETAINED, Gap, parse_position, recover
 
-__all__ = ["channel_window", "history", "publish"]
+__all__ = ["channel_schema", "channel_window", "history", "publish", "schema_by_id"]
 
 _DEFAULT_HISTORY_LIMIT = 100
 
@@ -46,9 +48,12 @@ async def publish(request: Request) -> Response:
     return JSONBytesResponse(content if isinstance(body, list) else content[0], 201)
 
 
-def _readable_key(request: Request, principal: Principal) -> ChannelKey:
+async def _readable_key(
+    request: Request, services: Services, principal: Principal, tenant: Tenant
+) -> ChannelKey:
     name = parse_name(_channel(request))
     principal.require("subscribe", name)
+    await services.publisher.definition(tenant, name)  # refuses undefined channels if required
     return ChannelKey(principal.tenant, name)
 
 
@@ -69,8 +74,8 @@ async def history(request: Request) -> Response:
     to ask for the following page.
     """
     services: Services = request.app.state.services
-    principal, _ = await authenticate(request, services)
-    key = _readable_key(request, principal)
+    principal, tenant = await authenticate(request, services)
+    key = await _readable_key(request, services, principal, tenant)
     requested = parse_position(request.query_params.get("after", str(ALL_RETAINED)))
     limit = _limit(request, services.settings.history_max_limit)
     decision = recover(requested, await services.engine.window(key))
@@ -99,7 +104,7 @@ async def channel_window(request: Request) -> Response:
     """`GET /v1/channels/{channel}`: the retention window and its limits."""
     services: Services = request.app.state.services
     principal, tenant = await authenticate(request, services)
-    key = _readable_key(request, principal)
+    key = await _readable_key(request, services, principal, tenant)
     window = await services.engine.window(key)
     retention = services.publisher.retention(tenant)
     content = {
@@ -111,3 +116,33 @@ async def channel_window(request: Request) -> Response:
         },
     }
     return JSONBytesResponse(content)
+
+
+async def channel_schema(request: Request) -> Response:
+    """`GET /v1/channels/{channel}/schema`: the channel's current payload schema. (A channel
+    literally named `/event/schema` is served its window, as `/v1/channels/event/schema`.)"""
+    channel = "/" + str(request.path_params["channel"])
+    if channel.count("/") < 2:
+        request.scope["path_params"]["channel"] = channel[1:] + "/schema"
+        return await channel_window(request)
+    services: Services = request.app.state.services
+    principal, tenant = await authenticate(request, services)
+    name = parse_name(channel)
+    if not principal.allows("publish", name):
+        principal.require("subscribe", name)
+    definition = await services.publisher.definition(tenant, name)
+    if definition is None or definition.schema is None:
+        raise NotFound(f"channel {name} has no schema")
+    return JSONBytesResponse(schema_json(definition.schema))
+
+
+async def schema_by_id(request: Request, schema_id: str) -> Response:
+    """A schema version by id, for the tenant of the request's token only."""
+    services: Services = request.app.state.services
+    principal, _ = await authenticate(request, services)
+    version = None
+    if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", schema_id):
+        version = await services.catalog.schema(schema_id)
+    if version is None or version.tenant != principal.tenant:
+        raise NotFound(f"there is no schema {schema_id}")
+    return JSONBytesResponse(schema_json(version))

@@ -106,6 +106,33 @@ def _schemas() -> dict[str, Any]:
                 "jwtBearer": {"type": "boolean"},
             },
         },
+        "SchemaVersion": {
+            "type": "object",
+            "required": ["schemaId", "channel", "version", "schema"],
+            "properties": {
+                "schemaId": {"type": "string"},
+                "channel": {"type": "string"},
+                "version": {"type": "integer"},
+                "schema": {"description": "the JSON Schema (draft 2020-12) document"},
+            },
+        },
+        "ChannelDefinition": {
+            "type": "object",
+            "required": ["channel", "description", "owner", "retention", "schema"],
+            "properties": {
+                "channel": {"type": "string"},
+                "description": {"type": "string"},
+                "owner": {"type": "string"},
+                "retention": {
+                    "type": "object",
+                    "properties": {
+                        "maxAge": {"type": ["number", "null"]},
+                        "maxCount": {"type": ["integer", "null"]},
+                    },
+                },
+                "schema": {"oneOf": [_ref("SchemaVersion"), {"type": "null"}]},
+            },
+        },
         "IssuedClient": {
             "allOf": [
                 _ref("Client"),
@@ -155,7 +182,60 @@ def _paths() -> dict[str, Any]:
         },
     }
     channel = ("channel",)
+    definition = tenant + "/channels/{channel}"
+    channels_list = {
+        "type": "object",
+        "properties": {"channels": {"type": "array", "items": _ref("ChannelDefinition")}},
+    }
+    define = {
+        "type": "object",
+        "properties": {
+            "description": {"type": "string"},
+            "owner": {"type": "string"},
+            "retention": {"type": ["object", "null"]},
+            "schema": {"description": "JSON Schema (draft 2020-12), or null to remove it"},
+            "force": {"type": "boolean", "description": "accept a backward-incompatible schema"},
+        },
+    }
     return {
+        tenant + "/channels": {
+            "get": _operation(
+                "List a tenant's channel definitions",
+                (200, channels_list),
+                _ADMIN_ERRORS,
+                parameters=_TENANT,
+            )
+        },
+        definition: {
+            "put": _operation(
+                "Create or update a channel definition; a new schema must be backward "
+                "compatible unless forced (409 incompatible_schema lists the problems)",
+                (200, _ref("ChannelDefinition")),
+                (*_ADMIN_ERRORS, 409),
+                define,
+                ("tenant", "channel"),
+            ),
+            "get": _operation(
+                "Show a channel definition with its schema versions",
+                (200, _ref("ChannelDefinition")),
+                _ADMIN_ERRORS,
+                parameters=("tenant", "channel"),
+            ),
+            "delete": _operation(
+                "Delete a channel definition and its schema history (events stay)",
+                (200, _ANY_OBJECT),
+                _ADMIN_ERRORS,
+                parameters=("tenant", "channel"),
+            ),
+        },
+        "/v1/channels/{channel}/schema": {
+            "get": _operation(
+                "The channel's current payload schema",
+                (200, _ref("SchemaVersion")),
+                (401, 403, 404, 503),
+                parameters=channel,
+            )
+        },
         "/v1/admin/tenants": {
             "get": _operation(
                 "List tenants (a tenant admin sees its own)", (200, tenants_list), _ADMIN_ERRORS
@@ -248,7 +328,8 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/events/{channel}": {
             "post": _operation(
-                "Publish an event (object) or a batch (array); Idempotency-Key dedupes retries",
+                "Publish an event (object) or a batch (array); Idempotency-Key dedupes retries;"
+                " 400 schema_violation lists every violation with its JSON path",
                 (201, _ANY_OBJECT),
                 (400, 401, 403, 413, 503),
                 {"oneOf": [_ANY_OBJECT, {"type": "array", "items": _ANY_OBJECT}]},

@@ -14,13 +14,20 @@ from starlette.responses import Response
 
 from api.auth import authenticate
 from api.body import read_json
+from api.events import schema_by_id
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app import errors
-from app.model import ChannelKey, EventDraft, Published
+from app.model import ChannelKey, EventDraft, Published, Retention
 from app.publishing import Prepared
 
-__all__ = ["SALESFORCE_ERRORS", "composite_sobjects", "salesforce_error_response", "sobject"]
+__all__ = [
+    "SALESFORCE_ERRORS",
+    "composite_sobjects",
+    "event_schema",
+    "salesforce_error_response",
+    "sobject",
+]
 
 MAX_COLLECTION = 200
 _VERSION = re.compile(r"v[0-9]{2,3}\.[0-9]")
@@ -51,6 +58,8 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TenantSuspended: (403, "ORG_LOCKED"),
     errors.NotFound: (404, "NOT_FOUND"),
     errors.Conflict: (409, "DUPLICATE_VALUE"),
+    errors.IncompatibleSchema: (409, "DUPLICATE_VALUE"),
+    errors.SchemaViolation: (400, "FIELD_INTEGRITY_EXCEPTION"),
     errors.QuotaExceeded: (429, "REQUEST_LIMIT_EXCEEDED"),
     errors.RateLimited: (429, "REQUEST_LIMIT_EXCEEDED"),
     errors.TooManySubscribers: (429, "REQUEST_LIMIT_EXCEEDED"),
@@ -155,6 +164,7 @@ async def composite_sobjects(request: Request) -> Response:
             raise errors.BatchTooLarge(f"at most {MAX_COLLECTION} records per request")
         results: list[dict[str, Any] | None] = [None] * len(records)
         groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = defaultdict(list)
+        retention: dict[ChannelKey, Retention] = {}
         for index, record in enumerate(records):
             kind = _record_type(record)
             if kind is None or not _EVENT_TYPE.fullmatch(kind):
@@ -164,16 +174,19 @@ async def composite_sobjects(request: Request) -> Response:
                 continue
             fields = {k: v for k, v in record.items() if k != "attributes"}
             try:
-                prepared = services.publisher.prepare(principal, tenant, f"/event/{kind}", fields)
+                prepared = await services.publisher.prepare(
+                    principal, tenant, f"/event/{kind}", fields
+                )
             except errors.ReplaybusError as error:
                 results[index] = _failed(SALESFORCE_ERRORS[type(error)][1], error.message)
                 continue
             groups[prepared.key].extend((index, draft) for draft in prepared.drafts)
+            retention[prepared.key] = prepared.retention
         if body.get("allOrNone") is True and any(result is not None for result in results):
             return JSONBytesResponse(_rolled_back(results), 200)
         await services.publisher.take_allowance(tenant, sum(map(len, groups.values())))
         for key, members in groups.items():
-            prepared = Prepared(key, tuple(d for _, d in members))
+            prepared = Prepared(key, tuple(d for _, d in members), retention[key])
             acks = await services.publisher.store(prepared, tenant)
             for (index, _), ack in zip(members, acks, strict=True):
                 results[index] = _save_result(ack)
@@ -189,3 +202,13 @@ def _rolled_back(results: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
         "AllOrNone header",
     )
     return [result if result is not None else rolled_back for result in results]
+
+
+async def event_schema(request: Request) -> Response:
+    """`GET /services/data/v{N.N}/event/eventSchema/{schemaId}`: the payload schema an event's
+    `schema` field names (JSON Schema here, where Salesforce serves Avro)."""
+    try:
+        _check_version(request)
+        return await schema_by_id(request, str(request.path_params["schema_id"]))
+    except errors.ReplaybusError as error:
+        return salesforce_error_response(error)

@@ -230,6 +230,8 @@ async def stream(request: Request) -> Response:
     principal.require("subscribe")
     pattern = subscribable_pattern("/" + str(request.path_params["channel"]))
     principal.require("subscribe", pattern.text)
+    if not pattern.is_wildcard:
+        await services.publisher.definition(tenant, pattern.text)  # refuses undefined if required
     requested = _requested_position(request, pattern.is_wildcard)
     if services.lifecycle.draining.is_set():
         raise Draining("this node is shutting down: reconnect to another")

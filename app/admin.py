@@ -11,18 +11,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from app.access import parse_scope
-from app.catalog import Catalog, ClientRecord, Tenant
+from app.catalog import Catalog, ChannelDefinition, ClientRecord, SchemaVersion, Tenant
+from app.channels import publishable_name
+from app.clock import Clock
 from app.credentials import generate_client_id, generate_secret, hash_secret
 from app.directory import Directory
 from app.engine import Engine
-from app.errors import Conflict, InvalidBody, NotFound, PermissionDenied
-from app.tenancy import TENANT_ID, settings_from_json, updated_settings
+from app.errors import (
+    Conflict,
+    IncompatibleSchema,
+    InvalidBody,
+    NotFound,
+    PermissionDenied,
+)
+from app.schemas import canonical, check_schema, compatibility_problems, new_schema_id
+from app.tenancy import TENANT_ID, check_setting, settings_from_json, updated_settings
 
-__all__ = ["Admin", "AdminService", "IssuedClient"]
+__all__ = ["Admin", "AdminService", "ChannelChange", "IssuedClient"]
 
 _CLIENT_ID = TENANT_ID  # the same safe alphabet
 _MAX_SCOPES = 32
+_MAX_TEXT = 1000
+_CHANNEL_FIELDS = frozenset({"description", "owner", "retention", "schema", "force"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +58,22 @@ class IssuedClient:
     secret: str
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelChange:
+    """A saved definition; `forced` lists the compatibility problems a forced schema had."""
+
+    definition: ChannelDefinition
+    new_version: SchemaVersion | None
+    forced: tuple[str, ...] = ()
+
+
+def _text(body: dict[str, Any], name: str, current: str) -> str:
+    value = body.get(name, current)
+    if not isinstance(value, str) or len(value) > _MAX_TEXT:
+        raise InvalidBody(f"{name} must be text of at most {_MAX_TEXT} characters")
+    return value
+
+
 def _scopes(value: Any) -> tuple[str, ...]:
     if (
         not isinstance(value, list)
@@ -60,10 +89,13 @@ def _scopes(value: Any) -> tuple[str, ...]:
 
 
 class AdminService:
-    def __init__(self, catalog: Catalog, engine: Engine, directory: Directory) -> None:
+    def __init__(
+        self, catalog: Catalog, engine: Engine, directory: Directory, clock: Clock
+    ) -> None:
         self._catalog = catalog
         self._engine = engine
         self._directory = directory
+        self._clock = clock
 
     # -- tenants ---------------------------------------------------------------------------
 
@@ -194,3 +226,96 @@ class AdminService:
         await self._catalog.add_client(revoked)
         self._directory.forget(client=client_id)
         return revoked
+
+    # -- channel definitions ---------------------------------------------------------------
+
+    async def define_channel(
+        self, admin: Admin, tenant_id: str, channel: str, body: dict[str, Any]
+    ) -> ChannelChange:
+        """Create or update a channel definition. A new schema must be backward compatible
+        with the current one (IncompatibleSchema lists why not) unless `force` is true;
+        `"schema": null` removes the schema (which accepts everything, so is always safe)."""
+        await self._visible_tenant(admin, tenant_id)
+        name = publishable_name(channel)
+        unknown = sorted(set(body) - _CHANNEL_FIELDS)
+        if unknown:
+            raise InvalidBody(
+                f"unknown fields {', '.join(unknown)}; known: {', '.join(sorted(_CHANNEL_FIELDS))}"
+            )
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise InvalidBody("force must be true or false")
+        current = await self._catalog.channel(tenant_id, name) or ChannelDefinition(tenant_id, name)
+        age, count = current.retention_max_age, current.retention_max_count
+        if "retention" in body:
+            retention = body["retention"] or {}
+            if not isinstance(retention, dict) or set(retention) - {"maxAge", "maxCount"}:
+                raise InvalidBody('retention must be {"maxAge": seconds, "maxCount": events}')
+            age = check_setting("retentionMaxAge", retention.get("maxAge"))
+            count = check_setting("retentionMaxCount", retention.get("maxCount"))
+        definition = dataclasses.replace(
+            current,
+            description=_text(body, "description", current.description),
+            owner=_text(body, "owner", current.owner),
+            retention_max_age=age,
+            retention_max_count=count,
+        )
+        new_version = None
+        forced: tuple[str, ...] = ()
+        if "schema" in body and body["schema"] is None:
+            definition = dataclasses.replace(definition, schema=None)
+        elif "schema" in body:
+            document = body["schema"]
+            check_schema(document)
+            text = canonical(document)
+            if current.schema is None or current.schema.document != text:
+                problems = (
+                    compatibility_problems(orjson.loads(current.schema.document), document)
+                    if current.schema is not None
+                    else []
+                )
+                if problems and not force:
+                    raise IncompatibleSchema(
+                        f"the new schema of {name} is not backward compatible with version "
+                        f"{current.schema.version if current.schema else 0}: "
+                        + "; ".join(problems)
+                        + ' (send "force": true to replace it anyway)',
+                        problems,
+                    )
+                forced = tuple(problems)
+                history = await self._catalog.schema_versions(tenant_id, name)
+                version = max((v.version for v in history), default=0) + 1
+                new_version = SchemaVersion(
+                    schema_id=new_schema_id(tenant_id, name, version, text),
+                    tenant=tenant_id,
+                    channel=name,
+                    version=version,
+                    document=text,
+                    created_us=self._clock.now_us(),
+                )
+                definition = dataclasses.replace(definition, schema=new_version)
+        await self._catalog.save_channel(definition, new_version)
+        self._directory.forget(channel=(tenant_id, name))
+        return ChannelChange(definition, new_version, forced)
+
+    async def list_channels(self, admin: Admin, tenant_id: str) -> list[ChannelDefinition]:
+        await self._visible_tenant(admin, tenant_id)
+        return await self._catalog.channels(tenant_id)
+
+    async def get_channel(
+        self, admin: Admin, tenant_id: str, channel: str
+    ) -> tuple[ChannelDefinition, list[SchemaVersion]]:
+        await self._visible_tenant(admin, tenant_id)
+        name = publishable_name(channel)
+        definition = await self._catalog.channel(tenant_id, name)
+        if definition is None:
+            raise NotFound(f"tenant {tenant_id!r} has no channel definition {name}")
+        return definition, await self._catalog.schema_versions(tenant_id, name)
+
+    async def delete_channel(self, admin: Admin, tenant_id: str, channel: str) -> None:
+        """Forget the definition and its schema history; retained events stay."""
+        await self._visible_tenant(admin, tenant_id)
+        name = publishable_name(channel)
+        if not await self._catalog.delete_channel(tenant_id, name):
+            raise NotFound(f"tenant {tenant_id!r} has no channel definition {name}")
+        self._directory.forget(channel=(tenant_id, name))

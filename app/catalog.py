@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-__all__ = ["Catalog", "ClientRecord", "Tenant", "TenantSettings", "UserRecord"]
+__all__ = [
+    "Catalog",
+    "ChannelDefinition",
+    "ClientRecord",
+    "SchemaVersion",
+    "Tenant",
+    "TenantSettings",
+    "UserRecord",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +65,32 @@ class UserRecord:
     password_hash: str
 
 
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One version of a channel's payload schema. `document` is canonical JSON text."""
+
+    schema_id: str
+    tenant: str
+    channel: str
+    version: int
+    document: str
+    created_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDefinition:
+    """A channel a tenant has declared: what it carries, who owns it, how long it keeps events
+    (None: the tenant's or server's retention), and its current schema, if any."""
+
+    tenant: str
+    name: str
+    description: str = ""
+    owner: str = ""
+    retention_max_age: float | None = None
+    retention_max_count: int | None = None
+    schema: SchemaVersion | None = None
+
+
 class Catalog(Protocol):
     async def tenant(self, tenant_id: str) -> Tenant | None: ...
 
@@ -85,6 +119,29 @@ class Catalog(Protocol):
     async def add_client(self, client: ClientRecord) -> None:
         """Create the client, or replace the one with its id."""
         ...
+
+    async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None: ...
+
+    async def channels(self, tenant_id: str) -> list[ChannelDefinition]:
+        """The tenant's channel definitions, ordered by name."""
+        ...
+
+    async def save_channel(
+        self, definition: ChannelDefinition, new_version: SchemaVersion | None = None
+    ) -> None:
+        """Create or replace the definition; with `new_version`, record it in the channel's
+        history as one step (`definition.schema` is then that version)."""
+        ...
+
+    async def delete_channel(self, tenant_id: str, name: str) -> bool:
+        """Delete the definition and its schema history; False if there was none."""
+        ...
+
+    async def schema_versions(self, tenant_id: str, name: str) -> list[SchemaVersion]:
+        """Every schema version of the channel, oldest first."""
+        ...
+
+    async def schema(self, schema_id: str) -> SchemaVersion | None: ...
 
     async def user(self, username: str) -> UserRecord | None: ...
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from app.access import Principal
-from app.catalog import Catalog, ClientRecord, Tenant
+from app.catalog import Catalog, ChannelDefinition, ClientRecord, Tenant
 from app.clock import Clock
 from app.errors import CatalogUnavailable, TenantSuspended, TokenInvalid
 
@@ -92,13 +92,23 @@ class Directory:
         self._tenants: _Cache[Tenant] = _Cache(clock, ttl_us, catalog.tenant)
         self._clients: _Cache[ClientRecord] = _Cache(clock, ttl_us, catalog.client)
 
+        async def load_channel(key: str) -> ChannelDefinition | None:
+            tenant, _, name = key.partition(" ")
+            return await catalog.channel(tenant, name)
+
+        self._channels: _Cache[ChannelDefinition] = _Cache(clock, ttl_us, load_channel)
+
     @property
     def hits(self) -> int:
-        return self._tenants.hits + self._clients.hits
+        return self._tenants.hits + self._clients.hits + self._channels.hits
 
     @property
     def misses(self) -> int:
-        return self._tenants.misses + self._clients.misses
+        return self._tenants.misses + self._clients.misses + self._channels.misses
+
+    async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None:
+        """The channel's definition (tenant ids and channel names hold no spaces)."""
+        return await self._channels.get(f"{tenant_id} {name}")
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         return await self._tenants.get(tenant_id)
@@ -121,9 +131,17 @@ class Directory:
             raise TenantSuspended(f"tenant {tenant.tenant_id} is suspended")
         return tenant
 
-    def forget(self, *, tenant: str | None = None, client: str | None = None) -> None:
+    def forget(
+        self,
+        *,
+        tenant: str | None = None,
+        client: str | None = None,
+        channel: tuple[str, str] | None = None,
+    ) -> None:
         """Drop cached entries this node has just changed, so its own next read is fresh."""
         if tenant is not None:
             self._tenants.forget(tenant)
         if client is not None:
             self._clients.forget(client)
+        if channel is not None:
+            self._channels.forget(" ".join(channel))

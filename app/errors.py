@@ -13,6 +13,7 @@ __all__ = [
     "Draining",
     "EngineUnavailable",
     "EventTooLarge",
+    "IncompatibleSchema",
     "InsufficientScope",
     "InvalidBody",
     "InvalidChannel",
@@ -26,6 +27,7 @@ __all__ = [
     "RateLimited",
     "ReplaybusError",
     "RequestTooLarge",
+    "SchemaViolation",
     "ServiceUnavailable",
     "TenantSuspended",
     "TokenExpired",
@@ -44,6 +46,11 @@ class ReplaybusError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def details(self) -> dict[str, object]:
+        """More fields for the error body (lists of violations or problems)."""
+        return {}
 
 
 class BadRequest(ReplaybusError):
@@ -68,6 +75,19 @@ class MalformedBayeux(BadRequest):
 
 class InvalidReplayId(BadRequest):
     pass
+
+
+class SchemaViolation(BadRequest):
+    """Payloads that do not match their channel's schema; nothing was stored. Each violation:
+    `{"path": "$.amount", "message": ...}`, with `"event": index` in a batch."""
+
+    def __init__(self, message: str, violations: list[dict[str, object]] | None = None) -> None:
+        super().__init__(message)
+        self.violations = violations or []
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"violations": self.violations} if self.violations else {}
 
 
 class InvalidChannel(ReplaybusError):
@@ -132,6 +152,18 @@ class NotFound(ReplaybusError):
 
 class Conflict(ReplaybusError):
     """The resource already exists, or the change contradicts its current state."""
+
+
+class IncompatibleSchema(Conflict):
+    """A schema change that could refuse payloads the current version accepts."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"problems": self.problems} if self.problems else {}
 
 
 class QuotaExceeded(ReplaybusError):

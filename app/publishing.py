@@ -3,6 +3,7 @@ engine. A tenant's settings narrow the server's (event size) or replace them (re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import uuid
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 import orjson
 
 from app.access import Principal
-from app.catalog import Tenant
+from app.catalog import ChannelDefinition, Tenant
 from app.channels import publishable_name
+from app.directory import Directory
 from app.engine import Engine
 from app.errors import (
     BatchTooLarge,
@@ -21,9 +23,12 @@ from app.errors import (
     InvalidBody,
     InvalidParameter,
     RateLimited,
+    SchemaViolation,
     TooManyChannels,
+    UnknownChannel,
 )
 from app.model import ChannelKey, EventDraft, Published, Retention
+from app.schemas import violations
 from app.settings import Settings
 
 __all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "Prepared", "PublishService"]
@@ -38,6 +43,7 @@ class Prepared:
 
     key: ChannelKey
     drafts: tuple[EventDraft, ...]
+    retention: Retention
 
 
 class PublishService:
@@ -45,9 +51,12 @@ class PublishService:
         self,
         engine: Engine,
         settings: Settings,
+        directory: Directory | None = None,
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
+        """Without a `directory`, no channel has a definition (so none has a schema)."""
         self._engine = engine
+        self._directory = directory
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
         self._retention = Retention(
@@ -59,20 +68,52 @@ class PublishService:
         # the common path; bounded, and only filled for tenants with a channel quota.
         self._known_channels: dict[str, set[str]] = {}
 
-    def retention(self, tenant: Tenant) -> Retention:
-        settings = tenant.settings
+    def retention(self, tenant: Tenant, definition: ChannelDefinition | None = None) -> Retention:
+        """The channel definition's retention, else the tenant's, else the server's."""
+        age, count = tenant.settings.retention_max_age, tenant.settings.retention_max_count
+        if definition is not None:
+            age = definition.retention_max_age if definition.retention_max_age else age
+            count = definition.retention_max_count if definition.retention_max_count else count
         return Retention(
-            max_age_us=(
-                self._retention.max_age_us
-                if settings.retention_max_age is None
-                else int(settings.retention_max_age * 1_000_000)
-            ),
-            max_count=(
-                self._retention.max_count
-                if settings.retention_max_count is None
-                else settings.retention_max_count
-            ),
+            max_age_us=self._retention.max_age_us if age is None else int(age * 1_000_000),
+            max_count=self._retention.max_count if count is None else count,
         )
+
+    async def definition(self, tenant: Tenant, name: str) -> ChannelDefinition | None:
+        """The channel's definition; UnknownChannel when the tenant requires one and there
+        is none."""
+        definition = None
+        if self._directory is not None:
+            definition = await self._directory.channel(tenant.tenant_id, name)
+        if definition is None and tenant.settings.require_defined_channels:
+            raise UnknownChannel(
+                f"channel {name} is not defined, and tenant {tenant.tenant_id} only allows "
+                "defined channels: define it first (replaybus channels define)"
+            )
+        return definition
+
+    @staticmethod
+    def _check_schema(
+        definition: ChannelDefinition | None, payloads: Sequence[object], *, batch: bool
+    ) -> str | None:
+        """The schema id the events will carry; SchemaViolation listing every violation."""
+        schema = definition.schema if definition is not None else None
+        if schema is None:
+            return None
+        found: list[dict[str, object]] = []
+        for index, payload in enumerate(payloads):
+            for violation in violations(schema.schema_id, schema.document, payload):
+                entry: dict[str, object] = {"path": violation.path, "message": violation.message}
+                found.append({"event": index, **entry} if batch else entry)
+        if found:
+            listed = "; ".join(f"{v['path']}: {v['message']}" for v in found[:5])
+            more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
+            raise SchemaViolation(
+                f"the payload does not match schema {schema.schema_id} (version "
+                f"{schema.version}) of {schema.channel}: {listed}{more}",
+                found,
+            )
+        return schema.schema_id
 
     def _max_event_size(self, tenant: Tenant) -> int:
         own = tenant.settings.max_event_size
@@ -139,31 +180,38 @@ class PublishService:
             raise InvalidParameter(
                 f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
             )
+        batch = len(payloads) > 1
         limit = self._max_event_size(tenant)
         drafts = [
-            self._draft(principal, payload, index, idempotency_key, limit, batch=len(payloads) > 1)
+            self._draft(principal, payload, index, idempotency_key, limit, batch=batch)
             for index, payload in enumerate(payloads)
         ]
-        prepared = Prepared(ChannelKey(principal.tenant, name), tuple(drafts))
+        definition = await self.definition(tenant, name)
+        schema_id = self._check_schema(definition, payloads, batch=batch)
+        drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
+        key = ChannelKey(principal.tenant, name)
+        prepared = Prepared(key, tuple(drafts), self.retention(tenant, definition))
         await self.take_allowance(tenant, len(drafts))
         return await self.store(prepared, tenant)
 
-    def prepare(
+    async def prepare(
         self, principal: Principal, tenant: Tenant, channel: str, payload: object
     ) -> Prepared:
         """Validate and encode one event without storing it (for all-or-nothing requests)."""
         name = publishable_name(channel)
         principal.require("publish", name)
         draft = self._draft(principal, payload, 0, None, self._max_event_size(tenant), batch=False)
-        return Prepared(ChannelKey(principal.tenant, name), (draft,))
+        definition = await self.definition(tenant, name)
+        schema_id = self._check_schema(definition, [payload], batch=False)
+        draft = dataclasses.replace(draft, schema=schema_id)
+        key = ChannelKey(principal.tenant, name)
+        return Prepared(key, (draft,), self.retention(tenant, definition))
 
     async def store(self, prepared: Prepared, tenant: Tenant) -> list[Published]:
         """Store prepared events of one channel as one atomic engine publish (the caller has
         taken the publish allowance)."""
         await self._check_channel_quota(tenant, prepared.key.name)
-        published = await self._engine.publish(
-            prepared.key, prepared.drafts, self.retention(tenant)
-        )
+        published = await self._engine.publish(prepared.key, prepared.drafts, prepared.retention)
         known = self._known_channels.get(tenant.tenant_id)
         if known is not None:
             known.add(prepared.key.name)

@@ -12,6 +12,7 @@ from app.errors import InvalidBody
 
 __all__ = [
     "TENANT_ID",
+    "check_setting",
     "describe_settings",
     "settings_from_json",
     "settings_to_json",
@@ -80,6 +81,11 @@ def describe_settings() -> list[tuple[str, str, str]]:
 
 
 _DEFAULTS = TenantSettings()
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """`value` checked as the tenant setting `name` would be (None passes)."""
+    return None if value is None else _FIELDS[name][1](name, value)
 
 
 def updated_settings(current: TenantSettings, changes: Any) -> TenantSettings:

@@ -176,8 +176,12 @@ class BayeuxServer:
         clock: Clock,
         draining: asyncio.Event,
         new_id: Callable[[], str] = new_client_id,
+        check_channel: Callable[[Tenant, str], Awaitable[object]] | None = None,
     ) -> None:
+        """`check_channel` raises UnknownChannel for a channel the tenant may not use (an
+        undefined one, when the tenant requires definitions)."""
         self._engine = engine
+        self._check_channel = check_channel
         self._hub = hub
         self._clock = clock
         self._draining = draining
@@ -257,7 +261,7 @@ class BayeuxServer:
         if channel == "/meta/subscribe":
             if not principal.allows("subscribe"):
                 return [_failure(message, codec.SUBSCRIBE_SCOPE_MISSING)]
-            return [await self._subscribe(message, session, principal)]
+            return [await self._subscribe(message, session, principal, credentials.tenant)]
         if channel == "/meta/unsubscribe":
             return [await self._unsubscribe(message, session)]
         if channel == "/meta/disconnect":
@@ -543,7 +547,11 @@ class BayeuxServer:
     # -- subscriptions -----------------------------------------------------------------------
 
     async def _subscribe(
-        self, message: Message, session: SessionRecord, principal: Principal
+        self,
+        message: Message,
+        session: SessionRecord,
+        principal: Principal,
+        tenant: Tenant | None,
     ) -> Message:
         """Add subscriptions, each with its starting position.
 
@@ -582,6 +590,11 @@ class BayeuxServer:
                 return _failure(message, codec.channel_does_not_exist(name))
             if not principal.allows("subscribe", channel):
                 return _failure(message, codec.subscription_not_permitted(name))
+            if not pattern.is_wildcard and tenant is not None and self._check_channel:
+                try:
+                    await self._check_channel(tenant, channel)
+                except UnknownChannel:
+                    return _failure(message, codec.channel_does_not_exist(name))
             raw = _requested_replay(message, name)
             position = _as_position(raw)
             if pattern.is_wildcard:

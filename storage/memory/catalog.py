@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.catalog import ClientRecord, Tenant, UserRecord
+from app.catalog import ChannelDefinition, ClientRecord, SchemaVersion, Tenant, UserRecord
 
 __all__ = ["MemoryCatalog"]
 
@@ -12,6 +12,8 @@ class MemoryCatalog:
         self._tenants: dict[str, Tenant] = {}
         self._clients: dict[str, ClientRecord] = {}
         self._users: dict[str, UserRecord] = {}
+        self._channels: dict[tuple[str, str], ChannelDefinition] = {}
+        self._versions: dict[tuple[str, str], list[SchemaVersion]] = {}
 
     async def __aenter__(self) -> MemoryCatalog:
         return self
@@ -43,6 +45,8 @@ class MemoryCatalog:
         for records in (self._clients, self._users):
             for key in [key for key, record in records.items() if record.tenant == tenant_id]:
                 del records[key]
+        for name in [name for tenant, name in self._channels if tenant == tenant_id]:
+            await self.delete_channel(tenant_id, name)
         return True
 
     async def client(self, client_id: str) -> ClientRecord | None:
@@ -56,6 +60,34 @@ class MemoryCatalog:
 
     async def add_client(self, client: ClientRecord) -> None:
         self._clients[client.client_id] = client
+
+    async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None:
+        return self._channels.get((tenant_id, name))
+
+    async def channels(self, tenant_id: str) -> list[ChannelDefinition]:
+        return [self._channels[key] for key in sorted(self._channels) if key[0] == tenant_id]
+
+    async def save_channel(
+        self, definition: ChannelDefinition, new_version: SchemaVersion | None = None
+    ) -> None:
+        key = (definition.tenant, definition.name)
+        self._channels[key] = definition
+        if new_version is not None:
+            self._versions.setdefault(key, []).append(new_version)
+
+    async def delete_channel(self, tenant_id: str, name: str) -> bool:
+        self._versions.pop((tenant_id, name), None)
+        return self._channels.pop((tenant_id, name), None) is not None
+
+    async def schema_versions(self, tenant_id: str, name: str) -> list[SchemaVersion]:
+        return list(self._versions.get((tenant_id, name), []))
+
+    async def schema(self, schema_id: str) -> SchemaVersion | None:
+        for versions in self._versions.values():
+            for version in versions:
+                if version.schema_id == schema_id:
+                    return version
+        return None
 
     async def user(self, username: str) -> UserRecord | None:
         return self._users.get(username)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from app.catalog import ClientRecord, Tenant, UserRecord
+from app.catalog import ChannelDefinition, ClientRecord, SchemaVersion, Tenant, UserRecord
 from app.errors import CatalogUnavailable
 from app.tenancy import settings_from_json, settings_to_json
 from storage.postgres.migrations import pending_migrations
@@ -23,6 +23,40 @@ _CLIENT_COLUMNS = (
     "SELECT client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key, generation "
     "FROM oauth_clients"
 )
+
+
+_VERSION_COLUMNS = (
+    "SELECT schema_id, tenant_id, name, version, document, created_us FROM schema_versions"
+)
+_CHANNEL_COLUMNS = (
+    "SELECT d.tenant_id, d.name, d.description, d.owner, d.retention, "
+    "v.schema_id, v.version, v.document, v.created_us "
+    "FROM channel_definitions d LEFT JOIN schema_versions v ON v.schema_id = d.current_schema_id"
+)
+
+
+def _version(row: Any) -> SchemaVersion:
+    return SchemaVersion(
+        schema_id=row["schema_id"],
+        tenant=row["tenant_id"],
+        channel=row["name"],
+        version=row["version"],
+        document=row["document"],
+        created_us=row["created_us"],
+    )
+
+
+def _channel(row: Any) -> ChannelDefinition:
+    retention = json.loads(row["retention"])
+    return ChannelDefinition(
+        tenant=row["tenant_id"],
+        name=row["name"],
+        description=row["description"],
+        owner=row["owner"],
+        retention_max_age=retention.get("maxAge"),
+        retention_max_count=retention.get("maxCount"),
+        schema=_version(row) if row["schema_id"] is not None else None,
+    )
 
 
 def _tenant(row: Any) -> Tenant:
@@ -132,6 +166,94 @@ class PostgresCatalog:
             )
         )
         return [_client(row) for row in rows]
+
+    async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None:
+        row = await self._run(
+            lambda c: c.fetchrow(
+                f"{_CHANNEL_COLUMNS} WHERE d.tenant_id = $1 AND d.name = $2", tenant_id, name
+            )
+        )
+        return _channel(row) if row else None
+
+    async def channels(self, tenant_id: str) -> list[ChannelDefinition]:
+        rows = await self._run(
+            lambda c: c.fetch(
+                f'{_CHANNEL_COLUMNS} WHERE d.tenant_id = $1 ORDER BY d.name COLLATE "C"',
+                tenant_id,
+            )
+        )
+        return [_channel(row) for row in rows]
+
+    async def save_channel(
+        self, definition: ChannelDefinition, new_version: SchemaVersion | None = None
+    ) -> None:
+        retention: dict[str, Any] = {}
+        if definition.retention_max_age is not None:
+            retention["maxAge"] = definition.retention_max_age
+        if definition.retention_max_count is not None:
+            retention["maxCount"] = definition.retention_max_count
+
+        async def run(connection: Any) -> None:
+            async with connection.transaction():
+                await connection.execute(
+                    "INSERT INTO channel_definitions "
+                    "(tenant_id, name, description, owner, retention, current_schema_id) "
+                    "VALUES ($1, $2, $3, $4, $5, NULL) ON CONFLICT (tenant_id, name) DO UPDATE "
+                    "SET description = $3, owner = $4, retention = $5, updated_at = now()",
+                    definition.tenant,
+                    definition.name,
+                    definition.description,
+                    definition.owner,
+                    json.dumps(retention),
+                )
+                if new_version is not None:
+                    await connection.execute(
+                        "INSERT INTO schema_versions "
+                        "(schema_id, tenant_id, name, version, document, created_us) "
+                        "VALUES ($1, $2, $3, $4, $5, $6)",
+                        new_version.schema_id,
+                        new_version.tenant,
+                        new_version.channel,
+                        new_version.version,
+                        new_version.document,
+                        new_version.created_us,
+                    )
+                current = definition.schema.schema_id if definition.schema else None
+                await connection.execute(
+                    "UPDATE channel_definitions SET current_schema_id = $3 "
+                    "WHERE tenant_id = $1 AND name = $2",
+                    definition.tenant,
+                    definition.name,
+                    current,
+                )
+
+        await self._run(run)
+
+    async def delete_channel(self, tenant_id: str, name: str) -> bool:
+        status = await self._run(
+            lambda c: c.execute(
+                "DELETE FROM channel_definitions WHERE tenant_id = $1 AND name = $2",
+                tenant_id,
+                name,
+            )
+        )
+        return bool(status == "DELETE 1")
+
+    async def schema_versions(self, tenant_id: str, name: str) -> list[SchemaVersion]:
+        rows = await self._run(
+            lambda c: c.fetch(
+                f"{_VERSION_COLUMNS} WHERE tenant_id = $1 AND name = $2 ORDER BY version",
+                tenant_id,
+                name,
+            )
+        )
+        return [_version(row) for row in rows]
+
+    async def schema(self, schema_id: str) -> SchemaVersion | None:
+        row = await self._run(
+            lambda c: c.fetchrow(f"{_VERSION_COLUMNS} WHERE schema_id = $1", schema_id)
+        )
+        return _version(row) if row else None
 
     async def user(self, username: str) -> UserRecord | None:
         row = await self._run(
