@@ -82,9 +82,9 @@ def _admin_route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         admin = await authenticate_admin(request, services)
         try:
             return await handler(request, services, admin)
-        except CatalogUnavailable as error:
+        except CatalogUnavailable:
             raise CatalogUnavailable(
-                f"administration needs the catalog database, which is unreachable ({error}); "
+                "administration needs the catalog database, which is unreachable right now; "
                 "publishing and subscribing carry on"
             ) from None
 

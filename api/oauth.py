@@ -42,7 +42,7 @@ from api.services import Services
 from app.access import SCOPES, Principal
 from app.catalog import ClientRecord, UserRecord
 from app.credentials import generate_secret, hash_secret, verify_secret
-from app.errors import AuthenticationFailed, RequestTooLarge
+from app.errors import AuthenticationFailed, CatalogUnavailable, RequestTooLarge
 
 __all__ = ["jwks", "token"]
 
@@ -334,7 +334,19 @@ def _unverified_claims(assertion: str) -> dict[str, Any]:
 
 
 def _oauth_error(status: int, error: str, description: str) -> Response:
-    return JSONBytesResponse({"error": error, "error_description": description}, status)
+    headers = {"Retry-After": "1"} if status == 503 else None
+    return JSONBytesResponse({"error": error, "error_description": description}, status, headers)
+
+
+async def _client_record(services: Services, client_id: str | None) -> ClientRecord | None:
+    """The client as the catalog has it now (so a rotated secret stops working at once); while
+    the catalog is unreachable, as this node last saw it, so clients it knows still get tokens."""
+    if not client_id:
+        return None
+    try:
+        return await services.catalog.client(client_id)
+    except CatalogUnavailable:
+        return await services.directory.client(client_id)
 
 
 async def token(request: Request) -> Response:
@@ -369,11 +381,16 @@ async def token(request: Request) -> Response:
         except AuthenticationFailed:
             return _oauth_error(400, "invalid_grant", "expired access/refresh token")
         username = refresh.user
-    record = await services.catalog.client(client_id) if client_id else None
+    try:
+        record = await _client_record(services, client_id)
+        user = await services.catalog.user(username) if username else None
+    except CatalogUnavailable:
+        return _oauth_error(
+            503, "temporarily_unavailable", "credentials cannot be checked right now: retry"
+        )
     if record is None and client_id:
         # Answer an unknown client as slowly as a known one, so ids cannot be probed by timing.
         await run_in_threadpool(verify_secret, "", _UNKNOWN_HASH)
-    user = await services.catalog.user(username) if username else None
     endpoint = _TokenEndpoint(
         services, services.instance_url(request), record, user, refresh, client_secret
     )

@@ -113,6 +113,9 @@ class Directory:
     async def tenant(self, tenant_id: str) -> Tenant | None:
         return await self._tenants.get(tenant_id)
 
+    async def client(self, client_id: str) -> ClientRecord | None:
+        return await self._clients.get(client_id)
+
     async def admit(self, principal: Principal) -> Tenant:
         """The caller's tenant, once its client is known to be live and the tenant active.
         Raises TokenInvalid (client revoked or deleted, tenant deleted) or TenantSuspended."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -14,6 +15,8 @@ from app.tenancy import settings_from_json, settings_to_json
 from storage.postgres.migrations import pending_migrations
 
 __all__ = ["PostgresCatalog"]
+
+log = logging.getLogger("replaybus.catalog")
 
 T = TypeVar("T")
 
@@ -110,7 +113,8 @@ class PostgresCatalog:
             async with self._pool.acquire() as connection:
                 return await operation(connection)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise CatalogUnavailable(f"the catalog database is unavailable: {error}") from None
+            log.warning("catalog database error: %s", error)
+            raise CatalogUnavailable("the catalog database is unreachable") from None
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
         row = await self._run(

@@ -48,11 +48,41 @@ class RunningPostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
+    def stop(self) -> None:
+        """Stop the server as an outage would (`pg_ctl stop -m fast`: sessions are cut)."""
+        _stop(self.directory)
+
+    def start(self) -> None:
+        """Start the stopped server again, on the same port and data, once it accepts."""
+        _start(self.directory, self.port)
+
 
 def _as_server_user(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
     return ["runuser", "-u", "postgres", "--", *command]
+
+
+def _start(directory: Path, port: int) -> None:
+    pg_ctl = str(postgres_bin() / "pg_ctl")
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off"
+    start = [pg_ctl, "-D", str(directory / "data"), "-o", options, "-l"]
+    subprocess.run(
+        _as_server_user([*start, str(directory / "server.log"), "-w", "-t", "60", "start"]),
+        check=True,
+        capture_output=True,
+        timeout=90,
+    )
+
+
+def _stop(directory: Path, *, check: bool = True) -> None:
+    pg_ctl = str(postgres_bin() / "pg_ctl")
+    subprocess.run(
+        _as_server_user([pg_ctl, "-D", str(directory / "data"), "-m", "fast", "stop"]),
+        check=check,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 @contextmanager
@@ -75,19 +105,8 @@ def running_postgres() -> Iterator[RunningPostgres]:
             capture_output=True,
             timeout=120,
         )
-        options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off"
-        start = [str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l"]
-        subprocess.run(
-            _as_server_user([*start, str(directory / "server.log"), "-w", "-t", "60", "start"]),
-            check=True,
-            capture_output=True,
-            timeout=90,
-        )
+        _start(directory, port)
         try:
             yield RunningPostgres(port, directory)
         finally:
-            subprocess.run(
-                _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-                capture_output=True,
-                timeout=60,
-            )
+            _stop(directory, check=False)  # perhaps stopped already, by a test's outage

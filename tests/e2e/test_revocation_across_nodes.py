@@ -1,0 +1,150 @@
+"""Revocations and suspensions made on one node reach another within the catalog cache TTL:
+two nodes sharing one Redis, one PostgreSQL catalog and one signing key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.server import RunningServer, run_server
+from tests.e2e.sse import channel_name
+from tests.harness.postgres import RunningPostgres
+from tests.harness.redis import RunningRedis
+
+OPERATOR_KEY = "nodes-operator-key-0123456789"
+OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+DEADLINE = 10.0
+
+
+def _fresh_database(postgres: RunningPostgres) -> str:
+    """A new, migrated database on the session's PostgreSQL; its URL."""
+    database = f"nodes_{uuid.uuid4().hex[:10]}"
+    subprocess.run(
+        [
+            *("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"),
+            *("-d", "postgres", "-tAc", f"CREATE DATABASE {database}"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    url = postgres.url(database)
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "migrate"],
+        env={**os.environ, "REPLAYBUS_DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return url
+
+
+@pytest.fixture(scope="module")
+def nodes(
+    postgres_server: RunningPostgres, redis_server: RunningRedis, signing_key_pem: str
+) -> Iterator[tuple[RunningServer, RunningServer]]:
+    shared = {
+        "REPLAYBUS_REDIS_URL": redis_server.url,
+        "REPLAYBUS_SIGNING_KEY": signing_key_pem,
+        "REPLAYBUS_DATABASE_URL": _fresh_database(postgres_server),
+        "REPLAYBUS_OPERATOR_KEY": OPERATOR_KEY,
+        "REPLAYBUS_CATALOG_CACHE_TTL": "1s",
+    }
+    with run_server(shared) as node_a, run_server(shared) as node_b:
+        yield node_a, node_b
+
+
+def _admin(node: RunningServer, path: str, body: object = None) -> httpx.Response:
+    response = httpx.post(f"{node.base_url}/v1/admin{path}", json=body, headers=OPERATOR)
+    assert response.status_code in (200, 201), response.text
+    return response
+
+
+def _token_request(node: RunningServer, client_id: str, secret: str) -> httpx.Response:
+    return httpx.post(
+        f"{node.base_url}/v1/oauth/token",
+        data={"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret},
+    )
+
+
+def _tenant_with_client(node: RunningServer) -> tuple[str, str, str, str]:
+    """A new tenant and a publishing client of it, made on `node`:
+    (tenant, client id, client secret, access token)."""
+    tenant = f"t{uuid.uuid4().hex[:10]}"
+    _admin(node, "/tenants", {"tenantId": tenant})
+    issued = _admin(node, f"/tenants/{tenant}/clients", {"scopes": ["publish"]}).json()
+    client_id, secret = issued["clientId"], issued["clientSecret"]
+    granted = _token_request(node, client_id, secret)
+    assert granted.status_code == 200, granted.text
+    return tenant, client_id, secret, granted.json()["access_token"]
+
+
+def _publisher(node: RunningServer, token: str) -> Callable[[], httpx.Response]:
+    url = f"{node.base_url}/v1/events{channel_name()}"
+    headers = {"Authorization": f"Bearer {token}"}
+    return lambda: httpx.post(url, json={"n": 1}, headers=headers)
+
+
+def _eventually(publish: Callable[[], httpx.Response], status: int) -> httpx.Response:
+    """Publish until the answer has `status` (the other node's cache expiring), or the
+    deadline passes: the last answer either way."""
+    give_up = time.monotonic() + DEADLINE
+    response = publish()
+    while response.status_code != status and time.monotonic() < give_up:
+        response = publish()
+    return response
+
+
+def test_a_client_revoked_on_one_node_is_refused_on_the_other(
+    nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    node_a, node_b = nodes
+    tenant, client_id, secret, token = _tenant_with_client(node_a)
+    publish_on_b = _publisher(node_b, token)
+    accepted = publish_on_b()
+    assert accepted.status_code == 201, accepted.text
+
+    revoked = _admin(node_a, f"/tenants/{tenant}/clients/{client_id}/revoke")
+    refused = _eventually(publish_on_b, 401)
+    new_token_on_b = _token_request(node_b, client_id, secret)
+
+    assert revoked.json()["revoked"] is True
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"] == "invalid_token"
+    assert refused.headers["WWW-Authenticate"].startswith("Bearer")
+    assert publish_on_b().status_code == 401  # and it stays refused
+    assert new_token_on_b.status_code == 400, new_token_on_b.text
+    assert new_token_on_b.json()["error"] == "invalid_client"
+
+
+def test_a_tenant_suspended_on_one_node_is_refused_on_the_other_until_resumed(
+    nodes: tuple[RunningServer, RunningServer],
+) -> None:
+    node_a, node_b = nodes
+    tenant, client_id, secret, token = _tenant_with_client(node_a)
+    publish_on_b = _publisher(node_b, token)
+    accepted = publish_on_b()
+    assert accepted.status_code == 201, accepted.text
+
+    suspended = _admin(node_a, f"/tenants/{tenant}/suspend")
+    refused = _eventually(publish_on_b, 403)
+    new_token_on_b = _token_request(node_b, client_id, secret)
+    resumed = _admin(node_a, f"/tenants/{tenant}/resume")
+    accepted_again = _eventually(publish_on_b, 201)
+    new_token_after = _token_request(node_b, client_id, secret)
+
+    assert suspended.json()["suspended"] is True
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "tenant_suspended"
+    assert resumed.json()["suspended"] is False
+    assert new_token_on_b.status_code == 400, new_token_on_b.text
+    assert new_token_on_b.json()["error"] == "invalid_grant"
+    assert accepted_again.status_code == 201, accepted_again.text
+    assert new_token_after.status_code == 200, new_token_after.text
