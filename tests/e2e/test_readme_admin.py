@@ -170,3 +170,37 @@ def test_the_walk_through_creates_working_clients_with_the_scopes_it_names(
             "maxEventSize": 65536,
         },
     }
+
+
+def _schema_script() -> str:
+    text = README.read_text()
+    after = text.split("**Channel definitions and schemas.**", 1)[1]
+    match = re.search(r"```sh\n(.*?)```", after, re.DOTALL)
+    assert match is not None, "README lost its schema walk-through"
+    return match.group(1)
+
+
+def test_the_readme_schema_walk_through_works_verbatim(
+    postgres_server: RunningPostgres, tmp_path: Path
+) -> None:
+    with _server(postgres_server) as server:
+        result = _run(_schema_script(), server, tmp_path)
+        shown = httpx.get(
+            f"{server.base_url}/v1/admin/tenants/shop/channels/event/Order_Placed__e",
+            headers=OPERATOR,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The refused change is reported on stderr with its reason; nothing else is.
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "409 incompatible_schema" in result.stderr
+    assert "property 'currency' became required" in result.stderr
+    assert "refused, as it should be" in result.stdout
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    refused, stored, schema = (json.loads(line) for line in lines[-3:])
+    assert refused["error"] == "schema_violation"
+    assert [v["path"] for v in refused["violations"]] == ["$", "$.amount", "$.orderId"]
+    assert stored["replayId"] > 0
+    assert schema["version"] == 2
+    assert shown.json()["schema"]["schemaId"] == schema["schemaId"]
+    assert [v["version"] for v in shown.json()["versions"]] == [1, 2]
+    assert shown.json()["owner"] == "checkout"
