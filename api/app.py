@@ -113,7 +113,13 @@ def create_app(
                 lifecycle=lifecycle,
                 bayeux=bayeux_server,
                 directory=directory,
-                admin=AdminService(catalog, engine, directory, clock),
+                admin=AdminService(
+                    catalog,
+                    engine,
+                    directory,
+                    clock,
+                    process_local_catalog=settings.database_url is None and settings.workers > 1,
+                ),
             )
             yield
 

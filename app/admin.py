@@ -90,14 +90,32 @@ def _scopes(value: Any) -> tuple[str, ...]:
 
 class AdminService:
     def __init__(
-        self, catalog: Catalog, engine: Engine, directory: Directory, clock: Clock
+        self,
+        catalog: Catalog,
+        engine: Engine,
+        directory: Directory,
+        clock: Clock,
+        *,
+        process_local_catalog: bool = False,
     ) -> None:
+        """`process_local_catalog`: the catalog lives in this process while others serve the
+        same clients (the embedded catalog with several workers), so changes are refused:
+        they would reach one process only."""
+        self._process_local = process_local_catalog
         self._catalog = catalog
         self._engine = engine
         self._directory = directory
         self._clock = clock
 
     # -- tenants ---------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        if self._process_local:
+            raise Conflict(
+                "the embedded catalog lives in each worker process, so a change would reach "
+                "one of them only: set REPLAYBUS_DATABASE_URL to administer a node with several "
+                "workers"
+            )
 
     @staticmethod
     def _operator_only(admin: Admin) -> None:
@@ -113,6 +131,7 @@ class AdminService:
         return tenant
 
     async def create_tenant(self, admin: Admin, tenant_id: Any, settings: Any) -> Tenant:
+        self._writable()
         self._operator_only(admin)
         if not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id):
             raise InvalidBody("tenantId must be 1-64 letters, digits, '_' or '-'")
@@ -132,6 +151,7 @@ class AdminService:
         return await self._visible_tenant(admin, tenant_id)
 
     async def update_tenant(self, admin: Admin, tenant_id: str, changes: Any) -> Tenant:
+        self._writable()
         self._operator_only(admin)
         current = await self._visible_tenant(admin, tenant_id)
         return await self._save(
@@ -139,6 +159,7 @@ class AdminService:
         )
 
     async def set_suspended(self, admin: Admin, tenant_id: str, suspended: bool) -> Tenant:
+        self._writable()
         self._operator_only(admin)
         current = await self._visible_tenant(admin, tenant_id)
         return await self._save(dataclasses.replace(current, suspended=suspended))
@@ -152,6 +173,7 @@ class AdminService:
     async def delete_tenant(self, admin: Admin, tenant_id: str) -> int:
         """Delete the tenant, its clients and users, and drop its retained events; returns how
         many channels were dropped. Tokens already issued fail once the directory notices."""
+        self._writable()
         self._operator_only(admin)
         await self._visible_tenant(admin, tenant_id)
         clients = await self._catalog.clients(tenant_id)
@@ -172,6 +194,7 @@ class AdminService:
         client_id: Any = None,
         jwt_public_key: Any = None,
     ) -> IssuedClient:
+        self._writable()
         await self._visible_tenant(admin, tenant_id)
         if client_id is None:
             client_id = generate_client_id()
@@ -208,6 +231,7 @@ class AdminService:
     async def rotate_secret(self, admin: Admin, tenant_id: str, client_id: str) -> IssuedClient:
         """A new secret; the old one stops working at once for new tokens. Tokens already
         issued stay valid until they expire (revoke the client to end them)."""
+        self._writable()
         record = await self.get_client(admin, tenant_id, client_id)
         if record.revoked:
             raise Conflict(f"client {client_id!r} is revoked; create a new client instead")
@@ -221,6 +245,7 @@ class AdminService:
     async def revoke_client(self, admin: Admin, tenant_id: str, client_id: str) -> ClientRecord:
         """No new tokens at once; tokens already issued fail on every node within the catalog
         cache TTL."""
+        self._writable()
         record = await self.get_client(admin, tenant_id, client_id)
         revoked = dataclasses.replace(record, revoked=True)
         await self._catalog.add_client(revoked)
@@ -235,6 +260,7 @@ class AdminService:
         """Create or update a channel definition. A new schema must be backward compatible
         with the current one (IncompatibleSchema lists why not) unless `force` is true;
         `"schema": null` removes the schema (which accepts everything, so is always safe)."""
+        self._writable()
         await self._visible_tenant(admin, tenant_id)
         name = publishable_name(channel)
         unknown = sorted(set(body) - _CHANNEL_FIELDS)
@@ -314,6 +340,7 @@ class AdminService:
 
     async def delete_channel(self, admin: Admin, tenant_id: str, channel: str) -> None:
         """Forget the definition and its schema history; retained events stay."""
+        self._writable()
         await self._visible_tenant(admin, tenant_id)
         name = publishable_name(channel)
         if not await self._catalog.delete_channel(tenant_id, name):
