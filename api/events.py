@@ -15,7 +15,7 @@ from api.body import read_json
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app.access import Principal
-from app.catalog import Tenant
+from app.catalog import ChannelDefinition, Tenant
 from app.channels import parse_name
 from app.delivery import Delivery
 from app.envelope import published_json, window_json
@@ -50,11 +50,13 @@ async def publish(request: Request) -> Response:
 
 async def _readable_key(
     request: Request, services: Services, principal: Principal, tenant: Tenant
-) -> ChannelKey:
+) -> tuple[ChannelKey, ChannelDefinition | None]:
+    """The channel to read and its definition (an undefined one is refused when the tenant
+    requires definitions)."""
     name = parse_name(_channel(request))
     principal.require("subscribe", name)
-    await services.publisher.definition(tenant, name)  # refuses undefined channels if required
-    return ChannelKey(principal.tenant, name)
+    definition = await services.publisher.definition(tenant, name)
+    return ChannelKey(principal.tenant, name), definition
 
 
 def _limit(request: Request, maximum: int) -> int:
@@ -75,7 +77,7 @@ async def history(request: Request) -> Response:
     """
     services: Services = request.app.state.services
     principal, tenant = await authenticate(request, services)
-    key = await _readable_key(request, services, principal, tenant)
+    key, _ = await _readable_key(request, services, principal, tenant)
     requested = parse_position(request.query_params.get("after", str(ALL_RETAINED)))
     limit = _limit(request, services.settings.history_max_limit)
     decision = recover(requested, await services.engine.window(key))
@@ -104,9 +106,9 @@ async def channel_window(request: Request) -> Response:
     """`GET /v1/channels/{channel}`: the retention window and its limits."""
     services: Services = request.app.state.services
     principal, tenant = await authenticate(request, services)
-    key = await _readable_key(request, services, principal, tenant)
+    key, definition = await _readable_key(request, services, principal, tenant)
     window = await services.engine.window(key)
-    retention = services.publisher.retention(tenant)
+    retention = services.publisher.retention(tenant, definition)
     content = {
         "channel": key.name,
         **window_json(window),
