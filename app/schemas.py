@@ -78,10 +78,13 @@ def violations(schema_id: str, text: str, payload: Any) -> list[Violation]:
     """Every way `payload` breaks the schema (at most 100), ordered by path."""
     found = []
     for error in _validator(schema_id, text).iter_errors(payload):
-        found.append(Violation(error.json_path, error.message))
+        order = tuple(
+            (0, part, "") if isinstance(part, int) else (1, 0, part) for part in error.absolute_path
+        )
+        found.append((order, Violation(error.json_path, error.message)))
         if len(found) >= _MAX_VIOLATIONS:
             break
-    return sorted(found, key=lambda violation: violation.path)
+    return [violation for _, violation in sorted(found, key=lambda pair: pair[0])]
 
 
 # -- backward compatibility ----------------------------------------------------------------
@@ -90,7 +93,6 @@ _TYPES = frozenset({"null", "boolean", "object", "array", "number", "integer", "
 _ANNOTATIONS = frozenset(
     {
         "$schema",
-        "$id",
         "$comment",
         "title",
         "description",
@@ -122,6 +124,12 @@ _ANALYSED = frozenset(
         "pattern",
     }
 )
+#: Keywords whose meaning depends on another one's: a change of the latter is not analysed.
+_GOVERNING = {
+    "patternProperties": "properties",
+    "unevaluatedProperties": "properties",
+    "unevaluatedItems": "items",
+}
 #: keyword -> True when a larger value accepts less.
 _LOWER_BOUNDS = {"minimum": True, "exclusiveMinimum": True, "minLength": True, "minItems": True}
 _UPPER_BOUNDS = {"maximum": False, "exclusiveMaximum": False, "maxLength": False, "maxItems": False}
@@ -161,6 +169,14 @@ def compatibility_problems(old: Any, new: Any, path: str = "$") -> list[str]:
             problems.append(
                 f"{path}: '{keyword}' changed, which this check cannot prove compatible"
             )
+    for keyword, governs in _GOVERNING.items():
+        if (keyword in old_schema or keyword in new_schema) and old_schema.get(
+            governs
+        ) != new_schema.get(governs):
+            problems.append(
+                f"{path}: '{governs}' changed next to '{keyword}', which this check cannot "
+                "prove compatible"
+            )
     problems += _type_problems(old_schema, new_schema, path)
     problems += _value_problems(old_schema, new_schema, path)
     problems += _bound_problems(old_schema, new_schema, path)
@@ -183,6 +199,21 @@ def _type_problems(old: Mapping[str, Any], new: Mapping[str, Any], path: str) ->
     return [f"{path}: type narrowed: {', '.join(lost)} no longer accepted"]
 
 
+def _normalised(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 1.0 and 1 are one JSON number
+    if isinstance(value, list):
+        return [_normalised(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _normalised(item) for key, item in value.items()}
+    return value
+
+
+def _json(value: Any) -> str:
+    """A value's JSON identity: `true` and `1` differ, as JSON Schema says, and 1.0 equals 1."""
+    return orjson.dumps(_normalised(value), option=orjson.OPT_SORT_KEYS).decode()
+
+
 def _value_problems(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -> list[str]:
     allowed_before: list[Any] | None = None
     if "const" in old:
@@ -193,12 +224,17 @@ def _value_problems(old: Mapping[str, Any], new: Mapping[str, Any], path: str) -
     if "const" in new:
         allowed_now = [new["const"]]
     if "enum" in new:
-        allowed_now = [v for v in new["enum"] if allowed_now is None or v in allowed_now]
+        enum = [_json(value) for value in new["enum"]]
+        if allowed_now is None:
+            allowed_now = list(new["enum"])
+        else:
+            allowed_now = [value for value in allowed_now if _json(value) in enum]
     if allowed_now is None:
         return []
     if allowed_before is None:
         return [f"{path}: values are now limited to {orjson.dumps(allowed_now).decode()}"]
-    lost = [value for value in allowed_before if value not in allowed_now]
+    still = {_json(value) for value in allowed_now}
+    lost = [value for value in allowed_before if _json(value) not in still]
     if not lost:
         return []
     return [f"{path}: values no longer allowed: {orjson.dumps(lost).decode()}"]
