@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import fastjsonschema
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -27,8 +28,78 @@ __all__ = [
 ]
 
 _MAX_VIOLATIONS = 100
-_VALIDATORS: OrderedDict[str, Draft202012Validator] = OrderedDict()
 _VALIDATOR_CACHE = 1024
+#: Keywords whose meaning is the same in draft-07 and 2020-12 (with formats ignored, as 2020-12
+#: treats them as annotations): schemas made only of these are checked by fastjsonschema's
+#: compiled code first (tens of times faster); jsonschema has the last word on any refusal.
+_PORTABLE = frozenset(
+    {
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minProperties",
+        "maxProperties",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "not",
+        "format",
+        "title",
+        "description",
+        "$comment",
+        "examples",
+        "deprecated",
+        "readOnly",
+        "writeOnly",
+    }
+)
+_SUBSCHEMA_MAPS = ("properties",)
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+_SUBSCHEMAS = ("additionalProperties", "items", "not")
+
+
+@dataclass(slots=True)
+class _Checker:
+    exact: Draft202012Validator
+    fast: Any  # a compiled fastjsonschema function, or None
+
+
+_CHECKERS: OrderedDict[str, _Checker] = OrderedDict()
+
+
+def _portable(schema: Any) -> bool:
+    """Whether every keyword of `schema` and its subschemas is in `_PORTABLE`."""
+    if isinstance(schema, bool):
+        return True
+    if not isinstance(schema, dict) or not set(schema) <= _PORTABLE:
+        return False
+    if "default" in schema:
+        return False
+    # Compiled code compares with Python's ==, for which True == 1: only text and null values.
+    values = [schema["const"]] if "const" in schema else list(schema.get("enum", []))
+    if not all(value is None or isinstance(value, str) for value in values):
+        return False
+    parts: list[Any] = [schema[key] for key in _SUBSCHEMAS if key in schema]
+    for key in _SUBSCHEMA_MAPS:
+        parts += list(schema.get(key, {}).values())
+    for key in _SUBSCHEMA_LISTS:
+        parts += list(schema.get(key, []))
+    return all(_portable(part) for part in parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +133,36 @@ def new_schema_id(tenant: str, channel: str, version: int, text: str) -> str:
     return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
-def _validator(schema_id: str, text: str) -> Draft202012Validator:
-    validator = _VALIDATORS.get(schema_id)
-    if validator is None:
-        validator = Draft202012Validator(orjson.loads(text))
-        _VALIDATORS[schema_id] = validator
-        if len(_VALIDATORS) > _VALIDATOR_CACHE:
-            _VALIDATORS.popitem(last=False)
+def _checker(schema_id: str, text: str) -> _Checker:
+    checker = _CHECKERS.get(schema_id)
+    if checker is None:
+        document = orjson.loads(text)
+        fast = None
+        if _portable(document):
+            try:
+                fast = fastjsonschema.compile(document, use_default=False, use_formats=False)
+            except Exception:  # jsonschema alone, then: it accepted the schema
+                fast = None
+        checker = _Checker(Draft202012Validator(document), fast)
+        _CHECKERS[schema_id] = checker
+        if len(_CHECKERS) > _VALIDATOR_CACHE:
+            _CHECKERS.popitem(last=False)
     else:
-        _VALIDATORS.move_to_end(schema_id)
-    return validator
+        _CHECKERS.move_to_end(schema_id)
+    return checker
 
 
 def violations(schema_id: str, text: str, payload: Any) -> list[Violation]:
     """Every way `payload` breaks the schema (at most 100), ordered by path."""
+    checker = _checker(schema_id, text)
+    if checker.fast is not None:
+        try:
+            checker.fast(payload)
+            return []
+        except fastjsonschema.JsonSchemaException:
+            pass  # jsonschema says why (or, where the two differ, that it is fine after all)
     found = []
-    for error in _validator(schema_id, text).iter_errors(payload):
+    for error in checker.exact.iter_errors(payload):
         order = tuple(
             (0, part, "") if isinstance(part, int) else (1, 0, part) for part in error.absolute_path
         )

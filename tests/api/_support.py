@@ -243,3 +243,100 @@ async def running_node(clock: Clock | None = None, **overrides: Any) -> AsyncIte
         httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http,
     ):
         yield Node(app, http)
+
+
+# -- streams held open -----------------------------------------------------------------------
+
+__all__ += ["StreamStart", "hold_stream"]
+
+
+class StreamStart:
+    """How `GET /v1/stream<channel>` began: its status and headers (names in lower case), and
+    for a refusal (which ends by itself) the whole body."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def error(self) -> str:
+        """The `error` code of a refusal, "" for an opened stream."""
+        if self.status == 200:
+            return ""
+        return _error(httpx.Response(self.status, content=self.body))
+
+
+@asynccontextmanager
+async def hold_stream(
+    node: Node, token: str, channel: str, headers: dict[str, str] | None = None
+) -> AsyncIterator[StreamStart]:
+    """Open `GET /v1/stream<channel>` straight on the ASGI app and keep it open for the body of
+    the `async with`: it yields once the response has started (so an opened stream holds its
+    subscriber lease from then on). On leaving, the client disconnects and the app's handling of
+    the request is awaited to its end, so whatever the stream held is released by then."""
+    started = asyncio.Event()
+    leave = asyncio.Event()
+    status: list[int] = []
+    start_headers: dict[str, str] = {}
+    body: list[bytes] = []
+    requested = False
+
+    async def receive() -> MutableMapping[str, Any]:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await leave.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+            for name, value in message.get("headers", []):
+                start_headers[bytes(name).decode("latin-1").lower()] = bytes(value).decode(
+                    "latin-1"
+                )
+            started.set()
+        elif message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    path = "/v1/stream" + channel
+    raw_headers = [(b"authorization", f"Bearer {token}".encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": raw_headers,
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+    handling = asyncio.create_task(node.app(scope, receive, send))
+    try:
+        waiting = asyncio.create_task(started.wait())
+        try:
+            async with asyncio.timeout(_STREAM_BOUND_S):
+                await asyncio.wait({waiting, handling}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        if handling.done() and not started.is_set():
+            handling.result()  # raises what the app raised
+            raise AssertionError("the stream ended without starting a response")
+        if status[0] != 200:
+            leave.set()
+            async with asyncio.timeout(_STREAM_BOUND_S):
+                await handling  # a refusal ends by itself: its body is complete
+        yield StreamStart(status[0], dict(start_headers), b"".join(body))
+    finally:
+        leave.set()
+        async with asyncio.timeout(_STREAM_BOUND_S):
+            await handling
