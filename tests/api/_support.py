@@ -144,47 +144,8 @@ class Node:
         httpx's ASGI transport waits for the whole response, which never comes for a stream
         that opened; here the client goes away once the status is known, so it ends either way.
         """
-        started = asyncio.Event()
-        status: list[int] = []
-        body: list[bytes] = []
-        requested = False
-
-        async def receive() -> MutableMapping[str, Any]:
-            nonlocal requested
-            if not requested:
-                requested = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            await started.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status.append(message["status"])
-                started.set()
-            elif message["type"] == "http.response.body":
-                body.append(message.get("body", b""))
-
-        path = "/v1/stream" + channel
-        scope: dict[str, Any] = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"authorization", f"Bearer {token}".encode())],
-            "server": ("127.0.0.1", 80),
-            "client": ("127.0.0.1", 1234),
-        }
-        async with asyncio.timeout(_STREAM_BOUND_S):
-            await self.app(scope, receive, send)
-        assert status, "the stream never started a response"
-        if status[0] == 200:
-            return 200, ""
-        return status[0], _error(httpx.Response(status[0], content=b"".join(body)))
+        async with hold_stream(self, token, channel) as start:
+            return start.status, start.error
 
     # -- Bayeux ----------------------------------------------------------------------------
 

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
+
+from tests.harness.postgres import RunningPostgres
 
 _LISTENING = re.compile(r"replaybus listening on (http://\S+)")
 CLIENT_ID = "e2e-client"
@@ -100,3 +103,26 @@ def run_server(env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
                 process.wait()
         drain.join(timeout=5)
         process.stdout.close()
+
+
+def fresh_catalog_database(postgres: RunningPostgres, prefix: str = "catalog") -> str:
+    """A new database on `postgres`, migrated with `replaybus migrate`; its URL."""
+    database = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    subprocess.run(
+        [
+            *("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"),
+            *("-d", "postgres", "-tAc", f"CREATE DATABASE {database}"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    url = postgres.url(database)
+    subprocess.run(
+        [sys.executable, "-m", "api.cli", "migrate"],
+        env={**os.environ, "REPLAYBUS_DATABASE_URL": url},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return url

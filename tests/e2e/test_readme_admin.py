@@ -8,14 +8,13 @@ import os
 import re
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.e2e.server import RunningServer, run_server
+from tests.e2e.server import RunningServer, fresh_catalog_database, run_server
 from tests.harness.postgres import RunningPostgres
 
 README = Path(__file__).parents[2] / "README.md"
@@ -41,33 +40,10 @@ def _until_step_3(script: str) -> str:
     return parts[0]
 
 
-def _fresh_database(postgres: RunningPostgres) -> str:
-    """A new, migrated database on the session's PostgreSQL; its URL."""
-    database = f"admin_{uuid.uuid4().hex[:10]}"
-    subprocess.run(
-        [
-            *("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"),
-            *("-d", "postgres", "-tAc", f"CREATE DATABASE {database}"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    url = postgres.url(database)
-    subprocess.run(
-        [sys.executable, "-m", "api.cli", "migrate"],
-        env={**os.environ, "REPLAYBUS_DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return url
-
-
 @contextmanager
 def _server(postgres: RunningPostgres) -> Iterator[RunningServer]:
     env = {
-        "REPLAYBUS_DATABASE_URL": _fresh_database(postgres),
+        "REPLAYBUS_DATABASE_URL": fresh_catalog_database(postgres, "admin"),
         "REPLAYBUS_OPERATOR_KEY": OPERATOR_KEY,
     }
     with run_server(env) as server:

@@ -3,9 +3,6 @@ two nodes sharing one Redis, one PostgreSQL catalog and one signing key."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +10,7 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from tests.e2e.server import RunningServer, run_server
+from tests.e2e.server import RunningServer, fresh_catalog_database, run_server
 from tests.e2e.sse import channel_name
 from tests.harness.postgres import RunningPostgres
 from tests.harness.redis import RunningRedis
@@ -23,29 +20,6 @@ OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
 DEADLINE = 10.0
 
 
-def _fresh_database(postgres: RunningPostgres) -> str:
-    """A new, migrated database on the session's PostgreSQL; its URL."""
-    database = f"nodes_{uuid.uuid4().hex[:10]}"
-    subprocess.run(
-        [
-            *("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"),
-            *("-d", "postgres", "-tAc", f"CREATE DATABASE {database}"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    url = postgres.url(database)
-    subprocess.run(
-        [sys.executable, "-m", "api.cli", "migrate"],
-        env={**os.environ, "REPLAYBUS_DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return url
-
-
 @pytest.fixture(scope="module")
 def nodes(
     postgres_server: RunningPostgres, redis_server: RunningRedis, signing_key_pem: str
@@ -53,7 +27,7 @@ def nodes(
     shared = {
         "REPLAYBUS_REDIS_URL": redis_server.url,
         "REPLAYBUS_SIGNING_KEY": signing_key_pem,
-        "REPLAYBUS_DATABASE_URL": _fresh_database(postgres_server),
+        "REPLAYBUS_DATABASE_URL": fresh_catalog_database(postgres_server, "nodes"),
         "REPLAYBUS_OPERATOR_KEY": OPERATOR_KEY,
         "REPLAYBUS_CATALOG_CACHE_TTL": "1s",
     }
