@@ -23,9 +23,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-$(STAMP): pyproject.toml scripts/bootstrap-venv
+$(STAMP): pyproject.toml clients/python/pyproject.toml scripts/bootstrap-venv
 	PYTHON=$(PYTHON) scripts/bootstrap-venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]'
 	touch $(STAMP)
 
 clean:

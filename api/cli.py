@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", help="apply pending catalog migrations to REPLAYBUS_DATABASE_URL (idempotent)"
     )
     add_admin_commands(commands)
+    try:
+        from replaybus_client.cli import add_stream_commands
+    except ImportError:  # the client distribution (clients/python) is not installed
+        pass
+    else:
+        add_stream_commands(commands)
     return parser
 
 
@@ -146,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     if arguments.command in ("tenants", "clients", "channels"):
         return run_admin_command(arguments, os.environ)
+    if arguments.command in ("token", "publish", "tail"):
+        from replaybus_client.cli import run_stream_command
+
+        return run_stream_command(arguments, os.environ)
     overrides = {
         name: getattr(arguments, name, None) for name in ("host", "port", "workers", "log_level")
     }

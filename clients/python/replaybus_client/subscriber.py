@@ -1,0 +1,301 @@
+"""Subscribing over Server-Sent Events or Bayeux long-polling, resuming after any interruption
+from the last event the caller has processed.
+
+An event counts as processed when the caller asks for the next one (`async for` moves on): only
+then is its ReplayId saved as the position, so a crash while handling an event replays it rather
+than skipping it. Nothing is read from the server before the caller asks for it (SSE), or more
+than one long-poll reply (Bayeux), so memory stays bounded however slow the caller is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, NoReturn
+
+import httpx
+
+from replaybus_client.auth import TokenSource
+from replaybus_client.checkpoints import CheckpointStore, MemoryCheckpoints
+from replaybus_client.errors import Gap, GapError, RequestFailed
+from replaybus_client.publisher import _failure
+from replaybus_client.retry import backoff, retry_after
+
+__all__ = ["Event", "Subscriber"]
+
+log = logging.getLogger("replaybus_client")
+
+ALL_RETAINED = -2
+NEW_ONLY = -1
+_RETRIED_STATUSES = frozenset({429, 502, 503, 504})
+_BAYEUX_VERSION = "58.0"
+GapHandler = Callable[[Gap], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    channel: str
+    replay_id: int
+    uuid: str | None
+    created_date: str | None
+    schema: str | None
+    payload: dict[str, Any]
+
+
+class _Retry(Exception):
+    """The connection ended or was refused for now: reconnect after `wait` seconds."""
+
+    def __init__(self, reason: str, wait: float | None = None) -> None:
+        super().__init__(reason)
+        self.wait = wait
+
+
+class Subscriber:
+    """`async for event in Subscriber(url, "/event/Order_Placed__e", tokens):`
+
+    `start`: -1 (new events only), -2 (everything retained) or a ReplayId to resume after; a
+    position in `checkpoints` wins over it. `on_gap`: called when events were lost (they aged
+    out of retention while the subscriber was away); without it, GapError is raised.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        channel: str,
+        tokens: TokenSource,
+        *,
+        transport: Literal["sse", "bayeux"] = "sse",
+        start: int = NEW_ONLY,
+        checkpoints: CheckpointStore | None = None,
+        on_gap: GapHandler | None = None,
+        reconnect_cap: float = 30.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        if not channel.startswith("/"):
+            raise ValueError(f"channel {channel!r} must start with '/'")
+        if transport not in ("sse", "bayeux"):
+            raise ValueError("transport is 'sse' or 'bayeux'")
+        self.channel = channel
+        self._base_url = base_url.rstrip("/")
+        self._tokens = tokens
+        self._transport = transport
+        self._start = start
+        self._checkpoints = checkpoints or MemoryCheckpoints()
+        self._on_gap = on_gap
+        self._reconnect_cap = reconnect_cap
+        self._own_http = http is None
+        # No read timeout: a stream is quiet between heartbeats and a long poll is held.
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
+        self._position: int | None = None
+        self.reconnects = 0
+
+    @property
+    def position(self) -> int | None:
+        """The ReplayId of the last event processed (None before the first)."""
+        return self._position
+
+    async def aclose(self) -> None:
+        if self._own_http:
+            await self._http.aclose()
+
+    async def __aenter__(self) -> Subscriber:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        saved = await self._checkpoints.load(self.channel)
+        cursor: int | str = saved if saved is not None else self._start
+        if saved is not None:
+            self._position = saved
+        failures = 0
+        while True:
+            read = self._sse if self._transport == "sse" else self._bayeux
+            try:
+                async for item in read(cursor):
+                    failures = 0
+                    if isinstance(item, Gap):
+                        await self._gap(item)
+                        continue
+                    if isinstance(item, str):  # an SSE cursor with no event (`id:` alone)
+                        cursor = item if not item.lstrip("-").isdigit() else int(item)
+                        continue
+                    yield item
+                    # The caller asked for the next event: this one is processed.
+                    self._position = item.replay_id
+                    cursor = item.replay_id
+                    await self._checkpoints.save(self.channel, item.replay_id)
+            except (_Retry, httpx.TransportError) as reason:
+                failures += 1
+                self.reconnects += 1
+                wait = max(
+                    backoff(failures, cap=self._reconnect_cap), getattr(reason, "wait", 0) or 0
+                )
+                log.info("subscriber of %s reconnects in %.2fs: %s", self.channel, wait, reason)
+                await asyncio.sleep(wait)
+
+    async def _gap(self, gap: Gap) -> None:
+        if self._on_gap is None:
+            raise GapError(gap)
+        outcome = self._on_gap(gap)
+        if inspect.isawaitable(outcome):
+            await outcome
+
+    # -- Server-Sent Events ----------------------------------------------------------------
+
+    async def _sse(self, cursor: int | str) -> AsyncIterator[Event | Gap | str]:
+        token = await self._tokens.token(self._http)
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        params = {}
+        if isinstance(cursor, int) and cursor >= 0:
+            headers["Last-Event-ID"] = str(cursor)
+        elif isinstance(cursor, int):
+            params["replayId"] = str(cursor)
+        else:
+            headers["Last-Event-ID"] = cursor  # a wildcard stream's own cursor
+        url = f"{self._base_url}/v1/stream{self.channel}"
+        async with self._http.stream("GET", url, headers=headers, params=params) as response:
+            if response.status_code != 200:
+                await response.aread()
+                self._refused(response)
+            fields: dict[str, str] = {}
+            data: list[str] = []
+            async for line in response.aiter_lines():
+                if line:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "data":
+                        data.append(value)
+                    elif name in ("id", "event"):
+                        fields[name] = value
+                    continue
+                item = _sse_item(fields, data)
+                fields, data = {}, []
+                if item is not None:
+                    yield item
+        raise _Retry("the stream ended")
+
+    def _refused(self, response: httpx.Response) -> NoReturn:
+        if response.status_code == 401:
+            self._tokens.invalidate()
+            raise _Retry("the token was refused; getting a new one", 0.0)
+        if response.status_code in _RETRIED_STATUSES:
+            raise _Retry(
+                f"HTTP {response.status_code}", retry_after(response.headers.get("retry-after"))
+            )
+        raise _failure(response)
+
+    # -- Bayeux ----------------------------------------------------------------------------
+
+    async def _bayeux_post(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        token = await self._tokens.token(self._http)
+        response = await self._http.post(
+            f"{self._base_url}/cometd/{_BAYEUX_VERSION}",
+            json=messages,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status_code != 200:
+            self._refused(response)
+        replies = response.json()
+        if not isinstance(replies, list):
+            raise _Retry("the server answered something other than a Bayeux array")
+        return replies
+
+    async def _bayeux(self, cursor: int | str) -> AsyncIterator[Event | Gap | str]:
+        position = cursor if isinstance(cursor, int) else NEW_ONLY
+        [handshake] = await self._bayeux_post(
+            [
+                {
+                    "channel": "/meta/handshake",
+                    "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling"],
+                    "ext": {"replay": True},
+                }
+            ]
+        )
+        if not handshake.get("successful"):
+            self._bayeux_refused(handshake)
+        client_id = handshake["clientId"]
+        while True:
+            subscribe = {
+                "channel": "/meta/subscribe",
+                "clientId": client_id,
+                "subscription": self.channel,
+                "ext": {"replay": {self.channel: position}},
+            }
+            [reply] = await self._bayeux_post([subscribe])
+            if reply.get("successful"):
+                break
+            error = str(reply.get("error", ""))
+            if error.startswith("400::The replayId") and position >= 0:
+                yield Gap(requested=position, earliest=None, latest=None)
+                position = ALL_RETAINED
+                continue
+            self._bayeux_refused(reply)
+        connect = {
+            "channel": "/meta/connect",
+            "clientId": client_id,
+            "connectionType": "long-polling",
+        }
+        while True:
+            replies = await self._bayeux_post([connect])
+            for message in replies:
+                channel = message.get("channel")
+                if channel == "/meta/connect":
+                    if not message.get("successful"):
+                        self._bayeux_refused(message)
+                elif channel == self.channel and isinstance(message.get("data"), dict):
+                    yield _bayeux_event(self.channel, message["data"])
+
+    def _bayeux_refused(self, reply: dict[str, Any]) -> NoReturn:
+        error = str(reply.get("error", ""))
+        advice = reply.get("advice") or {}
+        failure = ((reply.get("ext") or {}).get("sfdc") or {}).get("failureReason", "")
+        if error.startswith("401::") or str(failure).startswith("401::"):
+            self._tokens.invalidate()
+            raise _Retry(f"authentication refused ({error or failure}); getting a new token", 0.0)
+        if advice.get("reconnect") in ("handshake", "retry") or error.startswith(
+            "403::Unknown client"
+        ):
+            raise _Retry(
+                f"the server asks to reconnect ({error})", advice.get("interval", 0) / 1000
+            )
+        status = int(error.split("::", 1)[0]) if error[:3].isdigit() else 400
+        raise RequestFailed(status, "bayeux_error", error or str(failure), reply)
+
+
+def _sse_item(fields: dict[str, str], data: list[str]) -> Event | Gap | str | None:
+    if not data:
+        return fields.get("id")  # a cursor without an event (or nothing at all)
+    document = json.loads("\n".join(data))
+    if fields.get("event") == "gap":
+        return Gap(document.get("requested"), document.get("earliest"), document.get("latest"))
+    return Event(
+        channel=str(document["channel"]),
+        replay_id=int(document["replayId"]),
+        uuid=document.get("uuid"),
+        created_date=document.get("createdDate"),
+        schema=document.get("schema"),
+        payload=document["payload"],
+    )
+
+
+def _bayeux_event(channel: str, data: dict[str, Any]) -> Event:
+    meta = data.get("event") or {}
+    payload = dict(data.get("payload") or {})
+    return Event(
+        channel=channel,
+        replay_id=int(meta["replayId"]),
+        uuid=meta.get("EventUuid"),
+        created_date=payload.get("CreatedDate"),
+        schema=data.get("schema"),
+        payload=payload,
+    )
