@@ -10,10 +10,11 @@ than one long-poll reply (Bayeux), so memory stays bounded however slow the call
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NoReturn
 
@@ -91,6 +92,7 @@ class Subscriber:
         # No read timeout: a stream is quiet between heartbeats and a long poll is held.
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
         self._position: int | None = None
+        self._iterator: AsyncGenerator[Event, None] | None = None
         self.reconnects = 0
 
     @property
@@ -99,6 +101,9 @@ class Subscriber:
         return self._position
 
     async def aclose(self) -> None:
+        """Stop: the open stream or long poll is closed, then the HTTP client (if owned)."""
+        if self._iterator is not None:
+            await self._iterator.aclose()
         if self._own_http:
             await self._http.aclose()
 
@@ -109,9 +114,10 @@ class Subscriber:
         await self.aclose()
 
     def __aiter__(self) -> AsyncIterator[Event]:
-        return self._events()
+        self._iterator = self._events()
+        return self._iterator
 
-    async def _events(self) -> AsyncIterator[Event]:
+    async def _events(self) -> AsyncGenerator[Event, None]:
         saved = await self._checkpoints.load(self.channel)
         cursor: int | str = saved if saved is not None else self._start
         if saved is not None:
@@ -120,19 +126,20 @@ class Subscriber:
         while True:
             read = self._sse if self._transport == "sse" else self._bayeux
             try:
-                async for item in read(cursor):
-                    failures = 0
-                    if isinstance(item, Gap):
-                        await self._gap(item)
-                        continue
-                    if isinstance(item, str):  # an SSE cursor with no event (`id:` alone)
-                        cursor = item if not item.lstrip("-").isdigit() else int(item)
-                        continue
-                    yield item
-                    # The caller asked for the next event: this one is processed.
-                    self._position = item.replay_id
-                    cursor = item.replay_id
-                    await self._checkpoints.save(self.channel, item.replay_id)
+                async with contextlib.aclosing(read(cursor)) as items:
+                    async for item in items:
+                        failures = 0
+                        if isinstance(item, Gap):
+                            await self._gap(item)
+                            continue
+                        if isinstance(item, str):  # an SSE cursor with no event (`id:` alone)
+                            cursor = item if not item.lstrip("-").isdigit() else int(item)
+                            continue
+                        yield item
+                        # The caller asked for the next event: this one is processed.
+                        self._position = item.replay_id
+                        cursor = item.replay_id
+                        await self._checkpoints.save(self.channel, item.replay_id)
             except (_Retry, httpx.TransportError) as reason:
                 failures += 1
                 self.reconnects += 1
@@ -151,7 +158,7 @@ class Subscriber:
 
     # -- Server-Sent Events ----------------------------------------------------------------
 
-    async def _sse(self, cursor: int | str) -> AsyncIterator[Event | Gap | str]:
+    async def _sse(self, cursor: int | str) -> AsyncGenerator[Event | Gap | str, None]:
         token = await self._tokens.token(self._http)
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         params = {}
@@ -209,7 +216,7 @@ class Subscriber:
             raise _Retry("the server answered something other than a Bayeux array")
         return replies
 
-    async def _bayeux(self, cursor: int | str) -> AsyncIterator[Event | Gap | str]:
+    async def _bayeux(self, cursor: int | str) -> AsyncGenerator[Event | Gap | str, None]:
         position = cursor if isinstance(cursor, int) else NEW_ONLY
         [handshake] = await self._bayeux_post(
             [
