@@ -37,8 +37,11 @@ local function trim(now, max_age, max_count)
   end
   local cutoff = now - max_age
   if cutoff > 0 then
-    local below = redis.call('XREVRANGE', stream, '(' .. to_id(cutoff), '-', 'COUNT', 1)
-    if #below > 0 then
+    -- XREVRANGE from the cutoff walks the whole stream when nothing lies below it (the usual
+    -- case), so look at the oldest entry first: O(1) when nothing has expired.
+    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+    if #oldest > 0 and to_replay(oldest[1][1]) < cutoff then
+      local below = redis.call('XREVRANGE', stream, '(' .. to_id(cutoff), '-', 'COUNT', 1)
       low = math.max(low, to_replay(below[1][1]))
       redis.call('XTRIM', stream, 'MINID', to_id(cutoff))
     end
