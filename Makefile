@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean bench
 
 run: $(STAMP)
 	$(BIN)/replaybus serve
@@ -12,6 +12,10 @@ run: $(STAMP)
 test: $(STAMP) lint
 	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/postgresql/*/bin/initdb:postgresql"
 	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	scripts/ensure-debian-packages redis-server:redis-server
+	$(BIN)/python -m loadtests.bench.run
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

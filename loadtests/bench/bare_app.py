@@ -1,0 +1,32 @@
+"""A bare Starlette JSON POST endpoint on the same server stack as replaybus (uvicorn, uvloop,
+httptools, orjson): what publishing costs with no engine behind it."""
+
+from __future__ import annotations
+
+import socket
+
+import orjson
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+async def publish(request: Request) -> Response:
+    payload = orjson.loads(await request.body())
+    body = orjson.dumps({"channel": request.path_params["channel"], "received": len(payload)})
+    return Response(body, 201, media_type="application/json")
+
+
+app = Starlette(routes=[Route("/v1/events/{channel:path}", publish, methods=["POST"])])
+
+if __name__ == "__main__":
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)  # connections wait in the backlog until the server accepts them
+    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
+    config = uvicorn.Config(
+        app, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+    )
+    uvicorn.Server(config).run(sockets=[sock])

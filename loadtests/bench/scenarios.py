@@ -1,0 +1,309 @@
+"""The measurements, each against any server that speaks the shapes given to it: publish
+throughput, fan-out latency and loss over SSE and Bayeux, replay catch-up, idle memory."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from loadtests.bench.generator import Connection, Latencies, now_ms, sse_frames
+from loadtests.bench.servers import rss_kib
+
+__all__ = [
+    "Target",
+    "fanout",
+    "idle_memory",
+    "publish_throughput",
+    "replay_catch_up",
+]
+
+PublishRequest = Callable[[Connection, int], bytes]
+
+
+@dataclass
+class Target:
+    """How to drive one server: the request that publishes event `n` on a connection, and how
+    to subscribe over SSE or Bayeux (None where the server has no such transport)."""
+
+    name: str
+    base_url: str
+    pid: int
+    publish: PublishRequest
+    sse_request: Callable[[Connection, int], bytes] | None = None  # (connection, from) -> GET
+    bayeux: Callable[[], Awaitable[BayeuxSession]] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class BayeuxSession:
+    """One long-polling session: `connect()` returns the next reply's data messages."""
+
+    async def connect(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+def _payload_numbers(data: bytes) -> tuple[int, float] | None:
+    """(n, sentAt) from an event's JSON without decoding all of it (the generator must be cheap
+    per message: thousands of subscribers each receive every event)."""
+    start = data.find(b'"n":')
+    stamp = data.find(b'"sentAt":')
+    if start < 0 or stamp < 0:
+        return None
+    n = int(
+        data[start + 4 : data.find(b",", start) if data.find(b",", start) > 0 else None].strip(
+            b" }"
+        )
+    )
+    tail = data[stamp + 9 :]
+    end = min(i for i in (tail.find(b","), tail.find(b"}")) if i >= 0)
+    return n, float(tail[:end])
+
+
+def event_payload(n: int) -> bytes:
+    return orjson.dumps({"n": n, "sentAt": now_ms(), "text": "x" * 100})
+
+
+# -- publish throughput --------------------------------------------------------------------
+
+
+async def publish_throughput(
+    target: Target, connections: int = 32, seconds: float = 5.0, warm_up: float = 1.0
+) -> dict[str, float]:
+    """`connections` publishers as fast as the server answers; events/s and latency."""
+    latencies = Latencies()
+    counter = itertools.count()
+    pool = [await Connection(target.base_url).open() for _ in range(connections)]
+    measuring = False
+    done = 0
+    failures = 0
+
+    async def publisher(connection: Connection, until: float) -> None:
+        nonlocal done, failures
+        while time.monotonic() < until:
+            request = target.publish(connection, next(counter))
+            started = time.perf_counter()
+            response = await connection.send(request)
+            if response.status >= 300:
+                failures += 1
+            elif measuring:
+                latencies.add((time.perf_counter() - started) * 1000)
+                done += 1
+
+    try:
+        warm_until = time.monotonic() + warm_up
+        await asyncio.gather(*(publisher(c, warm_until) for c in pool))
+        measuring = True
+        started = time.monotonic()
+        await asyncio.gather(*(publisher(c, started + seconds) for c in pool))
+        elapsed = time.monotonic() - started
+    finally:
+        for connection in pool:
+            connection.close()
+    return {"events_per_s": round(done / elapsed), "failures": failures, **latencies.summary()}
+
+
+# -- fan-out -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Received:
+    numbers: list[int] = field(default_factory=list)
+
+
+async def _paced_publishing(
+    target: Target, rate: float, seconds: float, connections: int = 4
+) -> int:
+    """Publish `rate` events/s in total for `seconds`; returns how many were acknowledged."""
+    total = int(rate * seconds)
+    pool = [await Connection(target.base_url).open() for _ in range(connections)]
+    acknowledged = 0
+    started = time.monotonic()
+
+    async def publisher(index: int) -> None:
+        nonlocal acknowledged
+        connection = pool[index]
+        for n in range(index, total, connections):
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            response = await connection.send(target.publish(connection, n))
+            if response.status < 300:
+                acknowledged += 1
+
+    try:
+        await asyncio.gather(*(publisher(i) for i in range(connections)))
+    finally:
+        for connection in pool:
+            connection.close()
+    return acknowledged
+
+
+async def _sse_subscriber(
+    target: Target, ready: asyncio.Event, received: _Received, latencies: Latencies
+) -> None:
+    assert target.sse_request is not None
+    connection = await Connection(target.base_url).open()
+    try:
+        status, lines = await connection.stream(target.sse_request(connection, -1))
+        if status != 200:
+            raise RuntimeError(f"{target.name}: SSE refused with {status}")
+        ready.set()
+        async for _, _, data in sse_frames(lines):
+            numbers = _payload_numbers(data)
+            if numbers is not None:
+                received.numbers.append(numbers[0])
+                latencies.add(now_ms() - numbers[1])
+    finally:
+        connection.close()
+
+
+async def _bayeux_subscriber(
+    target: Target, ready: asyncio.Event, received: _Received, latencies: Latencies
+) -> None:
+    assert target.bayeux is not None
+    session = await target.bayeux()
+    ready.set()
+    try:
+        while True:
+            for data in await session.connect():
+                payload = data.get("payload", data)
+                if isinstance(payload, dict) and "n" in payload:
+                    received.numbers.append(int(payload["n"]))
+                    latencies.add(now_ms() - float(payload["sentAt"]))
+    finally:
+        await session.close()
+
+
+async def fanout(
+    target: Target,
+    transport: str,
+    subscribers: int,
+    rate: float,
+    seconds: float = 10.0,
+    settle: float = 5.0,
+) -> dict[str, Any]:
+    """`subscribers` on one channel, `rate` events/s published in total for `seconds`: delivery
+    latency, loss (events some subscriber never got) and duplicates."""
+    run = _sse_subscriber if transport == "sse" else _bayeux_subscriber
+    latencies = Latencies()
+    received = [_Received() for _ in range(subscribers)]
+    readiness = [asyncio.Event() for _ in range(subscribers)]
+    tasks = []
+    for index in range(subscribers):
+        tasks.append(asyncio.create_task(run(target, readiness[index], received[index], latencies)))
+        if index % 50 == 49:
+            await asyncio.sleep(0)  # let connections open in waves rather than all at once
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(ready.wait() for ready in readiness))
+        started = time.monotonic()
+        published = await _paced_publishing(target, rate, seconds)
+        elapsed = time.monotonic() - started
+        expected = published * subscribers
+        deadline = time.monotonic() + settle
+        while time.monotonic() < deadline:
+            if sum(len(set(r.numbers)) for r in received) >= expected:
+                break
+            await asyncio.sleep(0.05)  # waiting for stragglers, bounded by `settle`
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    unique = sum(len(set(r.numbers)) for r in received)
+    duplicates = sum(len(r.numbers) - len(set(r.numbers)) for r in received)
+    return {
+        "published": published,
+        "delivered": unique,
+        "delivered_per_s": round(unique / max(elapsed, 1e-9)),
+        "loss_pct": round(100 * (1 - unique / expected), 3) if expected else 0.0,
+        "duplicates": duplicates,
+        **latencies.summary(),
+    }
+
+
+# -- replay ----------------------------------------------------------------------------------
+
+
+async def replay_catch_up(target: Target, events: int = 20_000) -> dict[str, Any]:
+    """Publish `events` (retained), then time one new SSE subscriber reading them all from the
+    oldest retained."""
+    assert target.sse_request is not None
+    publisher = await Connection(target.base_url).open()
+    try:
+        for n in range(events):
+            response = await publisher.send(target.publish(publisher, n))
+            if response.status >= 300:
+                raise RuntimeError(f"{target.name}: publishing for replay failed: {response}")
+    finally:
+        publisher.close()
+    reader = await Connection(target.base_url).open()
+    seen = 0
+    started = time.monotonic()
+    try:
+        status, lines = await reader.stream(target.sse_request(reader, -2))
+        if status != 200:
+            raise RuntimeError(f"{target.name}: replay refused with {status}")
+        async with asyncio.timeout(120):
+            async for _, _, data in sse_frames(lines):
+                if _payload_numbers(data) is not None:
+                    seen += 1
+                    if seen >= events:
+                        break
+    finally:
+        reader.close()
+    elapsed = time.monotonic() - started
+    return {"events": seen, "events_per_s": round(seen / elapsed), "seconds": round(elapsed, 3)}
+
+
+# -- idle memory -----------------------------------------------------------------------------
+
+
+async def idle_memory(
+    target: Target, transport: str, counts: tuple[int, ...] = (1000, 5000)
+) -> dict[str, Any]:
+    """Server memory per idle SSE connection or Bayeux session (RSS growth / count)."""
+    results: dict[str, Any] = {}
+    for count in counts:
+        before = rss_kib(target.pid)
+        holders: list[Any] = []
+        try:
+            if transport == "sse":
+                assert target.sse_request is not None
+                for _ in range(count):
+                    connection = await Connection(target.base_url).open()
+                    status, _ = await connection.stream(target.sse_request(connection, -1))
+                    if status != 200:
+                        raise RuntimeError(f"{target.name}: stream refused with {status}")
+                    holders.append(connection)
+            else:
+                assert target.bayeux is not None
+                for _ in range(count):
+                    session = await target.bayeux()
+                    holders.append(session)
+                    # Its first connect answers at once; the next one is held, as an idle
+                    # client's would be.
+                    await session.connect()
+                    holders.append(asyncio.create_task(session.connect()))
+            await asyncio.sleep(1.0)  # let the server's allocator settle before reading RSS
+            after = rss_kib(target.pid)
+        finally:
+            for holder in holders:
+                if isinstance(holder, Connection):
+                    holder.close()
+                elif isinstance(holder, asyncio.Task):
+                    holder.cancel()
+                else:
+                    await holder.close()
+        results[str(count)] = {
+            "rss_growth_kib": after - before,
+            "kib_each": round((after - before) / count, 2),
+        }
+    return results

@@ -1,0 +1,138 @@
+"""The processes a benchmark run measures, each pinned to the server core: replaybus (memory or
+Redis engine), a bare Starlette endpoint, and a do-nothing server for the generator's ceiling."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+__all__ = [
+    "CLIENT_ID",
+    "CLIENT_SECRET",
+    "Server",
+    "pin",
+    "rss_kib",
+    "running_bare_starlette",
+    "running_ceiling",
+    "running_replaybus",
+]
+
+CLIENT_ID = "bench"
+CLIENT_SECRET = "bench-secret-0123456789"
+_LISTENING = re.compile(rb"(http://127\.0\.0\.1:\d+)")
+_HERE = Path(__file__).parent
+_START_S = 30.0
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    base_url: str
+    pid: int
+
+    def token(self) -> str:
+        form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
+        form["client_secret"] = CLIENT_SECRET
+        response = httpx.post(f"{self.base_url}/v1/oauth/token", data=form, trust_env=False)
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+
+def pin(pid: int, cpu: int | None) -> None:
+    """Keep a process (all its threads) on one core, when the machine has that core."""
+    if cpu is None or shutil.which("taskset") is None or cpu >= (os.cpu_count() or 1):
+        return
+    subprocess.run(["taskset", "-a", "-cp", str(cpu), str(pid)], check=True, capture_output=True)
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+@contextmanager
+def _process(
+    name: str, command: list[str], env: Mapping[str, str], cpu: int | None
+) -> Iterator[Server]:
+    """Start `command`, wait for the `http://127.0.0.1:<port>` it prints, stop it on exit."""
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert process.stdout is not None
+        deadline = time.monotonic() + _START_S
+        seen = b""
+        base = None
+        while time.monotonic() < deadline and base is None:
+            line = process.stdout.readline()
+            if not line and process.poll() is not None:
+                raise RuntimeError(f"{name} exited: {seen.decode(errors='replace')}")
+            seen += line
+            match = _LISTENING.search(line)
+            base = match.group(1).decode() if match else None
+        if base is None:
+            raise RuntimeError(f"{name} did not start: {seen.decode(errors='replace')}")
+        # Keep draining its output so a chatty server never blocks on a full pipe.
+        drain = subprocess.Popen(["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL)
+        pin(process.pid, cpu)
+        try:
+            yield Server(name, base, process.pid)
+        finally:
+            drain.kill()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def running_replaybus(
+    cpu: int | None, redis_url: str | None = None, extra: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    env = {
+        "REPLAYBUS_PORT": "0",
+        "REPLAYBUS_ACCESS_LOG": "false",
+        "REPLAYBUS_LOG_LEVEL": "warning",
+        "REPLAYBUS_BOOTSTRAP_CLIENT_ID": CLIENT_ID,
+        "REPLAYBUS_BOOTSTRAP_CLIENT_SECRET": CLIENT_SECRET,
+        "REPLAYBUS_SUBSCRIBER_QUEUE_SIZE": "20000",
+        **({"REPLAYBUS_REDIS_URL": redis_url} if redis_url else {}),
+        **(extra or {}),
+    }
+    name = "replaybus+redis" if redis_url else "replaybus (memory)"
+    command = [sys.executable, "-m", "api.cli", "serve"]
+    with _process(name, command, env, cpu) as server:
+        yield server
+
+
+@contextmanager
+def running_bare_starlette(cpu: int | None) -> Iterator[Server]:
+    command = [sys.executable, str(_HERE / "bare_app.py")]
+    with _process("bare Starlette", command, {}, cpu) as server:
+        yield server
+
+
+@contextmanager
+def running_ceiling(cpu: int | None) -> Iterator[Server]:
+    command = [sys.executable, str(_HERE / "ceiling.py")]
+    with _process("do-nothing server", command, {}, cpu) as server:
+        yield server
