@@ -2,7 +2,7 @@
 run, next to a bare Starlette endpoint and the generator's own ceiling. Servers and their Redis
 run on core 0, the generator on core 1. Prints a markdown table and writes JSON.
 
-    python -m loadtests.bench.run [--quick] [--json bench-results.json]
+    python -m loadtests.bench.run [--quick] [--json bench-results/latest.json]
 """
 
 from __future__ import annotations
@@ -164,7 +164,9 @@ def _table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes (checks the harness)")
-    parser.add_argument("--json", default="bench-results.json", help="where to write results")
+    parser.add_argument(
+        "--json", default="bench-results/latest.json", help="where to write the results"
+    )
     arguments = parser.parse_args(argv)
     if (os.cpu_count() or 1) > GENERATOR_CPU:
         os.sched_setaffinity(0, {GENERATOR_CPU})
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "results": results,
     }
+    Path(arguments.json).parent.mkdir(parents=True, exist_ok=True)
     Path(arguments.json).write_text(json.dumps(document, indent=2) + "\n")
     print(f"replaybus benchmark, {document['date']}, {document['machine']}")
     print()
