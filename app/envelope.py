@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -12,10 +13,16 @@ from app.model import Event, Published, Window
 __all__ = ["encode_envelope", "format_created", "published_json", "window_json"]
 
 
+@lru_cache(maxsize=4)
+def _second(epoch_second: int) -> str:
+    return datetime.fromtimestamp(epoch_second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def format_created(created_us: int) -> str:
-    """UTC ISO-8601 with millisecond precision and a `Z`, as Salesforce's `CreatedDate`."""
-    moment = datetime.fromtimestamp(created_us / 1_000_000, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """UTC ISO-8601 with millisecond precision and a `Z`, as Salesforce's `CreatedDate`. Events
+    come in bursts within a second, so the second's text is formatted once."""
+    second, micro = divmod(created_us, 1_000_000)
+    return f"{_second(second)}{micro // 1000:03d}Z"
 
 
 def encode_envelope(event: Event) -> bytes:
