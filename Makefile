@@ -10,7 +10,7 @@ run: $(STAMP)
 	$(BIN)/replaybus serve
 
 test: $(STAMP) lint
-	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/postgresql/*/bin/initdb:postgresql"
+	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/postgresql/*/bin/initdb:postgresql" /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

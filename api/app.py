@@ -167,6 +167,9 @@ def create_app(
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
+                # CometD's browser transport always sends credentials; replaybus sets no
+                # cookies and reads tokens only from headers, so allowing them exposes nothing.
+                allow_credentials=True,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
                 expose_headers=["Retry-After", "WWW-Authenticate"],
