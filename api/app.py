@@ -76,7 +76,10 @@ def create_app(
             if settings.redis_url is not None:
                 engine = await stack.enter_async_context(
                     RedisEngine(
-                        settings.redis_url, settings.idempotency_ttl, cluster=settings.redis_cluster
+                        settings.redis_url,
+                        settings.idempotency_ttl,
+                        cluster=settings.redis_cluster,
+                        max_connections=settings.redis_max_connections,
                     )
                 )
             else:

@@ -128,6 +128,13 @@ class Settings:
     redis_cluster: bool = _setting(
         False, "bool", "REPLAYBUS_REDIS_URL names a node of a Redis Cluster (sharded pub/sub)."
     )
+    redis_max_connections: int = _setting(
+        64,
+        "int",
+        "Redis connections per process (per node on a cluster); busier moments wait for one.",
+        minimum=4,
+        maximum=10_000,
+    )
     retention_max_age: float = _setting(
         72 * 3600.0, "duration", "Default retention by age.", minimum=1, maximum=365 * 86400
     )

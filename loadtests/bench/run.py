@@ -1,6 +1,7 @@
 """`make bench`: replaybus (memory and Redis engines) measured with one load generator, in one
-run, next to a bare Starlette endpoint and the generator's own ceiling. Servers and their Redis
-run on core 0, the generator on core 1. Prints a markdown table and writes JSON.
+run, next to its peers (Nchan+Redis over SSE, Faye+Redis over Bayeux), a bare Starlette endpoint
+and the generator's own ceiling. Servers and their Redis run on core 0, the generator on core 1.
+Prints a markdown table and the targets met or missed, and writes JSON.
 
     python -m loadtests.bench.run [--quick] [--json bench-results/latest.json]
 """
@@ -22,13 +23,14 @@ from typing import Any
 import uvloop
 
 from loadtests.bench import scenarios
+from loadtests.bench.peers import running_faye, running_nchan
 from loadtests.bench.servers import (
     pin,
     running_bare_starlette,
     running_ceiling,
     running_replaybus,
 )
-from loadtests.bench.targets import publish_only, replaybus_target
+from loadtests.bench.targets import faye_target, nchan_target, publish_only, replaybus_target
 from tests.harness.redis import running_redis
 
 SERVER_CPU = 0
@@ -55,7 +57,7 @@ async def _median_of(
 async def _bench(quick: bool) -> dict[str, Any]:
     runs = 1 if quick else 3
     seconds = 2.0 if quick else 5.0
-    fanout_seconds = 3.0 if quick else 8.0
+    fanout_seconds = 3.0 if quick else 6.0
     sizes = (100,) if quick else (100, 1000)
     rates = (100.0,) if quick else (100.0, 1000.0)
     idle_counts = (200,) if quick else (1000, 5000)
@@ -63,54 +65,79 @@ async def _bench(quick: bool) -> dict[str, Any]:
     results: dict[str, Any] = {}
 
     async def publish(target: scenarios.Target) -> dict[str, Any]:
+        _say(f"{target.name}: publish ...")
         return await _median_of(
             runs, lambda: scenarios.publish_throughput(target, seconds=seconds), "events_per_s"
         )
 
-    _say("generator ceiling ...")
+    async def fanouts(make: Callable[[str], scenarios.Target], transport: str) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for size in sizes:
+            for rate in rates:
+                label = f"{transport} {size} subs @ {rate:g}/s"
+                target = make(f"/event/Fan_{transport}_{size}_{int(rate)}__e")
+                _say(f"{target.name}: fan-out {label} ...")
+                found[label] = await scenarios.fanout(
+                    target, transport, size, rate, seconds=fanout_seconds
+                )
+        return found
+
+    async def idle(make: Callable[[str], scenarios.Target], transport: str) -> dict[str, Any]:
+        target = make(f"/event/Idle_{transport}__e")
+        _say(f"{target.name}: idle {transport} ...")
+        return await scenarios.idle_memory(target, transport, idle_counts)
+
     with running_ceiling(SERVER_CPU) as server:
-        results["ceiling"] = {"publish": await publish(publish_only(server, "/event/Bench__e"))}
-    _say("bare Starlette ...")
+        results["ceiling"] = {"publish": await publish(publish_only(server, "/event/B__e"))}
     with running_bare_starlette(SERVER_CPU) as server:
-        results["bare"] = {"publish": await publish(publish_only(server, "/event/Bench__e"))}
+        results["bare"] = {"publish": await publish(publish_only(server, "/event/B__e"))}
 
     with running_redis() as redis:
         pin(redis.process.pid, SERVER_CPU)
-        for name, redis_url in (("memory", None), ("redis", redis.url)):
-            extra = {"REPLAYBUS_BAYEUX_MAX_CLIENTS": "20000"}
-            with running_replaybus(SERVER_CPU, redis_url, extra) as server:
-                entry: dict[str, Any] = {}
-                _say(f"replaybus ({name}): publish ...")
-                entry["publish"] = await publish(replaybus_target(server, "/event/Publish__e"))
-                _say(f"replaybus ({name}): replay ...")
-                entry["replay"] = await scenarios.replay_catch_up(
+        extra = {"REPLAYBUS_BAYEUX_MAX_CLIENTS": "20000"}
+        with running_replaybus(SERVER_CPU, None, extra) as server:
+            results["replaybus_memory"] = {
+                "publish": await publish(replaybus_target(server, "/event/Publish__e")),
+                "replay": await scenarios.replay_catch_up(
                     replaybus_target(server, "/event/Replay__e"), replay_events
-                )
-                fan: dict[str, Any] = {}
-                for transport in ("sse", "bayeux"):
-                    for size in sizes:
-                        for rate in rates:
-                            label = f"{transport} {size} subs @ {rate:g}/s"
-                            _say(f"replaybus ({name}): fan-out {label} ...")
-                            channel = f"/event/Fan_{transport}_{size}_{int(rate)}__e"
-                            fan[label] = await scenarios.fanout(
-                                replaybus_target(server, channel),
-                                transport,
-                                size,
-                                rate,
-                                seconds=fanout_seconds,
-                            )
-                entry["fanout"] = fan
-                idle: dict[str, Any] = {}
-                for transport in ("sse", "bayeux"):
-                    _say(f"replaybus ({name}): idle {transport} ...")
-                    idle[transport] = await scenarios.idle_memory(
-                        replaybus_target(server, f"/event/Idle_{transport}__e"),
-                        transport,
-                        idle_counts,
-                    )
-                entry["idle"] = idle
-                results[f"replaybus_{name}"] = entry
+                ),
+            }
+        with running_replaybus(SERVER_CPU, redis.url, extra) as server:
+
+            def make(channel: str) -> scenarios.Target:
+                return replaybus_target(server, channel)
+
+            results["replaybus_redis"] = {
+                "publish": await publish(make("/event/Publish__e")),
+                "replay": await scenarios.replay_catch_up(make("/event/Replay__e"), replay_events),
+                "fanout": {**await fanouts(make, "sse"), **await fanouts(make, "bayeux")},
+                "idle": {"sse": await idle(make, "sse"), "bayeux": await idle(make, "bayeux")},
+            }
+        with running_nchan(redis.url, SERVER_CPU) as nchan:
+
+            def make_nchan(channel: str) -> scenarios.Target:
+                return nchan_target(nchan, channel)
+
+            results["nchan"] = {
+                "version": nchan.version,
+                "publish": await publish(make_nchan("/event/Publish__e")),
+                "replay": await scenarios.replay_catch_up(
+                    make_nchan("/event/Replay__e"), replay_events
+                ),
+                "fanout": await fanouts(make_nchan, "sse"),
+                "idle": {"sse": await idle(make_nchan, "sse")},
+            }
+        with running_faye(redis.url, SERVER_CPU) as faye:
+
+            def make_faye(channel: str) -> scenarios.Target:
+                return faye_target(faye, channel)
+
+            results["faye"] = {
+                "versions": faye.versions,
+                "publish": await publish(make_faye("/event/Publish__e")),
+                "fanout": await fanouts(make_faye, "bayeux"),
+                "idle": {"bayeux": await idle(make_faye, "bayeux")},
+            }
     return results
 
 
@@ -118,47 +145,115 @@ def _ratio(value: float, reference: float) -> str:
     return f"{value / reference:.2f}x" if reference else "-"
 
 
+def _fan_cell(f: dict[str, Any]) -> str:
+    return (
+        f"p50 {f['p50_ms']} / p99 {f['p99_ms']} ms; {f['delivered_per_s']:,} msg/s; "
+        f"loss {f['loss_pct']} %; dup {f['duplicates']}"
+    )
+
+
 def _table(results: dict[str, Any]) -> str:
-    ceiling = results["ceiling"]["publish"]["events_per_s"]
-    bare = results["bare"]["publish"]
+    memory, redis = results["replaybus_memory"], results["replaybus_redis"]
+    nchan, faye = results["nchan"], results["faye"]
+    bare, ceiling = results["bare"]["publish"], results["ceiling"]["publish"]
     lines = [
-        "| Measurement | replaybus (memory) | replaybus + Redis | reference |",
+        "| Measurement | replaybus | peer | replaybus / peer |",
         "|---|---|---|---|",
     ]
-    memory, redis = results["replaybus_memory"], results["replaybus_redis"]
 
-    def publish_cell(entry: dict[str, Any]) -> str:
-        p = entry["publish"]
-        return (
-            f"{p['events_per_s']:,} ev/s (p50 {p['p50_ms']} ms, p99 {p['p99_ms']} ms; "
-            f"{_ratio(p['events_per_s'], bare['events_per_s'])} bare)"
-        )
+    def publish_cell(p: dict[str, Any]) -> str:
+        return f"{p['events_per_s']:,} ev/s (p50 {p['p50_ms']}, p99 {p['p99_ms']} ms)"
 
+    rp = redis["publish"]
     lines.append(
-        f"| Publish, 32 connections | {publish_cell(memory)} | {publish_cell(redis)} | "
-        f"bare Starlette {bare['events_per_s']:,} ev/s; generator ceiling {ceiling:,} ev/s |"
+        f"| Publish, 32 connections (Redis) | {publish_cell(rp)} | "
+        f"Faye+Redis {publish_cell(faye['publish'])} | "
+        f"{_ratio(rp['events_per_s'], faye['publish']['events_per_s'])} |"
     )
-    for label in memory["fanout"]:
-        cells = []
-        for entry in (memory, redis):
-            f = entry["fanout"][label]
-            cells.append(
-                f"p50 {f['p50_ms']} / p99 {f['p99_ms']} / max {f['max_ms']} ms; "
-                f"{f['delivered_per_s']:,} msg/s; loss {f['loss_pct']} %; dup {f['duplicates']}"
-            )
-        lines.append(f"| Fan-out {label} | {cells[0]} | {cells[1]} | |")
     lines.append(
-        f"| Replay catch-up from -2 ({memory['replay']['events']:,} events) | "
-        f"{memory['replay']['events_per_s']:,} ev/s | {redis['replay']['events_per_s']:,} ev/s | |"
+        f"| Publish (Redis) vs Nchan+Redis | {rp['events_per_s']:,} ev/s | "
+        f"Nchan+Redis {publish_cell(nchan['publish'])} | "
+        f"{_ratio(rp['events_per_s'], nchan['publish']['events_per_s'])} |"
     )
-    for transport in ("sse", "bayeux"):
-        for count in memory["idle"][transport]:
+    lines.append(
+        f"| Publish (Redis) vs bare Starlette | {rp['events_per_s']:,} ev/s | "
+        f"bare {publish_cell(bare)} | {_ratio(rp['events_per_s'], bare['events_per_s'])} |"
+    )
+    lines.append(f"| Publish, memory engine | {publish_cell(memory['publish'])} | | |")
+    for label, found in redis["fanout"].items():
+        peer = nchan["fanout"].get(label) or faye["fanout"].get(label)
+        name = "Nchan+Redis" if label in nchan["fanout"] else "Faye+Redis"
+        ratio = _ratio(found["delivered_per_s"], peer["delivered_per_s"]) if peer else "-"
+        peer_cell = f"{name} {_fan_cell(peer)}" if peer else "-"
+        lines.append(f"| Fan-out {label} | {_fan_cell(found)} | {peer_cell} | {ratio} delivered |")
+    rr, nr = redis["replay"], nchan["replay"]
+    lines.append(
+        f"| Replay {rr['events']:,} from -2 (Redis) | {rr['events_per_s']:,} ev/s "
+        f"(memory engine {memory['replay']['events_per_s']:,}) | Nchan+Redis "
+        f"{nr['events_per_s']:,} ev/s | {_ratio(rr['events_per_s'], nr['events_per_s'])} |"
+    )
+    for transport, peer, name in (("sse", nchan, "Nchan"), ("bayeux", faye, "Faye")):
+        for count, found in redis["idle"][transport].items():
+            other = peer["idle"][transport][count]
             lines.append(
-                f"| Idle {transport}, {count} | "
-                f"{memory['idle'][transport][count]['kib_each']} KiB each | "
-                f"{redis['idle'][transport][count]['kib_each']} KiB each | |"
+                f"| Idle {transport}, {count} | {found['kib_each']} KiB each | "
+                f"{name} {other['kib_each']} KiB each | "
+                f"{_ratio(found['kib_each'], other['kib_each'])} |"
             )
+    lines.append(
+        f"| Generator ceiling (do-nothing server) | {ceiling['events_per_s']:,} ev/s | | |"
+    )
     return "\n".join(lines)
+
+
+def _targets(results: dict[str, Any]) -> list[str]:
+    redis, nchan, faye = results["replaybus_redis"], results["nchan"], results["faye"]
+    bare = results["bare"]["publish"]["events_per_s"]
+    rp = redis["publish"]["events_per_s"]
+    checks: list[tuple[str, bool, str]] = [
+        (
+            "publish >= 1.0x Faye+Redis",
+            rp >= faye["publish"]["events_per_s"],
+            _ratio(rp, faye["publish"]["events_per_s"]),
+        ),
+        ("publish >= 0.65x bare Starlette", rp >= 0.65 * bare, _ratio(rp, bare)),
+    ]
+    fan = redis["fanout"]
+    for transport, bound in (("sse", 10.0), ("bayeux", 25.0)):
+        label = f"{transport} 100 subs @ 100/s"
+        if label in fan:
+            found = fan[label]
+            met = found["loss_pct"] == 0 and found["p99_ms"] <= bound
+            checks.append(
+                (
+                    f"{label}: zero loss, p99 <= {bound:g} ms",
+                    met,
+                    f"loss {found['loss_pct']} %, p99 {found['p99_ms']} ms",
+                )
+            )
+    label = "sse 1000 subs @ 100/s"
+    if label in fan and label in nchan["fanout"]:
+        found, peer = fan[label], nchan["fanout"][label]
+        met = (
+            found["loss_pct"] == 0
+            and found["delivered_per_s"] >= 0.5 * peer["delivered_per_s"]
+            and found["p99_ms"] <= peer["p99_ms"]
+        )
+        checks.append(
+            (
+                f"{label}: zero loss, >= 0.5x Nchan delivered, p99 <= Nchan's",
+                met,
+                f"{_ratio(found['delivered_per_s'], peer['delivered_per_s'])} delivered, "
+                f"p99 {found['p99_ms']} vs {peer['p99_ms']} ms, loss {found['loss_pct']} %",
+            )
+        )
+    rr, nr = redis["replay"]["events_per_s"], nchan["replay"]["events_per_s"]
+    checks.append(("replay >= 3x Nchan+Redis", rr >= 3 * nr, _ratio(rr, nr)))
+    for transport in ("sse", "bayeux"):
+        largest = max(redis["idle"][transport], key=int)
+        kib = redis["idle"][transport][largest]["kib_each"]
+        checks.append((f"idle {transport} at {largest} <= 16 KiB each", kib <= 16, f"{kib} KiB"))
+    return [f"- {'met' if met else 'MISSED'}: {name} ({figure})" for name, met, figure in checks]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"replaybus benchmark, {document['date']}, {document['machine']}")
     print()
     print(_table(results))
+    print()
+    print("Targets:")
+    print("\n".join(_targets(results)))
     print()
     print(f"Generator: {GENERATOR}. Whole run: {document['seconds']} s. JSON: {arguments.json}")
     return 0

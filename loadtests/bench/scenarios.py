@@ -203,7 +203,11 @@ async def fanout(
             await asyncio.sleep(0)  # let connections open in waves rather than all at once
     try:
         async with asyncio.timeout(60):
-            await asyncio.gather(*(ready.wait() for ready in readiness))
+            while not all(ready.is_set() for ready in readiness):
+                failed = [task for task in tasks if task.done()]
+                if failed:
+                    failed[0].result()  # raises why a subscriber could not start
+                await asyncio.sleep(0.05)  # polling many events and tasks at once
         started = time.monotonic()
         published = await _paced_publishing(target, rate, seconds)
         elapsed = time.monotonic() - started
@@ -266,6 +270,13 @@ async def replay_catch_up(target: Target, events: int = 20_000) -> dict[str, Any
 # -- idle memory -----------------------------------------------------------------------------
 
 
+async def _keep_polling(session: BayeuxSession) -> None:
+    """An idle client: its connects are held by the server (none returns while nothing is
+    published, except a first one that some servers answer at once)."""
+    while True:
+        await session.connect()
+
+
 async def idle_memory(
     target: Target, transport: str, counts: tuple[int, ...] = (1000, 5000)
 ) -> dict[str, Any]:
@@ -288,10 +299,7 @@ async def idle_memory(
                 for _ in range(count):
                     session = await target.bayeux()
                     holders.append(session)
-                    # Its first connect answers at once; the next one is held, as an idle
-                    # client's would be.
-                    await session.connect()
-                    holders.append(asyncio.create_task(session.connect()))
+                    holders.append(asyncio.create_task(_keep_polling(session)))
             await asyncio.sleep(1.0)  # let the server's allocator settle before reading RSS
             after = rss_kib(target.pid)
         finally:

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -88,8 +89,11 @@ def _process(
             base = match.group(1).decode() if match else None
         if base is None:
             raise RuntimeError(f"{name} did not start: {seen.decode(errors='replace')}")
-        # Keep draining its output so a chatty server never blocks on a full pipe.
-        drain = subprocess.Popen(["cat"], stdin=process.stdout, stdout=subprocess.DEVNULL)
+        # Keep draining its output (into a log kept for a failed run) so a chatty server
+        # never blocks on a full pipe.
+        log = Path(tempfile.gettempdir()) / f"replaybus-bench-{process.pid}.log"
+        with log.open("wb") as sink:
+            drain = subprocess.Popen(["cat"], stdin=process.stdout, stdout=sink)
         pin(process.pid, cpu)
         try:
             yield Server(name, base, process.pid)

@@ -8,10 +8,11 @@ from typing import Any
 import orjson
 
 from loadtests.bench.generator import Connection
+from loadtests.bench.peers import FayePeer, NchanPeer
 from loadtests.bench.scenarios import BayeuxSession, Target, event_payload
 from loadtests.bench.servers import Server
 
-__all__ = ["publish_only", "replaybus_target"]
+__all__ = ["faye_target", "nchan_target", "publish_only", "replaybus_target"]
 
 
 def publish_only(server: Server, channel: str) -> Target:
@@ -105,3 +106,78 @@ def replaybus_target(server: Server, channel: str) -> Target:
         sse_request=sse,
         bayeux=bayeux,
     )
+
+
+def nchan_target(peer: NchanPeer, channel: str) -> Target:
+    """Publish by POSTing the payload; subscribe over EventSource. "New events" starts from the
+    channel's last message id (a bare subscription can miss the first messages: peers/README)."""
+    publish_path = peer.publish_path(channel)
+    subscribe_path = peer.subscribe_path(channel)
+
+    def sse(connection: Connection, start: int) -> bytes:
+        headers = peer.replay_headers() if start == -2 else peer.live_headers(channel)
+        return connection.prepare("GET", subscribe_path, headers)
+
+    return Target(
+        "Nchan+Redis",
+        peer.base_url,
+        peer.pid,
+        publish=lambda connection, n: connection.prepare(
+            "POST", publish_path, {"Content-Type": "application/json"}, event_payload(n)
+        ),
+        sse_request=sse,
+    )
+
+
+class _FayeBayeux(BayeuxSession):
+    def __init__(self, peer: FayePeer, channel: str) -> None:
+        self._peer = peer
+        self._channel = channel
+        self._connection: Connection | None = None
+        self._client_id = ""
+
+    async def _post(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        assert self._connection is not None
+        request = self._connection.prepare(
+            "POST", FayePeer.bayeux_path, FayePeer.headers, orjson.dumps(messages)
+        )
+        response = await self._connection.send(request)
+        if response.status != 200:
+            raise RuntimeError(f"Faye answered {response.status}: {response.body[:200]!r}")
+        replies: list[dict[str, Any]] = orjson.loads(response.body)
+        return replies
+
+    async def open(self) -> _FayeBayeux:
+        self._connection = await Connection(self._peer.base_url).open()
+        [reply] = await self._post(FayePeer.handshake())
+        self._client_id = reply["clientId"]
+        [reply] = await self._post(FayePeer.subscribe(self._client_id, self._channel))
+        if not reply.get("successful"):
+            raise RuntimeError(f"Faye subscribe refused: {reply}")
+        return self
+
+    async def connect(self) -> list[dict[str, Any]]:
+        replies = await self._post(FayePeer.connect(self._client_id))
+        return [
+            message["data"]
+            for message in replies
+            if message.get("channel") == self._channel and isinstance(message.get("data"), dict)
+        ]
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+
+
+def faye_target(peer: FayePeer, channel: str) -> Target:
+    """Publish a Bayeux message by POST (Faye needs no handshake for it); subscribe with
+    handshake, subscribe and held connects. Faye keeps no history: no replay."""
+
+    def publish(connection: Connection, n: int) -> bytes:
+        body = b'[{"channel":"' + channel.encode() + b'","data":' + event_payload(n) + b"}]"
+        return connection.prepare("POST", FayePeer.bayeux_path, FayePeer.headers, body)
+
+    async def bayeux() -> BayeuxSession:
+        return await _FayeBayeux(peer, channel).open()
+
+    return Target("Faye+Redis", peer.base_url, peer.pid, publish=publish, bayeux=bayeux)

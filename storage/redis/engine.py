@@ -95,9 +95,11 @@ class RedisEngine:
         clock: Clock | None = None,
         *,
         cluster: bool = False,
+        max_connections: int = 64,
     ) -> None:
         self._url = url
         self._cluster = cluster
+        self._max_connections = max_connections
         self._clock = clock
         self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
         self._client: Any = None
@@ -113,13 +115,20 @@ class RedisEngine:
         # blind retry would store it twice. The caller gets a 503 and decides (Idempotency-Key).
         no_retry = Retry(NoBackoff(), 0)
         if self._cluster:
-            self._client = aioredis.RedisCluster.from_url(self._url, retry=no_retry)
+            self._client = aioredis.RedisCluster.from_url(
+                self._url, retry=no_retry, max_connections=self._max_connections
+            )
             try:
                 await self._client.initialize()  # the slot map, before pub/sub routes by slot
             except RedisError as error:
                 raise EngineUnavailable(f"the Redis Cluster is unavailable: {error}") from None
         else:
-            self._client = aioredis.Redis.from_url(self._url, retry=no_retry)
+            # A pool that makes callers wait for a free connection: the default one fails
+            # the 101st concurrent command (MaxConnectionsError), which was a 503 under load.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=self._max_connections, timeout=5, retry=no_retry
+            )
+            self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_SCRIPT)
         self._reserve = self._client.register_script(_RESERVE)
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
@@ -134,7 +143,10 @@ class RedisEngine:
         if self._live is not None:
             await self._live.__aexit__(*exc_info)
         if self._client is not None:
-            await self._client.aclose()
+            if self._cluster:
+                await self._client.aclose()
+            else:
+                await self._client.aclose(close_connection_pool=True)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
         try:
