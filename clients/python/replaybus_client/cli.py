@@ -196,6 +196,17 @@ def _event_json(event: Event) -> dict[str, Any]:
     }
 
 
+async def _channel_top(base: str, channel: str, tokens: TokenSource) -> int:
+    async with httpx.AsyncClient(timeout=30) as http:
+        token = await tokens.token(http)
+        response = await http.get(
+            f"{base}/v1/channels{channel}", headers={"Authorization": f"Bearer {token}"}
+        )
+    if response.status_code != 200:
+        raise CommandError(f"cannot read {channel}'s window: HTTP {response.status_code}")
+    return int(response.json()["latest"])
+
+
 async def _tail(arguments: argparse.Namespace, environ: Mapping[str, str]) -> int:
     def on_gap(gap: Gap) -> None:
         if gap.requested is None:
@@ -211,12 +222,18 @@ async def _tail(arguments: argparse.Namespace, environ: Mapping[str, str]) -> in
             print(json.dumps({"gap": {"requested": gap.requested, "earliest": gap.earliest}}))
         print(text, file=sys.stderr, flush=True)
 
+    start = start_position(arguments.start)
+    tokens = _tokens(arguments, environ)
+    base = _base_url(arguments, environ)
+    if start >= 0 and not arguments.start.isdigit() and "*" not in arguments.channel:
+        # A time after the newest event means "from now on", not a position the window lacks.
+        start = min(start, await _channel_top(base, arguments.channel, tokens))
     subscriber = Subscriber(
-        _base_url(arguments, environ),
+        base,
         arguments.channel,
-        _tokens(arguments, environ),
+        tokens,
         transport=arguments.transport,
-        start=start_position(arguments.start),
+        start=start,
         on_gap=on_gap,
     )
     seen = 0

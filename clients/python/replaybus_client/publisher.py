@@ -105,12 +105,18 @@ class Publisher:
         refreshed = False
         last_failure = "no attempt made"
         for attempt in range(1, self._max_attempts + 1):
-            token = await self._tokens.token(self._http)
-            headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
             try:
+                token = await self._tokens.token(self._http)
+                headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": key}
                 response = await self._http.post(
                     self._base_url + path, json=content, headers=headers
                 )
+            except RequestFailed as error:  # from the token endpoint
+                if error.status not in _RETRIED_STATUSES:
+                    raise
+                last_failure = f"token endpoint: HTTP {error.status}"
+                await asyncio.sleep(backoff(attempt))
+                continue
             except httpx.TransportError as error:
                 last_failure = f"{type(error).__name__}: {error}"
                 await asyncio.sleep(backoff(attempt))

@@ -92,6 +92,7 @@ class Subscriber:
         # No read timeout: a stream is quiet between heartbeats and a long poll is held.
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
         self._position: int | None = None
+        self._token_refused = False  # a 401 since the last accepted connection
         self._iterator: AsyncGenerator[Event, None] | None = None
         self.reconnects = 0
 
@@ -122,6 +123,11 @@ class Subscriber:
         cursor: int | str = saved if saved is not None else self._start
         if saved is not None:
             self._position = saved
+        elif cursor == NEW_ONLY and self._transport == "bayeux" and "*" not in self.channel:
+            # Bayeux has no position for "new events" until the first one arrives: take the
+            # channel's top now, so a reconnect before then resumes without a hole (SSE sends
+            # its opening position itself).
+            cursor = await self._top()
         failures = 0
         while True:
             read = self._sse if self._transport == "sse" else self._bayeux
@@ -173,6 +179,7 @@ class Subscriber:
             if response.status_code != 200:
                 await response.aread()
                 self._refused(response)
+            self._token_refused = False
             fields: dict[str, str] = {}
             data: list[str] = []
             async for line in response.aiter_lines():
@@ -190,10 +197,27 @@ class Subscriber:
                     yield item
         raise _Retry("the stream ended")
 
+    def _token_refused_once(self, reason: str, details: dict[str, Any]) -> NoReturn:
+        """A refused token is renewed once; refused again, it is for good."""
+        if self._token_refused:
+            raise RequestFailed(401, "unauthenticated", reason, details)
+        self._token_refused = True
+        self._tokens.invalidate()
+        raise _Retry(f"{reason}; getting a new token", 0.0)
+
+    async def _top(self) -> int:
+        token = await self._tokens.token(self._http)
+        response = await self._http.get(
+            f"{self._base_url}/v1/channels{self.channel}",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        if response.status_code != 200:
+            raise _failure(response)
+        return int(response.json()["latest"])
+
     def _refused(self, response: httpx.Response) -> NoReturn:
         if response.status_code == 401:
-            self._tokens.invalidate()
-            raise _Retry("the token was refused; getting a new one", 0.0)
+            self._token_refused_once("the token was refused", {})
         if response.status_code in _RETRIED_STATUSES:
             raise _Retry(
                 f"HTTP {response.status_code}", retry_after(response.headers.get("retry-after"))
@@ -230,6 +254,7 @@ class Subscriber:
         )
         if not handshake.get("successful"):
             self._bayeux_refused(handshake)
+        self._token_refused = False
         client_id = handshake["clientId"]
         while True:
             subscribe = {
@@ -267,8 +292,7 @@ class Subscriber:
         advice = reply.get("advice") or {}
         failure = ((reply.get("ext") or {}).get("sfdc") or {}).get("failureReason", "")
         if error.startswith("401::") or str(failure).startswith("401::"):
-            self._tokens.invalidate()
-            raise _Retry(f"authentication refused ({error or failure}); getting a new token", 0.0)
+            self._token_refused_once(f"authentication refused ({error or failure})", reply)
         if advice.get("reconnect") in ("handshake", "retry") or error.startswith(
             "403::Unknown client"
         ):
