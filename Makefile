@@ -14,7 +14,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
-	scripts/ensure-debian-packages redis-server:redis-server
+	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan" node:nodejs npm:npm
 	$(BIN)/python -m loadtests.bench.run
 
 lint: $(STAMP)

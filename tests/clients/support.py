@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -17,7 +16,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tests.e2e.server import RunningServer
-from tests.harness.tcp_proxy import TcpProxy
+from tests.harness.tcp_proxy import TcpProxy, running_proxy
 
 OPERATOR_KEY = "client-tests-operator-key-0123456789"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
@@ -199,35 +198,8 @@ class AnswerLosingProxy(TcpProxy):
 @contextmanager
 def answer_losing_proxy(target_port: int, lose: int = 0) -> Iterator[AnswerLosingProxy]:
     """Runs an AnswerLosingProxy on its own loop thread, like `tests.harness.tcp_proxy`."""
-    proxy = AnswerLosingProxy(target_port, lose)
-    ready = threading.Event()
-    stop: asyncio.Event | None = None
-
-    async def serve() -> None:
-        nonlocal stop
-        stop = asyncio.Event()
-        proxy.loop = asyncio.get_running_loop()
-        server = await asyncio.start_server(proxy._accept, "127.0.0.1", 0)
-        proxy.port = server.sockets[0].getsockname()[1]
-        ready.set()
-        await stop.wait()
-        server.close()
-        proxy._cut_now()
-        for task in list(proxy._tasks):
-            task.cancel()
-        await asyncio.gather(*proxy._tasks, return_exceptions=True)
-        await server.wait_closed()
-
-    thread = threading.Thread(target=asyncio.run, args=(serve(),), daemon=True)
-    thread.start()
-    assert ready.wait(10), "the proxy did not start"
-    try:
+    with running_proxy(AnswerLosingProxy(target_port, lose)) as proxy:
         yield proxy
-    finally:
-        assert proxy.loop is not None
-        assert stop is not None
-        proxy.loop.call_soon_threadsafe(stop.set)
-        thread.join(10)
 
 
 # -- iterating subscribers ------------------------------------------------------------------

@@ -9,6 +9,7 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 __all__ = ["TcpProxy", "tcp_proxy"]
 
@@ -78,9 +79,18 @@ class TcpProxy:
             pipe.add_done_callback(self._tasks.discard)
 
 
+P = TypeVar("P", bound="TcpProxy")
+
+
 @contextmanager
 def tcp_proxy(target_port: int) -> Iterator[TcpProxy]:
-    proxy = TcpProxy(target_port)
+    with running_proxy(TcpProxy(target_port)) as proxy:
+        yield proxy
+
+
+@contextmanager
+def running_proxy(proxy: P) -> Iterator[P]:
+    """Serve `proxy` (a TcpProxy, or one that changes how it forwards) on its own loop thread."""
     ready = threading.Event()
     stop: asyncio.Event | None = None
 
