@@ -15,7 +15,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,10 +83,19 @@ async def _bench(quick: bool) -> dict[str, Any]:
                 )
         return found
 
-    async def idle(make: Callable[[str], scenarios.Target], transport: str) -> dict[str, Any]:
-        target = make(f"/event/Idle_{transport}__e")
-        _say(f"{target.name}: idle {transport} ...")
-        return await scenarios.idle_memory(target, transport, idle_counts)
+    async def idle(
+        fresh: Callable[[], AbstractContextManager[Callable[[str], scenarios.Target]]],
+        transport: str,
+    ) -> dict[str, Any]:
+        """Each count on a server of its own that has done nothing else, so the growth of its
+        memory is the connections' alone."""
+        found: dict[str, Any] = {}
+        for count in idle_counts:
+            with fresh() as make:
+                target = make(f"/event/Idle_{transport}__e")
+                _say(f"{target.name}: idle {transport} x {count} ...")
+                found.update(await scenarios.idle_memory(target, transport, (count,)))
+        return found
 
     with running_ceiling(SERVER_CPU) as server:
         results["ceiling"] = {"publish": await publish(publish_only(server, "/event/B__e"))}
@@ -111,8 +121,17 @@ async def _bench(quick: bool) -> dict[str, Any]:
                 "publish": await publish(make("/event/Publish__e")),
                 "replay": await scenarios.replay_catch_up(make("/event/Replay__e"), replay_events),
                 "fanout": {**await fanouts(make, "sse"), **await fanouts(make, "bayeux")},
-                "idle": {"sse": await idle(make, "sse"), "bayeux": await idle(make, "bayeux")},
             }
+
+        @contextmanager
+        def fresh_replaybus() -> Iterator[Callable[[str], scenarios.Target]]:
+            with running_replaybus(SERVER_CPU, redis.url, extra) as server:
+                yield lambda channel: replaybus_target(server, channel)
+
+        results["replaybus_redis"]["idle"] = {
+            "sse": await idle(fresh_replaybus, "sse"),
+            "bayeux": await idle(fresh_replaybus, "bayeux"),
+        }
         with running_nchan(redis.url, SERVER_CPU) as nchan:
 
             def make_nchan(channel: str) -> scenarios.Target:
@@ -125,8 +144,14 @@ async def _bench(quick: bool) -> dict[str, Any]:
                     make_nchan("/event/Replay__e"), replay_events
                 ),
                 "fanout": await fanouts(make_nchan, "sse"),
-                "idle": {"sse": await idle(make_nchan, "sse")},
             }
+
+        @contextmanager
+        def fresh_nchan() -> Iterator[Callable[[str], scenarios.Target]]:
+            with running_nchan(redis.url, SERVER_CPU) as peer:
+                yield lambda channel: nchan_target(peer, channel)
+
+        results["nchan"]["idle"] = {"sse": await idle(fresh_nchan, "sse")}
         with running_faye(redis.url, SERVER_CPU) as faye:
 
             def make_faye(channel: str) -> scenarios.Target:
@@ -136,8 +161,14 @@ async def _bench(quick: bool) -> dict[str, Any]:
                 "versions": faye.versions,
                 "publish": await publish(make_faye("/event/Publish__e")),
                 "fanout": await fanouts(make_faye, "bayeux"),
-                "idle": {"bayeux": await idle(make_faye, "bayeux")},
             }
+
+        @contextmanager
+        def fresh_faye() -> Iterator[Callable[[str], scenarios.Target]]:
+            with running_faye(redis.url, SERVER_CPU) as peer:
+                yield lambda channel: faye_target(peer, channel)
+
+        results["faye"]["idle"] = {"bayeux": await idle(fresh_faye, "bayeux")}
     return results
 
 
