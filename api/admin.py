@@ -181,9 +181,7 @@ async def list_channels(request: Request, services: Services, admin: Admin) -> R
 
 
 async def define_channel(request: Request, services: Services, admin: Admin) -> Response:
-    body = await read_json(request, _MAX_BODY)
-    if not isinstance(body, dict):
-        raise InvalidBody("the request body must be a JSON object")
+    body = await _object(request)
     change = await services.admin.define_channel(
         admin, _tenant_id(request), _channel(request), body
     )

@@ -12,7 +12,7 @@ from app.admin import Admin
 from app.catalog import Tenant
 from app.errors import PermissionDenied, TokenMissing
 
-__all__ = ["authenticate", "authenticate_admin", "check_origin", "token_from_header"]
+__all__ = ["admitted", "authenticate", "authenticate_admin", "token_from_header"]
 
 _SCHEMES = ("bearer", "oauth")
 
@@ -48,7 +48,14 @@ async def authenticate(
     """The principal behind the request's token and its (active) tenant. With `allow_query`,
     an `access_token` query parameter is accepted too (browsers' EventSource cannot set
     headers)."""
-    principal = services.tokens.verify(_token(connection, allow_query))
+    return await admitted(connection, services, _token(connection, allow_query))
+
+
+async def admitted(
+    connection: HTTPConnection, services: Services, token: str
+) -> tuple[Principal, Tenant]:
+    """The token verified, its client and tenant admitted, the browser origin allowed."""
+    principal = services.tokens.verify(token)
     tenant = await services.directory.admit(principal)
     check_origin(connection, tenant)
     return principal, tenant
@@ -69,7 +76,6 @@ async def authenticate_admin(connection: HTTPConnection, services: Services) -> 
     operator_key = services.settings.operator_key
     if operator_key is not None and hmac.compare_digest(token.encode(), operator_key.encode()):
         return Admin(tenant=None, subject="operator")
-    principal = services.tokens.verify(token)
-    await services.directory.admit(principal)
+    principal, _ = await admitted(connection, services, token)
     principal.require("admin")
     return Admin(tenant=principal.tenant, subject=principal.subject)

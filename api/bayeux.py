@@ -7,7 +7,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.auth import check_origin, token_from_header
+from api.auth import admitted, token_from_header
 from api.body import read_body
 from api.connection import until_disconnected
 from api.services import Services
@@ -37,9 +37,7 @@ async def credentials(request: Request, services: Services) -> Credentials:
     if token is None:
         return Credentials(presented=False, principal=None)
     try:
-        principal = services.tokens.verify(token)
-        tenant = await services.directory.admit(principal)
-        check_origin(request, tenant)
+        principal, tenant = await admitted(request, services, token)
     except TenantSuspended:
         return Credentials(presented=True, principal=None, suspended=True)
     except (AuthenticationFailed, PermissionDenied):

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from api.responses import JSONBytesResponse
 from app import errors
 
-__all__ = ["HTTP_ERRORS", "error_response", "exception_handlers"]
+__all__ = ["HTTP_ERRORS", "error_response", "exception_handlers", "retry_after_headers"]
 
 log = logging.getLogger("replaybus.api")
 
@@ -62,15 +62,20 @@ _STATUS_CODES = {
 }
 
 
+def retry_after_headers(error: errors.ReplaybusError) -> dict[str, str]:
+    """`Retry-After` for a refusal that waiting cures: a quota's own wait, else 1 s for a 503."""
+    if isinstance(error, errors.QuotaExceeded) and error.retry_after is not None:
+        return {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+    if isinstance(error, errors.ServiceUnavailable):
+        return {"Retry-After": "1"}
+    return {}
+
+
 def error_response(error: errors.ReplaybusError) -> Response:
     status, code = HTTP_ERRORS[type(error)]
-    headers: dict[str, str] = {}
+    headers = retry_after_headers(error)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="replaybus"'
-    elif status == 503:
-        headers["Retry-After"] = "1"
-    if isinstance(error, errors.QuotaExceeded) and error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     body = {"error": code, "message": error.message, **error.details}
     return JSONBytesResponse(body, status, headers)
 

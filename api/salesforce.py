@@ -4,7 +4,6 @@ protocol boundary, so it has its own error table (Salesforce's `[{"errorCode","m
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
 from typing import Any
@@ -14,6 +13,7 @@ from starlette.responses import Response
 
 from api.auth import authenticate
 from api.body import read_json
+from api.errors import retry_after_headers
 from api.events import schema_by_id
 from api.responses import JSONBytesResponse
 from api.services import Services
@@ -85,9 +85,7 @@ def _message(error: errors.ReplaybusError) -> str:
 
 def salesforce_error_response(error: errors.ReplaybusError) -> Response:
     status, code = SALESFORCE_ERRORS[type(error)]
-    headers = {}
-    if isinstance(error, errors.QuotaExceeded) and error.retry_after is not None:
-        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    headers = retry_after_headers(error)
     return JSONBytesResponse(
         [{"message": _message(error), "errorCode": code, "fields": []}], status, headers
     )

@@ -227,7 +227,6 @@ class _Lease:
 async def stream(request: Request) -> Response:
     services: Services = request.app.state.services
     principal, tenant = await authenticate(request, services, allow_query=True)
-    principal.require("subscribe")
     pattern = subscribable_pattern("/" + str(request.path_params["channel"]))
     principal.require("subscribe", pattern.text)
     if not pattern.is_wildcard:

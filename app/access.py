@@ -14,10 +14,9 @@ from functools import lru_cache
 
 from app.errors import InsufficientScope, InvalidBody
 
-__all__ = ["ACTIONS", "SCOPES", "Principal", "parse_scope", "scope_allows"]
+__all__ = ["SCOPES", "Principal", "parse_scope", "scope_allows"]
 
 SCOPES = ("publish", "subscribe", "admin")
-ACTIONS = SCOPES
 _NARROWABLE = ("publish", "subscribe")
 _GLOB = re.compile(r"(/([A-Za-z0-9_.~-]|\*)+)+")
 

@@ -168,6 +168,24 @@ class PublishService:
         With an `idempotency_key`, a retried request returns the original acknowledgements and
         stores nothing new; a batch's events are keyed `<key> <index>`.
         """
+        prepared = await self._prepare(principal, tenant, channel, payloads, idempotency_key)
+        await self.take_allowance(tenant, len(prepared.drafts))
+        return await self.store(prepared, tenant)
+
+    async def prepare(
+        self, principal: Principal, tenant: Tenant, channel: str, payload: object
+    ) -> Prepared:
+        """Validate and encode one event without storing it (for all-or-nothing requests)."""
+        return await self._prepare(principal, tenant, channel, [payload], None)
+
+    async def _prepare(
+        self,
+        principal: Principal,
+        tenant: Tenant,
+        channel: str,
+        payloads: Sequence[object],
+        idempotency_key: str | None,
+    ) -> Prepared:
         name = publishable_name(channel)
         principal.require("publish", name)
         if not payloads:
@@ -188,24 +206,10 @@ class PublishService:
         ]
         definition = await self.definition(tenant, name)
         schema_id = self._check_schema(definition, payloads, batch=batch)
-        drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
+        if schema_id is not None:
+            drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
         key = ChannelKey(principal.tenant, name)
-        prepared = Prepared(key, tuple(drafts), self.retention(tenant, definition))
-        await self.take_allowance(tenant, len(drafts))
-        return await self.store(prepared, tenant)
-
-    async def prepare(
-        self, principal: Principal, tenant: Tenant, channel: str, payload: object
-    ) -> Prepared:
-        """Validate and encode one event without storing it (for all-or-nothing requests)."""
-        name = publishable_name(channel)
-        principal.require("publish", name)
-        draft = self._draft(principal, payload, 0, None, self._max_event_size(tenant), batch=False)
-        definition = await self.definition(tenant, name)
-        schema_id = self._check_schema(definition, [payload], batch=False)
-        draft = dataclasses.replace(draft, schema=schema_id)
-        key = ChannelKey(principal.tenant, name)
-        return Prepared(key, (draft,), self.retention(tenant, definition))
+        return Prepared(key, tuple(drafts), self.retention(tenant, definition))
 
     async def store(self, prepared: Prepared, tenant: Tenant) -> list[Published]:
         """Store prepared events of one channel as one atomic engine publish (the caller has

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
+from loadtests.bench.peers._process import stop, taskset_prefix
 
 __all__ = [
     "CLIENT_ID",
@@ -51,8 +51,9 @@ class Server:
 
 
 def pin(pid: int, cpu: int | None) -> None:
-    """Keep a process (all its threads) on one core, when the machine has that core."""
-    if cpu is None or shutil.which("taskset") is None or cpu >= (os.cpu_count() or 1):
+    """Move an already running process (all its threads) to one core, as `taskset_prefix`
+    starts one there (for the harness's Redis)."""
+    if not taskset_prefix(cpu):
         return
     subprocess.run(["taskset", "-a", "-cp", str(cpu), str(pid)], check=True, capture_output=True)
 
@@ -70,7 +71,7 @@ def _process(
 ) -> Iterator[Server]:
     """Start `command`, wait for the `http://127.0.0.1:<port>` it prints, stop it on exit."""
     process = subprocess.Popen(
-        command,
+        [*taskset_prefix(cpu), *command],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -94,18 +95,12 @@ def _process(
         log = Path(tempfile.gettempdir()) / f"replaybus-bench-{process.pid}.log"
         with log.open("wb") as sink:
             drain = subprocess.Popen(["cat"], stdin=process.stdout, stdout=sink)
-        pin(process.pid, cpu)
         try:
             yield Server(name, base, process.pid)
         finally:
             drain.kill()
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from app.errors import EngineUnavailable
-from app.model import ChannelKey, Event
+from app.model import Event
 from storage.redis import keys
 
 __all__ = ["LiveFeed"]
@@ -41,7 +41,7 @@ def decode_announcement(channel: str, data: bytes) -> Event | None:
         return None
     replay, uuid, created, author, schema, payload = data.split(b"\x1f", 5)
     return Event(
-        key=ChannelKey(key.tenant, key.name),
+        key=key,
         replay_id=int(replay),
         uuid=uuid.decode(),
         created_us=int(created),

@@ -20,7 +20,7 @@ import httpx
 from replaybus_client.auth import ClientCredentials, StaticToken, TokenSource
 from replaybus_client.errors import Gap, ReplaybusClientError
 from replaybus_client.publisher import Ack, Publisher
-from replaybus_client.subscriber import ALL_RETAINED, NEW_ONLY, Event, Subscriber
+from replaybus_client.subscriber import ALL_RETAINED, NEW_ONLY, Event, Subscriber, channel_top
 
 __all__ = ["add_stream_commands", "run_stream_command"]
 
@@ -196,17 +196,6 @@ def _event_json(event: Event) -> dict[str, Any]:
     }
 
 
-async def _channel_top(base: str, channel: str, tokens: TokenSource) -> int:
-    async with httpx.AsyncClient(timeout=30) as http:
-        token = await tokens.token(http)
-        response = await http.get(
-            f"{base}/v1/channels{channel}", headers={"Authorization": f"Bearer {token}"}
-        )
-    if response.status_code != 200:
-        raise CommandError(f"cannot read {channel}'s window: HTTP {response.status_code}")
-    return int(response.json()["latest"])
-
-
 async def _tail(arguments: argparse.Namespace, environ: Mapping[str, str]) -> int:
     def on_gap(gap: Gap) -> None:
         if gap.requested is None:
@@ -227,7 +216,8 @@ async def _tail(arguments: argparse.Namespace, environ: Mapping[str, str]) -> in
     base = _base_url(arguments, environ)
     if start >= 0 and not arguments.start.isdigit() and "*" not in arguments.channel:
         # A time after the newest event means "from now on", not a position the window lacks.
-        start = min(start, await _channel_top(base, arguments.channel, tokens))
+        async with httpx.AsyncClient(timeout=30) as http:
+            start = min(start, await channel_top(http, base, arguments.channel, tokens))
     subscriber = Subscriber(
         base,
         arguments.channel,

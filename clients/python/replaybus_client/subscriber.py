@@ -26,7 +26,7 @@ from replaybus_client.errors import Gap, GapError, RequestFailed
 from replaybus_client.publisher import _failure
 from replaybus_client.retry import backoff, retry_after
 
-__all__ = ["Event", "Subscriber"]
+__all__ = ["Event", "Subscriber", "channel_top"]
 
 log = logging.getLogger("replaybus_client")
 
@@ -127,7 +127,7 @@ class Subscriber:
             # Bayeux has no position for "new events" until the first one arrives: take the
             # channel's top now, so a reconnect before then resumes without a hole (SSE sends
             # its opening position itself).
-            cursor = await self._top()
+            cursor = await channel_top(self._http, self._base_url, self.channel, self._tokens)
         failures = 0
         while True:
             read = self._sse if self._transport == "sse" else self._bayeux
@@ -204,16 +204,6 @@ class Subscriber:
         self._token_refused = True
         self._tokens.invalidate()
         raise _Retry(f"{reason}; getting a new token", 0.0)
-
-    async def _top(self) -> int:
-        token = await self._tokens.token(self._http)
-        response = await self._http.get(
-            f"{self._base_url}/v1/channels{self.channel}",
-            headers={"Authorization": f"Bearer {token}"},
-        )
-        if response.status_code != 200:
-            raise _failure(response)
-        return int(response.json()["latest"])
 
     def _refused(self, response: httpx.Response) -> NoReturn:
         if response.status_code == 401:
@@ -301,6 +291,19 @@ class Subscriber:
             )
         status = int(error.split("::", 1)[0]) if error[:3].isdigit() else 400
         raise RequestFailed(status, "bayeux_error", error or str(failure), reply)
+
+
+async def channel_top(
+    http: httpx.AsyncClient, base_url: str, channel: str, tokens: TokenSource
+) -> int:
+    """The channel's newest ReplayId (0 before its first event), from its window."""
+    token = await tokens.token(http)
+    response = await http.get(
+        f"{base_url.rstrip('/')}/v1/channels{channel}", headers={"Authorization": f"Bearer {token}"}
+    )
+    if response.status_code != 200:
+        raise _failure(response)
+    return int(response.json()["latest"])
 
 
 def _sse_item(fields: dict[str, str], data: list[str]) -> Event | Gap | str | None:

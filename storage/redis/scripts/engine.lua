@@ -28,7 +28,8 @@ end
 
 -- Evict by count, then by age, keeping the exact low-water mark (newest evicted ReplayId).
 local function trim(now, max_age, max_count)
-  local low = tonumber(redis.call('HGET', meta, 'low') or '0')
+  local before = tonumber(redis.call('HGET', meta, 'low') or '0')
+  local low = before
   local length = redis.call('XLEN', stream)
   if length > max_count then
     local evicted = redis.call('XRANGE', stream, '-', '+', 'COUNT', length - max_count)
@@ -46,7 +47,7 @@ local function trim(now, max_age, max_count)
       redis.call('XTRIM', stream, 'MINID', to_id(cutoff))
     end
   end
-  redis.call('HSET', meta, 'low', number(low))
+  if low ~= before then redis.call('HSET', meta, 'low', number(low)) end
   return low
 end
 
