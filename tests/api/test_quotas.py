@@ -10,7 +10,7 @@ import httpx
 import orjson
 
 from app.bayeux import codec
-from tests.api._support import Node, bearer, error_code, hold_stream, running_node
+from tests.api._support import Node, StreamStart, bearer, error_code, hold_stream, running_node
 from tests.fakes import FakeClock
 
 ORDER = "/event/Order__e"
@@ -18,7 +18,7 @@ ALL = ["publish", "subscribe"]
 RATE_LIMITED = {"publishRate": 0.01, "publishBurst": 2}
 
 
-def _retry_after(response: httpx.Response) -> int:
+def _retry_after(response: httpx.Response | StreamStart) -> int:
     value = response.headers.get("retry-after")
     assert value is not None, response.headers
     assert value.isdigit(), value
@@ -160,10 +160,7 @@ async def test_subscribers_beyond_the_cap_are_refused_until_one_leaves(node: Nod
         async with hold_stream(node, token, "/event/Other__e") as second:
             assert second.status == 429, second.body
             assert second.error == "too_many_subscribers"
-            retry_after = second.headers.get("retry-after")
-            assert retry_after is not None
-            assert retry_after.isdigit()
-            assert int(retry_after) >= 1
+            assert _retry_after(second) >= 1
 
         handshake = await node.handshake(token)
         assert handshake["successful"] is False, handshake

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.bayeux_node import NODE_DIR, NodeRun, Record
+from tests.e2e.bayeux_node import NODE_DIR, NodeRun, Record, collect_lines
 from tests.e2e.server import RunningServer
 
 __all__ = [
@@ -256,11 +256,6 @@ def page_server() -> Iterator[PageServer]:
         thread.join(timeout=10)
 
 
-async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
-    async for line in stream:
-        into.append(line.decode(errors="replace").rstrip("\n"))
-
-
 @contextlib.asynccontextmanager
 async def run_driver(
     node_dir: Path,
@@ -291,7 +286,7 @@ async def run_driver(
     )
     run = NodeRun(process)
     assert process.stderr is not None
-    stderr_reader = asyncio.create_task(_collect(process.stderr, run.stderr))
+    stderr_reader = asyncio.create_task(collect_lines(process.stderr, run.stderr))
     try:
         yield run
     finally:

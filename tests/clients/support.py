@@ -164,35 +164,26 @@ class AnswerLosingProxy(TcpProxy):
                 await writer.drain()
         writer.transport.abort()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._cut:
-            writer.transport.abort()
-            return
-        try:
-            upstream_reader, upstream_writer = await asyncio.open_connection(
-                "127.0.0.1", self.target_port
+    async def _forward(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+    ) -> None:
+        if self.lost >= self.lose:
+            self._start_pipes(
+                self._count(reader, upstream_writer), self._pipe(upstream_reader, writer)
             )
-        except OSError:
-            writer.transport.abort()
             return
-        self._writers.update((writer, upstream_writer))
-        if self.lost < self.lose:
-            self.lost += 1
-            forward = asyncio.create_task(self._count(reader, upstream_writer))
-            with contextlib.suppress(OSError):
-                await upstream_reader.read(1)  # the server answers: the request was handled
-            writer.transport.abort()
-            upstream_writer.transport.abort()
-            forward.cancel()
-            await asyncio.gather(forward, return_exceptions=True)
-            return
-        pipes = [
-            asyncio.create_task(self._count(reader, upstream_writer)),
-            asyncio.create_task(self._pipe(upstream_reader, writer)),
-        ]
-        self._tasks.update(pipes)
-        for pipe in pipes:
-            pipe.add_done_callback(self._tasks.discard)
+        self.lost += 1
+        forward = asyncio.create_task(self._count(reader, upstream_writer))
+        with contextlib.suppress(OSError):
+            await upstream_reader.read(1)  # the server answers: the request was handled
+        writer.transport.abort()
+        upstream_writer.transport.abort()
+        forward.cancel()
+        await asyncio.gather(forward, return_exceptions=True)
 
 
 @contextmanager

@@ -31,6 +31,10 @@ _NPM_CI_TIMEOUT = 300.0
 Record = dict[str, Any]
 
 
+def is_subscribe_reply(record: Record) -> bool:
+    return bool(record["type"] == "meta" and record["kind"] == "subscribe")
+
+
 def _installed_version(package: str) -> str | None:
     manifest = NODE_DIR / "node_modules" / package / "package.json"
     if not manifest.is_file():
@@ -133,7 +137,7 @@ class NodeRun:
         )
 
 
-async def _collect(stream: asyncio.StreamReader, into: list[str]) -> None:
+async def collect_lines(stream: asyncio.StreamReader, into: list[str]) -> None:
     async for line in stream:
         into.append(line.decode(errors="replace").rstrip("\n"))
 
@@ -158,7 +162,7 @@ async def node_script(
     )
     run = NodeRun(process)
     assert process.stderr is not None
-    stderr_reader = asyncio.create_task(_collect(process.stderr, run.stderr))
+    stderr_reader = asyncio.create_task(collect_lines(process.stderr, run.stderr))
     try:
         yield run
     finally:

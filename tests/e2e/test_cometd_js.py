@@ -33,6 +33,7 @@ from tests.e2e.bayeux_node import (
     Record,
     events,
     install_node_packages,
+    is_subscribe_reply,
     meta,
     node_script,
     replay_ids,
@@ -81,10 +82,6 @@ def subscriber(
     if websocket:
         arguments.append("--websocket")
     return node_script("subscriber.mjs", arguments, token, node_dir)
-
-
-def is_subscribe_reply(record: Record) -> bool:
-    return bool(record["type"] == "meta" and record["kind"] == "subscribe")
 
 
 def done(records: list[Record]) -> Record:

@@ -4,9 +4,6 @@ publishing and streaming going, admin changes fail clearly, and all heals when i
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +12,7 @@ from typing import Any
 import httpx
 from httpx_sse import aconnect_sse
 
-from tests.e2e.server import run_server
+from tests.e2e.server import fresh_catalog_database, run_server
 from tests.e2e.sse import channel_name, dispatched
 from tests.harness.postgres import running_postgres
 
@@ -25,16 +22,6 @@ CACHE_TTL = 1.0
 #: Long enough after the stop for every cached entry to have gone stale and failed a re-read.
 OUTAGE_SPAN = 3 * CACHE_TTL
 DEADLINE = 15.0
-
-
-def _migrate(url: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "api.cli", "migrate"],
-        env={**os.environ, "REPLAYBUS_DATABASE_URL": url},
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
 
 
 async def _create_tenant(client: httpx.AsyncClient, base_url: str) -> httpx.Response:
@@ -75,9 +62,8 @@ def _unavailable(response: httpx.Response) -> None:
 
 async def test_a_postgres_outage_keeps_known_tenants_working_and_heals() -> None:
     with running_postgres() as postgres:
-        _migrate(postgres.url())
         env = {
-            "REPLAYBUS_DATABASE_URL": postgres.url(),
+            "REPLAYBUS_DATABASE_URL": fresh_catalog_database(postgres, "outage"),
             "REPLAYBUS_OPERATOR_KEY": OPERATOR_KEY,
             "REPLAYBUS_CATALOG_CACHE_TTL": "1s",
         }

@@ -36,7 +36,13 @@ import pytest
 from aiosfstream_ng.replay import ReplayMarker, ReplayOption
 from httpx_sse import aconnect_sse
 
-from tests.e2e.bayeux_node import NodeRun, Record, events, install_node_packages, node_script
+from tests.e2e.bayeux_node import (
+    NodeRun,
+    events,
+    install_node_packages,
+    is_subscribe_reply,
+    node_script,
+)
 from tests.e2e.bayeux_publish import API_VERSION
 from tests.e2e.bayeux_python import ClientCredentials, StreamingClient, receive
 from tests.e2e.server import RunningServer, run_server
@@ -251,17 +257,13 @@ def _cometd_js(
     return node_script("subscriber.mjs", arguments, tenant.token, node_dir)
 
 
-def _is_subscribe_reply(record: Record) -> bool:
-    return bool(record["type"] == "meta" and record["kind"] == "subscribe")
-
-
 async def open_cometd_js(
     stack: AsyncExitStack, node_dir: Path, tenant: Tenant, replay: int, count: int
 ) -> Reader:
     """The CometD JavaScript client, subscribed on return; the reader waits for it to exit by
     itself after `count` events."""
     run = await stack.enter_async_context(_cometd_js(node_dir, tenant, replay, count))
-    reply = await run.wait_for(_is_subscribe_reply, WAIT)
+    reply = await run.wait_for(is_subscribe_reply, WAIT)
     assert reply["message"]["successful"] is True, run.describe()
 
     async def read() -> Seen:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["TcpProxy", "tcp_proxy"]
 
@@ -70,13 +70,23 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers.update((writer, upstream_writer))
-        pipes = [
-            asyncio.create_task(self._pipe(reader, upstream_writer)),
-            asyncio.create_task(self._pipe(upstream_reader, writer)),
-        ]
-        self._tasks.update(pipes)
-        for pipe in pipes:
-            pipe.add_done_callback(self._tasks.discard)
+        await self._forward(reader, writer, upstream_reader, upstream_writer)
+
+    async def _forward(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        upstream_reader: asyncio.StreamReader,
+        upstream_writer: asyncio.StreamWriter,
+    ) -> None:
+        """Carry one connection both ways (a subclass may forward differently)."""
+        self._start_pipes(self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer))
+
+    def _start_pipes(self, *pipes: Coroutine[Any, Any, None]) -> None:
+        tasks = [asyncio.create_task(pipe) for pipe in pipes]
+        self._tasks.update(tasks)
+        for task in tasks:
+            task.add_done_callback(self._tasks.discard)
 
 
 P = TypeVar("P", bound="TcpProxy")
