@@ -35,9 +35,15 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord, apply_change
 from storage.redis import keys
+from storage.redis.group_commit import GroupCommit
 from storage.redis.live import LiveFeed
 
 __all__ = ["RedisEngine"]
+
+
+def _draft_size(draft: EventDraft) -> int:
+    return len(draft.payload)
+
 
 log = logging.getLogger("replaybus.redis")
 T = TypeVar("T")
@@ -79,9 +85,13 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
-_SESSION_GRACE_US = 60_000_000
+_SESSION_GRACE_US = 60_000_000  # Redis keeps a session this long past its expiry, then drops it
+# A group commit round: enough events to amortise a round trip, small enough to keep one
+# script call short (Redis runs nothing else meanwhile).
+_ROUND_EVENTS = 500
+_ROUND_BYTES = 1 << 20
 _UNLIMITED = 2**62
-_KNOWN_CHANNELS = 100_000  # Redis keeps a session this long past its expiry, then drops it
+_KNOWN_CHANNELS = 100_000  # channels whose index entry this process has written
 
 
 class RedisEngine:
@@ -109,6 +119,9 @@ class RedisEngine:
         self._rate: Any = None
         self._live: LiveFeed | None = None
         self._known_channels: set[ChannelKey] = set()
+        self._group_commit: GroupCommit[tuple[ChannelKey, Retention], EventDraft, Published] = (
+            GroupCommit(self._publish_now, _draft_size, _ROUND_EVENTS, _ROUND_BYTES)
+        )
 
     async def __aenter__(self) -> RedisEngine:
         # No automatic retries: a publish whose reply was lost may have been stored, and a
@@ -162,6 +175,12 @@ class RedisEngine:
     async def publish(
         self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
     ) -> list[Published]:
+        return await self._group_commit.submit((key, retention), drafts)
+
+    async def _publish_now(
+        self, lane: tuple[ChannelKey, Retention], drafts: list[EventDraft]
+    ) -> list[Published]:
+        key, retention = lane
         arguments: list[Any] = [
             "publish",
             self._now(),

@@ -5,6 +5,7 @@ Only the protocol methods are used: publish, read, window, listen, ping.
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from contextlib import AsyncExitStack
 from itertools import pairwise
@@ -59,6 +60,29 @@ async def test_read_from_start_returns_events_oldest_first_exactly_as_published(
         (channel, ack.replay_id, d.uuid, ack.created_us, d.payload, "test", d.schema)
         for ack, d in zip(acks, first + second, strict=True)
     ]
+
+
+async def test_concurrent_publishers_each_get_their_own_acknowledgements(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    """Many callers at once on one channel (the Redis engine sends callers that arrive while a
+    publish is in flight together): each gets one acknowledgement per draft, its own, in its
+    order; a key repeated across callers stores once; the stream holds every event once."""
+    batches = [[draft({"caller": c, "n": n}) for n in range(c % 3 + 1)] for c in range(60)]
+    batches += [[draft({"repeat": r}, idempotency_key="same-key")] for r in range(5)]
+
+    answers = await asyncio.gather(*(engine.publish(channel, b, KEEP_ALL) for b in batches))
+
+    for batch, acks in zip(batches[:60], answers[:60], strict=True):
+        assert [ack.uuid for ack in acks] == [d.uuid for d in batch]
+        assert all(a.replay_id < b.replay_id for a, b in pairwise(acks))
+        assert not any(ack.duplicate for ack in acks)
+    repeats = [acks[0] for acks in answers[60:]]
+    assert len({ack.replay_id for ack in repeats}) == 1
+    assert sum(not ack.duplicate for ack in repeats) == 1
+    stored = await engine.read(channel, after=0, limit=1000)
+    expected = {ack.replay_id: ack.uuid for acks in answers for ack in acks}
+    assert {event.replay_id: event.uuid for event in stored.events} == expected
 
 
 # --- the ReplayId rule: max(previous + 1, now_us) ----------------------------------------
