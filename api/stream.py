@@ -127,9 +127,7 @@ class _EventStreamResponse(Response):
             winner, failure = await first_completed(
                 self._pump(send),
                 until_disconnected(receive),
-                self._services.lifecycle.draining.wait(),
-                self._until_token_expires(),
-                self._while_admitted(),
+                self._guard(),
             )
             if failure is not None:
                 log.error("SSE stream failed", exc_info=failure)
@@ -158,27 +156,35 @@ class _EventStreamResponse(Response):
             if not await self._write(send, body):
                 return
 
-    async def _while_admitted(self) -> None:
-        """Returns once the token's client is revoked or its tenant suspended or deleted (the
-        client then reconnects and is told why); meanwhile keeps the stream's lease alive."""
-        interval = min(self._heartbeat, self._services.settings.catalog_cache_ttl)
-        renewed = self._services.clock.now_us()
+    async def _guard(self) -> None:
+        """Returns when the stream must end for a reason of the server's: the node drains, the
+        token expires, or its client is revoked or its tenant suspended or deleted (the client
+        then reconnects and is told why). Meanwhile keeps the stream's lease alive. One task
+        watches all of these, so an idle stream costs as few tasks as it can."""
+        services = self._services
+        draining = services.lifecycle.draining
+        interval = min(self._heartbeat, services.settings.catalog_cache_ttl)
+        renewed = services.clock.now_us()
         while True:
-            await asyncio.sleep(interval)
+            remaining = self._principal.expires_at - services.clock.now_us() / 1_000_000
+            if remaining <= 0:
+                return
             try:
-                await self._services.directory.admit(self._principal)
+                async with asyncio.timeout(min(interval, remaining)):
+                    await draining.wait()
+                return
+            except TimeoutError:
+                pass
+            try:
+                await services.directory.admit(self._principal)
             except (AuthenticationFailed, PermissionDenied):
                 return
             except ServiceUnavailable:
                 pass  # a catalog this node has never reached: keep serving
-            now = self._services.clock.now_us()
+            now = services.clock.now_us()
             if now - renewed >= self._heartbeat * 1_000_000:
                 renewed = now
                 await self._lease.renew()
-
-    async def _until_token_expires(self) -> None:
-        remaining = self._principal.expires_at - self._services.clock.now_us() / 1_000_000
-        await asyncio.sleep(max(0.0, remaining))
 
 
 def _opening(stream: ChannelStream, wildcard: bool, reconnecting: bool) -> bytes:

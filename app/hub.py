@@ -56,15 +56,18 @@ class Mailbox:
         """Return once a delivery (or an overflow) is waiting, or after `timeout` seconds."""
         if self._items or self.overflowed:
             return
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
         self._waiter = waiter
+        # A timer that completes the waiter costs less than asyncio.timeout, which cancels
+        # and uncancels the task; this runs once per delivery per subscriber.
+        timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
         try:
-            async with asyncio.timeout(timeout):
-                await waiter
-        except TimeoutError:
-            return
+            await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     async def take(self, timeout: float | None) -> list[Delivery]:
         """Everything buffered, waiting up to `timeout` seconds for at least one delivery
@@ -78,6 +81,11 @@ class Mailbox:
         items = list(self._items)
         self._items.clear()
         return items
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class _Feed:
