@@ -1,5 +1,7 @@
-"""A server that answers every request with a fixed 201 and does nothing else: publishing
-against it measures the load generator's own ceiling."""
+"""A server that does nothing but answer: every POST gets a fixed 201 and its body is sent as
+one Server-Sent Event to every open GET. Publishing and fanning out against it measure the
+load generator's own ceiling (for fan-out, the ceiling of this server and the generator
+together: a lower bound of the generator's)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from typing import cast
 import uvloop
 
 _ANSWER = b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+_STREAM = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+_subscribers: set[asyncio.Transport] = set()
 
 
 class _Answer(asyncio.Protocol):
@@ -18,7 +22,12 @@ class _Answer(asyncio.Protocol):
         self._pending = b""
 
     def data_received(self, data: bytes) -> None:
-        # Requests carry a Content-Length body; count complete ones and answer each.
+        # Requests carry a Content-Length body; count complete ones and answer each. A GET
+        # opens an event stream that stays open.
+        if data.startswith(b"GET "):
+            self._transport.write(_STREAM)
+            _subscribers.add(self._transport)
+            return
         self._pending += data
         while True:
             end = self._pending.find(b"\r\n\r\n")
@@ -29,8 +38,14 @@ class _Answer(asyncio.Protocol):
             length = int(head[start + 15 :].split(b"\r\n")[0]) if start >= 0 else 0
             if len(self._pending) < end + 4 + length:
                 return
+            frame = b"data: " + self._pending[end + 4 : end + 4 + length] + b"\n\n"
             self._pending = self._pending[end + 4 + length :]
             self._transport.write(_ANSWER)
+            for subscriber in _subscribers:
+                subscriber.write(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _subscribers.discard(self._transport)
 
 
 async def main() -> None:

@@ -12,11 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
-__all__ = ["Connection", "Latencies", "Response", "percentile", "sse_frames"]
+__all__ = [
+    "Connection",
+    "EventStreamReader",
+    "Latencies",
+    "Response",
+    "open_event_stream",
+    "percentile",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,23 +148,65 @@ class Connection:
                 yield line.rstrip(b"\r")
 
 
-async def sse_frames(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes, bytes]]:
-    """(event, id, data) of each dispatched Server-Sent Event."""
-    event, event_id, data = b"message", b"", list[bytes]()
-    async for line in lines:
-        if not line:
-            if data:
-                yield event, event_id, b"\n".join(data)
-            event, data = b"message", list[bytes]()
-            continue
-        name, _, value = line.partition(b":")
-        value = value[1:] if value.startswith(b" ") else value
-        if name == b"data":
-            data.append(value)
-        elif name == b"id":
-            event_id = value
-        elif name == b"event":
-            event = value
+class EventStreamReader(asyncio.Protocol):
+    """A subscriber that reads an event stream without parsing it line by line: each time bytes
+    arrive, everything up to the last complete frame (a blank line) goes to `on_frames` at once,
+    chunked-encoding size lines included. Fan-out measurements only look for the payload's
+    own fields, and this keeps the generator's cost per delivered event to a regex match (about
+    ten times less than iterating lines), so its ceiling sits above the servers it measures."""
+
+    def __init__(self, request: bytes, on_frames: Callable[[bytes], None]) -> None:
+        self._request = request
+        self._on_frames = on_frames
+        self._head = b""
+        self._pending = b""
+        self._transport: asyncio.Transport | None = None
+        loop = asyncio.get_running_loop()
+        self.status: asyncio.Future[int] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass of it
+        self._transport.write(self._request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.status.done():
+            self._head += data
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.status.set_result(int(self._head.split(b" ", 2)[1]))
+            data, self._head = self._head[end + 4 :], b""
+        cut = data.rfind(b"\n\n")
+        if cut < 0:
+            self._pending += data
+            return
+        self._on_frames(self._pending + data[: cut + 2])
+        self._pending = data[cut + 2 :]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.status.done():
+            self.status.set_exception(exc or ConnectionError("closed before answering"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+async def open_event_stream(
+    base_url: str, request: bytes, on_frames: Callable[[bytes], None]
+) -> tuple[int, EventStreamReader]:
+    """Connect, send `request`, and return the answer's status and the reader feeding
+    `on_frames`."""
+    parts = urlsplit(base_url)
+    _, reader = await asyncio.get_running_loop().create_connection(
+        lambda: EventStreamReader(request, on_frames),
+        parts.hostname or "127.0.0.1",
+        parts.port or 80,
+    )
+    return await reader.status, reader
 
 
 def now_ms() -> float:

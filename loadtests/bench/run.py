@@ -31,7 +31,13 @@ from loadtests.bench.servers import (
     running_ceiling,
     running_replaybus,
 )
-from loadtests.bench.targets import faye_target, nchan_target, publish_only, replaybus_target
+from loadtests.bench.targets import (
+    ceiling_target,
+    faye_target,
+    nchan_target,
+    publish_only,
+    replaybus_target,
+)
 from tests.harness.redis import running_redis
 
 SERVER_CPU = 0
@@ -42,8 +48,13 @@ GENERATOR = (
 )
 
 
+_STARTED = time.monotonic()
+
+
 def _say(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    """Progress on stderr, with the time since the run started."""
+    minutes, seconds = divmod(int(time.monotonic() - _STARTED), 60)
+    print(f"[{minutes:02d}:{seconds:02d}] {text}", file=sys.stderr, flush=True)
 
 
 async def _median_of(
@@ -57,8 +68,8 @@ async def _median_of(
 
 async def _bench(quick: bool) -> dict[str, Any]:
     runs = 1 if quick else 3
-    seconds = 2.0 if quick else 5.0
-    fanout_seconds = 3.0 if quick else 6.0
+    seconds = 2.0 if quick else 3.0
+    fanout_seconds = 3.0 if quick else 4.0
     sizes = (100,) if quick else (100, 1000)
     rates = (100.0,) if quick else (100.0, 1000.0)
     idle_counts = (200,) if quick else (1000, 5000)
@@ -98,7 +109,10 @@ async def _bench(quick: bool) -> dict[str, Any]:
         return found
 
     with running_ceiling(SERVER_CPU) as server:
-        results["ceiling"] = {"publish": await publish(publish_only(server, "/event/B__e"))}
+        results["ceiling"] = {
+            "publish": await publish(publish_only(server, "/event/B__e")),
+            "fanout": await fanouts(lambda channel: ceiling_target(server, channel), "sse"),
+        }
     with running_bare_starlette(SERVER_CPU) as server:
         results["bare"] = {"publish": await publish(publish_only(server, "/event/B__e"))}
 
@@ -234,6 +248,8 @@ def _table(results: dict[str, Any]) -> str:
     lines.append(
         f"| Generator ceiling (do-nothing server) | {ceiling['events_per_s']:,} ev/s | | |"
     )
+    for label, found in results["ceiling"].get("fanout", {}).items():
+        lines.append(f"| Generator ceiling, fan-out {label} | {_fan_cell(found)} | | |")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from loadtests.bench.generator import Connection, Latencies, now_ms, sse_frames
+from loadtests.bench.generator import Connection, Latencies, now_ms, open_event_stream
 from loadtests.bench.servers import rss_kib
 
 __all__ = [
@@ -54,12 +54,6 @@ class BayeuxSession:
 # `event_payload`'s own fields, found in whatever wraps them (an envelope, a Bayeux message),
 # without decoding the rest: thousands of subscribers each receive every event.
 _NUMBERS = re.compile(rb'"n":(\d+),"sentAt":([0-9.eE+-]+)')
-
-
-def _payload_numbers(data: bytes) -> tuple[int, float] | None:
-    """(n, sentAt) of an event `event_payload` made, or None for anything else."""
-    found = _NUMBERS.search(data)
-    return (int(found[1]), float(found[2])) if found else None
 
 
 def event_payload(n: int) -> bytes:
@@ -145,19 +139,22 @@ async def _sse_subscriber(
     target: Target, ready: asyncio.Event, received: _Received, latencies: Latencies
 ) -> None:
     assert target.sse_request is not None
-    connection = await Connection(target.base_url).open()
+
+    def on_frames(frames: bytes) -> None:
+        arrived = now_ms()
+        for found in _NUMBERS.finditer(frames):
+            received.numbers.append(int(found[1]))
+            latencies.add(arrived - float(found[2]))
+
+    request = target.sse_request(Connection(target.base_url), -1)
+    status, reader = await open_event_stream(target.base_url, request, on_frames)
     try:
-        status, lines = await connection.stream(target.sse_request(connection, -1))
         if status != 200:
             raise RuntimeError(f"{target.name}: SSE refused with {status}")
         ready.set()
-        async for _, _, data in sse_frames(lines):
-            numbers = _payload_numbers(data)
-            if numbers is not None:
-                received.numbers.append(numbers[0])
-                latencies.add(now_ms() - numbers[1])
+        await reader.closed
     finally:
-        connection.close()
+        reader.close()
 
 
 async def _bayeux_subscriber(
@@ -231,31 +228,46 @@ async def fanout(
 # -- replay ----------------------------------------------------------------------------------
 
 
+async def _publish_numbered(target: Target, events: int, connections: int = 16) -> None:
+    """Publish events 0..`events`-1 as fast as the server takes them, every one acknowledged."""
+    pool = [await Connection(target.base_url).open() for _ in range(connections)]
+
+    async def publisher(index: int) -> None:
+        connection = pool[index]
+        for n in range(index, events, connections):
+            response = await connection.send(target.publish(connection, n))
+            if response.status >= 300:
+                raise RuntimeError(f"{target.name}: publishing for replay failed: {response}")
+
+    try:
+        await asyncio.gather(*(publisher(i) for i in range(connections)))
+    finally:
+        for connection in pool:
+            connection.close()
+
+
 async def replay_catch_up(target: Target, events: int = 20_000) -> dict[str, Any]:
     """Publish `events` (retained), then time one new SSE subscriber reading them all from the
     oldest retained."""
     assert target.sse_request is not None
-    publisher = await Connection(target.base_url).open()
-    try:
-        for n in range(events):
-            response = await publisher.send(target.publish(publisher, n))
-            if response.status >= 300:
-                raise RuntimeError(f"{target.name}: publishing for replay failed: {response}")
-    finally:
-        publisher.close()
-    reader = await Connection(target.base_url).open()
+    await _publish_numbered(target, events)
     seen = 0
+    all_seen = asyncio.get_running_loop().create_future()
+
+    def on_frames(frames: bytes) -> None:
+        nonlocal seen
+        seen += len(_NUMBERS.findall(frames))
+        if seen >= events and not all_seen.done():
+            all_seen.set_result(None)
+
     started = time.monotonic()
+    request = target.sse_request(Connection(target.base_url), -2)
+    status, reader = await open_event_stream(target.base_url, request, on_frames)
     try:
-        status, lines = await reader.stream(target.sse_request(reader, -2))
         if status != 200:
             raise RuntimeError(f"{target.name}: replay refused with {status}")
         async with asyncio.timeout(120):
-            async for _, _, data in sse_frames(lines):
-                if _payload_numbers(data) is not None:
-                    seen += 1
-                    if seen >= events:
-                        break
+            await asyncio.wait([all_seen, reader.closed], return_when=asyncio.FIRST_COMPLETED)
     finally:
         reader.close()
     elapsed = time.monotonic() - started
@@ -272,6 +284,24 @@ async def _keep_polling(session: BayeuxSession) -> None:
         await session.connect()
 
 
+_IDLE_WAVE = 100  # connections opened at once: enough to be quick, few enough for any backlog
+
+
+async def _idle_holder(target: Target, transport: str) -> list[Any]:
+    """One idle SSE connection, or one Bayeux session and the task keeping it polling."""
+    if transport == "sse":
+        assert target.sse_request is not None
+        connection = await Connection(target.base_url).open()
+        status, _ = await connection.stream(target.sse_request(connection, -1))
+        if status != 200:
+            connection.close()
+            raise RuntimeError(f"{target.name}: stream refused with {status}")
+        return [connection]
+    assert target.bayeux is not None
+    session = await target.bayeux()
+    return [session, asyncio.create_task(_keep_polling(session))]
+
+
 async def idle_memory(
     target: Target, transport: str, counts: tuple[int, ...] = (1000, 5000)
 ) -> dict[str, Any]:
@@ -281,20 +311,13 @@ async def idle_memory(
         before = rss_kib(target.pid)
         holders: list[Any] = []
         try:
-            if transport == "sse":
-                assert target.sse_request is not None
-                for _ in range(count):
-                    connection = await Connection(target.base_url).open()
-                    status, _ = await connection.stream(target.sse_request(connection, -1))
-                    if status != 200:
-                        raise RuntimeError(f"{target.name}: stream refused with {status}")
-                    holders.append(connection)
-            else:
-                assert target.bayeux is not None
-                for _ in range(count):
-                    session = await target.bayeux()
-                    holders.append(session)
-                    holders.append(asyncio.create_task(_keep_polling(session)))
+            for wave in range(0, count, _IDLE_WAVE):
+                size = min(_IDLE_WAVE, count - wave)
+                opened = await asyncio.gather(
+                    *(_idle_holder(target, transport) for _ in range(size))
+                )
+                for found in opened:
+                    holders.extend(found)
             await asyncio.sleep(1.0)  # let the server's allocator settle before reading RSS
             after = rss_kib(target.pid)
         finally:

@@ -12,7 +12,7 @@ from loadtests.bench.peers import FayePeer, NchanPeer
 from loadtests.bench.scenarios import BayeuxSession, Target, event_payload
 from loadtests.bench.servers import Server
 
-__all__ = ["faye_target", "nchan_target", "publish_only", "replaybus_target"]
+__all__ = ["ceiling_target", "faye_target", "nchan_target", "publish_only", "replaybus_target"]
 
 
 def publish_only(server: Server, channel: str) -> Target:
@@ -24,6 +24,13 @@ def publish_only(server: Server, channel: str) -> Target:
         server.pid,
         publish=lambda connection, n: connection.prepare("POST", path, headers, event_payload(n)),
     )
+
+
+def ceiling_target(server: Server, channel: str) -> Target:
+    """The do-nothing server: publish, and an event stream of whatever is published."""
+    target = publish_only(server, channel)
+    target.sse_request = lambda connection, start: connection.prepare("GET", "/stream")
+    return target
 
 
 class _ReplaybusBayeux(BayeuxSession):
