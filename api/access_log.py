@@ -1,4 +1,6 @@
-"""One log line per request, with any `access_token` in the query string redacted."""
+"""One log line per request: client, method, path (secret query parameters redacted), status,
+duration, tenant (once the token is known) and route template. With JSON logs each is a key of
+the line. Headers are never logged, so neither are tokens."""
 
 from __future__ import annotations
 
@@ -53,11 +55,24 @@ class AccessLogMiddleware:
             raw_path = scope.get("raw_path") or scope["path"].encode()
             path = raw_path.decode("latin-1") + ("?" + redact_query(query) if query else "")
             client = scope.get("client")
+            route = scope.get("route")
+            fields = {
+                "client": f"{client[0]}:{client[1]}" if client else "-",
+                "method": scope["method"],
+                "path": path,
+                "route": getattr(route, "path", None),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                "tenant": scope.get("state", {}).get("tenant"),
+            }
             log.info(
-                '%s "%s %s" %d %.1fms',
-                f"{client[0]}:{client[1]}" if client else "-",
-                scope["method"],
+                '%s "%s %s" %d %.1fms tenant=%s route=%s',
+                fields["client"],
+                fields["method"],
                 path,
                 status,
-                (time.perf_counter() - started) * 1000,
+                fields["duration_ms"],
+                fields["tenant"] or "-",
+                fields["route"] or "-",
+                extra=fields,
             )

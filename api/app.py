@@ -17,6 +17,7 @@ from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
 from app.admin import AdminService
+from app.admission import Admission
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
@@ -24,7 +25,9 @@ from app.credentials import hash_secret
 from app.directory import Directory
 from app.engine import Engine
 from app.hub import Hub
+from app.metrics import Metrics
 from app.publishing import PublishService
+from app.readiness import ReadinessProbe
 from app.settings import Settings
 from storage.memory import MemoryCatalog, MemoryEngine
 from storage.postgres import PostgresCatalog
@@ -61,6 +64,7 @@ def create_app(
 ) -> Starlette:
     clock = clock or SystemClock()
     lifecycle = lifecycle or Lifecycle()
+    metrics = Metrics(channel_labels=settings.metrics_channel_labels)
     tokens = TokenService(
         load_signing_key(settings),
         settings.token_ttl,
@@ -92,8 +96,13 @@ def create_app(
             else:
                 catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))
-            directory = Directory(catalog, clock, settings.catalog_cache_ttl)
-            publisher = PublishService(engine, settings, directory)
+            directory = Directory(
+                catalog,
+                clock,
+                settings.catalog_cache_ttl,
+                on_lookup=lambda result: metrics.catalog_lookups.labels(result).inc(),
+            )
+            publisher = PublishService(engine, settings, directory, metrics=metrics)
             bayeux_server = await stack.enter_async_context(
                 BayeuxServer(
                     engine,
@@ -102,6 +111,7 @@ def create_app(
                     clock,
                     lifecycle.draining,
                     check_channel=publisher.definition,
+                    metrics=metrics,
                 )
             )
             await _bootstrap(catalog, settings)
@@ -123,6 +133,14 @@ def create_app(
                     clock,
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
                 ),
+                metrics=metrics,
+                replays=Admission(
+                    "replays",
+                    settings.max_concurrent_replays,
+                    settings.reconnect_jitter,
+                    metrics.admission_refused.labels("replay").inc,
+                ),
+                readiness=ReadinessProbe(engine, hub, settings.ready_timeout),
             )
             yield
 
@@ -163,6 +181,7 @@ def create_app(
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
         Route("/readyz", ops.readyz, methods=["GET"]),
+        Route("/metrics", ops.metrics, methods=["GET"]),
     ]
     middleware = [Middleware(AccessLogMiddleware)] if settings.access_log else []
     if settings.cors_origins:

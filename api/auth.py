@@ -56,6 +56,7 @@ async def admitted(
 ) -> tuple[Principal, Tenant]:
     """The token verified, its client and tenant admitted, the browser origin allowed."""
     principal = services.tokens.verify(token)
+    connection.scope.setdefault("state", {})["tenant"] = principal.tenant  # for the access log
     tenant = await services.directory.admit(principal)
     check_origin(connection, tenant)
     return principal, tenant

@@ -16,6 +16,7 @@ from app.bayeux.codec import Message
 from app.bayeux.server import Credentials
 from app.errors import (
     AuthenticationFailed,
+    EngineUnavailable,
     MalformedBayeux,
     PermissionDenied,
     RequestTooLarge,
@@ -66,7 +67,9 @@ async def cometd(request: Request) -> Response:
             version,
             lambda: until_disconnected(request.receive),
         )
-    except ServiceUnavailable:
+    except ServiceUnavailable as unavailable:
+        if isinstance(unavailable, EngineUnavailable):
+            services.metrics.engine_errors.labels("bayeux").inc()
         # A transport failure to CometD clients (non-200): they retry, with the same clientId.
         error = {"channel": "/meta/unsuccessful", "successful": False}
         return _array([{**error, "error": codec.UNAVAILABLE}], 503)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import socket
 import sys
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from api.admin_cli import add_admin_commands, run_admin_command
 from api.app import create_app
+from api.logs import configure_logging
 from api.server import ReplaybusServer, bind_socket
 from api.services import Lifecycle
 from api.supervisor import supervise
@@ -58,13 +58,6 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper() if settings.log_level != "trace" else "DEBUG",
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 def _uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
@@ -89,7 +82,7 @@ def _uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
 
 def _run_worker(settings: Settings, sockets: list[socket.socket]) -> None:
     """One worker process (spawned by the supervisor): its own app on the shared socket."""
-    _configure_logging(settings)
+    configure_logging(settings)
     lifecycle = Lifecycle()
     config = _uvicorn_config(settings, create_app(settings, lifecycle=lifecycle))
     ReplaybusServer(config, lifecycle).run(sockets=sockets)
@@ -118,7 +111,7 @@ def serve(settings: Settings) -> int:
         # Every worker must verify every other's tokens: one key for all of them. Other nodes
         # need the same key, so clusters configure REPLAYBUS_SIGNING_KEY themselves.
         settings = settings.replace(signing_key=_shared_key_pem())
-    _configure_logging(settings)
+    configure_logging(settings)
     sock = bind_socket(settings.host, settings.port)
     host, port = sock.getsockname()[:2]
     base = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"

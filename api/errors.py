@@ -51,6 +51,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.ServiceUnavailable: (503, "unavailable"),
     errors.EngineUnavailable: (503, "engine_unavailable"),
     errors.Draining: (503, "draining"),
+    errors.Overloaded: (503, "overloaded"),
     errors.CatalogUnavailable: (503, "catalog_unavailable"),
 }
 
@@ -64,7 +65,7 @@ _STATUS_CODES = {
 
 def retry_after_headers(error: errors.ReplaybusError) -> dict[str, str]:
     """`Retry-After` for a refusal that waiting cures: a quota's own wait, else 1 s for a 503."""
-    if isinstance(error, errors.QuotaExceeded) and error.retry_after is not None:
+    if isinstance(error, errors.QuotaExceeded | errors.Overloaded) and error.retry_after:
         return {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
     if isinstance(error, errors.ServiceUnavailable):
         return {"Retry-After": "1"}
@@ -82,6 +83,8 @@ def error_response(error: errors.ReplaybusError) -> Response:
 
 async def _domain_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, errors.ReplaybusError)
+    if isinstance(exc, errors.EngineUnavailable):
+        request.app.state.services.metrics.engine_errors.labels("rest").inc()
     return error_response(exc)
 
 

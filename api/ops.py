@@ -1,4 +1,4 @@
-"""Liveness and readiness."""
+"""Liveness, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from starlette.responses import Response
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app.errors import ServiceUnavailable
+from app.metrics import CONTENT_TYPE
 
-__all__ = ["healthz", "readyz"]
+__all__ = ["healthz", "metrics", "readyz"]
 
 
 async def healthz(request: Request) -> Response:
@@ -18,14 +19,15 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready for traffic: not draining, and the engine answers; with this node's load."""
+    """Ready for traffic: not draining, and a canary event published through the engine came
+    back through this node's live fan-out; with this node's load."""
     services: Services = request.app.state.services
     if services.lifecycle.draining.is_set():
         return JSONBytesResponse({"error": "draining", "message": "shutting down"}, 503)
     try:
-        await services.engine.ping()
+        await services.readiness.check()
     except ServiceUnavailable as error:
-        return JSONBytesResponse({"error": "engine_unavailable", "message": error.message}, 503)
+        return JSONBytesResponse({"error": "not_ready", "message": error.message}, 503)
     return JSONBytesResponse(
         {
             "status": "ready",
@@ -33,3 +35,9 @@ async def readyz(request: Request) -> Response:
             "liveSubscribers": services.hub.subscriber_count,
         }
     )
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text format (of every worker of this node, when there are several)."""
+    services: Services = request.app.state.services
+    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)

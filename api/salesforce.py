@@ -68,6 +68,7 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.ServiceUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.EngineUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.Draining: (503, "SERVER_UNAVAILABLE"),
+    errors.Overloaded: (503, "SERVER_UNAVAILABLE"),
     errors.CatalogUnavailable: (503, "SERVER_UNAVAILABLE"),
 }
 
@@ -131,7 +132,9 @@ async def sobject(request: Request) -> Response:
         body = await read_json(request, services.settings.max_request_size)
         if not isinstance(body, dict):
             raise errors.InvalidBody("the body must be a JSON object of event fields")
-        [published] = await services.publisher.publish(principal, tenant, channel, [body])
+        [published] = await services.publisher.publish(
+            principal, tenant, channel, [body], transport="salesforce"
+        )
     except errors.ReplaybusError as error:
         return salesforce_error_response(error)
     return JSONBytesResponse(_save_result(published), 201)
@@ -185,7 +188,7 @@ async def composite_sobjects(request: Request) -> Response:
         await services.publisher.take_allowance(tenant, sum(map(len, groups.values())))
         for key, members in groups.items():
             prepared = Prepared(key, tuple(d for _, d in members), retention[key])
-            acks = await services.publisher.store(prepared, tenant)
+            acks = await services.publisher.store(prepared, tenant, transport="salesforce")
             for (index, _), ack in zip(members, acks, strict=True):
                 results[index] = _save_result(ack)
     except errors.ReplaybusError as error:

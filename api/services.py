@@ -9,13 +9,16 @@ from starlette.requests import HTTPConnection
 
 from api.tokens import TokenService
 from app.admin import AdminService
+from app.admission import Admission
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog
 from app.clock import Clock
 from app.directory import Directory
 from app.engine import Engine
 from app.hub import Hub
+from app.metrics import Metrics
 from app.publishing import PublishService
+from app.readiness import ReadinessProbe
 from app.settings import Settings
 
 __all__ = ["Lifecycle", "Services"]
@@ -41,6 +44,9 @@ class Services:
     bayeux: BayeuxServer
     directory: Directory
     admin: AdminService
+    metrics: Metrics
+    replays: Admission
+    readiness: ReadinessProbe
 
     def instance_url(self, connection: HTTPConnection) -> str:
         """The base URL clients should use: the configured one, else this request's own."""

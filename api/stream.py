@@ -21,6 +21,7 @@ from api.auth import authenticate
 from api.connection import until_disconnected
 from api.services import Services
 from app.access import Principal
+from app.admission import Place, jittered
 from app.catalog import Tenant
 from app.channels import subscribable_pattern
 from app.errors import (
@@ -104,6 +105,7 @@ class _EventStreamResponse(Response):
         principal: Principal,
         lease: _Lease,
         opening: bytes,
+        replay: Place | None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -114,12 +116,23 @@ class _EventStreamResponse(Response):
         self._principal = principal
         self._lease = lease
         self._opening = opening
+        self._replay = replay
+        self._metrics = services.metrics
         settings = services.settings
         self._heartbeat = settings.sse_heartbeat
         self._send_timeout = max(30.0, 2 * settings.sse_heartbeat)
-        self._retry = retry_frame(int(settings.sse_retry * 1000))
+        # Each stream suggests its own delay, so clients cut off together come back spread out.
+        retry = jittered(settings.sse_retry, settings.reconnect_jitter)
+        self._retry = retry_frame(int(retry * 1000))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._metrics.sse_streams.inc()
+        try:
+            await self._serve(receive, send)
+        finally:
+            self._metrics.sse_streams.dec()
+
+    async def _serve(self, receive: Receive, send: Send) -> None:
         async with self._resources:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             if not await self._write(send, self._retry[:-1] + self._opening + b"\n"):
@@ -141,6 +154,7 @@ class _EventStreamResponse(Response):
                 await send({"type": "http.response.body", "body": body, "more_body": more})
         except TimeoutError:
             log.warning("SSE client stopped reading; closing its stream")
+            self._metrics.slow_consumers.labels("sse", "not_reading").inc()
             return False
         return True
 
@@ -150,11 +164,27 @@ class _EventStreamResponse(Response):
                 items = await self._stream.next_batch(self._heartbeat)
             except SubscriberOverflow:
                 log.warning("SSE subscriber fell behind at replayId %s", self._stream.position)
+                self._metrics.slow_consumers.labels("sse", "behind").inc()
                 await self._write(send, comment_frame("too far behind: reconnect to catch up"))
                 return
+            if self._replay is not None and not self._stream.catching_up:
+                self._replay.leave()  # caught up: the replay's place goes to the next one
+                self._replay = None
             body = _encode(items) if items else comment_frame("heartbeat")
             if not await self._write(send, body):
                 return
+            if items:
+                self._record(items)
+
+    def _record(self, items: list[StreamItem]) -> None:
+        deliveries = [item for item in items if not isinstance(item, Gap)]
+        if deliveries:
+            newest = deliveries[-1].event
+            self._metrics.record_delivery(
+                self._principal.tenant, "sse", len(deliveries), newest.created_us
+            )
+        if len(deliveries) < len(items):
+            self._metrics.gaps.labels("sse").inc(len(items) - len(deliveries))
 
     async def _guard(self) -> None:
         """Returns when the stream must end for a reason of the server's: the node drains, the
@@ -241,9 +271,18 @@ async def stream(request: Request) -> Response:
     if services.lifecycle.draining.is_set():
         raise Draining("this node is shutting down: reconnect to another")
     settings = services.settings
+    # Resuming or replaying reads history: a reconnect storm is mostly that, so it is what
+    # the node admits only so many of at once.
+    replay = None if requested == NEW_ONLY else services.replays.enter()
     resources = AsyncExitStack()
+    if replay is not None:
+        resources.callback(replay.leave)
     lease = _Lease(services, tenant)
-    await lease.acquire()
+    try:
+        await lease.acquire()
+    except BaseException:
+        await resources.aclose()
+        raise
     resources.push_async_callback(lambda: asyncio.shield(lease.release()))
     try:
         channel_stream = await resources.enter_async_context(
@@ -255,6 +294,7 @@ async def stream(request: Request) -> Response:
                 is_wildcard=pattern.is_wildcard,
                 capacity=settings.subscriber_queue_size,
                 page_size=settings.history_max_limit,
+                on_history_read=services.metrics.replay_reads.labels("sse").inc,
             )
         )
     except BaseException:
@@ -262,4 +302,6 @@ async def stream(request: Request) -> Response:
         raise
     reconnecting = bool(request.headers.get("last-event-id"))
     opening = _opening(channel_stream, pattern.is_wildcard, reconnecting)
-    return _EventStreamResponse(channel_stream, resources, services, principal, lease, opening)
+    return _EventStreamResponse(
+        channel_stream, resources, services, principal, lease, opening, replay
+    )

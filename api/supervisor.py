@@ -3,18 +3,26 @@
 SIGTERM or SIGINT is passed on to every worker (each drains: readiness fails, streams end with
 a retry hint, held connects return) and the supervisor waits for them. A worker that dies
 unexpectedly is replaced, at most once a second.
+
+Metrics: the workers write theirs to a shared folder (prometheus-client's multiprocess mode),
+so any worker's /metrics answers for the whole node. The folder is `PROMETHEUS_MULTIPROC_DIR`
+if set, else a temporary one made here and removed at exit.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import socket
+import tempfile
 import threading
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
+
+from app.metrics import MULTIPROCESS_DIR, forget_process
 
 __all__ = ["supervise"]
 
@@ -26,6 +34,20 @@ def supervise(
     workers: int, target: Callable[[list[socket.socket]], None], sock: socket.socket
 ) -> None:
     """Run `target([sock])` in `workers` spawned processes until told to stop."""
+    if os.environ.get(MULTIPROCESS_DIR):
+        _supervise(workers, target, sock)
+        return
+    with tempfile.TemporaryDirectory(prefix="replaybus-metrics-") as folder:
+        os.environ[MULTIPROCESS_DIR] = folder  # inherited by the workers spawned next
+        try:
+            _supervise(workers, target, sock)
+        finally:
+            del os.environ[MULTIPROCESS_DIR]
+
+
+def _supervise(
+    workers: int, target: Callable[[list[socket.socket]], None], sock: socket.socket
+) -> None:
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
 
@@ -46,6 +68,8 @@ def supervise(
                     log.error(
                         "worker %s exited with %s; starting another", process.pid, process.exitcode
                     )
+                    if process.pid is not None:
+                        forget_process(process.pid)  # its gauges no longer count
                     processes[index] = start()
     finally:
         for process in processes:

@@ -27,6 +27,7 @@ from app.errors import (
     NotFound,
     PermissionDenied,
 )
+from app.readiness import CANARY_TENANT
 from app.schemas import canonical, check_schema, compatibility_problems, new_schema_id
 from app.tenancy import TENANT_ID, check_setting, settings_from_json, updated_settings
 
@@ -135,6 +136,8 @@ class AdminService:
         self._operator_only(admin)
         if not isinstance(tenant_id, str) or not TENANT_ID.fullmatch(tenant_id):
             raise InvalidBody("tenantId must be 1-64 letters, digits, '_' or '-'")
+        if tenant_id == CANARY_TENANT:
+            raise InvalidBody(f"tenantId {CANARY_TENANT!r} is reserved for the readiness check")
         tenant = Tenant(tenant_id, settings=settings_from_json(settings or {}))
         if not await self._catalog.add_tenant(tenant):
             raise Conflict(f"tenant {tenant_id!r} already exists")

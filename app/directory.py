@@ -34,7 +34,14 @@ class _Entry(Generic[T]):
 
 
 class _Cache(Generic[T]):
-    def __init__(self, clock: Clock, ttl_us: int, load: Callable[[str], Awaitable[T | None]]):
+    def __init__(
+        self,
+        clock: Clock,
+        ttl_us: int,
+        load: Callable[[str], Awaitable[T | None]],
+        on_lookup: Callable[[str], None],
+    ):
+        self._on_lookup = on_lookup
         self._clock = clock
         self._ttl_us = ttl_us
         self._load = load
@@ -49,8 +56,10 @@ class _Cache(Generic[T]):
         entry = self._entries.get(key)
         if entry is not None and entry.fresh_until_us > self._clock.now_us():
             self.hits += 1
+            self._on_lookup("hit")
             return entry.value
         self.misses += 1
+        self._on_lookup("miss")
         loading = self._loading.get(key)
         if loading is None:  # one catalog read per key at a time, however many callers wait
             loading = asyncio.ensure_future(self._refresh(key, entry))
@@ -70,6 +79,7 @@ class _Cache(Generic[T]):
             if stale is None:
                 raise
             log.warning("catalog unreachable, serving the cached entry for %s: %s", key, error)
+            self._on_lookup("stale")
             stale.fresh_until_us = self._clock.now_us() + _RETRY_US
             return stale.value
         if self._generations.get(key, 0) != generation:
@@ -86,17 +96,28 @@ class _Cache(Generic[T]):
         self._generations[key] = self._generations.get(key, 0) + 1
 
 
+def _uncounted(result: str) -> None:
+    pass
+
+
 class Directory:
-    def __init__(self, catalog: Catalog, clock: Clock, ttl: float) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        clock: Clock,
+        ttl: float,
+        on_lookup: Callable[[str], None] = _uncounted,
+    ) -> None:
+        """`on_lookup` is told each lookup's result: "hit", "miss" or "stale"."""
         ttl_us = int(ttl * 1_000_000)
-        self._tenants: _Cache[Tenant] = _Cache(clock, ttl_us, catalog.tenant)
-        self._clients: _Cache[ClientRecord] = _Cache(clock, ttl_us, catalog.client)
+        self._tenants: _Cache[Tenant] = _Cache(clock, ttl_us, catalog.tenant, on_lookup)
+        self._clients: _Cache[ClientRecord] = _Cache(clock, ttl_us, catalog.client, on_lookup)
 
         async def load_channel(key: str) -> ChannelDefinition | None:
             tenant, _, name = key.partition(" ")
             return await catalog.channel(tenant, name)
 
-        self._channels: _Cache[ChannelDefinition] = _Cache(clock, ttl_us, load_channel)
+        self._channels: _Cache[ChannelDefinition] = _Cache(clock, ttl_us, load_channel, on_lookup)
 
     @property
     def hits(self) -> int:

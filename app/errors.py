@@ -22,6 +22,7 @@ __all__ = [
     "MalformedBayeux",
     "MalformedJson",
     "NotFound",
+    "Overloaded",
     "PermissionDenied",
     "QuotaExceeded",
     "RateLimited",
@@ -205,3 +206,12 @@ class CatalogUnavailable(ServiceUnavailable):
 
 class Draining(ServiceUnavailable):
     """This node is shutting down."""
+
+
+class Overloaded(ServiceUnavailable):
+    """This node is already doing as much of this work as it allows at once (replays,
+    handshakes); `retry_after` spreads the clients' returns."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

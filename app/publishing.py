@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from app.errors import (
     TooManyChannels,
     UnknownChannel,
 )
+from app.metrics import Metrics
 from app.model import ChannelKey, EventDraft, Published, Retention
 from app.schemas import violations
 from app.settings import Settings
@@ -53,9 +55,11 @@ class PublishService:
         settings: Settings,
         directory: Directory | None = None,
         new_uuid: Callable[[], str] = lambda: str(uuid.uuid4()),
+        metrics: Metrics | None = None,
     ) -> None:
         """Without a `directory`, no channel has a definition (so none has a schema)."""
         self._engine = engine
+        self._metrics = metrics
         self._directory = directory
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
@@ -162,6 +166,8 @@ class PublishService:
         channel: str,
         payloads: Sequence[object],
         idempotency_key: str | None = None,
+        *,
+        transport: str = "rest",
     ) -> list[Published]:
         """Store `payloads` (decoded JSON objects) on `channel` atomically, in order.
 
@@ -170,7 +176,7 @@ class PublishService:
         """
         prepared = await self._prepare(principal, tenant, channel, payloads, idempotency_key)
         await self.take_allowance(tenant, len(prepared.drafts))
-        return await self.store(prepared, tenant)
+        return await self.store(prepared, tenant, transport=transport)
 
     async def prepare(
         self, principal: Principal, tenant: Tenant, channel: str, payload: object
@@ -211,11 +217,18 @@ class PublishService:
         key = ChannelKey(principal.tenant, name)
         return Prepared(key, tuple(drafts), self.retention(tenant, definition))
 
-    async def store(self, prepared: Prepared, tenant: Tenant) -> list[Published]:
+    async def store(
+        self, prepared: Prepared, tenant: Tenant, *, transport: str = "rest"
+    ) -> list[Published]:
         """Store prepared events of one channel as one atomic engine publish (the caller has
         taken the publish allowance)."""
         await self._check_channel_quota(tenant, prepared.key.name)
+        started = time.perf_counter()
         published = await self._engine.publish(prepared.key, prepared.drafts, prepared.retention)
+        if self._metrics is not None:
+            self._metrics.record_publish(
+                prepared.key, transport, published, time.perf_counter() - started
+            )
         known = self._known_channels.get(tenant.tenant_id)
         if known is not None:
             known.add(prepared.key.name)

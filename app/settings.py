@@ -101,7 +101,16 @@ class Settings:
         1, "int", "Worker processes (the memory engine needs 1).", minimum=1, maximum=64
     )
     log_level: str = _setting("info", "text", "One of " + ", ".join(_LOG_LEVELS) + ".")
+    log_format: str = _setting(
+        "text", "text", "`text` for people, or `json`: one JSON object per line for pipelines."
+    )
     access_log: bool = _setting(True, "bool", "Log one line per request (tokens redacted).")
+    metrics_channel_labels: bool = _setting(
+        False,
+        "bool",
+        "Label published-event metrics with channel names too (one series per channel: keep "
+        "off with many channels).",
+    )
     public_url: str | None = _setting(
         None, "text", "Base URL clients use (`instance_url`); default: the request's own base URL."
     )
@@ -167,6 +176,36 @@ class Settings:
     )
     sse_retry: float = _setting(
         2.0, "duration", "Reconnect delay suggested to SSE clients (`retry:`).", minimum=0
+    )
+    reconnect_jitter: float = _setting(
+        5.0,
+        "duration",
+        "Spread of the reconnect delays this node suggests when it ends streams or refuses "
+        "work (SSE `retry:` gets up to this much on top of REPLAYBUS_SSE_RETRY; Bayeux "
+        "`advice.interval` up to this), so clients do not all come back at once.",
+        minimum=0,
+        maximum=600,
+    )
+    max_concurrent_replays: int = _setting(
+        200,
+        "int",
+        "SSE streams this node lets catch up from history at once; more get 503 with a "
+        "jittered Retry-After (they resume by ReplayId a little later).",
+        minimum=1,
+    )
+    max_concurrent_handshakes: int = _setting(
+        200,
+        "int",
+        "Bayeux handshakes this node processes at once; more are told to retry after a "
+        "jittered interval.",
+        minimum=1,
+    )
+    ready_timeout: float = _setting(
+        2.0,
+        "duration",
+        "How long /readyz waits for its canary event to come back through the live fan-out.",
+        minimum=0.1,
+        maximum=60,
     )
     bayeux_timeout: float = _setting(
         110.0,
@@ -291,6 +330,10 @@ class Settings:
                 raise SettingsError(f"{env}: must be at least {low}, got {value}")
             if high is not None and value > high:
                 raise SettingsError(f"{env}: must be at most {high}, got {value}")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(
+                f"{ENV_PREFIX}LOG_FORMAT: must be text or json, got {self.log_format!r}"
+            )
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_LEVEL: must be one of {', '.join(_LOG_LEVELS)}, "

@@ -4,7 +4,7 @@ decide how to write what `next_batch` returns."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from app.delivery import Delivery
@@ -37,14 +37,21 @@ class ChannelStream:
         after: int,
         page_size: int,
         initial_gap: Gap | None,
+        on_history_read: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_history_read = on_history_read
         self._key = key
         self._mailbox = mailbox
         self._page_size = page_size
         self._pending: list[StreamItem] = [initial_gap] if initial_gap else []
         self.position = after
         self._catching_up = key is not None
+
+    @property
+    def catching_up(self) -> bool:
+        """Still reading retained history (False once live)."""
+        return self._catching_up
 
     @property
     def cursor(self) -> int | None:
@@ -75,6 +82,8 @@ class ChannelStream:
         # dropping it keeps stale copies from using up the live capacity (or an overflow).
         self._mailbox.reset()
         page = await self._engine.read(self._key, self.position, self._page_size)
+        if self._on_history_read is not None:
+            self._on_history_read()
         items, self._pending = self._pending, []
         if self.position < page.window.low_water:
             items.append(
@@ -104,6 +113,7 @@ async def open_stream(
     is_wildcard: bool,
     capacity: int,
     page_size: int,
+    on_history_read: Callable[[], None] | None = None,
 ) -> AsyncIterator[ChannelStream]:
     """Attach to live events, then decide where history starts (`recover`), and yield the stream.
 
@@ -116,6 +126,7 @@ async def open_stream(
         key = ChannelKey(topic.tenant, topic.pattern)
         decision = recover(requested, await engine.window(key))
         if isinstance(decision, Gap):
-            yield ChannelStream(engine, key, mailbox, decision.resume_after, page_size, decision)
+            after, gap = decision.resume_after, decision
         else:
-            yield ChannelStream(engine, key, mailbox, decision.after, page_size, None)
+            after, gap = decision.after, None
+        yield ChannelStream(engine, key, mailbox, after, page_size, gap, on_history_read)

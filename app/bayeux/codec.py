@@ -46,6 +46,7 @@ CHANNEL_MISSING = "400::Message without a channel"
 REQUEST_TOO_LARGE = "413::Maximum Request Size Exceeded"
 ONE_PER_REQUEST = "400::Only one handshake and one connect per request"
 UNAVAILABLE = "503::Service temporarily unavailable, retry"
+BUSY = "503::This node is handling too many handshakes, retry"
 MALFORMED = "400::Malformed request, expected a JSON array of Bayeux messages"
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.access import Principal
+from app.admission import Admission, jittered
 from app.bayeux import codec
 from app.bayeux.codec import Message
 from app.catalog import Tenant
@@ -25,8 +26,9 @@ from app.channels import ChannelPattern, is_meta, is_service, parse_pattern, sub
 from app.clock import Clock
 from app.delivery import Delivery
 from app.engine import Engine
-from app.errors import InvalidChannel, UnknownChannel
+from app.errors import InvalidChannel, Overloaded, UnknownChannel
 from app.hub import Hub, Mailbox, SubscriberOverflow
+from app.metrics import Metrics
 from app.model import ChannelKey, Event, Topic
 from app.race import first_completed
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
@@ -104,6 +106,7 @@ class _Batch:
     size: int = 0
     reached: dict[str, int] = field(default_factory=dict)
     gaps: list[dict[str, Any]] = field(default_factory=list)
+    newest_created_us: int = 0
 
     @property
     def room(self) -> int:
@@ -119,6 +122,7 @@ class _Batch:
         self.items.append(encoded)
         self.size += len(encoded)
         self.reached[delivery.event.key.name] = delivery.replay_id
+        self.newest_created_us = max(self.newest_created_us, delivery.event.created_us)
         return True
 
 
@@ -177,10 +181,19 @@ class BayeuxServer:
         draining: asyncio.Event,
         new_id: Callable[[], str] = new_client_id,
         check_channel: Callable[[Tenant, str], Awaitable[object]] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         """`check_channel` raises UnknownChannel for a channel the tenant may not use (an
         undefined one, when the tenant requires definitions)."""
         self._engine = engine
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._jitter = settings.reconnect_jitter
+        self._handshakes = Admission(
+            "handshakes",
+            settings.max_concurrent_handshakes,
+            settings.reconnect_jitter,
+            self._metrics.admission_refused.labels("handshake").inc,
+        )
         self._check_channel = check_channel
         self._hub = hub
         self._clock = clock
@@ -304,7 +317,22 @@ class BayeuxServer:
             ack=wants_ack,
         )
         cap = tenant.settings.max_subscribers if tenant is not None else None
-        if not await self._engine.session_create(record, self._window_us, self._max_clients, cap):
+        try:
+            place = self._handshakes.enter()
+        except Overloaded as busy:
+            return {
+                **reply,
+                "successful": False,
+                "error": codec.BUSY,
+                "advice": {"reconnect": "retry", "interval": round(busy.retry_after * 1000)},
+            }
+        try:
+            created = await self._engine.session_create(
+                record, self._window_us, self._max_clients, cap
+            )
+        finally:
+            place.leave()
+        if not created:
             return denied(codec.CONCURRENT_LIMIT)
         if wants_ack:
             ext["ack"] = True
@@ -319,8 +347,10 @@ class BayeuxServer:
             "advice": self._advice(),
         }
 
-    def _advice(self) -> dict[str, Any]:
-        return {"reconnect": "retry", "interval": 0, "timeout": self._timeout_ms}
+    def _advice(self, *, spread: bool = False) -> dict[str, Any]:
+        """`spread`: clients sent away together (a drain) come back at jittered intervals."""
+        interval = round(jittered(0.0, self._jitter) * 1000) if spread else 0
+        return {"reconnect": "retry", "interval": interval, "timeout": self._timeout_ms}
 
     # -- connect ---------------------------------------------------------------------------
 
@@ -362,7 +392,7 @@ class BayeuxServer:
             await self._collect(updated, batch, await self._targets(updated))
         reply = _reply(message, successful=True)
         if not updated.connected or ending == "draining":
-            reply["advice"] = self._advice()
+            reply["advice"] = self._advice(spread=ending == "draining")
         if ending == "disconnected":
             reply["advice"] = {"reconnect": "none", "interval": 0}
             return [reply]
@@ -384,6 +414,13 @@ class BayeuxServer:
             ext["ack"] = final.batch
         if ext:
             reply["ext"] = ext
+        self._metrics.bayeux_client_seen(client_id, self._window_us / 1_000_000)
+        if batch.items:
+            self._metrics.record_delivery(
+                session.tenant, "bayeux", len(batch.items), batch.newest_created_us
+            )
+        if batch.gaps:
+            self._metrics.gaps.labels("bayeux").inc(len(batch.gaps))
         return [*batch.items, reply]
 
     async def _targets(self, session: SessionRecord) -> dict[str, int]:
@@ -443,6 +480,7 @@ class BayeuxServer:
             if batch.room <= 0:
                 return
             page = await self._engine.read(ChannelKey(session.tenant, channel), after, batch.room)
+            self._metrics.replay_reads.labels("bayeux").inc()
             if after < page.window.low_water:
                 batch.gaps.append(
                     {
@@ -467,6 +505,7 @@ class BayeuxServer:
         live event, the timeout, a newer connect, a subscribe, a disconnect or a drain."""
         hold = _Hold(session.generation)
         self._holds[session.client_id] = hold
+        self._metrics.held_connects.inc()
         try:
             async with AsyncExitStack() as listening:
                 mailbox = Mailbox(self._capacity)
@@ -510,6 +549,7 @@ class BayeuxServer:
                     targets[channel] = delivery.replay_id
                 return None
         finally:
+            self._metrics.held_connects.dec()
             if self._holds.get(session.client_id) is hold:
                 del self._holds[session.client_id]
 
@@ -646,6 +686,7 @@ class BayeuxServer:
 
     async def _disconnect(self, message: Message, session: SessionRecord) -> Message:
         await self._engine.session_delete(session.client_id)
+        self._metrics.bayeux_client_gone(session.client_id)
         self._signal_local(session.client_id, "wake disconnected")
         await self._engine.session_signal(session.client_id, "wake disconnected")
         return _reply(message, successful=True)

@@ -1314,7 +1314,7 @@ async def test_draining_releases_a_held_connect_with_retry_advice(
     draining: asyncio.Event,
     background: Background,
 ) -> None:
-    server = make_server(bayeux_timeout=600)
+    server = make_server(bayeux_timeout=600, reconnect_jitter=0)
     client = make_client(server)
     await client.start(X)
     held = await hold(client, background)
@@ -1337,6 +1337,26 @@ async def test_draining_releases_a_held_connect_with_retry_advice(
 
 
 # --- gaps between connects -----------------------------------------------------------------
+
+
+async def test_clients_released_by_a_drain_are_told_to_come_back_at_spread_out_intervals(
+    make_server: ServerFactory,
+    make_client: ClientFactory,
+    draining: asyncio.Event,
+    background: Background,
+) -> None:
+    server = make_server(bayeux_timeout=600, reconnect_jitter=3)
+    clients = [make_client(server) for _ in range(8)]
+    held = []
+    for client in clients:
+        await client.start(X)
+        held.append(await hold(client, background))
+
+    draining.set()
+    intervals = [connect_reply(await within(h))["advice"]["interval"] for h in held]
+
+    assert all(0 <= interval <= 3000 for interval in intervals)
+    assert len(set(intervals)) > 1
 
 
 async def test_position_below_the_low_water_mark_gets_retained_events_and_a_gap(

@@ -118,3 +118,11 @@ def test_unavailable_response_asks_to_retry() -> None:
     response = error_response(errors.ServiceUnavailable("busy"))
 
     assert response.headers["retry-after"] == "1"
+
+
+def test_an_overloaded_node_answers_503_with_its_jittered_retry_after_rounded_up() -> None:
+    response = error_response(errors.Overloaded("busy", retry_after=3.2))
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "4"
+    assert orjson.loads(response.body)["error"] == "overloaded"

@@ -1,0 +1,181 @@
+"""Prometheus metrics of one process, served at `/metrics`.
+
+Labels are bounded: tenant, transport, and small fixed sets (result, reason); channel names
+only when `REPLAYBUS_METRICS_CHANNEL_LABELS` is on. With several workers, prometheus-client's
+multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, set by the supervisor) sums every worker's
+values; gauges then add up the live workers' (`livesum`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client import multiprocess as multiprocess_metrics
+
+from app.model import ChannelKey, Published
+
+__all__ = ["CONTENT_TYPE", "MULTIPROCESS_DIR", "Metrics", "forget_process"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+# `_created` series double the output and no alert uses them.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+_LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+def forget_process(pid: int) -> None:
+    """In multiprocess mode, drop a dead worker's live gauges (its counters still count)."""
+    multiprocess_metrics.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+class Metrics:
+    """Every metric the service records. Each process builds one (tests build one per app, in
+    a registry of its own)."""
+
+    def __init__(self, *, channel_labels: bool = False) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.channel_labels = channel_labels
+        registry = self.registry
+        event_labels = ["tenant", "transport", *(["channel"] if channel_labels else [])]
+        self.published = Counter(
+            "replaybus_events_published",
+            "Events stored (duplicates by idempotency key not counted).",
+            event_labels,
+            registry=registry,
+        )
+        self.delivered = Counter(
+            "replaybus_events_delivered",
+            "Events written to subscribers, one per subscriber.",
+            ["tenant", "transport"],
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "replaybus_publish_duration_seconds",
+            "Time to store a publish request's events, from validation to acknowledgement.",
+            ["transport"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.delivery_lag = Histogram(
+            "replaybus_delivery_lag_seconds",
+            "From an event's creation to its write to a subscriber (per write, its newest event).",
+            ["transport"],
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.sse_streams = Gauge(
+            "replaybus_sse_streams",
+            "Open SSE streams.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.bayeux_sessions = Gauge(
+            "replaybus_bayeux_sessions",
+            "Bayeux clients whose last connect reached this process within the reconnect window.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.held_connects = Gauge(
+            "replaybus_bayeux_held_connects",
+            "Bayeux connects held open waiting for events.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.replay_reads = Counter(
+            "replaybus_replay_reads",
+            "History pages read for subscribers catching up (SSE, Bayeux, REST history).",
+            ["transport"],
+            registry=registry,
+        )
+        self.gaps = Counter(
+            "replaybus_gaps_reported",
+            "Gaps reported to subscribers: requested positions already out of retention.",
+            ["transport"],
+            registry=registry,
+        )
+        self.slow_consumers = Counter(
+            "replaybus_slow_consumer_disconnects",
+            "Subscribers cut off for falling behind or not reading.",
+            ["transport", "reason"],
+            registry=registry,
+        )
+        self.engine_errors = Counter(
+            "replaybus_engine_errors",
+            "Requests answered 503 because the event store was unavailable.",
+            ["protocol"],
+            registry=registry,
+        )
+        self.catalog_lookups = Counter(
+            "replaybus_catalog_cache_lookups",
+            "Tenant, client and channel lookups: hit (cached), miss (read), stale (catalog "
+            "down, cached answer used).",
+            ["result"],
+            registry=registry,
+        )
+        self.admission_refused = Counter(
+            "replaybus_admission_refused",
+            "Replays and handshakes refused by this node's concurrency limit (503 / retry).",
+            ["kind"],
+            registry=registry,
+        )
+        self._bayeux_clients: dict[str, float] = {}
+
+    def record_publish(
+        self, key: ChannelKey, transport: str, published: list[Published], seconds: float
+    ) -> None:
+        stored = sum(not ack.duplicate for ack in published)
+        labels = [key.tenant, transport, *([key.name] if self.channel_labels else [])]
+        if stored:
+            self.published.labels(*labels).inc(stored)
+        self.publish_seconds.labels(transport).observe(seconds)
+
+    def record_delivery(
+        self, tenant: str, transport: str, count: int, newest_created_us: int
+    ) -> None:
+        """`count` events written to one subscriber, the newest created at `newest_created_us`."""
+        self.delivered.labels(tenant, transport).inc(count)
+        lag = time.time() - newest_created_us / 1_000_000
+        self.delivery_lag.labels(transport).observe(max(0.0, lag))
+
+    def bayeux_client_seen(self, client_id: str, window_s: float) -> None:
+        """Count a Bayeux client as active here until `window_s` after its last connect."""
+        now = time.monotonic()
+        self._bayeux_clients[client_id] = now + window_s
+        if len(self._bayeux_clients) % 256 == 0:
+            self._forget_expired(now)
+        self.bayeux_sessions.set(len(self._bayeux_clients))
+
+    def bayeux_client_gone(self, client_id: str) -> None:
+        self._bayeux_clients.pop(client_id, None)
+        self.bayeux_sessions.set(len(self._bayeux_clients))
+
+    def _forget_expired(self, now: float) -> None:
+        expired = [client for client, until in self._bayeux_clients.items() if until < now]
+        for client in expired:
+            del self._bayeux_clients[client]
+
+    def exposition(self) -> bytes:
+        """The text format of this process's metrics, or of every worker's in multiprocess
+        mode."""
+        self._forget_expired(time.monotonic())
+        self.bayeux_sessions.set(len(self._bayeux_clients))
+        directory = os.environ.get(MULTIPROCESS_DIR)
+        if directory:
+            combined = CollectorRegistry()
+            multiprocess_metrics.MultiProcessCollector(  # type: ignore[no-untyped-call]
+                combined, path=directory
+            )
+            return generate_latest(combined)
+        return generate_latest(self.registry)
