@@ -192,8 +192,8 @@ def _ratio(value: float, reference: float) -> str:
 
 def _fan_cell(f: dict[str, Any]) -> str:
     return (
-        f"p50 {f['p50_ms']} / p99 {f['p99_ms']} ms; {f['delivered_per_s']:,} msg/s; "
-        f"loss {f['loss_pct']} %; dup {f['duplicates']}"
+        f"p50 {f['p50_ms']} / p99 {f['p99_ms']} ms; {f['delivered_per_s']:,} msg/s "
+        f"({f['published_per_s']:,} ev/s taken); loss {f['loss_pct']} %; dup {f['duplicates']}"
     )
 
 
@@ -330,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     print("Targets:")
     print("\n".join(_targets(results)))
     print()
+    print(
+        "Fan-out: publishing stops after the phase's seconds whatever the server took (ev/s "
+        "taken); loss is what some subscriber had not received 5 s later (lost, or still queued "
+        "on a server that fell behind)."
+    )
     print(f"Generator: {GENERATOR}. Whole run: {document['seconds']} s. JSON: {arguments.json}")
     return 0
 
