@@ -3,6 +3,7 @@ Starlette endpoint and the do-nothing server (publish only)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -13,6 +14,9 @@ from loadtests.bench.scenarios import BayeuxSession, Target, event_payload
 from loadtests.bench.servers import Server
 
 __all__ = ["ceiling_target", "faye_target", "nchan_target", "publish_only", "replaybus_target"]
+
+_BAYEUX_RETRIES = 20
+_BAYEUX_RETRY_PAUSE_S = 0.5
 
 
 def publish_only(server: Server, channel: str) -> Target:
@@ -40,13 +44,21 @@ class _ReplaybusBayeux(BayeuxSession):
         self._channel = channel
         self._connection: Connection | None = None
         self._client_id = ""
+        self.retries = 0
 
     async def _post(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send, retrying a 503 (the server is briefly unavailable) as CometD clients do: after
+        a pause, with the same clientId, a bounded number of times."""
         assert self._connection is not None
         request = self._connection.prepare(
             "POST", "/cometd/58.0", self._headers, orjson.dumps(messages)
         )
-        response = await self._connection.send(request)
+        for _ in range(_BAYEUX_RETRIES):
+            response = await self._connection.send(request)
+            if response.status != 503:
+                break
+            self.retries += 1
+            await asyncio.sleep(_BAYEUX_RETRY_PAUSE_S)
         if response.status != 200:
             raise RuntimeError(f"Bayeux answered {response.status}: {response.body[:200]!r}")
         replies: list[dict[str, Any]] = orjson.loads(response.body)

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["BUNDLED", "DEFAULTS", "EXTERNAL", "PRODUCTION", "SIGNING_KEY", "VALUE_SETS"]
+import yaml
+
+__all__ = [
+    "BUNDLED",
+    "DEFAULTS",
+    "EXTERNAL",
+    "PRODUCTION",
+    "PRODUCTION_FILE",
+    "SIGNING_KEY",
+    "VALUE_SETS",
+]
 
 # Only passed through to a Secret, never parsed: its shape is enough.
 SIGNING_KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEG\n-----END PRIVATE KEY-----\n"
@@ -12,26 +23,10 @@ SIGNING_KEY = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEG\n-----END P
 # values.yaml alone: one pod, embedded engine and catalog.
 DEFAULTS: dict[str, Any] = {}
 
-# Everything optional on, secrets kept outside the chart, Redis and PostgreSQL without passwords.
-PRODUCTION: dict[str, Any] = {
-    "replicaCount": 3,
-    "existingSecret": "replaybus-prod",
-    "config": {"REPLAYBUS_WORKERS": "4", "REPLAYBUS_LOG_LEVEL": "warning"},
-    "redis": {"url": "redis://redis.data.svc:6379/0"},
-    "postgresql": {"url": "postgresql://replaybus@postgres.data.svc/replaybus"},
-    "ingress": {
-        "enabled": True,
-        "className": "nginx",
-        "hosts": [{"host": "events.example.com", "paths": [{"path": "/", "pathType": "Prefix"}]}],
-        "tls": [{"secretName": "events-tls", "hosts": ["events.example.com"]}],
-    },
-    "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12},
-    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
-    "networkPolicy": {
-        "ingressNamespaceSelector": {"kubernetes.io/metadata.name": "ingress-nginx"},
-        "metricsNamespaceSelector": {"kubernetes.io/metadata.name": "monitoring"},
-    },
-}
+# Everything optional on, secrets kept outside the chart, Redis and PostgreSQL without passwords:
+# the example the chart ships and the operations guide renders.
+PRODUCTION_FILE = Path(__file__).parents[2] / "helm" / "replaybus" / "examples" / "production.yaml"
+PRODUCTION: dict[str, Any] = yaml.safe_load(PRODUCTION_FILE.read_text())
 
 # External Redis and PostgreSQL with passwords, so their URLs go in the chart's Secret.
 EXTERNAL: dict[str, Any] = {
