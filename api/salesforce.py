@@ -92,6 +92,13 @@ def salesforce_error_response(error: errors.ReplaybusError) -> Response:
     )
 
 
+def _refused(request: Request, error: errors.ReplaybusError) -> Response:
+    """The error response of a handler here; store outages are counted for the metrics."""
+    if isinstance(error, errors.EngineUnavailable):
+        request.app.state.services.metrics.engine_errors.labels("salesforce").inc()
+    return salesforce_error_response(error)
+
+
 def _save_result(published: Published) -> dict[str, Any]:
     """`success` means stored; the `OPERATION_ENQUEUED` message carries the EventUuid that
     subscribers see as `data.event.EventUuid`."""
@@ -136,7 +143,7 @@ async def sobject(request: Request) -> Response:
             principal, tenant, channel, [body], transport="salesforce"
         )
     except errors.ReplaybusError as error:
-        return salesforce_error_response(error)
+        return _refused(request, error)
     return JSONBytesResponse(_save_result(published), 201)
 
 
@@ -192,7 +199,7 @@ async def composite_sobjects(request: Request) -> Response:
             for (index, _), ack in zip(members, acks, strict=True):
                 results[index] = _save_result(ack)
     except errors.ReplaybusError as error:
-        return salesforce_error_response(error)
+        return _refused(request, error)
     return JSONBytesResponse(results, 200)
 
 
@@ -212,4 +219,4 @@ async def event_schema(request: Request) -> Response:
         _check_version(request)
         return await schema_by_id(request, str(request.path_params["schema_id"]))
     except errors.ReplaybusError as error:
-        return salesforce_error_response(error)
+        return _refused(request, error)
