@@ -4,6 +4,7 @@ the line. Headers are never logged, so neither are tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from urllib.parse import unquote_plus
@@ -49,6 +50,12 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, send_and_record)
+        except Exception:
+            status = status or 500  # what the error middleware around this one answers
+            raise
+        except asyncio.CancelledError:
+            status = status or 499  # the client went away first
+            raise
         finally:
             query = scope.get("query_string", b"").decode("latin-1")
             # The raw (still percent-encoded) path: a decoded one could forge log lines.

@@ -119,6 +119,9 @@ class LiveFeed:
                         self._start_shard_readers()
                     else:
                         await self._pubsub.subscribe(source)
+                except (RedisError, OSError) as error:
+                    del self._active[source]
+                    raise EngineUnavailable(f"the live feed is unavailable: {error}") from None
                 except BaseException:
                     del self._active[source]
                     raise
