@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -29,6 +29,7 @@ class RunningServer:
     client_id: str
     client_secret: str
     process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
 
     async def wait_for_held_connects(self, count: int) -> None:
         """Until the node reports `count` held Bayeux connects (polling its /readyz)."""
@@ -55,31 +56,38 @@ class RunningServer:
 
 
 @contextmanager
-def run_server(env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
-    """A `replaybus serve` process on a free port; its output is read until it says it listens.
+def run_server(
+    env: Mapping[str, str] | None = None,
+    *arguments: str,
+    client_id: str = CLIENT_ID,
+    client_secret: str = CLIENT_SECRET,
+) -> Iterator[RunningServer]:
+    """A `replaybus serve [arguments]` process on a free port; its output is read until it says
+    it listens, then collected line by line in `RunningServer.output` (complete once the block
+    has left).
 
     Stopped with SIGTERM on exit (SIGKILL if it does not stop within 15 s)."""
     environment = {
         **os.environ,
         "REPLAYBUS_PORT": "0",
-        "REPLAYBUS_BOOTSTRAP_CLIENT_ID": CLIENT_ID,
-        "REPLAYBUS_BOOTSTRAP_CLIENT_SECRET": CLIENT_SECRET,
+        "REPLAYBUS_BOOTSTRAP_CLIENT_ID": client_id,
+        "REPLAYBUS_BOOTSTRAP_CLIENT_SECRET": client_secret,
         "REPLAYBUS_ACCESS_LOG": "false",
         "REPLAYBUS_LOG_LEVEL": "warning",
         **(env or {}),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve"],
+        [sys.executable, "-m", "api.cli", "serve", *arguments],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     assert process.stdout is not None
-    seen = []
+    output: list[str] = []
     base_url = None
     for line in process.stdout:
-        seen.append(line)
+        output.append(line.rstrip("\n"))
         match = _LISTENING.search(line)
         if match:
             base_url = match.group(1)
@@ -87,12 +95,18 @@ def run_server(env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
     if base_url is None:
         process.wait(timeout=15)
         process.stdout.close()
-        raise RuntimeError("replaybus did not start:\n" + "".join(seen))
-    # Keep reading its output so a chatty server never blocks on a full pipe.
-    drain = threading.Thread(target=seen.extend, args=(process.stdout,), daemon=True)
-    drain.start()
+        raise RuntimeError("replaybus did not start:\n" + "\n".join(output))
+    stdout = process.stdout
+
+    def collect() -> None:
+        # Keeps reading, so a chatty server never blocks on a full pipe.
+        for line in stdout:
+            output.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=collect, daemon=True)
+    reader.start()
     try:
-        yield RunningServer(base_url, CLIENT_ID, CLIENT_SECRET, process)
+        yield RunningServer(base_url, client_id, client_secret, process, output)
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -101,8 +115,8 @@ def run_server(env: Mapping[str, str] | None = None) -> Iterator[RunningServer]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        drain.join(timeout=5)
-        process.stdout.close()
+        reader.join(timeout=5)
+        stdout.close()
 
 
 def fresh_catalog_database(postgres: RunningPostgres, prefix: str = "catalog") -> str:

@@ -5,30 +5,22 @@ Redis stopped, and JSON logs that never contain a credential."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import httpx
 import orjson
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from httpx_sse import aconnect_sse
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from tests.e2e.server import CLIENT_ID, CLIENT_SECRET, RunningServer, run_server
+from tests.e2e.server import run_server
 from tests.e2e.sse import channel_name, dispatched, publish
 from tests.harness.redis import running_redis
 
@@ -82,64 +74,6 @@ async def until_metric(
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-# -- a server whose output the test reads --------------------------------------------------
-
-
-@contextmanager
-def serving(
-    env: Mapping[str, str], *arguments: str, client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET
-) -> Iterator[tuple[RunningServer, list[str]]]:
-    """Like `run_server`, with command-line `arguments` and every line the process writes
-    (stdout and stderr) collected in the yielded list, complete once the block has left."""
-    environment = {
-        **os.environ,
-        "REPLAYBUS_PORT": "0",
-        "REPLAYBUS_BOOTSTRAP_CLIENT_ID": client_id,
-        "REPLAYBUS_BOOTSTRAP_CLIENT_SECRET": secret,
-        **env,
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", *arguments],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert process.stdout is not None
-    output: list[str] = []
-    base_url = None
-    for line in process.stdout:
-        output.append(line.rstrip("\n"))
-        match = _LISTENING.match(output[-1])
-        if match:
-            base_url = match.group(1)
-            break
-    if base_url is None:
-        process.wait(timeout=15)
-        process.stdout.close()
-        raise RuntimeError("replaybus did not start:\n" + "\n".join(output))
-    stdout = process.stdout
-
-    def drain() -> None:
-        for line in stdout:
-            output.append(line.rstrip("\n"))
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        yield RunningServer(base_url, client_id, secret, process), output
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        reader.join(timeout=5)
-        stdout.close()
 
 
 async def until_output(output: list[str], wanted: Callable[[list[str]], bool], what: str) -> None:
@@ -296,7 +230,8 @@ async def test_every_worker_answers_metrics_for_the_whole_node(tmp_path: Path) -
             "REPLAYBUS_ACCESS_LOG": "false",
             "PROMETHEUS_MULTIPROC_DIR": str(folder),
         }
-        with serving(env, "--workers", "2") as (server, output):
+        with run_server(env, "--workers", "2") as server:
+            output = server.output
             await until_output(
                 output,
                 lambda lines: sum("Application startup complete" in line for line in lines) == 2,
@@ -357,15 +292,6 @@ async def test_publishing_with_redis_stopped_is_answered_503_and_counted() -> No
 # -- logs ------------------------------------------------------------------------------------
 
 
-def _signing_key() -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-
-
 def _banner(output: list[str]) -> tuple[int, int]:
     """Where the start-up banner (printed, not logged) begins and ends in the output."""
     [start] = [i for i, line in enumerate(output) if _LISTENING.match(line)]
@@ -375,14 +301,14 @@ def _banner(output: list[str]) -> tuple[int, int]:
     return start, end
 
 
-async def test_json_logs_carry_request_fields_and_never_a_credential() -> None:
+async def test_json_logs_carry_request_fields_and_never_a_credential(signing_key_pem: str) -> None:
     client_id = "logs-client"
     client_secret = "cs-" + secrets.token_urlsafe(24)
     operator_key = "op-" + secrets.token_urlsafe(24)
     password = "pw-" + secrets.token_urlsafe(24)
     wrong_secret = "wrong-" + secrets.token_urlsafe(24)
     garbage_token = "garbage-" + secrets.token_urlsafe(24)
-    signing_key = _signing_key()
+    signing_key = signing_key_pem
     env = {
         "REPLAYBUS_LOG_FORMAT": "json",
         "REPLAYBUS_ACCESS_LOG": "true",
@@ -394,7 +320,8 @@ async def test_json_logs_carry_request_fields_and_never_a_credential() -> None:
     }
     channel = channel_name()
     issued: list[str] = []
-    with serving(env, client_id=client_id, secret=client_secret) as (server, output):
+    with run_server(env, client_id=client_id, client_secret=client_secret) as server:
+        output = server.output
         base = server.base_url
         credentials = {"client_id": client_id, "client_secret": client_secret}
         async with httpx.AsyncClient(timeout=30) as client:

@@ -10,7 +10,8 @@ from tests.e2e.sse import channel_name, dispatched, publish
 
 
 async def test_idle_stream_sends_heartbeat_comments() -> None:
-    with run_server({"REPLAYBUS_SSE_HEARTBEAT": "100ms"}) as server:
+    settings = {"REPLAYBUS_SSE_HEARTBEAT": "100ms", "REPLAYBUS_RECONNECT_JITTER": "0"}
+    with run_server(settings) as server:
         token = server.token()
         async with (
             httpx.AsyncClient(timeout=30) as client,
@@ -95,7 +96,7 @@ async def test_wildcard_reconnect_is_reported_as_a_gap() -> None:
 
 
 async def test_stream_ends_with_a_retry_hint_when_its_token_expires() -> None:
-    with run_server({"REPLAYBUS_TOKEN_TTL": "10s"}) as server:
+    with run_server({"REPLAYBUS_TOKEN_TTL": "10s", "REPLAYBUS_RECONNECT_JITTER": "0"}) as server:
         token = server.token()
         async with (
             httpx.AsyncClient(timeout=60) as client,
