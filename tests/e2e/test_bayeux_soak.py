@@ -89,7 +89,9 @@ async def test_every_client_receives_every_event_exactly_once_in_order(node_dir:
         f"{len(clients) - len(wrong)} of {CLIENTS} clients received all {EVENTS} events "
         "exactly once, in order"
     )
-    # Failed handshakes, subscribes, connects or disconnects, as the clients reported them.
+    # Failed handshakes, subscribes, connects or disconnects, as the clients reported them. A
+    # connect that crossed its own client's /meta/disconnect at the end is answered "Unknown
+    # client" by design (the session is gone): that is the protocol, not a failure.
     failures = Counter(
         (
             record["kind"],
@@ -97,6 +99,11 @@ async def test_every_client_receives_every_event_exactly_once_in_order(node_dir:
         )
         for record in records
         if record["type"] == "meta"
+        and not (
+            record.get("finishing")
+            and record["kind"] == "connect"
+            and record["message"].get("error") == "403::Unknown client"
+        )
     )
     assert not failures, f"failed Bayeux requests (kind, error): {dict(failures)}; {delivered}"
     assert run.returncode == 0, run.describe()
