@@ -155,14 +155,14 @@ class AnswerLosingProxy(TcpProxy):
 
     async def _count(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         tail = b""
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while chunk := await reader.read(65536):
-                # Request lines may straddle two reads: keep the end of the previous one.
-                self.event_posts += (tail + chunk).count(b"POST /v1/events/")
-                tail = chunk[-32:]
-                writer.write(chunk)
-                await writer.drain()
-        writer.transport.abort()
+
+        async def count(chunk: bytes) -> None:
+            nonlocal tail
+            # Request lines may straddle two reads: keep the end of the previous one.
+            self.event_posts += (tail + chunk).count(b"POST /v1/events/")
+            tail = chunk[-32:]
+
+        await self._pipe(reader, writer, count)
 
     async def _forward(
         self,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -51,9 +51,17 @@ class TcpProxy:
     def _restore_now(self) -> None:
         self._cut = False
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        before_write: Callable[[bytes], Awaitable[None]] | None = None,
+    ) -> None:
+        """Copy one direction until it ends; `before_write` sees (and may hold) each chunk."""
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while chunk := await reader.read(65536):
+                if before_write is not None:
+                    await before_write(chunk)
                 writer.write(chunk)
                 await writer.drain()
         writer.transport.abort()

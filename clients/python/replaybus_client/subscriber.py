@@ -269,13 +269,18 @@ class Subscriber:
         }
         while True:
             replies = await self._bayeux_post([connect])
+            pause = 0.0
             for message in replies:
                 channel = message.get("channel")
                 if channel == "/meta/connect":
                     if not message.get("successful"):
                         self._bayeux_refused(message)
+                    # A server sending clients away together (a drain) spreads their returns.
+                    pause = float((message.get("advice") or {}).get("interval", 0)) / 1000
                 elif channel == self.channel and isinstance(message.get("data"), dict):
                     yield _bayeux_event(self.channel, message["data"])
+            if pause > 0:
+                await asyncio.sleep(pause)
 
     def _bayeux_refused(self, reply: dict[str, Any]) -> NoReturn:
         error = str(reply.get("error", ""))
