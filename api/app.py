@@ -100,7 +100,7 @@ def create_app(
                 catalog,
                 clock,
                 settings.catalog_cache_ttl,
-                on_lookup=lambda result: metrics.catalog_lookups.labels(result).inc(),
+                on_lookup=metrics.catalog_lookup,
             )
             publisher = PublishService(engine, settings, directory, metrics=metrics)
             bayeux_server = await stack.enter_async_context(

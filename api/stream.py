@@ -118,9 +118,14 @@ class _EventStreamResponse(Response):
         self._opening = opening
         self._replay = replay
         self._metrics = services.metrics
+        #: When the write in progress began (loop time), None between writes: the guard
+        #: ends a stream whose client stopped reading (a timer per write would cost more).
+        self._writing_since: float | None = None
+        self._stalled = False
         settings = services.settings
         self._heartbeat = settings.sse_heartbeat
-        self._send_timeout = max(30.0, 2 * settings.sse_heartbeat)
+        # Two heartbeats a client could not take: it stopped reading (floor: slow links).
+        self._send_timeout = max(10.0, 2 * settings.sse_heartbeat)
         # Each stream suggests its own delay, so clients cut off together come back spread out.
         retry = jittered(settings.sse_retry, settings.reconnect_jitter)
         self._retry = retry_frame(int(retry * 1000))
@@ -135,7 +140,7 @@ class _EventStreamResponse(Response):
     async def _serve(self, receive: Receive, send: Send) -> None:
         async with self._resources:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            if not await self._write(send, self._retry[:-1] + self._opening + b"\n"):
+            if not await self._final_write(send, self._retry[:-1] + self._opening + b"\n", True):
                 return
             winner, failure = await first_completed(
                 self._pump(send),
@@ -144,19 +149,28 @@ class _EventStreamResponse(Response):
             )
             if failure is not None:
                 log.error("SSE stream failed", exc_info=failure)
-            if winner != 1:  # the client is still there: tell it when to come back
-                await self._write(send, self._retry, more=False)
+            if winner != 1 and not self._stalled:  # the client is there: when to come back
+                await self._final_write(send, self._retry, False)
 
-    async def _write(self, send: Send, body: bytes, *, more: bool = True) -> bool:
-        """Send, giving up on a client that stopped reading (False: the stream is over)."""
+    async def _final_write(self, send: Send, body: bytes, more: bool) -> bool:
+        """A write outside the pump (the opening, the last retry hint), with its own bound."""
         try:
             async with asyncio.timeout(self._send_timeout):
                 await send({"type": "http.response.body", "body": body, "more_body": more})
         except TimeoutError:
-            log.warning("SSE client stopped reading; closing its stream")
-            self._metrics.slow_consumers.labels("sse", "not_reading").inc()
+            self._stopped_reading()
             return False
         return True
+
+    async def _write(self, send: Send, body: bytes) -> None:
+        self._writing_since = asyncio.get_running_loop().time()
+        await send({"type": "http.response.body", "body": body, "more_body": True})
+        self._writing_since = None
+
+    def _stopped_reading(self) -> None:
+        self._stalled = True
+        log.warning("SSE client stopped reading; closing its stream")
+        self._metrics.slow_consumers.labels("sse", "not_reading").inc()
 
     async def _pump(self, send: Send) -> None:
         while True:
@@ -171,8 +185,7 @@ class _EventStreamResponse(Response):
                 self._replay.leave()  # caught up: the replay's place goes to the next one
                 self._replay = None
             body = _encode(items) if items else comment_frame("heartbeat")
-            if not await self._write(send, body):
-                return
+            await self._write(send, body)
             if items:
                 self._record(items)
 
@@ -188,12 +201,14 @@ class _EventStreamResponse(Response):
 
     async def _guard(self) -> None:
         """Returns when the stream must end for a reason of the server's: the node drains, the
-        token expires, or its client is revoked or its tenant suspended or deleted (the client
-        then reconnects and is told why). Meanwhile keeps the stream's lease alive. One task
-        watches all of these, so an idle stream costs as few tasks as it can."""
+        token expires, its client is revoked or its tenant suspended or deleted (the client
+        then reconnects and is told why), or the client stopped reading (a write pending for
+        the send timeout). Meanwhile keeps the stream's lease alive. One task watches all of
+        these, so an idle stream costs as few tasks as it can."""
         services = self._services
         draining = services.lifecycle.draining
-        interval = min(self._heartbeat, services.settings.catalog_cache_ttl)
+        loop = asyncio.get_running_loop()
+        interval = min(self._heartbeat, services.settings.catalog_cache_ttl, self._send_timeout / 6)
         renewed = services.clock.now_us()
         while True:
             remaining = self._principal.expires_at - services.clock.now_us() / 1_000_000
@@ -205,6 +220,10 @@ class _EventStreamResponse(Response):
                 return
             except TimeoutError:
                 pass
+            since = self._writing_since
+            if since is not None and loop.time() - since >= self._send_timeout:
+                self._stopped_reading()
+                return
             try:
                 await services.directory.admit(self._principal)
             except (AuthenticationFailed, PermissionDenied):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,6 +32,7 @@ MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 # `_created` series double the output and no alert uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+_MAX_CHILDREN = 10_000
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 _LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -131,23 +133,38 @@ class Metrics:
             registry=registry,
         )
         self._bayeux_clients: dict[str, float] = {}
+        # Labelled children by label values: `labels()` validates and locks on every call,
+        # which shows on the publish and delivery paths.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) >= _MAX_CHILDREN:
+                self._children.clear()
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def record_publish(
         self, key: ChannelKey, transport: str, published: list[Published], seconds: float
     ) -> None:
         stored = sum(not ack.duplicate for ack in published)
-        labels = [key.tenant, transport, *([key.name] if self.channel_labels else [])]
         if stored:
-            self.published.labels(*labels).inc(stored)
-        self.publish_seconds.labels(transport).observe(seconds)
+            channel = [key.name] if self.channel_labels else []
+            self._child(self.published, key.tenant, transport, *channel).inc(stored)
+        self._child(self.publish_seconds, transport).observe(seconds)
 
     def record_delivery(
         self, tenant: str, transport: str, count: int, newest_created_us: int
     ) -> None:
         """`count` events written to one subscriber, the newest created at `newest_created_us`."""
-        self.delivered.labels(tenant, transport).inc(count)
+        self._child(self.delivered, tenant, transport).inc(count)
         lag = time.time() - newest_created_us / 1_000_000
-        self.delivery_lag.labels(transport).observe(max(0.0, lag))
+        self._child(self.delivery_lag, transport).observe(max(0.0, lag))
+
+    def catalog_lookup(self, result: str) -> None:
+        self._child(self.catalog_lookups, result).inc()
 
     def bayeux_client_seen(self, client_id: str, window_s: float) -> None:
         """Count a Bayeux client as active here until `window_s` after its last connect."""

@@ -56,12 +56,13 @@ async def until_metric(
     base_url: str,
     name: str,
     wanted: Callable[[float], bool],
+    wait_s: float = WAIT_S,
     **labels: str,
 ) -> list[Sample]:
     """Scrape until `name{labels}` satisfies `wanted`; the samples of that scrape."""
     current = 0.0
     try:
-        async with asyncio.timeout(WAIT_S):
+        async with asyncio.timeout(wait_s):
             while True:
                 samples = await scrape(client, base_url)
                 current = value(samples, name, **labels)
@@ -133,6 +134,8 @@ async def test_sse_streams_and_deliveries_are_measured_per_stream() -> None:
 
 SLOW_PAYLOAD = {"blob": "x" * 64 * 1024}
 SLOW_BATCHES = 40  # 40 x 5 events of 64 KiB: far more than the loopback socket buffers hold
+STALL_BATCHES = 20  # 20 x 10 events of 60 KB: far more than the loopback socket buffers hold
+STALL_WAIT_S = 25.0  # the send timeout (10 s) plus the guard's check interval (1 s), and margin
 
 
 async def test_a_subscriber_that_stops_reading_is_cut_off_as_behind_and_resumes() -> None:
@@ -453,3 +456,39 @@ async def test_json_logs_carry_request_fields_and_never_a_credential(signing_key
         ("GET", "/healthz", "/healthz", 200, None),
     ]
     assert sorted(requests, key=repr) == sorted(expected, key=repr), requests
+
+
+async def test_a_client_that_stops_reading_is_cut_off_after_the_send_timeout() -> None:
+    """A socket that never reads: the server's writes back up until one stays pending for the
+    send timeout (two heartbeats, at least 10 s), and the stream is ended as `not_reading`,
+    its place given back; the server goes on serving others meanwhile."""
+    settings = {"REPLAYBUS_SUBSCRIBER_QUEUE_SIZE": "100000", "REPLAYBUS_SSE_HEARTBEAT": "1s"}
+    with run_server(settings) as server:
+        token = server.token()
+        channel = channel_name()
+        host, port = server.base_url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        request = f"GET /v1/stream{channel} HTTP/1.1\r\nHost: {host}\r\n"
+        writer.write(f"{request}Authorization: Bearer {token}\r\n\r\n".encode())
+        await reader.readuntil(b"\r\n\r\n")  # the stream is open; from here nothing is read
+        try:
+            async with httpx.AsyncClient(timeout=30) as client:
+                payload = {"blob": "x" * 60_000}
+                for _ in range(STALL_BATCHES):  # far more than the socket buffers hold
+                    await publish(client, server.base_url, token, channel, [payload] * 10)
+                assert (await client.get(server.base_url + "/healthz")).status_code == 200
+                samples = await until_metric(
+                    client,
+                    server.base_url,
+                    "replaybus_slow_consumer_disconnects_total",
+                    lambda v: v >= 1,
+                    wait_s=STALL_WAIT_S,
+                )
+                cut = "replaybus_slow_consumer_disconnects_total"
+                assert value(samples, cut, transport="sse", reason="not_reading") == 1
+                assert value(samples, cut, transport="sse", reason="behind") == 0
+                await until_metric(
+                    client, server.base_url, "replaybus_sse_streams", lambda v: v == 0
+                )
+        finally:
+            writer.transport.abort()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from itertools import count
 from typing import Any
@@ -20,7 +21,7 @@ from app.errors import (
     InvalidParameter,
 )
 from app.model import ChannelKey, Published, Window
-from app.publishing import PublishService
+from app.publishing import PublishService, _RandomUuids
 from app.settings import Settings
 from storage.memory import MemoryEngine
 from tests.fakes import FakeClock
@@ -277,3 +278,13 @@ async def test_without_a_key_every_publish_is_stored(
     await service.publish(PUBLISHER, TENANT, CHANNEL, [{"n": 1}])
 
     assert (await engine.window(KEY)).count == 2
+
+
+def test_event_uuids_are_distinct_version_4_across_random_pool_refills() -> None:
+    new_uuid = _RandomUuids()
+
+    uuids = [new_uuid() for _ in range(1000)]  # four refills of the 256-UUID pool
+
+    assert len(set(uuids)) == 1000
+    assert {uuid.UUID(value).version for value in uuids} == {4}
+    assert {uuid.UUID(value).variant for value in uuids} == {uuid.RFC_4122}
