@@ -1,15 +1,18 @@
 """A bare Starlette JSON POST endpoint on the same server stack as replaybus (uvicorn, uvloop,
-httptools, orjson): what publishing costs with no engine behind it."""
+httptools, orjson): what publishing costs with no engine behind it; and a bare event stream
+(a StreamingResponse held open), what an idle SSE connection costs that stack itself."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import AsyncIterator
 
 import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 
@@ -19,7 +22,24 @@ async def publish(request: Request) -> Response:
     return Response(body, 201, media_type="application/json")
 
 
-app = Starlette(routes=[Route("/v1/events/{channel:path}", publish, methods=["POST"])])
+_forever = asyncio.Event()
+
+
+async def _idle_stream() -> AsyncIterator[bytes]:
+    yield b"retry: 2000\n\n"
+    await _forever.wait()
+
+
+async def stream(request: Request) -> Response:
+    return StreamingResponse(_idle_stream(), media_type="text/event-stream")
+
+
+app = Starlette(
+    routes=[
+        Route("/v1/events/{channel:path}", publish, methods=["POST"]),
+        Route("/stream", stream, methods=["GET"]),
+    ]
+)
 
 if __name__ == "__main__":
     sock = socket.socket()

@@ -32,9 +32,9 @@ from loadtests.bench.servers import (
     running_replaybus,
 )
 from loadtests.bench.targets import (
-    ceiling_target,
     faye_target,
     nchan_target,
+    publish_and_stream,
     publish_only,
     replaybus_target,
 )
@@ -111,10 +111,17 @@ async def _bench(quick: bool) -> dict[str, Any]:
     with running_ceiling(SERVER_CPU) as server:
         results["ceiling"] = {
             "publish": await publish(publish_only(server, "/event/B__e")),
-            "fanout": await fanouts(lambda channel: ceiling_target(server, channel), "sse"),
+            "fanout": await fanouts(lambda channel: publish_and_stream(server, channel), "sse"),
         }
     with running_bare_starlette(SERVER_CPU) as server:
         results["bare"] = {"publish": await publish(publish_only(server, "/event/B__e"))}
+
+    @contextmanager
+    def fresh_bare() -> Iterator[Callable[[str], scenarios.Target]]:
+        with running_bare_starlette(SERVER_CPU) as server:
+            yield lambda channel: publish_and_stream(server, channel)
+
+    results["bare"]["idle"] = {"sse": await idle(fresh_bare, "sse")}
 
     with running_redis() as redis:
         pin(redis.process.pid, SERVER_CPU)
@@ -237,6 +244,11 @@ def _table(results: dict[str, Any]) -> str:
         f"(memory engine {memory['replay']['events_per_s']:,}) | Nchan+Redis "
         f"{nr['events_per_s']:,} ev/s | {_ratio(rr['events_per_s'], nr['events_per_s'])} |"
     )
+    for count, found in results["bare"].get("idle", {}).get("sse", {}).items():
+        lines.append(
+            f"| Idle sse, {count}: the stack's floor (a bare Starlette StreamingResponse) | "
+            f"{found['kib_each']} KiB each | | |"
+        )
     for transport, peer, name in (("sse", nchan, "Nchan"), ("bayeux", faye, "Faye")):
         for count, found in redis["idle"][transport].items():
             other = peer["idle"][transport][count]

@@ -13,7 +13,7 @@ from loadtests.bench.peers import FayePeer, NchanPeer
 from loadtests.bench.scenarios import BayeuxSession, Target, event_payload
 from loadtests.bench.servers import Server
 
-__all__ = ["ceiling_target", "faye_target", "nchan_target", "publish_only", "replaybus_target"]
+__all__ = ["faye_target", "nchan_target", "publish_and_stream", "publish_only", "replaybus_target"]
 
 _BAYEUX_RETRIES = 20
 _BAYEUX_RETRY_PAUSE_S = 0.5
@@ -30,8 +30,9 @@ def publish_only(server: Server, channel: str) -> Target:
     )
 
 
-def ceiling_target(server: Server, channel: str) -> Target:
-    """The do-nothing server: publish, and an event stream of whatever is published."""
+def publish_and_stream(server: Server, channel: str) -> Target:
+    """A server with just a publish endpoint and `GET /stream` (the do-nothing server, whose
+    stream carries what is published; the bare Starlette app, whose stream stays idle)."""
     target = publish_only(server, channel)
     target.sse_request = lambda connection, start: connection.prepare("GET", "/stream")
     return target
