@@ -60,11 +60,16 @@ async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
 
 
 def create_app(
-    settings: Settings, *, clock: Clock | None = None, lifecycle: Lifecycle | None = None
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    lifecycle: Lifecycle | None = None,
+    metrics_dir: str | None = None,
 ) -> Starlette:
+    """The application; `metrics_dir` is the worker processes' shared metrics folder."""
     clock = clock or SystemClock()
     lifecycle = lifecycle or Lifecycle()
-    metrics = Metrics(channel_labels=settings.metrics_channel_labels)
+    metrics = Metrics(channel_labels=settings.metrics_channel_labels, multiprocess_dir=metrics_dir)
     tokens = TokenService(
         load_signing_key(settings),
         settings.token_ttl,

@@ -23,6 +23,7 @@ from api.server import ReplaybusServer, bind_socket
 from api.services import Lifecycle
 from api.supervisor import supervise
 from app.credentials import generate_client_id, generate_secret
+from app.metrics import MULTIPROCESS_DIR
 from app.settings import Settings, SettingsError
 from storage.postgres import apply_migrations
 
@@ -80,11 +81,19 @@ def _uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     )
 
 
+def _app(settings: Settings, lifecycle: Lifecycle) -> Any:
+    # Set by the supervisor for its workers (or by the operator): their shared metrics folder.
+    return create_app(settings, lifecycle=lifecycle, metrics_dir=os.environ.get(MULTIPROCESS_DIR))
+
+
 def _run_worker(settings: Settings, sockets: list[socket.socket]) -> None:
     """One worker process (spawned by the supervisor): its own app on the shared socket."""
     configure_logging(settings)
     lifecycle = Lifecycle()
-    config = _uvicorn_config(settings, create_app(settings, lifecycle=lifecycle))
+    config = _uvicorn_config(
+        settings,
+        create_app(settings, lifecycle=lifecycle, metrics_dir=os.environ.get(MULTIPROCESS_DIR)),
+    )
     ReplaybusServer(config, lifecycle).run(sockets=sockets)
 
 
@@ -135,7 +144,10 @@ def serve(settings: Settings) -> int:
         supervise(settings.workers, partial(_run_worker, settings), sock)
         return 0
     lifecycle = Lifecycle()
-    config = _uvicorn_config(settings, create_app(settings, lifecycle=lifecycle))
+    config = _uvicorn_config(
+        settings,
+        create_app(settings, lifecycle=lifecycle, metrics_dir=os.environ.get(MULTIPROCESS_DIR)),
+    )
     server = ReplaybusServer(config, lifecycle, on_started=announce)
     server.run(sockets=[sock])
     return 0 if server.started else 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_address
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -38,6 +40,26 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text format (of every worker of this node, when there are several)."""
+    """Prometheus text format (of every worker of this node, when there are several), to
+    clients on the allowed networks only: metrics name tenants."""
     services: Services = request.app.state.services
+    networks = services.settings.metrics_networks()
+    if networks is not None and not _within(
+        request.client.host if request.client else "", networks
+    ):
+        return JSONBytesResponse(
+            {
+                "error": "forbidden",
+                "message": "metrics are served to REPLAYBUS_METRICS_ALLOWED_NETWORKS only",
+            },
+            403,
+        )
     return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
+
+
+def _within(host: str, networks: list[IPv4Network | IPv6Network]) -> bool:
+    try:
+        address = ip_address(host)
+    except ValueError:
+        return False
+    return any(address in network for network in networks)

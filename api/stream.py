@@ -1,7 +1,8 @@
 """`GET /v1/stream/{channel}`: Server-Sent Events with resume by ReplayId.
 
-One task group per connection: the pump (events and heartbeats), a disconnect watcher and a
-drain watcher; the first to finish cancels the others.
+Three tasks per connection: the pump (events and heartbeats), a disconnect watcher, and a guard
+(drain, token expiry, revocation, a client that stopped reading, lease renewal); the first to
+finish cancels the others.
 """
 
 from __future__ import annotations
@@ -149,7 +150,9 @@ class _EventStreamResponse(Response):
             )
             if failure is not None:
                 log.error("SSE stream failed", exc_info=failure)
-            if winner != 1 and not self._stalled:  # the client is there: when to come back
+            # The client is there and reading: tell it when to come back. (After a write that
+            # never finished, another would wait out the send timeout again.)
+            if winner != 1 and not self._stalled and self._writing_since is None:
                 await self._final_write(send, self._retry, False)
 
     async def _final_write(self, send: Send, body: bytes, more: bool) -> bool:
@@ -192,10 +195,10 @@ class _EventStreamResponse(Response):
     def _record(self, items: list[StreamItem]) -> None:
         deliveries = [item for item in items if not isinstance(item, Gap)]
         if deliveries:
-            newest = deliveries[-1].event
-            self._metrics.record_delivery(
-                self._principal.tenant, "sse", len(deliveries), newest.created_us
-            )
+            # Lag is observed on live writes only: a replay's events are as old as asked for.
+            live = not self._stream.catching_up
+            newest = deliveries[-1].event.created_us if live else None
+            self._metrics.record_delivery(self._principal.tenant, "sse", len(deliveries), newest)
         if len(deliveries) < len(items):
             self._metrics.gaps.labels("sse").inc(len(items) - len(deliveries))
 

@@ -31,6 +31,7 @@ _RETRY_US = 1_000_000  # while the catalog is down, how often one entry tries it
 class _Entry(Generic[T]):
     value: T | None
     fresh_until_us: int
+    stale: bool = False  # kept because the catalog could not be read
 
 
 class _Cache(Generic[T]):
@@ -46,7 +47,7 @@ class _Cache(Generic[T]):
         self._ttl_us = ttl_us
         self._load = load
         self._entries: dict[str, _Entry[T]] = {}
-        self._loading: dict[str, asyncio.Future[T | None]] = {}
+        self._loading: dict[str, asyncio.Future[tuple[T | None, bool]]] = {}
         # Bumped by `forget`: a read begun before it must neither be joined nor cached after.
         self._generations: dict[str, int] = {}
         self.hits = 0
@@ -56,22 +57,24 @@ class _Cache(Generic[T]):
         entry = self._entries.get(key)
         if entry is not None and entry.fresh_until_us > self._clock.now_us():
             self.hits += 1
-            self._on_lookup("hit")
+            self._on_lookup("stale" if entry.stale else "hit")
             return entry.value
         self.misses += 1
-        self._on_lookup("miss")
         loading = self._loading.get(key)
         if loading is None:  # one catalog read per key at a time, however many callers wait
             loading = asyncio.ensure_future(self._refresh(key, entry))
             self._loading[key] = loading
             loading.add_done_callback(lambda done: self._finished(key, done))
-        return await asyncio.shield(loading)
+        value, stale = await asyncio.shield(loading)
+        self._on_lookup("stale" if stale else "miss")
+        return value
 
-    def _finished(self, key: str, done: asyncio.Future[T | None]) -> None:
+    def _finished(self, key: str, done: asyncio.Future[tuple[T | None, bool]]) -> None:
         if self._loading.get(key) is done:
             del self._loading[key]
 
-    async def _refresh(self, key: str, stale: _Entry[T] | None) -> T | None:
+    async def _refresh(self, key: str, stale: _Entry[T] | None) -> tuple[T | None, bool]:
+        """The value read, or the cached one if the catalog is down; and whether it is that."""
         generation = self._generations.get(key, 0)
         try:
             value = await self._load(key)
@@ -79,16 +82,16 @@ class _Cache(Generic[T]):
             if stale is None:
                 raise
             log.warning("catalog unreachable, serving the cached entry for %s: %s", key, error)
-            self._on_lookup("stale")
             stale.fresh_until_us = self._clock.now_us() + _RETRY_US
-            return stale.value
+            stale.stale = True
+            return stale.value, True
         if self._generations.get(key, 0) != generation:
-            return value  # forgotten meanwhile: the value may predate the change
+            return value, False  # forgotten meanwhile: the value may predate the change
         if len(self._entries) >= _MAX_ENTRIES:
             self._entries.clear()
             self._generations.clear()
         self._entries[key] = _Entry(value, self._clock.now_us() + self._ttl_us)
-        return value
+        return value, False
 
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)

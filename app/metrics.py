@@ -8,7 +8,6 @@ values; gauges then add up the live workers' (`livesum`).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -46,8 +45,13 @@ class Metrics:
     """Every metric the service records. Each process builds one (tests build one per app, in
     a registry of its own)."""
 
-    def __init__(self, *, channel_labels: bool = False) -> None:
+    def __init__(
+        self, *, channel_labels: bool = False, multiprocess_dir: str | None = None
+    ) -> None:
+        """`multiprocess_dir`: the workers' shared folder (`PROMETHEUS_MULTIPROC_DIR`), whose
+        sum `exposition` reports; None for a single process."""
         self.registry = CollectorRegistry(auto_describe=True)
+        self._multiprocess_dir = multiprocess_dir
         self.channel_labels = channel_labels
         registry = self.registry
         event_labels = ["tenant", "transport", *(["channel"] if channel_labels else [])]
@@ -65,14 +69,15 @@ class Metrics:
         )
         self.publish_seconds = Histogram(
             "replaybus_publish_duration_seconds",
-            "Time to store a publish request's events, from validation to acknowledgement.",
+            "Time the engine took to store a publish request's events.",
             ["transport"],
             buckets=_LATENCY_BUCKETS,
             registry=registry,
         )
         self.delivery_lag = Histogram(
             "replaybus_delivery_lag_seconds",
-            "From an event's creation to its write to a subscriber (per write, its newest event).",
+            "From an event's creation to its live write to a subscriber (per write, its newest "
+            "event; SSE history writes are not observed).",
             ["transport"],
             buckets=_LAG_BUCKETS,
             registry=registry,
@@ -85,7 +90,8 @@ class Metrics:
         )
         self.bayeux_sessions = Gauge(
             "replaybus_bayeux_sessions",
-            "Bayeux clients whose last connect reached this process within the reconnect window.",
+            "Bayeux clients whose last connect reached this process and whose next one is not "
+            "overdue (within the connect timeout plus the reconnect window).",
             registry=registry,
             multiprocess_mode="livesum",
         )
@@ -156,12 +162,14 @@ class Metrics:
         self._child(self.publish_seconds, transport).observe(seconds)
 
     def record_delivery(
-        self, tenant: str, transport: str, count: int, newest_created_us: int
+        self, tenant: str, transport: str, count: int, newest_created_us: int | None
     ) -> None:
-        """`count` events written to one subscriber, the newest created at `newest_created_us`."""
+        """`count` events written to one subscriber, the newest created at `newest_created_us`
+        (None: a write of history, whose lag is not the delivery path's)."""
         self._child(self.delivered, tenant, transport).inc(count)
-        lag = time.time() - newest_created_us / 1_000_000
-        self._child(self.delivery_lag, transport).observe(max(0.0, lag))
+        if newest_created_us is not None:
+            lag = time.time() - newest_created_us / 1_000_000
+            self._child(self.delivery_lag, transport).observe(max(0.0, lag))
 
     def catalog_lookup(self, result: str) -> None:
         self._child(self.catalog_lookups, result).inc()
@@ -188,11 +196,10 @@ class Metrics:
         mode."""
         self._forget_expired(time.monotonic())
         self.bayeux_sessions.set(len(self._bayeux_clients))
-        directory = os.environ.get(MULTIPROCESS_DIR)
-        if directory:
+        if self._multiprocess_dir:
             combined = CollectorRegistry()
             multiprocess_metrics.MultiProcessCollector(  # type: ignore[no-untyped-call]
-                combined, path=directory
+                combined, path=self._multiprocess_dir
             )
             return generate_latest(combined)
         return generate_latest(self.registry)

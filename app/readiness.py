@@ -49,7 +49,10 @@ class ReadinessProbe:
         try:
             async with asyncio.timeout(self._timeout):
                 async with self._hub.subscribe(Topic(CANARY_TENANT, _CHANNEL), 64) as mailbox:
-                    await self._engine.publish(self._key, [canary], _RETENTION)
+                    try:
+                        await self._engine.publish(self._key, [canary], _RETENTION)
+                    except ServiceUnavailable as error:
+                        return f"the canary could not be published: {error.message}"
                     while True:
                         deliveries = await mailbox.take(None)
                         if any(d.event.uuid == canary.uuid for d in deliveries):
@@ -61,5 +64,5 @@ class ReadinessProbe:
             )
         except SubscriberOverflow:
             return "the canary's subscription overflowed"
-        except ServiceUnavailable as error:
-            return f"the canary could not be published: {error.message}"
+        except ServiceUnavailable as error:  # from subscribing: the live feed is down
+            return f"the canary could not be received: {error.message}"

@@ -7,6 +7,7 @@ validation messages name the setting and the README table is checked against thi
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -105,6 +106,12 @@ class Settings:
         "text", "text", "`text` for people, or `json`: one JSON object per line for pipelines."
     )
     access_log: bool = _setting(True, "bool", "Log one line per request (tokens redacted).")
+    metrics_allowed_networks: str = _setting(
+        "127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7",
+        "text",
+        "Client networks /metrics answers (comma list of CIDRs, or *); others get 403. The "
+        "default admits loopback and private addresses: in-cluster scrapers, not the internet.",
+    )
     metrics_channel_labels: bool = _setting(
         False,
         "bool",
@@ -318,6 +325,16 @@ class Settings:
         settings.validate()
         return settings
 
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network] | None:
+        """The networks /metrics answers; None for any."""
+        if self.metrics_allowed_networks.strip() == "*":
+            return None
+        return [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.metrics_allowed_networks.split(",")
+            if part.strip()
+        ]
+
     def validate(self) -> None:
         """Check ranges and cross-field rules; raise SettingsError naming the setting."""
         for spec in dataclasses.fields(self):
@@ -330,6 +347,14 @@ class Settings:
                 raise SettingsError(f"{env}: must be at least {low}, got {value}")
             if high is not None and value > high:
                 raise SettingsError(f"{env}: must be at most {high}, got {value}")
+        if self.metrics_allowed_networks.strip() != "*":
+            try:
+                self.metrics_networks()
+            except ValueError as error:
+                raise SettingsError(
+                    f"{ENV_PREFIX}METRICS_ALLOWED_NETWORKS: {error}, "
+                    f"got {self.metrics_allowed_networks!r}"
+                ) from None
         if self.log_format not in ("text", "json"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_FORMAT: must be text or json, got {self.log_format!r}"

@@ -379,6 +379,8 @@ class BayeuxServer:
         if updated is None:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        # Counted until its next connect is due: this one's hold, then the reconnect window.
+        self._metrics.bayeux_client_seen(client_id, self._hold_ttl_us / 1_000_000)
         # Any older connect of this client, on any node, ends now without delivering.
         self._signal_local(client_id, f"connect {updated.generation}")
         await self._engine.session_signal(client_id, f"connect {updated.generation}")
@@ -414,7 +416,6 @@ class BayeuxServer:
             ext["ack"] = final.batch
         if ext:
             reply["ext"] = ext
-        self._metrics.bayeux_client_seen(client_id, self._window_us / 1_000_000)
         if batch.items:
             self._metrics.record_delivery(
                 session.tenant, "bayeux", len(batch.items), batch.newest_created_us

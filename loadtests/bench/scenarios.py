@@ -105,6 +105,11 @@ async def publish_throughput(
 @dataclass
 class _Received:
     numbers: list[int] = field(default_factory=list)
+    seen: set[int] = field(default_factory=set)  # kept as they come: the settle loop polls it
+
+    def add(self, number: int) -> None:
+        self.numbers.append(number)
+        self.seen.add(number)
 
 
 async def _paced_publishing(
@@ -148,7 +153,7 @@ async def _sse_subscriber(
     def on_frames(frames: bytes) -> None:
         arrived = now_ms()
         for found in _NUMBERS.finditer(frames):
-            received.numbers.append(int(found[1]))
+            received.add(int(found[1]))
             latencies.add(arrived - float(found[2]))
 
     request = target.sse_request(Connection(target.base_url), -1)
@@ -173,7 +178,7 @@ async def _bayeux_subscriber(
             for data in await session.connect():
                 payload = data.get("payload", data)
                 if isinstance(payload, dict) and "n" in payload:
-                    received.numbers.append(int(payload["n"]))
+                    received.add(int(payload["n"]))
                     latencies.add(now_ms() - float(payload["sentAt"]))
     finally:
         await session.close()
@@ -212,7 +217,7 @@ async def fanout(
         expected = published * subscribers
         deadline = time.monotonic() + settle
         while time.monotonic() < deadline:
-            if sum(len(r.numbers) for r in received) >= expected:
+            if sum(len(r.seen) for r in received) >= expected:
                 break
             await asyncio.sleep(0.05)  # waiting for stragglers, bounded by `settle`
         elapsed = time.monotonic() - started
@@ -220,8 +225,8 @@ async def fanout(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    unique = sum(len(set(r.numbers)) for r in received)
-    duplicates = sum(len(r.numbers) - len(set(r.numbers)) for r in received)
+    unique = sum(len(r.seen) for r in received)
+    duplicates = sum(len(r.numbers) - len(r.seen) for r in received)
     return {
         "published": published,
         "published_per_s": round(published / max(publishing, 1e-9)),
@@ -281,6 +286,8 @@ async def replay_catch_up(target: Target, events: int = 20_000) -> dict[str, Any
     finally:
         reader.close()
     elapsed = time.monotonic() - started
+    if seen < events:
+        raise RuntimeError(f"{target.name}: the replay ended after {seen} of {events} events")
     return {"events": seen, "events_per_s": round(seen / elapsed), "seconds": round(elapsed, 3)}
 
 

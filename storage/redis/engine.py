@@ -42,7 +42,7 @@ __all__ = ["RedisEngine"]
 
 
 def _draft_size(draft: EventDraft) -> int:
-    return len(draft.payload)
+    return len(draft.payload)  # bytes: the encoded JSON
 
 
 log = logging.getLogger("replaybus.redis")
@@ -120,7 +120,13 @@ class RedisEngine:
         self._live: LiveFeed | None = None
         self._known_channels: set[ChannelKey] = set()
         self._group_commit: GroupCommit[tuple[ChannelKey, Retention], EventDraft, Published] = (
-            GroupCommit(self._publish_now, _draft_size, _ROUND_EVENTS, _ROUND_BYTES)
+            GroupCommit(
+                self._publish_now,
+                _draft_size,
+                _ROUND_EVENTS,
+                _ROUND_BYTES,
+                lambda: EngineUnavailable("the event store connection is closing"),
+            )
         )
 
     async def __aenter__(self) -> RedisEngine:
@@ -153,6 +159,7 @@ class RedisEngine:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._group_commit.aclose()
         if self._live is not None:
             await self._live.__aexit__(*exc_info)
         if self._client is not None:

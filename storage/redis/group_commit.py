@@ -43,8 +43,13 @@ class GroupCommit(Generic[K, T, R]):
         size: Callable[[T], int],
         max_items: int,
         max_bytes: int,
+        closed: Callable[[], Exception],
     ) -> None:
+        """`closed()` makes the error for callers whose events were not sent because the
+        group commit was closed (or its round cancelled) first."""
         self._send = send
+        self._closed = closed
+        self._closing = False
         self._size = size
         self._max_items = max_items
         self._max_bytes = max_bytes
@@ -52,6 +57,8 @@ class GroupCommit(Generic[K, T, R]):
         self._rounds: set[asyncio.Task[None]] = set()
 
     async def submit(self, key: K, items: Sequence[T]) -> list[R]:
+        if self._closing:
+            raise self._closed()
         lane = self._lanes.get(key)
         if lane is None:
             self._lanes[key] = lane = _Lane()
@@ -63,10 +70,26 @@ class GroupCommit(Generic[K, T, R]):
         lane.waiting.append(_Waiting(items, sum(map(self._size, items)), answer))
         return await answer
 
+    async def aclose(self) -> None:
+        """Take no more work, let the rounds in flight finish, and fail whoever still waits."""
+        self._closing = True
+        while self._rounds:
+            await asyncio.gather(*self._rounds, return_exceptions=True)
+        for lane in self._lanes.values():
+            for caller in lane.waiting:
+                if not caller.answer.done():
+                    caller.answer.set_exception(self._closed())
+        self._lanes.clear()
+
     def _next_round(self, key: K, lane: _Lane[T, R]) -> None:
         lane.waiting = [caller for caller in lane.waiting if not caller.answer.done()]
+        if self._closing:
+            for caller in lane.waiting:
+                caller.answer.set_exception(self._closed())
+            lane.waiting = []
         if not lane.waiting:
-            del self._lanes[key]
+            if self._lanes.get(key) is lane:
+                del self._lanes[key]
             return
         taken: list[_Waiting[T, R]] = []
         items = size = 0
@@ -86,8 +109,10 @@ class GroupCommit(Generic[K, T, R]):
         try:
             results = await self._send(key, [item for caller in taken for item in caller.items])
         except asyncio.CancelledError:
+            # The callers themselves were not cancelled: they get an error they can answer.
             for caller in taken:
-                caller.answer.cancel()
+                if not caller.answer.done():
+                    caller.answer.set_exception(self._closed())
             raise
         except Exception as error:
             for caller in taken:

@@ -10,10 +10,14 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
+from api.app import create_app
 from app.bayeux import codec
+from app.settings import Settings, SettingsError
 from tests.api._support import Node, bearer, hold_stream, running_node
 
 X = "/event/Order_Placed__e"
@@ -399,3 +403,39 @@ async def test_no_series_has_a_channel_label_by_default() -> None:
         response = await node.http.get("/metrics")
         assert X not in response.text
         assert "channel=" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("client_host", "allowed", "status"),
+    [
+        ("10.1.2.3", None, 200),  # a pod address: an in-cluster scraper
+        ("127.0.0.1", None, 200),
+        ("203.0.113.7", None, 403),  # a public address, as forwarded by the ingress
+        ("203.0.113.7", "203.0.113.0/24", 200),
+        ("203.0.113.7", "*", 200),
+    ],
+)
+async def test_metrics_answer_only_the_allowed_networks(
+    client_host: str, allowed: str | None, status: int
+) -> None:
+    settings = Settings(bootstrap_client_id="c", bootstrap_client_secret="s", access_log=False)
+    if allowed is not None:
+        settings = settings.replace(metrics_allowed_networks=allowed)
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app, client=(client_host, 4321))
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=transport, base_url="http://replaybus") as client,
+    ):
+        answer = await client.get("/metrics")
+
+    assert answer.status_code == status
+    if status == 403:
+        assert answer.json()["error"] == "forbidden"
+    else:
+        assert "replaybus_sse_streams" in answer.text
+
+
+def test_an_unparseable_metrics_network_is_refused_naming_the_setting() -> None:
+    with pytest.raises(SettingsError, match="REPLAYBUS_METRICS_ALLOWED_NETWORKS"):
+        Settings.from_env({"REPLAYBUS_METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,not-a-network"})

@@ -33,7 +33,7 @@ class _Store:
 def _group(
     store: _Store, max_items: int = 100, max_bytes: int = 1000
 ) -> GroupCommit[str, str, str]:
-    return GroupCommit(store.send, len, max_items, max_bytes)
+    return GroupCommit(store.send, len, max_items, max_bytes, lambda: ConnectionError("closed"))
 
 
 async def _held_first_round(
@@ -132,3 +132,40 @@ async def test_a_caller_cancelled_while_queued_is_not_sent() -> None:
     assert await first == ["ch:a"]
     assert await kept == ["ch:c"]
     assert store.rounds == [["a"], ["c"]]
+
+
+async def test_closing_lets_the_round_in_flight_finish_and_fails_whoever_still_waits() -> None:
+    store = _Store()
+    group = _group(store)
+    gate, first = await _held_first_round(store, group)
+    queued = await _queued(group, ["b"])
+
+    closing = asyncio.create_task(group.aclose())
+    await asyncio.sleep(0)  # aclose is now waiting for nothing in flight but the first caller
+    gate.set()
+    await closing
+
+    assert await first == ["ch:a"]
+    with pytest.raises(ConnectionError, match="closed"):
+        await queued
+    with pytest.raises(ConnectionError, match="closed"):
+        await group.submit("ch", ["c"])
+    assert store.rounds == [["a"]]
+
+
+async def test_a_cancelled_round_fails_its_callers_with_the_closed_error() -> None:
+    store = _Store()
+    group = _group(store)
+    gate, first = await _held_first_round(store, group)
+    queued = await _queued(group, ["b"])
+    store.gate = asyncio.Event()  # the next round will hang until cancelled
+    store.entered = asyncio.Event()
+    gate.set()
+    assert await first == ["ch:a"]
+    await store.entered.wait()  # the second round is inside its send
+
+    for task in list(group._rounds):
+        task.cancel()
+
+    with pytest.raises(ConnectionError, match="closed"):
+        await queued

@@ -424,3 +424,23 @@ async def test_a_read_begun_before_forget_does_not_recache_the_old_value(world: 
     tenant = await world.directory.tenant("acme")
     assert tenant is not None
     assert tenant.suspended, "a read begun before forget() cached the old value for a full TTL"
+
+
+async def test_each_lookup_reports_one_result_hit_miss_or_stale() -> None:
+    catalog = CountingCatalog()
+    assert await catalog.add_tenant(TENANT)
+    clock = FakeClock()
+    results: list[str] = []
+    directory = Directory(catalog, clock, TTL, on_lookup=results.append)
+
+    await directory.tenant("acme")  # read from the catalog
+    await directory.tenant("acme")  # cached
+    catalog.down = True
+    clock.advance(TTL)
+    await directory.tenant("acme")  # expired, the catalog is down: the cached entry is used
+    await directory.tenant("acme")  # still served from that entry while the catalog is down
+    catalog.down = False
+    clock.advance(TTL)
+    await directory.tenant("acme")  # read again
+
+    assert results == ["miss", "hit", "stale", "stale", "miss"]

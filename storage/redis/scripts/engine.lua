@@ -59,8 +59,11 @@ local function window(low)
   return {earliest, top, number(low), redis.call('XLEN', stream)}
 end
 
-local function forget_expired_keys(now)
-  local expired = redis.call('ZRANGEBYSCORE', idem_expiry, '-inf', number(now), 'LIMIT', 0, 100)
+-- Forgets at least twice as many expired keys as a publish of `count` events can add, so the
+-- idempotency hash shrinks back under any steady load of keyed publishes.
+local function forget_expired_keys(now, count)
+  local limit = math.max(100, 2 * count)
+  local expired = redis.call('ZRANGEBYSCORE', idem_expiry, '-inf', number(now), 'LIMIT', 0, limit)
   if #expired > 0 then
     redis.call('HDEL', idem, unpack(expired))
     redis.call('ZREM', idem_expiry, unpack(expired))
@@ -75,7 +78,7 @@ if command == 'publish' then
   -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none)
   local max_age, max_count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local ttl, live, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
-  forget_expired_keys(now)
+  forget_expired_keys(now, count)
   redis.call('HSET', meta, 'max_age', ARGV[3], 'max_count', ARGV[4])
   local top = tonumber(redis.call('HGET', meta, 'top') or '0')
   local results = {}
