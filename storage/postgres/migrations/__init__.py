@@ -9,6 +9,8 @@ import asyncpg
 
 __all__ = ["apply_migrations", "migration_names", "pending_migrations"]
 
+_LOCK = 0x7265706C61796275  # "replaybu": this database's migration lock
+
 _TRACKING = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     name        text PRIMARY KEY,
@@ -34,12 +36,18 @@ async def pending_migrations(connection: asyncpg.Connection) -> list[str]:
 
 
 async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
-    """Apply every pending migration, in order; returns their names. Safe to run again."""
+    """Apply every pending migration, in order; returns their names. Safe to run again, and
+    at once from several places (nodes starting together): one applies, the others wait for
+    it under an advisory lock and find nothing pending."""
     folder = resources.files("storage.postgres.migrations")
     applied = []
-    for name in await pending_migrations(connection):
-        async with connection.transaction():
-            await connection.execute(folder.joinpath(name).read_text())
-            await connection.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
-        applied.append(name)
+    await connection.execute("SELECT pg_advisory_lock($1)", _LOCK)
+    try:
+        for name in await pending_migrations(connection):
+            async with connection.transaction():
+                await connection.execute(folder.joinpath(name).read_text())
+                await connection.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            applied.append(name)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock($1)", _LOCK)
     return applied
