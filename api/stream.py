@@ -122,6 +122,7 @@ class _EventStreamResponse(Response):
         #: When the write in progress began (loop time), None between writes: the guard
         #: ends a stream whose client stopped reading (a timer per write would cost more).
         self._writing_since: float | None = None
+        self._written_at = 0.0  # loop time of the last write: the guard sends heartbeats after
         self._stalled = False
         settings = services.settings
         self._heartbeat = settings.sse_heartbeat
@@ -163,12 +164,14 @@ class _EventStreamResponse(Response):
         except TimeoutError:
             self._stopped_reading()
             return False
+        self._written_at = asyncio.get_running_loop().time()
         return True
 
     async def _write(self, send: Send, body: bytes) -> None:
         self._writing_since = asyncio.get_running_loop().time()
         await send({"type": "http.response.body", "body": body, "more_body": True})
         self._writing_since = None
+        self._written_at = asyncio.get_running_loop().time()
 
     def _stopped_reading(self) -> None:
         self._stalled = True
@@ -178,7 +181,8 @@ class _EventStreamResponse(Response):
     async def _pump(self, send: Send) -> None:
         while True:
             try:
-                items = await self._stream.next_batch(self._heartbeat)
+                # No timer per wait: the guard wakes an idle stream when a heartbeat is due.
+                items = await self._stream.next_batch(None)
             except SubscriberOverflow:
                 log.warning("SSE subscriber fell behind at replayId %s", self._stream.position)
                 self._metrics.slow_consumers.labels("sse", "behind").inc()
@@ -207,7 +211,8 @@ class _EventStreamResponse(Response):
         token expires, its client is revoked or its tenant suspended or deleted (the client
         then reconnects and is told why), or the client stopped reading (a write pending for
         the send timeout). Meanwhile keeps the stream's lease alive. One task watches all of
-        these, so an idle stream costs as few tasks as it can."""
+        these, so an idle stream costs as few tasks as it can. It also wakes the pump when a
+        heartbeat is due (a timer per wait would cost every delivery)."""
         services = self._services
         draining = services.lifecycle.draining
         loop = asyncio.get_running_loop()
@@ -217,12 +222,15 @@ class _EventStreamResponse(Response):
             remaining = self._principal.expires_at - services.clock.now_us() / 1_000_000
             if remaining <= 0:
                 return
+            heartbeat_due = self._written_at + self._heartbeat - loop.time()
             try:
-                async with asyncio.timeout(min(interval, remaining)):
+                async with asyncio.timeout(max(0.0, min(interval, remaining, heartbeat_due))):
                     await draining.wait()
                 return
             except TimeoutError:
                 pass
+            if loop.time() - self._written_at >= self._heartbeat:
+                self._stream.wake()
             since = self._writing_since
             if since is not None and loop.time() - since >= self._send_timeout:
                 self._stopped_reading()

@@ -47,6 +47,12 @@ class Mailbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def wake(self) -> None:
+        """End a wait with nothing delivered (its caller then has nothing to take)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def reset(self) -> None:
         """Forget buffered deliveries and the overflow (the caller re-reads history instead)."""
         self._items.clear()

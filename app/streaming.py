@@ -61,6 +61,10 @@ class ChannelStream:
             return None
         return self.position
 
+    def wake(self) -> None:
+        """Make a pending `next_batch` return now (with nothing, if nothing arrived)."""
+        self._mailbox.wake()
+
     async def next_batch(self, timeout: float | None) -> list[StreamItem]:
         """The next items in order; an empty list if nothing arrived within `timeout` seconds.
         Raises SubscriberOverflow when a live subscriber fell too far behind."""
