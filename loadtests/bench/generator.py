@@ -122,20 +122,30 @@ class Connection:
             parts.append(await self._reader.readexactly(size))
             await self._reader.readexactly(2)
 
-    async def stream(self, request: bytes) -> tuple[int, AsyncIterator[bytes]]:
-        """Send a request whose answer is an open-ended stream; its status and its lines."""
+    async def request(
+        self, method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> Response:
+        return await self.send(self.prepare(method, path, headers, body))
+
+    async def stream(self, request: bytes) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
+        """Send a request whose answer is an open-ended stream; its status, headers and lines
+        (until the server closes it)."""
         assert self._reader is not None
         assert self._writer is not None
         self._writer.write(request)
         status, headers = await self._head()
         chunked = headers.get("transfer-encoding") == "chunked"
-        return status, self._lines(chunked)
+        return status, headers, self._lines(chunked)
 
     async def _lines(self, chunked: bool) -> AsyncIterator[bytes]:
         assert self._reader is not None
         if not chunked:
             while True:
-                yield (await self._reader.readuntil(b"\n")).rstrip(b"\r\n")
+                try:
+                    line = await self._reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    return
+                yield line.rstrip(b"\r\n")
         pending = b""
         while True:
             size = int((await self._reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16)

@@ -309,7 +309,7 @@ async def _idle_holder(target: Target, transport: str) -> list[Any]:
     if transport == "sse":
         assert target.sse_request is not None
         connection = await Connection(target.base_url).open()
-        status, _ = await connection.stream(target.sse_request(connection, -1))
+        status, _, _ = await connection.stream(target.sse_request(connection, -1))
         if status != 200:
             connection.close()
             raise RuntimeError(f"{target.name}: stream refused with {status}")

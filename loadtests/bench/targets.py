@@ -38,61 +38,48 @@ def publish_and_stream(server: Server, channel: str) -> Target:
     return target
 
 
-class _ReplaybusBayeux(BayeuxSession):
-    def __init__(self, base_url: str, token: str, channel: str) -> None:
+class _LongPolling(BayeuxSession):
+    """One Bayeux long-polling session on one keep-alive connection: handshake, subscribe,
+    then held connects. The messages are plain Bayeux (the builders live with the Faye peer,
+    which speaks nothing else); a 503 is retried as CometD clients do: after a pause, with the
+    same clientId, a bounded number of times."""
+
+    def __init__(self, base_url: str, path: str, headers: dict[str, str], channel: str) -> None:
         self._base_url = base_url
-        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._path = path
+        self._headers = headers
         self._channel = channel
         self._connection: Connection | None = None
         self._client_id = ""
-        self.retries = 0
 
     async def _post(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Send, retrying a 503 (the server is briefly unavailable) as CometD clients do: after
-        a pause, with the same clientId, a bounded number of times."""
         assert self._connection is not None
         request = self._connection.prepare(
-            "POST", "/cometd/58.0", self._headers, orjson.dumps(messages)
+            "POST", self._path, self._headers, orjson.dumps(messages)
         )
         for _ in range(_BAYEUX_RETRIES):
             response = await self._connection.send(request)
             if response.status != 503:
                 break
-            self.retries += 1
             await asyncio.sleep(_BAYEUX_RETRY_PAUSE_S)
         if response.status != 200:
             raise RuntimeError(f"Bayeux answered {response.status}: {response.body[:200]!r}")
         replies: list[dict[str, Any]] = orjson.loads(response.body)
         return replies
 
-    async def open(self) -> _ReplaybusBayeux:
+    async def open(self) -> _LongPolling:
         self._connection = await Connection(self._base_url).open()
-        handshake = {
-            "channel": "/meta/handshake",
-            "version": "1.0",
-            "supportedConnectionTypes": ["long-polling"],
-        }
-        [reply] = await self._post([handshake])
+        [reply] = await self._post(FayePeer.handshake())
         if not reply.get("successful"):
             raise RuntimeError(f"handshake refused: {reply}")
         self._client_id = reply["clientId"]
-        subscribe = {
-            "channel": "/meta/subscribe",
-            "clientId": self._client_id,
-            "subscription": self._channel,
-        }
-        [reply] = await self._post([subscribe])
+        [reply] = await self._post(FayePeer.subscribe(self._client_id, self._channel))
         if not reply.get("successful"):
             raise RuntimeError(f"subscribe refused: {reply}")
         return self
 
     async def connect(self) -> list[dict[str, Any]]:
-        connect = {
-            "channel": "/meta/connect",
-            "clientId": self._client_id,
-            "connectionType": "long-polling",
-        }
-        replies = await self._post([connect])
+        replies = await self._post(FayePeer.connect(self._client_id))
         return [
             message["data"]
             for message in replies
@@ -107,21 +94,21 @@ class _ReplaybusBayeux(BayeuxSession):
 def replaybus_target(server: Server, channel: str) -> Target:
     token = server.token()
     auth = {"Authorization": f"Bearer {token}"}
-    publish_headers = {**auth, "Content-Type": "application/json"}
+    json_headers = {**auth, "Content-Type": "application/json"}
     path = f"/v1/events{channel}"
 
     def sse(connection: Connection, start: int) -> bytes:
         return connection.prepare("GET", f"/v1/stream{channel}?replayId={start}", auth)
 
     async def bayeux() -> BayeuxSession:
-        return await _ReplaybusBayeux(server.base_url, token, channel).open()
+        return await _LongPolling(server.base_url, "/cometd/58.0", json_headers, channel).open()
 
     return Target(
         server.name,
         server.base_url,
         server.pid,
         publish=lambda connection, n: connection.prepare(
-            "POST", path, publish_headers, event_payload(n)
+            "POST", path, json_headers, event_payload(n)
         ),
         sse_request=sse,
         bayeux=bayeux,
@@ -149,46 +136,6 @@ def nchan_target(peer: NchanPeer, channel: str) -> Target:
     )
 
 
-class _FayeBayeux(BayeuxSession):
-    def __init__(self, peer: FayePeer, channel: str) -> None:
-        self._peer = peer
-        self._channel = channel
-        self._connection: Connection | None = None
-        self._client_id = ""
-
-    async def _post(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        assert self._connection is not None
-        request = self._connection.prepare(
-            "POST", FayePeer.bayeux_path, FayePeer.headers, orjson.dumps(messages)
-        )
-        response = await self._connection.send(request)
-        if response.status != 200:
-            raise RuntimeError(f"Faye answered {response.status}: {response.body[:200]!r}")
-        replies: list[dict[str, Any]] = orjson.loads(response.body)
-        return replies
-
-    async def open(self) -> _FayeBayeux:
-        self._connection = await Connection(self._peer.base_url).open()
-        [reply] = await self._post(FayePeer.handshake())
-        self._client_id = reply["clientId"]
-        [reply] = await self._post(FayePeer.subscribe(self._client_id, self._channel))
-        if not reply.get("successful"):
-            raise RuntimeError(f"Faye subscribe refused: {reply}")
-        return self
-
-    async def connect(self) -> list[dict[str, Any]]:
-        replies = await self._post(FayePeer.connect(self._client_id))
-        return [
-            message["data"]
-            for message in replies
-            if message.get("channel") == self._channel and isinstance(message.get("data"), dict)
-        ]
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-
-
 def faye_target(peer: FayePeer, channel: str) -> Target:
     """Publish a Bayeux message by POST (Faye needs no handshake for it); subscribe with
     handshake, subscribe and held connects. Faye keeps no history: no replay."""
@@ -198,6 +145,7 @@ def faye_target(peer: FayePeer, channel: str) -> Target:
         return connection.prepare("POST", FayePeer.bayeux_path, FayePeer.headers, body)
 
     async def bayeux() -> BayeuxSession:
-        return await _FayeBayeux(peer, channel).open()
+        headers = dict(FayePeer.headers)
+        return await _LongPolling(peer.base_url, FayePeer.bayeux_path, headers, channel).open()
 
     return Target("Faye+Redis", peer.base_url, peer.pid, publish=publish, bayeux=bayeux)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
+from loadtests.bench.generator import Connection
 from loadtests.bench.peers.faye import FayePeer, running_faye
 from loadtests.bench.peers.nchan import NchanPeer, running_nchan
 from tests.harness.redis import running_redis
@@ -33,74 +34,6 @@ REPLAY_TIMEOUT_S = 300.0
 
 class SmokeFailure(Exception):
     pass
-
-
-class Connection:
-    """One keep-alive HTTP/1.1 connection to 127.0.0.1, written by hand as the benchmark's
-    generator is: requests are bytes, answers are read as their headers announce."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> Connection:
-        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
-        return self
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-    def _send(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
-        assert self._writer is not None
-        lines = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        if body or method == "POST":
-            lines.append(f"Content-Length: {len(body)}")
-        self._writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-
-    async def _head(self) -> tuple[int, dict[str, str]]:
-        assert self._reader is not None
-        raw = await self._reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = raw[:-4].decode("latin-1").split("\r\n")
-        headers = {}
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return int(status_line.split(" ", 2)[1]), headers
-
-    async def request(
-        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
-    ) -> tuple[int, bytes]:
-        assert self._reader is not None
-        self._send(method, path, headers, body)
-        status, answer = await self._head()
-        if "content-length" in answer:
-            return status, await self._reader.readexactly(int(answer["content-length"]))
-        if answer.get("transfer-encoding") == "chunked":
-            parts = []
-            while size := int((await self._reader.readuntil(b"\r\n"))[:-2].split(b";")[0], 16):
-                parts.append(await self._reader.readexactly(size))
-                await self._reader.readexactly(2)
-            await self._reader.readuntil(b"\r\n")
-            return status, b"".join(parts)
-        return status, b""
-
-    async def stream(self, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
-        self._send("GET", path, headers, b"")
-        return await self._head()
-
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The rest of a stream that has neither Content-Length nor chunks (as Nchan's
-        EventSource answers), line by line, until the server closes it."""
-        assert self._reader is not None
-        while True:
-            try:
-                line = await self._reader.readuntil(b"\n")
-            except asyncio.IncompleteReadError:
-                return
-            yield line.rstrip(b"\r\n")
 
 
 async def sse_events(lines: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
@@ -141,14 +74,14 @@ def check_sequence(name: str, received: list[int], expected: int) -> None:
 
 
 async def nchan_publish(peer: NchanPeer, channel: str, numbers: range) -> None:
-    connection = await Connection(peer.port).open()
+    connection = await Connection(peer.base_url).open()
     try:
         for n in numbers:
-            status, body = await connection.request(
+            answer = await connection.request(
                 "POST", peer.publish_path(channel), {"Accept": "text/json"}, payload(n)
             )
-            if status not in (201, 202):
-                raise SmokeFailure(f"Nchan publish answered {status}: {body[:200]!r}")
+            if answer.status not in (201, 202):
+                raise SmokeFailure(f"Nchan publish answered {answer.status}: {answer.body[:200]!r}")
     finally:
         connection.close()
 
@@ -156,14 +89,14 @@ async def nchan_publish(peer: NchanPeer, channel: str, numbers: range) -> None:
 async def nchan_receive(
     peer: NchanPeer, path: str, headers: dict[str, str], count: int, established: asyncio.Event
 ) -> tuple[list[int], list[bytes]]:
-    connection = await Connection(peer.port).open()
+    connection = await Connection(peer.base_url).open()
     numbers: list[int] = []
     ids: list[bytes] = []
     try:
-        status, answer = await connection.stream(path, headers)
+        status, answer, lines = await connection.stream(connection.prepare("GET", path, headers))
         if status != 200 or not answer.get("content-type", "").startswith("text/event-stream"):
             raise SmokeFailure(f"Nchan subscribe answered {status} {answer}")
-        async for event_id, data in sse_events(connection.lines()):
+        async for event_id, data in sse_events(lines):
             if data == b":":
                 established.set()
                 continue
@@ -274,12 +207,12 @@ async def smoke_nchan(peer: NchanPeer) -> None:
 
 
 async def bayeux(connection: Connection, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    status, body = await connection.request(
+    answer = await connection.request(
         "POST", FayePeer.bayeux_path, dict(FayePeer.headers), json.dumps(messages).encode()
     )
-    if status != 200:
-        raise SmokeFailure(f"Faye answered {status}: {body[:200]!r}")
-    replies: list[dict[str, Any]] = json.loads(body)
+    if answer.status != 200:
+        raise SmokeFailure(f"Faye answered {answer.status}: {answer.body[:200]!r}")
+    replies: list[dict[str, Any]] = json.loads(answer.body)
     return replies
 
 
@@ -289,8 +222,8 @@ class BayeuxSubscriber:
 
     def __init__(self, peer: FayePeer, channel: str) -> None:
         self.channel = channel
-        self._control = Connection(peer.port)
-        self._polls = Connection(peer.port)
+        self._control = Connection(peer.base_url)
+        self._polls = Connection(peer.base_url)
         self.client_id = ""
 
     async def open(self) -> BayeuxSubscriber:
@@ -327,7 +260,7 @@ async def faye_publish(connection: Connection, channel: str, n: int) -> None:
 
 
 async def smoke_faye(peer: FayePeer) -> None:
-    publisher = await Connection(peer.port).open()
+    publisher = await Connection(peer.base_url).open()
     try:
         # Paced: each message published while the subscriber's long-poll waits, the next only
         # once it came. Faye must deliver every one.
