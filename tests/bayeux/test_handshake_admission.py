@@ -98,15 +98,23 @@ async def _handshake_reply(server: BayeuxServer) -> dict[str, Any]:
     return reply
 
 
+async def _one_handshake_in_progress(
+    server: BayeuxServer, engine: GatedEngine, background: Background
+) -> asyncio.Task[dict[str, Any]]:
+    """A handshake held inside the engine, taking the one place."""
+    engine.gated = True
+    first = background.start(_handshake_reply(server))
+    await wait_until(lambda: engine.waiting == 1, "the first handshake is in progress")
+    return first
+
+
 async def test_a_handshake_beyond_the_limit_is_told_to_retry_after_a_jittered_interval(
     admitting_server: BayeuxServer,
     gated_engine: GatedEngine,
     metrics: Metrics,
     background: Background,
 ) -> None:
-    gated_engine.gated = True
-    first = background.start(_handshake_reply(admitting_server))
-    await wait_until(lambda: gated_engine.waiting == 1, "the first handshake is in progress")
+    first = await _one_handshake_in_progress(admitting_server, gated_engine, background)
 
     busy = await _handshake_reply(admitting_server)
 
@@ -140,9 +148,7 @@ async def test_refused_handshakes_are_counted_one_each_and_intervals_are_spread(
     metrics: Metrics,
     background: Background,
 ) -> None:
-    gated_engine.gated = True
-    first = background.start(_handshake_reply(admitting_server))
-    await wait_until(lambda: gated_engine.waiting == 1, "the first handshake is in progress")
+    first = await _one_handshake_in_progress(admitting_server, gated_engine, background)
 
     refused = [await _handshake_reply(admitting_server) for _ in range(40)]
 
@@ -175,9 +181,7 @@ async def test_a_cancelled_handshake_gives_its_place_back(
     metrics: Metrics,
     background: Background,
 ) -> None:
-    gated_engine.gated = True
-    abandoned = background.start(_handshake_reply(admitting_server))
-    await wait_until(lambda: gated_engine.waiting == 1, "the handshake is in progress")
+    abandoned = await _one_handshake_in_progress(admitting_server, gated_engine, background)
 
     abandoned.cancel()  # the HTTP client went away mid-handshake
     with pytest.raises(asyncio.CancelledError):
