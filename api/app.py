@@ -13,6 +13,7 @@ from starlette.routing import Route
 from api import admin, bayeux, events, oauth, openapi, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
 from api.errors import exception_handlers
+from api.forwarded import ForwardedMiddleware
 from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
@@ -188,7 +189,11 @@ def create_app(
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
     ]
-    middleware = [Middleware(AccessLogMiddleware)] if settings.access_log else []
+    # First (outermost): the client address the access log and every route see, with the TCP
+    # peer kept for /metrics.
+    middleware = [Middleware(ForwardedMiddleware, trusted=settings.forwarded_allow_ips)]
+    if settings.access_log:
+        middleware.append(Middleware(AccessLogMiddleware))
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -69,8 +69,8 @@ def _uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         log_config=None,
         log_level=settings.log_level,
         access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # The app applies X-Forwarded-* itself (api.forwarded), keeping the TCP peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
         server_header=False,
         workers=settings.workers,
