@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from api import admin, bayeux, events, oauth, openapi, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
+from api.body import BodyDeadlineMiddleware
 from api.errors import exception_handlers
 from api.forwarded import ForwardedMiddleware
 from api.services import Lifecycle, Services
@@ -191,7 +192,10 @@ def create_app(
     ]
     # First (outermost): the client address the access log and every route see, with the TCP
     # peer kept for /metrics.
-    middleware = [Middleware(ForwardedMiddleware, trusted=settings.forwarded_allow_ips)]
+    middleware = [
+        Middleware(ForwardedMiddleware, trusted=settings.forwarded_allow_ips),
+        Middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout),
+    ]
     if settings.access_log:
         middleware.append(Middleware(AccessLogMiddleware))
     if settings.cors_origins:

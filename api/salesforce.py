@@ -65,6 +65,7 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TooManySubscribers: (429, "REQUEST_LIMIT_EXCEEDED"),
     errors.TooManyChannels: (403, "LIMIT_EXCEEDED"),
     errors.ClientGone: (499, "CLIENT_CLOSED_REQUEST"),
+    errors.RequestTimeout: (408, "REQUEST_TIMEOUT"),
     errors.ServiceUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.EngineUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.Draining: (503, "SERVER_UNAVAILABLE"),
@@ -87,6 +88,8 @@ def _message(error: errors.ReplaybusError) -> str:
 def salesforce_error_response(error: errors.ReplaybusError) -> Response:
     status, code = SALESFORCE_ERRORS[type(error)]
     headers = retry_after_headers(error)
+    if status == 408:
+        headers["Connection"] = "close"  # the rest of the body may still be on its way
     return JSONBytesResponse(
         [{"message": _message(error), "errorCode": code, "fields": []}], status, headers
     )

@@ -298,6 +298,22 @@ class Settings:
         minimum=1,
         maximum=3600,
     )
+    header_timeout: float = _setting(
+        10.0,
+        "duration",
+        "How long a client may take to send a request's headers, counted from the connection "
+        "(or the first byte of a following request); a connection still sending them is closed.",
+        minimum=0.5,
+        maximum=600,
+    )
+    body_timeout: float = _setting(
+        60.0,
+        "duration",
+        "How long a client may take to send a request's body once the server reads it; a body "
+        "still incomplete then gets 408 and its connection is closed.",
+        minimum=1,
+        maximum=3600,
+    )
     shutdown_grace: float = _setting(
         10.0, "duration", "How long shutdown waits for open requests.", minimum=1
     )

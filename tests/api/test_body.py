@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
 from api.body import read_body
-from app.errors import ClientGone, RequestTooLarge
+from app.errors import ClientGone, RequestTimeout, RequestTooLarge
 
 
 def _request(messages: list[Message], headers: list[tuple[bytes, bytes]] | None = None) -> Request:
@@ -46,3 +48,29 @@ async def test_declared_length_over_the_limit_is_refused_before_reading() -> Non
     request = _request([], headers=[(b"content-length", b"5000")])
     with pytest.raises(RequestTooLarge):
         await read_body(request, 1024)
+
+
+async def test_body_not_complete_by_the_deadline_is_refused_as_a_timeout() -> None:
+    arrived = asyncio.Event()
+
+    async def receive() -> Message:
+        if not arrived.is_set():
+            arrived.set()
+            return {"type": "http.request", "body": b'{"n": ', "more_body": True}
+        await asyncio.Event().wait()  # the rest of the body never comes
+        raise AssertionError("unreachable")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [],
+        "replaybus.body_deadline": (asyncio.get_running_loop().time(), 1.5),
+    }
+    with pytest.raises(RequestTimeout, match=r"within 1\.5 s"):
+        await read_body(Request(scope, receive), 1024)
+
+
+async def test_body_without_a_deadline_is_read_whole() -> None:
+    request = _request([{"type": "http.request", "body": b"{}", "more_body": False}])
+    assert await read_body(request, 1024) == b"{}"
