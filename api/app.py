@@ -199,13 +199,16 @@ def create_app(
     if settings.access_log:
         middleware.append(Middleware(AccessLogMiddleware))
     if settings.cors_origins:
+        # Credentials only with an explicit allow-list: with `*` any page could otherwise make
+        # a visitor's browser send them. CometD's browser transport always sends credentials,
+        # so its pages' origins must be listed (replaybus sets no cookies and reads tokens only
+        # from headers, so allowing credentials to listed origins exposes nothing).
+        any_origin = settings.cors_origins == ["*"]
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
-                # CometD's browser transport always sends credentials; replaybus sets no
-                # cookies and reads tokens only from headers, so allowing them exposes nothing.
-                allow_credentials=True,
+                allow_credentials=not any_origin,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
                 expose_headers=["Retry-After", "WWW-Authenticate"],
