@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import orjson
 
@@ -47,6 +48,13 @@ class Prepared:
     key: ChannelKey
     drafts: tuple[EventDraft, ...]
     retention: Retention
+
+
+def _idempotency_scope(principal: Principal) -> str:
+    """Whose keys a stored key belongs to: the client, and the user acting through it if any,
+    so two producers choosing the same key never get each other's acknowledgements."""
+    scope = quote(principal.client_id, safe="")
+    return scope + "/" + quote(principal.user, safe="") if principal.user else scope
 
 
 class _RandomUuids:
@@ -188,8 +196,9 @@ class PublishService:
     ) -> list[Published]:
         """Store `payloads` (decoded JSON objects) on `channel` atomically, in order.
 
-        With an `idempotency_key`, a retried request returns the original acknowledgements and
-        stores nothing new; a batch's events are keyed `<key> <index>`.
+        With an `idempotency_key`, a retried request of the same client (and user) returns the
+        original acknowledgements and stores nothing new; a batch's events are keyed by the key
+        and their index. Another client's use of the same key is another key.
         """
         prepared = await self._prepare(principal, tenant, channel, payloads, idempotency_key)
         await self.take_allowance(tenant, len(prepared.drafts))
@@ -271,8 +280,11 @@ class PublishService:
             )
         key = None
         if idempotency_key is not None:
-            # A space cannot occur in a key, so "<key> <index>" never collides with a real key.
-            key = f"{idempotency_key} {index}" if batch else idempotency_key
+            # A space cannot occur in a key or a scope, so neither "<key> @<scope>" nor "<key>
+            # <index> @<scope>" can collide with another key, nor with the unscoped "<key>" and
+            # "<key> <index>" kept before keys were scoped.
+            where = f"{idempotency_key} {index}" if batch else idempotency_key
+            key = f"{where} @{_idempotency_scope(principal)}"
         return EventDraft(
             uuid=self._new_uuid(),
             payload=encoded,

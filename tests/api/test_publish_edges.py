@@ -1,5 +1,5 @@
-"""Publishing edges: Salesforce's `eventSchema` lookup needs what reading a channel's schema
-needs elsewhere."""
+"""Publishing edges: idempotency keys belong to the client that chose them, and Salesforce's
+`eventSchema` lookup needs what reading a channel's schema needs elsewhere."""
 
 from __future__ import annotations
 
@@ -7,6 +7,33 @@ from tests.api._support import Node, bearer, error_code
 
 ALL = ["publish", "subscribe"]
 ONE, TWO = "/event/One__e", "/event/Two__e"
+
+
+# -- idempotency keys per client -------------------------------------------------------------
+
+
+async def test_two_clients_using_one_idempotency_key_get_their_own_events(node: Node) -> None:
+    await node.create_tenant("acme")
+    first = await node.client_token("acme", ALL)
+    second = await node.client_token("acme", ALL)
+
+    acks = []
+    for token, n in ((first, 1), (second, 2), (first, 1), (second, 2)):
+        headers = {**bearer(token), "Idempotency-Key": "order-7"}
+        response = await node.http.post("/v1/events" + ONE, json={"n": n}, headers=headers)
+        assert response.status_code == 201, response.text
+        acks.append(response.json())
+
+    assert [ack["duplicate"] for ack in acks] == [False, False, True, True]
+    assert acks[0]["replayId"] != acks[1]["replayId"]
+    assert acks[2]["replayId"] == acks[0]["replayId"]
+    assert acks[3]["replayId"] == acks[1]["replayId"]
+    events = await node.history_events(first, ONE)
+    assert [event["payload"] for event in events] == [{"n": 1}, {"n": 2}]
+
+
+# -- eventSchema -----------------------------------------------------------------------------
+
 
 SCHEMA = {"type": "object", "properties": {"orderId": {"type": "string"}}}
 

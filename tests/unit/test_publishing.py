@@ -288,3 +288,31 @@ def test_event_uuids_are_distinct_version_4_across_random_pool_refills() -> None
     assert len(set(uuids)) == 1000
     assert {uuid.UUID(value).version for value in uuids} == {4}
     assert {uuid.UUID(value).variant for value in uuids} == {uuid.RFC_4122}
+
+
+# -- idempotency keys belong to their client (and user) ---------------------------------------
+
+
+async def test_the_same_key_from_another_client_or_user_is_another_key(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    service = make_service()
+    producers = [
+        PUBLISHER,
+        Principal("acme", "client-2", frozenset({"publish"}), expires_at=2e9),
+        Principal("acme", "client-1", frozenset({"publish"}), expires_at=2e9, user="ann"),
+        Principal("acme", "client-1", frozenset({"publish"}), expires_at=2e9, user="bob smith"),
+    ]
+    first = [
+        (await service.publish(p, TENANT, CHANNEL, [{"n": 1}], idempotency_key="k"))[0]
+        for p in producers
+    ]
+    again = [
+        (await service.publish(p, TENANT, CHANNEL, [{"n": 1}], idempotency_key="k"))[0]
+        for p in producers
+    ]
+
+    assert [p.duplicate for p in first] == [False] * 4
+    assert len({p.replay_id for p in first}) == 4
+    assert [(p.replay_id, p.duplicate) for p in again] == [(p.replay_id, True) for p in first]
+    assert (await engine.window(KEY)).count == 4
