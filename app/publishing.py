@@ -26,6 +26,7 @@ from app.errors import (
     InvalidBody,
     InvalidParameter,
     RateLimited,
+    ReplaybusError,
     SchemaViolation,
     TooManyChannels,
     UnknownChannel,
@@ -35,19 +36,32 @@ from app.model import ChannelKey, EventDraft, Published, Retention
 from app.schemas import violations
 from app.settings import Settings
 
-__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "Prepared", "PublishService"]
+__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "PublishService", "Refused", "RolledBack"]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
+class _Prepared:
     """Validated, encoded events of one channel, not yet stored."""
 
     key: ChannelKey
     drafts: tuple[EventDraft, ...]
     retention: Retention
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record of a multi-channel request that was not stored, and why."""
+
+    error: ReplaybusError
+
+
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    """A valid record that was not stored because another record of its all-or-none request
+    was refused."""
 
 
 def _idempotency_scope(principal: Principal) -> str:
@@ -167,22 +181,27 @@ class PublishService:
                 retry_after=wait,
             )
 
-    async def _check_channel_quota(self, tenant: Tenant, name: str) -> None:
+    async def _over_channel_quota(self, tenant: Tenant, names: Sequence[str]) -> list[str]:
+        """Those of `names` (in order, once each) that would take the tenant beyond its
+        channel quota: new channels past the room left. A used channel never is."""
         limit = tenant.settings.max_channels
-        if limit is None:
-            return
+        wanted = list(dict.fromkeys(names))
         known = self._known_channels.get(tenant.tenant_id)
-        if known is not None and name in known:
-            return
-        names = set(await self._engine.channel_names(tenant.tenant_id))
+        if limit is None or (known is not None and known.issuperset(wanted)):
+            return []
+        used = set(await self._engine.channel_names(tenant.tenant_id))
         if len(self._known_channels) > 10_000:
             self._known_channels.clear()
-        self._known_channels[tenant.tenant_id] = names
-        if name not in names and len(names) >= limit:
-            raise TooManyChannels(
-                f"tenant {tenant.tenant_id} may use at most {limit} channels; "
-                f"{name} would be one more"
-            )
+        self._known_channels[tenant.tenant_id] = used
+        new = [name for name in wanted if name not in used]
+        return new[max(0, limit - len(used)) :]
+
+    @staticmethod
+    def _too_many_channels(tenant: Tenant, names: Sequence[str]) -> TooManyChannels:
+        return TooManyChannels(
+            f"tenant {tenant.tenant_id} may use at most {tenant.settings.max_channels} channels; "
+            f"{', '.join(names)} would be more"
+        )
 
     async def publish(
         self,
@@ -201,14 +220,70 @@ class PublishService:
         and their index. Another client's use of the same key is another key.
         """
         prepared = await self._prepare(principal, tenant, channel, payloads, idempotency_key)
+        over = await self._over_channel_quota(tenant, [prepared.key.name])
+        if over:
+            raise self._too_many_channels(tenant, over)
         await self.take_allowance(tenant, len(prepared.drafts))
-        return await self.store(prepared, tenant, transport=transport)
+        return await self._store(prepared, tenant, transport)
 
-    async def prepare(
-        self, principal: Principal, tenant: Tenant, channel: str, payload: object
-    ) -> Prepared:
-        """Validate and encode one event without storing it (for all-or-nothing requests)."""
-        return await self._prepare(principal, tenant, channel, [payload], None)
+    async def publish_records(
+        self,
+        principal: Principal,
+        tenant: Tenant,
+        records: Sequence[tuple[str, object]],
+        *,
+        all_or_none: bool,
+        transport: str = "rest",
+    ) -> list[Published | Refused | RolledBack]:
+        """Store records (channel, payload) of possibly several channels: one atomic engine
+        publish per channel, each channel's records in request order. One outcome per record.
+
+        Everything is checked before anything is stored: each record (scope, shape, size,
+        schema), then the channel quota, then the publish rate of all that remain (RateLimited
+        or BatchTooLarge is raised: nothing stored). With `all_or_none`, one refused record
+        rolls back every other. A store failure before anything was stored is raised; after
+        a channel was stored (only possible with several channels), it refuses that channel's
+        records and those not yet stored, while the stored ones are reported as stored.
+        """
+        outcomes: list[Published | Refused | RolledBack | None] = [None] * len(records)
+        groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = {}
+        retention: dict[ChannelKey, Retention] = {}
+        for index, (channel, payload) in enumerate(records):
+            try:
+                prepared = await self._prepare(principal, tenant, channel, [payload], None)
+            except ReplaybusError as error:
+                outcomes[index] = Refused(error)
+                continue
+            groups.setdefault(prepared.key, []).extend((index, d) for d in prepared.drafts)
+            retention[prepared.key] = prepared.retention
+        over = await self._over_channel_quota(tenant, [key.name for key in groups])
+        for key in [key for key in groups if key.name in over]:
+            refused = Refused(self._too_many_channels(tenant, [key.name]))
+            for index, _ in groups.pop(key):
+                outcomes[index] = refused
+        if all_or_none and any(outcome is not None for outcome in outcomes):
+            return [RolledBack() if outcome is None else outcome for outcome in outcomes]
+        if groups:
+            await self.take_allowance(tenant, sum(map(len, groups.values())))
+        failed: Refused | None = None
+        for key, members in groups.items():
+            if failed is None:
+                drafts = tuple(draft for _, draft in members)
+                try:
+                    acks = await self._store(
+                        _Prepared(key, drafts, retention[key]), tenant, transport
+                    )
+                except ReplaybusError as error:
+                    if all(not isinstance(outcome, Published) for outcome in outcomes):
+                        raise
+                    failed = Refused(error)
+                else:
+                    for (index, _), ack in zip(members, acks, strict=True):
+                        outcomes[index] = ack
+                    continue
+            for index, _ in members:
+                outcomes[index] = failed
+        return [outcome for outcome in outcomes if outcome is not None]
 
     async def _prepare(
         self,
@@ -217,7 +292,7 @@ class PublishService:
         channel: str,
         payloads: Sequence[object],
         idempotency_key: str | None,
-    ) -> Prepared:
+    ) -> _Prepared:
         name = publishable_name(channel)
         principal.require("publish", name)
         if not payloads:
@@ -241,14 +316,11 @@ class PublishService:
         if schema_id is not None:
             drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
         key = ChannelKey(principal.tenant, name)
-        return Prepared(key, tuple(drafts), self.retention(tenant, definition))
+        return _Prepared(key, tuple(drafts), self.retention(tenant, definition))
 
-    async def store(
-        self, prepared: Prepared, tenant: Tenant, *, transport: str = "rest"
-    ) -> list[Published]:
+    async def _store(self, prepared: _Prepared, tenant: Tenant, transport: str) -> list[Published]:
         """Store prepared events of one channel as one atomic engine publish (the caller has
-        taken the publish allowance)."""
-        await self._check_channel_quota(tenant, prepared.key.name)
+        checked the channel quota and taken the publish allowance)."""
         started = time.perf_counter()
         published = await self._engine.publish(prepared.key, prepared.drafts, prepared.retention)
         if self._metrics is not None:
