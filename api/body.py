@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from typing import Any
 
@@ -10,7 +11,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import ClientGone, MalformedJson, RequestTimeout, RequestTooLarge
+from app.errors import ClientGone, InvalidBody, MalformedJson, RequestTimeout, RequestTooLarge
 
 __all__ = ["BodyDeadlineMiddleware", "read_body", "read_json"]
 
@@ -60,10 +61,51 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json(request: Request, limit: int) -> Any:
+    """The body decoded as JSON: MalformedJson if it is not, InvalidBody if it holds an integer
+    beyond ±(2^53 - 1), which would not come back as it was sent."""
     body = await read_body(request, limit)
     if not body.strip():
         raise MalformedJson("the request body is empty: send a JSON object or array")
     try:
-        return orjson.loads(body)
+        document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
         raise MalformedJson(f"the request body is not valid JSON: {error}") from None
+    _refuse_unsafe_integers(body)
+    return document
+
+
+_MAX_SAFE_INTEGER = 2**53 - 1
+_DIGITS_AS_ZEROS = bytes.maketrans(b"0123456789", b"0" * 10)
+
+
+class _UnsafeInteger(ValueError):
+    pass
+
+
+def _safe_integer(text: str) -> int:
+    digits = text.lstrip("-")  # JSON allows no leading zeros, so 17 digits are too many
+    if len(digits) > 16 or int(digits) > _MAX_SAFE_INTEGER:
+        raise _UnsafeInteger(text if len(text) <= 40 else text[:37] + "...")
+    return 0
+
+
+def _refuse_unsafe_integers(body: bytes) -> None:
+    """InvalidBody for an integer beyond ±(2^53 - 1) in a (valid JSON) body: orjson turns
+    those beyond 64 bits into floats, and JavaScript readers (browsers, Node.js, CometD
+    clients) read every number as a double, so the event delivered would not be the one sent.
+
+    One pass over the body finds no run of 16 digits (2^53 has 16) in nearly every body; only
+    a body with one is parsed again, by a parser that shows each integer as written."""
+    if body.translate(_DIGITS_AS_ZEROS).find(b"0" * 16) < 0:
+        return
+    try:
+        json.loads(body, parse_int=_safe_integer)
+    except _UnsafeInteger as unsafe:
+        raise InvalidBody(
+            f"the integer {unsafe} is beyond ±{_MAX_SAFE_INTEGER} (2^53 - 1), so JSON readers "
+            "such as JavaScript's may not see its exact value: send it as a string"
+        ) from None
+    except RecursionError:
+        raise InvalidBody(
+            "the body is nested too deeply to check its numbers: flatten it"
+        ) from None
