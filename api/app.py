@@ -31,6 +31,7 @@ from app.metrics import Metrics
 from app.publishing import PublishService
 from app.readiness import ReadinessProbe
 from app.settings import Settings
+from app.tenancy import ServerLimits
 from storage.memory import MemoryCatalog, MemoryEngine
 from storage.postgres import PostgresCatalog
 from storage.redis import RedisEngine
@@ -139,6 +140,7 @@ def create_app(
                     directory,
                     clock,
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
+                    limits=ServerLimits.of(settings),
                 ),
                 metrics=metrics,
                 replays=Admission(

@@ -35,6 +35,7 @@ from app.metrics import Metrics
 from app.model import ChannelKey, EventDraft, Published, Retention
 from app.schemas import violations
 from app.settings import Settings
+from app.tenancy import channel_retention
 
 __all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "PublishService", "Refused", "RolledBack"]
 
@@ -112,15 +113,8 @@ class PublishService:
         self._known_channels: dict[str, set[str]] = {}
 
     def retention(self, tenant: Tenant, definition: ChannelDefinition | None = None) -> Retention:
-        """The channel definition's retention, else the tenant's, else the server's."""
-        age, count = tenant.settings.retention_max_age, tenant.settings.retention_max_count
-        if definition is not None:
-            age = definition.retention_max_age if definition.retention_max_age else age
-            count = definition.retention_max_count if definition.retention_max_count else count
-        return Retention(
-            max_age_us=self._retention.max_age_us if age is None else int(age * 1_000_000),
-            max_count=self._retention.max_count if count is None else count,
-        )
+        """The channel definition's retention, within the tenant's, else the server's."""
+        return channel_retention(tenant.settings, definition, self._retention)
 
     async def definition(self, tenant: Tenant, name: str) -> ChannelDefinition | None:
         """The channel's definition; UnknownChannel when the tenant requires one and there
