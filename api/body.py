@@ -83,6 +83,8 @@ class _UnsafeInteger(ValueError):
 
 
 def _safe_integer(text: str) -> int:
+    """The parser's hook for integer literals: refuses an unsafe one (the document it builds
+    is thrown away, so the value returned does not matter)."""
     digits = text.lstrip("-")  # JSON allows no leading zeros, so 17 digits are too many
     if len(digits) > 16 or int(digits) > _MAX_SAFE_INTEGER:
         raise _UnsafeInteger(text if len(text) <= 40 else text[:37] + "...")

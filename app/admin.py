@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from app.access import parse_scope
-from app.catalog import Catalog, ChannelDefinition, ClientRecord, SchemaVersion, Tenant
+from app.catalog import (
+    Catalog,
+    ChannelDefinition,
+    ClientRecord,
+    SchemaVersion,
+    Tenant,
+    TenantSettings,
+)
 from app.channels import publishable_name
 from app.clock import Clock
 from app.credentials import generate_client_id, generate_secret, hash_secret
@@ -151,7 +158,7 @@ class AdminService:
         if tenant_id == CANARY_TENANT:
             raise InvalidBody(f"tenantId {CANARY_TENANT!r} is reserved for the readiness check")
         tenant = Tenant(tenant_id, settings=settings_from_json(settings or {}))
-        check_within_server(Tenant(tenant_id).settings, tenant.settings, self._limits)
+        check_within_server(TenantSettings(), tenant.settings, self._limits)
         if not await self._catalog.add_tenant(tenant):
             raise Conflict(f"tenant {tenant_id!r} already exists")
         self._directory.forget(tenant=tenant_id)  # it may be cached as absent

@@ -35,7 +35,7 @@ from app.metrics import Metrics
 from app.model import ChannelKey, EventDraft, Published, Retention
 from app.schemas import violations
 from app.settings import Settings
-from app.tenancy import channel_retention
+from app.tenancy import ServerLimits, channel_retention
 
 __all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "PublishService", "Refused", "RolledBack"]
 
@@ -103,10 +103,7 @@ class PublishService:
         self._directory = directory
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
-        self._retention = Retention(
-            max_age_us=int(settings.retention_max_age * 1_000_000),
-            max_count=settings.retention_max_count,
-        )
+        self._retention = ServerLimits.of(settings).retention
         self._new_uuid = new_uuid or _RandomUuids()
         # Channels known to exist, per tenant, so the channel quota costs no engine read on
         # the common path; bounded, and only filled for tenants with a channel quota.
