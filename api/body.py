@@ -96,10 +96,16 @@ def _refuse_unsafe_integers(body: bytes) -> None:
     those beyond 64 bits into floats, and JavaScript readers (browsers, Node.js, CometD
     clients) read every number as a double, so the event delivered would not be the one sent.
 
-    One pass over the body finds no run of 16 digits (2^53 has 16) in nearly every body; only
-    a body with one is parsed again, by a parser that shows each integer as written."""
-    if body.translate(_DIGITS_AS_ZEROS).find(b"0" * 16) < 0:
-        return
+    One pass over the body finds no run of 17 digits, nor one of 16 beyond the limit (2^53 has
+    16), in nearly every body; only a body with one is parsed again, by a parser that shows each
+    integer as written (and tells numbers from digits inside strings)."""
+    zeros = body.translate(_DIGITS_AS_ZEROS)
+    if zeros.find(b"0" * 17) < 0:
+        start = zeros.find(b"0" * 16)
+        while start >= 0 and int(body[start : start + 16]) <= _MAX_SAFE_INTEGER:
+            start = zeros.find(b"0" * 16, start + 16)
+        if start < 0:
+            return
     try:
         json.loads(body, parse_int=_safe_integer)
     except _UnsafeInteger as unsafe:
