@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 
+import orjson
 import pytest
 from starlette.requests import Request
 from starlette.types import Message
@@ -83,11 +84,12 @@ async def test_body_without_a_deadline_is_read_whole() -> None:
         b'{"n": 9007199254740991, "m": -9007199254740991}',
         b'{"s": "9007199254740993", "t": "\\"12345678901234567890\\\\"}',
         b'{"12345678901234567890": [1.5e300, 12345678901234567.25, 9007199254740993e0]}',
+        b'[1795386788213894, 1795386788213895, "9007199254740993"]',
     ],
 )
 async def test_json_with_only_safe_integers_is_read(body: bytes) -> None:
     request = _request([{"type": "http.request", "body": body, "more_body": False}])
-    assert isinstance(await read_json(request, 1024), dict)
+    assert await read_json(request, 1024) == orjson.loads(body)
 
 
 @pytest.mark.parametrize(
@@ -96,6 +98,7 @@ async def test_json_with_only_safe_integers_is_read(body: bytes) -> None:
         (b'{"n": 9007199254740992}', "9007199254740992"),
         (b'{"s": "x\\\\", "n": [-9007199254740993]}', "-9007199254740993"),
         (b"[" + b"7" * 50 + b"]", "7" * 37 + "..."),
+        (b"[1795386788213894, 9007199254740993]", "9007199254740993"),
     ],
 )
 async def test_json_with_an_integer_beyond_2_53_is_refused_naming_it(
