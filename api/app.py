@@ -12,7 +12,9 @@ from starlette.routing import Route
 
 from api import admin, bayeux, events, oauth, openapi, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
+from api.body import BodyDeadlineMiddleware
 from api.errors import exception_handlers
+from api.forwarded import ForwardedMiddleware
 from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
@@ -29,6 +31,7 @@ from app.metrics import Metrics
 from app.publishing import PublishService
 from app.readiness import ReadinessProbe
 from app.settings import Settings
+from app.tenancy import ServerLimits
 from storage.memory import MemoryCatalog, MemoryEngine
 from storage.postgres import PostgresCatalog
 from storage.redis import RedisEngine
@@ -137,6 +140,7 @@ def create_app(
                     directory,
                     clock,
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
+                    limits=ServerLimits.of(settings),
                 ),
                 metrics=metrics,
                 replays=Admission(
@@ -188,15 +192,25 @@ def create_app(
         Route("/readyz", ops.readyz, methods=["GET"]),
         Route("/metrics", ops.metrics, methods=["GET"]),
     ]
-    middleware = [Middleware(AccessLogMiddleware)] if settings.access_log else []
+    # First (outermost): the client address the access log and every route see, with the TCP
+    # peer kept for /metrics.
+    middleware = [
+        Middleware(ForwardedMiddleware, trusted=settings.forwarded_allow_ips),
+        Middleware(BodyDeadlineMiddleware, timeout=settings.body_timeout),
+    ]
+    if settings.access_log:
+        middleware.append(Middleware(AccessLogMiddleware))
     if settings.cors_origins:
+        # Credentials only with an explicit allow-list: with `*` any page could otherwise make
+        # a visitor's browser send them. CometD's browser transport always sends credentials,
+        # so its pages' origins must be listed (replaybus sets no cookies and reads tokens only
+        # from headers, so allowing credentials to listed origins exposes nothing).
+        any_origin = settings.cors_origins == ["*"]
         middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=settings.cors_origins,
-                # CometD's browser transport always sends credentials; replaybus sets no
-                # cookies and reads tokens only from headers, so allowing them exposes nothing.
-                allow_credentials=True,
+                allow_credentials=not any_origin,
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
                 expose_headers=["Retry-After", "WWW-Authenticate"],

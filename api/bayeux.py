@@ -19,6 +19,7 @@ from app.errors import (
     EngineUnavailable,
     MalformedBayeux,
     PermissionDenied,
+    RequestTimeout,
     RequestTooLarge,
     ServiceUnavailable,
     TenantSuspended,
@@ -53,6 +54,9 @@ async def cometd(request: Request) -> Response:
     except RequestTooLarge:
         error = {"channel": "/meta/unsuccessful", "successful": False}
         return _array([{**error, "error": codec.REQUEST_TOO_LARGE}], 413)
+    except RequestTimeout:
+        error = {"channel": "/meta/unsuccessful", "successful": False}
+        return _array([{**error, "error": codec.REQUEST_TIMEOUT}], 408)
     try:
         messages = codec.decode_messages(body, request.headers.get("content-type", ""))
     except MalformedBayeux:

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from api.admin_cli import add_admin_commands, run_admin_command
 from api.app import create_app
 from api.logs import configure_logging
-from api.server import ReplaybusServer, bind_socket
+from api.server import ReplaybusServer, bind_socket, read_timeout_protocol
 from api.services import Lifecycle
 from api.supervisor import supervise
 from app.credentials import generate_client_id, generate_secret
@@ -63,14 +63,14 @@ def _uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         loop="uvloop",
-        http="httptools",
+        http=read_timeout_protocol(settings.header_timeout, settings.body_timeout),
         ws="none",
         lifespan="on",
         log_config=None,
         log_level=settings.log_level,
         access_log=False,
-        proxy_headers=True,
-        forwarded_allow_ips=settings.forwarded_allow_ips,
+        # The app applies X-Forwarded-* itself (api.forwarded), keeping the TCP peer.
+        proxy_headers=False,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace)),
         server_header=False,
         workers=settings.workers,

@@ -48,6 +48,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TooManySubscribers: (429, "too_many_subscribers"),
     errors.TooManyChannels: (403, "too_many_channels"),
     errors.ClientGone: (499, "client_closed_request"),
+    errors.RequestTimeout: (408, "request_timeout"),
     errors.ServiceUnavailable: (503, "unavailable"),
     errors.EngineUnavailable: (503, "engine_unavailable"),
     errors.Draining: (503, "draining"),
@@ -77,6 +78,8 @@ def error_response(error: errors.ReplaybusError) -> Response:
     headers = retry_after_headers(error)
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="replaybus"'
+    if status == 408:
+        headers["Connection"] = "close"  # the rest of the body may still be on its way
     body = {"error": code, "message": error.message, **error.details}
     return JSONBytesResponse(body, status, headers)
 

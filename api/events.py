@@ -130,16 +130,22 @@ async def channel_schema(request: Request) -> Response:
     services: Services = request.app.state.services
     principal, tenant = await authenticate(request, services)
     name = parse_name(channel)
-    if not principal.allows("publish", name):
-        principal.require("subscribe", name)
+    _require_schema_reader(principal, name)
     definition = await services.publisher.definition(tenant, name)
     if definition is None or definition.schema is None:
         raise NotFound(f"channel {name} has no schema")
     return JSONBytesResponse(schema_json(definition.schema))
 
 
+def _require_schema_reader(principal: Principal, name: str) -> None:
+    """Who may read a channel's schema: its publishers and its subscribers."""
+    if not principal.allows("publish", name):
+        principal.require("subscribe", name)
+
+
 async def schema_by_id(request: Request, schema_id: str) -> Response:
-    """A schema version by id, for the tenant of the request's token only."""
+    """A schema version by id, for the tenant of the request's token only (another tenant's
+    looks absent), to a token that may read its channel's schema."""
     services: Services = request.app.state.services
     principal, _ = await authenticate(request, services)
     version = None
@@ -147,4 +153,5 @@ async def schema_by_id(request: Request, schema_id: str) -> Response:
         version = await services.catalog.schema(schema_id)
     if version is None or version.tenant != principal.tenant:
         raise NotFound(f"there is no schema {schema_id}")
+    _require_schema_reader(principal, version.channel)
     return JSONBytesResponse(schema_json(version))

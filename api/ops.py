@@ -7,6 +7,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_address
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.forwarded import forwarded_hosts, peer_host
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app.errors import ServiceUnavailable
@@ -41,16 +42,18 @@ async def readyz(request: Request) -> Response:
 
 async def metrics(request: Request) -> Response:
     """Prometheus text format (of every worker of this node, when there are several), to
-    clients on the allowed networks only: metrics name tenants."""
+    clients on the allowed networks only: metrics name tenants. Both the TCP peer and every
+    address the request says it was forwarded for must be allowed, so neither a forged
+    `X-Forwarded-For` nor a request relayed by an in-cluster ingress gets through."""
     services: Services = request.app.state.services
     networks = services.settings.metrics_networks()
-    if networks is not None and not _within(
-        request.client.host if request.client else "", networks
-    ):
+    hosts = [peer_host(request.scope), *forwarded_hosts(request.headers)]
+    if networks is not None and not all(_within(host, networks) for host in hosts):
         return JSONBytesResponse(
             {
                 "error": "forbidden",
-                "message": "metrics are served to REPLAYBUS_METRICS_ALLOWED_NETWORKS only",
+                "message": "metrics are served to REPLAYBUS_METRICS_ALLOWED_NETWORKS only: "
+                "the connection and every address it was forwarded for must be on them",
             },
             403,
         )

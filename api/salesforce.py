@@ -5,7 +5,6 @@ protocol boundary, so it has its own error table (Salesforce's `[{"errorCode","m
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from typing import Any
 
 from starlette.requests import Request
@@ -18,8 +17,8 @@ from api.events import schema_by_id
 from api.responses import JSONBytesResponse
 from api.services import Services
 from app import errors
-from app.model import ChannelKey, EventDraft, Published, Retention
-from app.publishing import Prepared
+from app.model import Published
+from app.publishing import Refused, RolledBack
 
 __all__ = [
     "SALESFORCE_ERRORS",
@@ -65,6 +64,7 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.TooManySubscribers: (429, "REQUEST_LIMIT_EXCEEDED"),
     errors.TooManyChannels: (403, "LIMIT_EXCEEDED"),
     errors.ClientGone: (499, "CLIENT_CLOSED_REQUEST"),
+    errors.RequestTimeout: (408, "REQUEST_TIMEOUT"),
     errors.ServiceUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.EngineUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.Draining: (503, "SERVER_UNAVAILABLE"),
@@ -87,6 +87,8 @@ def _message(error: errors.ReplaybusError) -> str:
 def salesforce_error_response(error: errors.ReplaybusError) -> Response:
     status, code = SALESFORCE_ERRORS[type(error)]
     headers = retry_after_headers(error)
+    if status == 408:
+        headers["Connection"] = "close"  # the rest of the body may still be on its way
     return JSONBytesResponse(
         [{"message": _message(error), "errorCode": code, "fields": []}], status, headers
     )
@@ -157,8 +159,9 @@ def _record_type(record: object) -> str | None:
 
 async def composite_sobjects(request: Request) -> Response:
     """`POST /services/data/v{N.N}/composite/sobjects`: up to 200 records, possibly of several
-    event types; one SaveResult per record, in request order. Every record is validated before
-    anything is stored; with `allOrNone`, nothing is stored unless every record is valid."""
+    event types; one SaveResult per record, in request order. Every record, the channel quota
+    and the publish rate are checked before anything is stored; with `allOrNone`, nothing is
+    stored unless everything passes (`app.publishing.PublishService.publish_records`)."""
     services: Services = request.app.state.services
     try:
         _check_version(request)
@@ -170,46 +173,47 @@ async def composite_sobjects(request: Request) -> Response:
             raise errors.InvalidBody('the body must be {"allOrNone": bool, "records": [...]}')
         if len(records) > MAX_COLLECTION:
             raise errors.BatchTooLarge(f"at most {MAX_COLLECTION} records per request")
+        all_or_none = body.get("allOrNone") is True
         results: list[dict[str, Any] | None] = [None] * len(records)
-        groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = defaultdict(list)
-        retention: dict[ChannelKey, Retention] = {}
+        typed: list[tuple[int, tuple[str, object]]] = []
         for index, record in enumerate(records):
             kind = _record_type(record)
             if kind is None or not _EVENT_TYPE.fullmatch(kind):
                 results[index] = _failed(
                     "INVALID_TYPE", "each record needs attributes.type = Name__e"
                 )
-                continue
-            fields = {k: v for k, v in record.items() if k != "attributes"}
-            try:
-                prepared = await services.publisher.prepare(
-                    principal, tenant, f"/event/{kind}", fields
-                )
-            except errors.ReplaybusError as error:
-                results[index] = _failed(SALESFORCE_ERRORS[type(error)][1], error.message)
-                continue
-            groups[prepared.key].extend((index, draft) for draft in prepared.drafts)
-            retention[prepared.key] = prepared.retention
-        if body.get("allOrNone") is True and any(result is not None for result in results):
-            return JSONBytesResponse(_rolled_back(results), 200)
-        await services.publisher.take_allowance(tenant, sum(map(len, groups.values())))
-        for key, members in groups.items():
-            prepared = Prepared(key, tuple(d for _, d in members), retention[key])
-            acks = await services.publisher.store(prepared, tenant, transport="salesforce")
-            for (index, _), ack in zip(members, acks, strict=True):
-                results[index] = _save_result(ack)
+            else:
+                fields = {k: v for k, v in record.items() if k != "attributes"}
+                typed.append((index, (f"/event/{kind}", fields)))
+        if all_or_none and typed and len(typed) < len(records):
+            typed = []  # nothing is stored: the untyped records fail the whole request
+        outcomes = await services.publisher.publish_records(
+            principal,
+            tenant,
+            [record for _, record in typed],
+            all_or_none=all_or_none,
+            transport="salesforce",
+        )
+        for (index, _), outcome in zip(typed, outcomes, strict=True):
+            results[index] = _outcome(outcome)
     except errors.ReplaybusError as error:
         return _refused(request, error)
-    return JSONBytesResponse(results, 200)
+    return JSONBytesResponse([result or _ROLLED_BACK for result in results], 200)
 
 
-def _rolled_back(results: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-    rolled_back = _failed(
-        "ALL_OR_NONE_OPERATION_ROLLED_BACK",
-        "Record rolled back because not all records were valid and the request was using "
-        "AllOrNone header",
-    )
-    return [result if result is not None else rolled_back for result in results]
+_ROLLED_BACK = _failed(
+    "ALL_OR_NONE_OPERATION_ROLLED_BACK",
+    "Record rolled back because not all records were valid and the request was using "
+    "AllOrNone header",
+)
+
+
+def _outcome(outcome: Published | Refused | RolledBack) -> dict[str, Any]:
+    if isinstance(outcome, Published):
+        return _save_result(outcome)
+    if isinstance(outcome, Refused):
+        return _failed(SALESFORCE_ERRORS[type(outcome.error)][1], outcome.error.message)
+    return _ROLLED_BACK
 
 
 async def event_schema(request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""Running the app under uvicorn, with an explicit drain on shutdown."""
+"""Running the app under uvicorn, with an explicit drain on shutdown and read deadlines."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import asyncio
 import socket
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.services import Lifecycle
 
-__all__ = ["ReplaybusServer", "bind_socket"]
+__all__ = ["ReplaybusServer", "bind_socket", "read_timeout_protocol"]
 
 
 class ReplaybusServer(uvicorn.Server):
@@ -50,3 +52,83 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+class _ReadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines on reading requests, which uvicorn lacks: a
+    client that sends nothing, or its headers a byte at a time, would hold a connection forever.
+
+    - Headers must be complete within `header_timeout` of the connection opening or of the
+      first byte of a following request (between requests the keep-alive timeout applies), or
+      the connection is closed: there is no request yet to answer.
+    - A body must be complete within `body_timeout` of the headers. The app answers a body it is
+      reading late with 408 (`api.body`); here, a body still arriving once that time has passed
+      and the response is complete (one that was answered without reading it) closes the
+      connection, since every byte received would otherwise push the keep-alive timeout back.
+    """
+
+    header_timeout = 10.0
+    body_timeout = 60.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_deadline: asyncio.TimerHandle | None = None
+        self._body_overdue = False
+
+    def _arm(self, delay: float, expire: Callable[[], None]) -> None:
+        self._disarm()
+        self._read_deadline = self.loop.call_later(delay, expire)
+
+    def _disarm(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _close(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _headers_overdue(self) -> None:
+        self._read_deadline = None
+        self._close()
+
+    def _body_late(self) -> None:
+        self._read_deadline = None
+        self._body_overdue = True
+        if self.cycle is not None and self.cycle.response_complete:
+            self._close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self.header_timeout, self._headers_overdue)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._body_overdue = False
+        self._arm(self.header_timeout, self._headers_overdue)
+
+    def on_headers_complete(self) -> None:
+        self._arm(self.body_timeout, self._body_late)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._body_overdue:
+            self._close()
+
+
+def read_timeout_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.Protocol]:
+    """The HTTP protocol class for `uvicorn.Config(http=...)`, with these read deadlines."""
+    return type(
+        "ReadTimeoutProtocol",
+        (_ReadTimeoutProtocol,),
+        {"header_timeout": header_timeout, "body_timeout": body_timeout},
+    )

@@ -14,7 +14,14 @@ from typing import Any
 import orjson
 
 from app.access import parse_scope
-from app.catalog import Catalog, ChannelDefinition, ClientRecord, SchemaVersion, Tenant
+from app.catalog import (
+    Catalog,
+    ChannelDefinition,
+    ClientRecord,
+    SchemaVersion,
+    Tenant,
+    TenantSettings,
+)
 from app.channels import publishable_name
 from app.clock import Clock
 from app.credentials import generate_client_id, generate_secret, hash_secret
@@ -29,7 +36,16 @@ from app.errors import (
 )
 from app.readiness import CANARY_TENANT
 from app.schemas import canonical, check_schema, compatibility_problems, new_schema_id
-from app.tenancy import TENANT_ID, check_setting, settings_from_json, updated_settings
+from app.settings import Settings
+from app.tenancy import (
+    TENANT_ID,
+    ServerLimits,
+    check_setting,
+    check_within_server,
+    settings_from_json,
+    tenant_retention,
+    updated_settings,
+)
 
 __all__ = ["Admin", "AdminService", "ChannelChange", "IssuedClient"]
 
@@ -98,11 +114,14 @@ class AdminService:
         clock: Clock,
         *,
         process_local_catalog: bool = False,
+        limits: ServerLimits | None = None,
     ) -> None:
         """`process_local_catalog`: the catalog lives in this process while others serve the
         same clients (the embedded catalog with several workers), so changes are refused:
-        they would reach one process only."""
+        they would reach one process only. `limits`: the server's bounds on tenant settings
+        and channel definitions (default: those of the default settings)."""
         self._process_local = process_local_catalog
+        self._limits = limits or ServerLimits.of(Settings())
         self._catalog = catalog
         self._engine = engine
         self._directory = directory
@@ -139,6 +158,7 @@ class AdminService:
         if tenant_id == CANARY_TENANT:
             raise InvalidBody(f"tenantId {CANARY_TENANT!r} is reserved for the readiness check")
         tenant = Tenant(tenant_id, settings=settings_from_json(settings or {}))
+        check_within_server(TenantSettings(), tenant.settings, self._limits)
         if not await self._catalog.add_tenant(tenant):
             raise Conflict(f"tenant {tenant_id!r} already exists")
         self._directory.forget(tenant=tenant_id)  # it may be cached as absent
@@ -157,9 +177,9 @@ class AdminService:
         self._writable()
         self._operator_only(admin)
         current = await self._visible_tenant(admin, tenant_id)
-        return await self._save(
-            dataclasses.replace(current, settings=updated_settings(current.settings, changes))
-        )
+        settings = updated_settings(current.settings, changes)
+        check_within_server(current.settings, settings, self._limits)
+        return await self._save(dataclasses.replace(current, settings=settings))
 
     async def set_suspended(self, admin: Admin, tenant_id: str, suspended: bool) -> Tenant:
         self._writable()
@@ -264,7 +284,7 @@ class AdminService:
         with the current one (IncompatibleSchema lists why not) unless `force` is true;
         `"schema": null` removes the schema (which accepts everything, so is always safe)."""
         self._writable()
-        await self._visible_tenant(admin, tenant_id)
+        tenant = await self._visible_tenant(admin, tenant_id)
         name = publishable_name(channel)
         unknown = sorted(set(body) - _CHANNEL_FIELDS)
         if unknown:
@@ -282,6 +302,7 @@ class AdminService:
                 raise InvalidBody('retention must be {"maxAge": seconds, "maxCount": events}')
             age = check_setting("retentionMaxAge", retention.get("maxAge"))
             count = check_setting("retentionMaxCount", retention.get("maxCount"))
+            self._check_within_tenant(tenant, age, count)
         definition = dataclasses.replace(
             current,
             description=_text(body, "description", current.description),
@@ -326,6 +347,24 @@ class AdminService:
         await self._catalog.save_channel(definition, new_version)
         self._directory.forget(channel=(tenant_id, name))
         return ChannelChange(definition, new_version, forced)
+
+    def _check_within_tenant(self, tenant: Tenant, age: float | None, count: int | None) -> None:
+        """A definition may keep a channel's events for less than its tenant does, not more:
+        InvalidBody naming the tenant's retention otherwise. (A definition saved before the
+        tenant's retention was lowered is clamped where it is used.)"""
+        limit = tenant_retention(tenant.settings, self._limits.retention)
+        if age is not None and age * 1_000_000 > limit.max_age_us:
+            raise InvalidBody(
+                f"retention.maxAge {age:g} s exceeds the retention of tenant "
+                f"{tenant.tenant_id} ({limit.max_age_us / 1_000_000:g} s): a channel definition "
+                "may keep events for less time than its tenant, not more"
+            )
+        if count is not None and count > limit.max_count:
+            raise InvalidBody(
+                f"retention.maxCount {count:,} exceeds the retention of tenant "
+                f"{tenant.tenant_id} ({limit.max_count:,} events per channel): a channel "
+                "definition may keep fewer events than its tenant, not more"
+            )
 
     async def list_channels(self, admin: Admin, tenant_id: str) -> list[ChannelDefinition]:
         await self._visible_tenant(admin, tenant_id)

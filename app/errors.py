@@ -27,6 +27,7 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "ReplaybusError",
+    "RequestTimeout",
     "RequestTooLarge",
     "SchemaViolation",
     "ServiceUnavailable",
@@ -190,6 +191,10 @@ class TooManyChannels(QuotaExceeded):
 
 class ClientGone(ReplaybusError):
     """The client went away before its request was complete; nothing was done."""
+
+
+class RequestTimeout(ReplaybusError):
+    """The client did not send its whole request in time; nothing was done."""
 
 
 class ServiceUnavailable(ReplaybusError):

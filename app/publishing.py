@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import orjson
 
@@ -25,6 +26,7 @@ from app.errors import (
     InvalidBody,
     InvalidParameter,
     RateLimited,
+    ReplaybusError,
     SchemaViolation,
     TooManyChannels,
     UnknownChannel,
@@ -33,20 +35,41 @@ from app.metrics import Metrics
 from app.model import ChannelKey, EventDraft, Published, Retention
 from app.schemas import violations
 from app.settings import Settings
+from app.tenancy import ServerLimits, channel_retention
 
-__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "Prepared", "PublishService"]
+__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "PublishService", "Refused", "RolledBack"]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
+class _Prepared:
     """Validated, encoded events of one channel, not yet stored."""
 
     key: ChannelKey
     drafts: tuple[EventDraft, ...]
     retention: Retention
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A record of a multi-channel request that was not stored, and why."""
+
+    error: ReplaybusError
+
+
+@dataclass(frozen=True, slots=True)
+class RolledBack:
+    """A valid record that was not stored because another record of its all-or-none request
+    was refused."""
+
+
+def _idempotency_scope(principal: Principal) -> str:
+    """Whose keys a stored key belongs to: the client, and the user acting through it if any,
+    so two producers choosing the same key never get each other's acknowledgements."""
+    scope = quote(principal.client_id, safe="")
+    return scope + "/" + quote(principal.user, safe="") if principal.user else scope
 
 
 class _RandomUuids:
@@ -80,25 +103,15 @@ class PublishService:
         self._directory = directory
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
-        self._retention = Retention(
-            max_age_us=int(settings.retention_max_age * 1_000_000),
-            max_count=settings.retention_max_count,
-        )
+        self._retention = ServerLimits.of(settings).retention
         self._new_uuid = new_uuid or _RandomUuids()
         # Channels known to exist, per tenant, so the channel quota costs no engine read on
         # the common path; bounded, and only filled for tenants with a channel quota.
         self._known_channels: dict[str, set[str]] = {}
 
     def retention(self, tenant: Tenant, definition: ChannelDefinition | None = None) -> Retention:
-        """The channel definition's retention, else the tenant's, else the server's."""
-        age, count = tenant.settings.retention_max_age, tenant.settings.retention_max_count
-        if definition is not None:
-            age = definition.retention_max_age if definition.retention_max_age else age
-            count = definition.retention_max_count if definition.retention_max_count else count
-        return Retention(
-            max_age_us=self._retention.max_age_us if age is None else int(age * 1_000_000),
-            max_count=self._retention.max_count if count is None else count,
-        )
+        """The channel definition's retention, within the tenant's, else the server's."""
+        return channel_retention(tenant.settings, definition, self._retention)
 
     async def definition(self, tenant: Tenant, name: str) -> ChannelDefinition | None:
         """The channel's definition; UnknownChannel when the tenant requires one and there
@@ -159,22 +172,27 @@ class PublishService:
                 retry_after=wait,
             )
 
-    async def _check_channel_quota(self, tenant: Tenant, name: str) -> None:
+    async def _over_channel_quota(self, tenant: Tenant, names: Sequence[str]) -> list[str]:
+        """Those of `names` (in order, once each) that would take the tenant beyond its
+        channel quota: new channels past the room left. A used channel never is."""
         limit = tenant.settings.max_channels
-        if limit is None:
-            return
+        wanted = list(dict.fromkeys(names))
         known = self._known_channels.get(tenant.tenant_id)
-        if known is not None and name in known:
-            return
-        names = set(await self._engine.channel_names(tenant.tenant_id))
+        if limit is None or (known is not None and known.issuperset(wanted)):
+            return []
+        used = set(await self._engine.channel_names(tenant.tenant_id))
         if len(self._known_channels) > 10_000:
             self._known_channels.clear()
-        self._known_channels[tenant.tenant_id] = names
-        if name not in names and len(names) >= limit:
-            raise TooManyChannels(
-                f"tenant {tenant.tenant_id} may use at most {limit} channels; "
-                f"{name} would be one more"
-            )
+        self._known_channels[tenant.tenant_id] = used
+        new = [name for name in wanted if name not in used]
+        return new[max(0, limit - len(used)) :]
+
+    @staticmethod
+    def _too_many_channels(tenant: Tenant, names: Sequence[str]) -> TooManyChannels:
+        return TooManyChannels(
+            f"tenant {tenant.tenant_id} may use at most {tenant.settings.max_channels} channels; "
+            f"{', '.join(names)} would be more"
+        )
 
     async def publish(
         self,
@@ -188,18 +206,75 @@ class PublishService:
     ) -> list[Published]:
         """Store `payloads` (decoded JSON objects) on `channel` atomically, in order.
 
-        With an `idempotency_key`, a retried request returns the original acknowledgements and
-        stores nothing new; a batch's events are keyed `<key> <index>`.
+        With an `idempotency_key`, a retried request of the same client (and user) returns the
+        original acknowledgements and stores nothing new; a batch's events are keyed by the key
+        and their index. Another client's use of the same key is another key.
         """
         prepared = await self._prepare(principal, tenant, channel, payloads, idempotency_key)
+        over = await self._over_channel_quota(tenant, [prepared.key.name])
+        if over:
+            raise self._too_many_channels(tenant, over)
         await self.take_allowance(tenant, len(prepared.drafts))
-        return await self.store(prepared, tenant, transport=transport)
+        return await self._store(prepared, tenant, transport)
 
-    async def prepare(
-        self, principal: Principal, tenant: Tenant, channel: str, payload: object
-    ) -> Prepared:
-        """Validate and encode one event without storing it (for all-or-nothing requests)."""
-        return await self._prepare(principal, tenant, channel, [payload], None)
+    async def publish_records(
+        self,
+        principal: Principal,
+        tenant: Tenant,
+        records: Sequence[tuple[str, object]],
+        *,
+        all_or_none: bool,
+        transport: str = "rest",
+    ) -> list[Published | Refused | RolledBack]:
+        """Store records (channel, payload) of possibly several channels: one atomic engine
+        publish per channel, each channel's records in request order. One outcome per record.
+
+        Everything is checked before anything is stored: each record (scope, shape, size,
+        schema), then the channel quota, then the publish rate of all that remain (RateLimited
+        or BatchTooLarge is raised: nothing stored). With `all_or_none`, one refused record
+        rolls back every other. A store failure before anything was stored is raised; after
+        a channel was stored (only possible with several channels), it refuses that channel's
+        records and those not yet stored, while the stored ones are reported as stored.
+        """
+        outcomes: list[Published | Refused | RolledBack | None] = [None] * len(records)
+        groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = {}
+        retention: dict[ChannelKey, Retention] = {}
+        for index, (channel, payload) in enumerate(records):
+            try:
+                prepared = await self._prepare(principal, tenant, channel, [payload], None)
+            except ReplaybusError as error:
+                outcomes[index] = Refused(error)
+                continue
+            groups.setdefault(prepared.key, []).extend((index, d) for d in prepared.drafts)
+            retention[prepared.key] = prepared.retention
+        over = await self._over_channel_quota(tenant, [key.name for key in groups])
+        for key in [key for key in groups if key.name in over]:
+            refused = Refused(self._too_many_channels(tenant, [key.name]))
+            for index, _ in groups.pop(key):
+                outcomes[index] = refused
+        if all_or_none and any(outcome is not None for outcome in outcomes):
+            return [RolledBack() if outcome is None else outcome for outcome in outcomes]
+        if groups:
+            await self.take_allowance(tenant, sum(map(len, groups.values())))
+        failed: Refused | None = None
+        for key, members in groups.items():
+            if failed is None:
+                drafts = tuple(draft for _, draft in members)
+                try:
+                    acks = await self._store(
+                        _Prepared(key, drafts, retention[key]), tenant, transport
+                    )
+                except ReplaybusError as error:
+                    if all(not isinstance(outcome, Published) for outcome in outcomes):
+                        raise
+                    failed = Refused(error)
+                else:
+                    for (index, _), ack in zip(members, acks, strict=True):
+                        outcomes[index] = ack
+                    continue
+            for index, _ in members:
+                outcomes[index] = failed
+        return [outcome for outcome in outcomes if outcome is not None]
 
     async def _prepare(
         self,
@@ -208,7 +283,7 @@ class PublishService:
         channel: str,
         payloads: Sequence[object],
         idempotency_key: str | None,
-    ) -> Prepared:
+    ) -> _Prepared:
         name = publishable_name(channel)
         principal.require("publish", name)
         if not payloads:
@@ -232,14 +307,11 @@ class PublishService:
         if schema_id is not None:
             drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
         key = ChannelKey(principal.tenant, name)
-        return Prepared(key, tuple(drafts), self.retention(tenant, definition))
+        return _Prepared(key, tuple(drafts), self.retention(tenant, definition))
 
-    async def store(
-        self, prepared: Prepared, tenant: Tenant, *, transport: str = "rest"
-    ) -> list[Published]:
+    async def _store(self, prepared: _Prepared, tenant: Tenant, transport: str) -> list[Published]:
         """Store prepared events of one channel as one atomic engine publish (the caller has
-        taken the publish allowance)."""
-        await self._check_channel_quota(tenant, prepared.key.name)
+        checked the channel quota and taken the publish allowance)."""
         started = time.perf_counter()
         published = await self._engine.publish(prepared.key, prepared.drafts, prepared.retention)
         if self._metrics is not None:
@@ -271,8 +343,11 @@ class PublishService:
             )
         key = None
         if idempotency_key is not None:
-            # A space cannot occur in a key, so "<key> <index>" never collides with a real key.
-            key = f"{idempotency_key} {index}" if batch else idempotency_key
+            # A space cannot occur in a key or a scope, so neither "<key> @<scope>" nor "<key>
+            # <index> @<scope>" can collide with another key, nor with the unscoped "<key>" and
+            # "<key> <index>" kept before keys were scoped.
+            where = f"{idempotency_key} {index}" if batch else idempotency_key
+            key = f"{where} @{_idempotency_scope(principal)}"
         return EventDraft(
             uuid=self._new_uuid(),
             payload=encoded,

@@ -124,7 +124,8 @@ class Settings:
     cors_allowed_origins: str = _setting(
         "",
         "text",
-        "Browser origins allowed to call the API (comma list, or *); empty: CORS off.",
+        "Browser origins allowed to call the API (comma list, or * alone); empty: CORS off. "
+        "Only a list admits credentialed requests (CometD's browser transport sends them).",
     )
     forwarded_allow_ips: str = _setting(
         "127.0.0.1", "text", "Proxies trusted for X-Forwarded-For/-Proto (comma list or *)."
@@ -298,6 +299,22 @@ class Settings:
         minimum=1,
         maximum=3600,
     )
+    header_timeout: float = _setting(
+        10.0,
+        "duration",
+        "How long a client may take to send a request's headers, counted from the connection "
+        "(or the first byte of a following request); a connection still sending them is closed.",
+        minimum=0.5,
+        maximum=600,
+    )
+    body_timeout: float = _setting(
+        60.0,
+        "duration",
+        "How long a client may take to send a request's body once the server reads it; a body "
+        "still incomplete then gets 408 and its connection is closed.",
+        minimum=1,
+        maximum=3600,
+    )
     shutdown_grace: float = _setting(
         10.0, "duration", "How long shutdown waits for open requests.", minimum=1
     )
@@ -414,6 +431,11 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}BOOTSTRAP_TENANT: 1-64 letters, digits, '_' or '-', "
                 f"got {self.bootstrap_tenant!r}"
+            )
+        if "*" in self.cors_origins and len(self.cors_origins) > 1:
+            raise SettingsError(
+                f"{ENV_PREFIX}CORS_ALLOWED_ORIGINS: * stands alone (any origin, no credentials); "
+                "list origins without it to allow credentials"
             )
 
     @property

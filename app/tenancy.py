@@ -1,21 +1,29 @@
-"""Tenant settings as JSON (the admin API's and the catalog's form), validated field by field."""
+"""Tenant settings as JSON (the admin API's and the catalog's form), validated field by field,
+and how they meet the server's: maxima they may not exceed, retention they fall back to."""
 
 from __future__ import annotations
 
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from app.catalog import TenantSettings
+from app.catalog import ChannelDefinition, TenantSettings
 from app.errors import InvalidBody
+from app.model import Retention
+from app.settings import Settings
 
 __all__ = [
     "TENANT_ID",
+    "ServerLimits",
+    "channel_retention",
     "check_setting",
+    "check_within_server",
     "describe_settings",
     "settings_from_json",
     "settings_to_json",
+    "tenant_retention",
     "updated_settings",
 ]
 
@@ -118,3 +126,78 @@ def settings_to_json(settings: TenantSettings) -> dict[str, Any]:
         if value != getattr(_DEFAULTS, attribute):
             document[name] = list(value) if isinstance(value, tuple) else value
     return document
+
+
+# -- the server's bounds -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """What the server's settings mean for tenants: the retention of a tenant without its own,
+    and the maxima and allow-lists a tenant's own settings must stay within."""
+
+    retention: Retention
+    max_event_size: int
+    cors_origins: tuple[str, ...] = ()  # empty: CORS off; ("*",): any origin
+
+    @classmethod
+    def of(cls, settings: Settings) -> ServerLimits:
+        return cls(
+            retention=Retention(
+                max_age_us=int(settings.retention_max_age * 1_000_000),
+                max_count=settings.retention_max_count,
+            ),
+            max_event_size=settings.max_event_size,
+            cors_origins=tuple(settings.cors_origins),
+        )
+
+
+def check_within_server(
+    current: TenantSettings, updated: TenantSettings, limits: ServerLimits
+) -> None:
+    """InvalidBody naming the server setting that a changed tenant setting would exceed.
+
+    `maxEventSize` is bounded by REPLAYBUS_MAX_EVENT_SIZE, and `corsOrigins` by an explicit
+    REPLAYBUS_CORS_ALLOWED_ORIGINS list. The other settings have no server-wide maximum: the
+    server's retention is a default a tenant's replaces, and rates, subscribers and channels
+    are tenant quotas only. Settings left unchanged are not checked again: one saved before
+    the operator lowered a server maximum is clamped where it is used instead."""
+    size = updated.max_event_size
+    if size != current.max_event_size and size is not None and size > limits.max_event_size:
+        raise InvalidBody(
+            f"settings.maxEventSize {size:,} exceeds this server's largest event, "
+            f"REPLAYBUS_MAX_EVENT_SIZE ({limits.max_event_size:,} bytes)"
+        )
+    allowed = limits.cors_origins
+    if updated.cors_origins != current.cors_origins and allowed and "*" not in allowed:
+        outside = [o for o in updated.cors_origins if o != "*" and o not in allowed]
+        if outside:
+            raise InvalidBody(
+                f"settings.corsOrigins: {', '.join(outside)} not among this server's "
+                f"REPLAYBUS_CORS_ALLOWED_ORIGINS ({', '.join(allowed)}), so browsers there "
+                "could never call it"
+            )
+
+
+def tenant_retention(settings: TenantSettings, default: Retention) -> Retention:
+    """The tenant's retention: its own settings, else the server's `default`."""
+    age, count = settings.retention_max_age, settings.retention_max_count
+    return Retention(
+        max_age_us=default.max_age_us if age is None else int(age * 1_000_000),
+        max_count=default.max_count if count is None else count,
+    )
+
+
+def channel_retention(
+    settings: TenantSettings, definition: ChannelDefinition | None, default: Retention
+) -> Retention:
+    """A channel's retention: its definition's where set, never beyond the tenant's (a
+    definition saved before the tenant's retention was lowered keeps events no longer)."""
+    tenant = tenant_retention(settings, default)
+    if definition is None:
+        return tenant
+    age, count = definition.retention_max_age, definition.retention_max_count
+    return Retention(
+        max_age_us=tenant.max_age_us if not age else min(int(age * 1_000_000), tenant.max_age_us),
+        max_count=tenant.max_count if not count else min(count, tenant.max_count),
+    )

@@ -44,6 +44,7 @@ PUBLISH_DENIED = "403::Publishing over Bayeux is not supported, use the REST API
 UNKNOWN_META_CHANNEL = "400::Unknown meta channel"
 CHANNEL_MISSING = "400::Message without a channel"
 REQUEST_TOO_LARGE = "413::Maximum Request Size Exceeded"
+REQUEST_TIMEOUT = "408::Request body not received in time"
 ONE_PER_REQUEST = "400::Only one handshake and one connect per request"
 UNAVAILABLE = "503::Service temporarily unavailable, retry"
 BUSY = "503::This node is handling too many handshakes, retry"

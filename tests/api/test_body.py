@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+
+import orjson
 import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from api.body import read_body
-from app.errors import ClientGone, RequestTooLarge
+from api.body import read_body, read_json
+from app.errors import ClientGone, InvalidBody, RequestTimeout, RequestTooLarge
 
 
 def _request(messages: list[Message], headers: list[tuple[bytes, bytes]] | None = None) -> Request:
@@ -46,3 +50,60 @@ async def test_declared_length_over_the_limit_is_refused_before_reading() -> Non
     request = _request([], headers=[(b"content-length", b"5000")])
     with pytest.raises(RequestTooLarge):
         await read_body(request, 1024)
+
+
+async def test_body_not_complete_by_the_deadline_is_refused_as_a_timeout() -> None:
+    arrived = asyncio.Event()
+
+    async def receive() -> Message:
+        if not arrived.is_set():
+            arrived.set()
+            return {"type": "http.request", "body": b'{"n": ', "more_body": True}
+        await asyncio.Event().wait()  # the rest of the body never comes
+        raise AssertionError("unreachable")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [],
+        "replaybus.body_deadline": (asyncio.get_running_loop().time(), 1.5),
+    }
+    with pytest.raises(RequestTimeout, match=r"within 1\.5 s"):
+        await read_body(Request(scope, receive), 1024)
+
+
+async def test_body_without_a_deadline_is_read_whole() -> None:
+    request = _request([{"type": "http.request", "body": b"{}", "more_body": False}])
+    assert await read_body(request, 1024) == b"{}"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"n": 9007199254740991, "m": -9007199254740991}',
+        b'{"s": "9007199254740993", "t": "\\"12345678901234567890\\\\"}',
+        b'{"12345678901234567890": [1.5e300, 12345678901234567.25, 9007199254740993e0]}',
+        b'[1795386788213894, 1795386788213895, "9007199254740993"]',
+    ],
+)
+async def test_json_with_only_safe_integers_is_read(body: bytes) -> None:
+    request = _request([{"type": "http.request", "body": body, "more_body": False}])
+    assert await read_json(request, 1024) == orjson.loads(body)
+
+
+@pytest.mark.parametrize(
+    ("body", "shown"),
+    [
+        (b'{"n": 9007199254740992}', "9007199254740992"),
+        (b'{"s": "x\\\\", "n": [-9007199254740993]}', "-9007199254740993"),
+        (b"[" + b"7" * 50 + b"]", "7" * 37 + "..."),
+        (b"[1795386788213894, 9007199254740993]", "9007199254740993"),
+    ],
+)
+async def test_json_with_an_integer_beyond_2_53_is_refused_naming_it(
+    body: bytes, shown: str
+) -> None:
+    request = _request([{"type": "http.request", "body": body, "more_body": False}])
+    with pytest.raises(InvalidBody, match=rf"the integer {re.escape(shown)} is beyond"):
+        await read_json(request, 1024)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import count
 from typing import Any
 
@@ -14,14 +14,15 @@ from app.catalog import Tenant
 from app.errors import (
     BatchTooLarge,
     ChannelNotPublishable,
+    EngineUnavailable,
     EventTooLarge,
     InsufficientScope,
     InvalidBody,
     InvalidChannel,
     InvalidParameter,
 )
-from app.model import ChannelKey, Published, Window
-from app.publishing import PublishService, _RandomUuids
+from app.model import ChannelKey, EventDraft, Published, Retention, Window
+from app.publishing import PublishService, Refused, RolledBack, _RandomUuids
 from app.settings import Settings
 from storage.memory import MemoryEngine
 from tests.fakes import FakeClock
@@ -288,3 +289,109 @@ def test_event_uuids_are_distinct_version_4_across_random_pool_refills() -> None
     assert len(set(uuids)) == 1000
     assert {uuid.UUID(value).version for value in uuids} == {4}
     assert {uuid.UUID(value).variant for value in uuids} == {uuid.RFC_4122}
+
+
+# -- idempotency keys belong to their client (and user) ---------------------------------------
+
+
+async def test_the_same_key_from_another_client_or_user_is_another_key(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    service = make_service()
+    producers = [
+        PUBLISHER,
+        Principal("acme", "client-2", frozenset({"publish"}), expires_at=2e9),
+        Principal("acme", "client-1", frozenset({"publish"}), expires_at=2e9, user="ann"),
+        Principal("acme", "client-1", frozenset({"publish"}), expires_at=2e9, user="bob smith"),
+    ]
+    first = [
+        (await service.publish(p, TENANT, CHANNEL, [{"n": 1}], idempotency_key="k"))[0]
+        for p in producers
+    ]
+    again = [
+        (await service.publish(p, TENANT, CHANNEL, [{"n": 1}], idempotency_key="k"))[0]
+        for p in producers
+    ]
+
+    assert [p.duplicate for p in first] == [False] * 4
+    assert len({p.replay_id for p in first}) == 4
+    assert [(p.replay_id, p.duplicate) for p in again] == [(p.replay_id, True) for p in first]
+    assert (await engine.window(KEY)).count == 4
+
+
+# -- records of several channels (composite requests) -----------------------------------------
+
+OTHER = "/event/Other__e"
+
+
+class _FailingEngine(MemoryEngine):
+    """Fails the `fail_at`-th publish (1-based) as an unreachable store would."""
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__(FakeClock(NOW), idempotency_ttl=60)
+        self._countdown = fail_at
+
+    async def publish(
+        self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
+    ) -> list[Published]:
+        self._countdown -= 1
+        if self._countdown == 0:
+            raise EngineUnavailable("the engine is unreachable")
+        return await super().publish(key, drafts, retention)
+
+
+async def test_records_are_stored_per_channel_in_order(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1}), (CHANNEL, {"n": 2})]
+
+    outcomes = await make_service().publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+
+    assert all(isinstance(outcome, Published) for outcome in outcomes)
+    stored = (await engine.read(KEY, 0, 10)).events
+    assert [event.payload for event in stored] == [b'{"n":0}', b'{"n":2}']
+
+
+async def test_one_refused_record_rolls_back_an_all_or_none_request(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    records = [(CHANNEL, {"n": 0}), (OTHER, [1]), (CHANNEL, {"n": 2})]
+
+    all_or_none = await make_service().publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+    assert await _nothing_stored(engine)
+    each = await make_service().publish_records(PUBLISHER, TENANT, records, all_or_none=False)
+
+    assert isinstance(all_or_none[1], Refused)
+    assert isinstance(all_or_none[1].error, InvalidBody)
+    assert all_or_none[0] == all_or_none[2] == RolledBack()
+    assert isinstance(each[0], Published)
+    assert isinstance(each[1], Refused)
+    assert isinstance(each[2], Published)
+    assert (await engine.window(KEY)).count == 2
+
+
+async def test_a_store_failure_before_anything_is_stored_refuses_the_whole_request() -> None:
+    engine = _FailingEngine(fail_at=1)
+    service = PublishService(engine, Settings())
+    records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1})]
+
+    with pytest.raises(EngineUnavailable):
+        await service.publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+    assert await _nothing_stored(engine)
+
+
+async def test_a_store_failure_after_a_channel_was_stored_reports_each_record_truly() -> None:
+    engine = _FailingEngine(fail_at=2)
+    service = PublishService(engine, Settings())
+    third = "/event/Third__e"
+    records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1}), (third, {"n": 2}), (CHANNEL, {"n": 3})]
+
+    outcomes = await service.publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+
+    assert isinstance(outcomes[0], Published)
+    assert isinstance(outcomes[3], Published)
+    for refused in outcomes[1:3]:
+        assert isinstance(refused, Refused)
+        assert isinstance(refused.error, EngineUnavailable)
+    assert (await engine.window(KEY)).count == 2
+    assert (await engine.window(ChannelKey("acme", third))).count == 0

@@ -7,9 +7,18 @@ from typing import Any
 
 import pytest
 
-from app.catalog import TenantSettings
+from app.catalog import ChannelDefinition, TenantSettings
 from app.errors import InvalidBody
-from app.tenancy import TENANT_ID, settings_from_json, settings_to_json, updated_settings
+from app.model import Retention
+from app.tenancy import (
+    TENANT_ID,
+    ServerLimits,
+    channel_retention,
+    check_within_server,
+    settings_from_json,
+    settings_to_json,
+    updated_settings,
+)
 
 #: JSON name -> attribute of `TenantSettings`, for every setting.
 ATTRIBUTES = {
@@ -327,3 +336,63 @@ def test_tenant_id_accepts(tenant_id: str) -> None:
 )
 def test_tenant_id_rejects(tenant_id: str) -> None:
     assert TENANT_ID.fullmatch(tenant_id) is None
+
+
+# -- the server's bounds -----------------------------------------------------------------------
+
+LIMITS = ServerLimits(
+    retention=Retention(max_age_us=7_200_000_000, max_count=500),
+    max_event_size=4096,
+    cors_origins=("https://a.example",),
+)
+
+
+def test_a_setting_saved_above_a_later_lowered_maximum_does_not_block_other_changes() -> None:
+    saved = TenantSettings(max_event_size=8192, cors_origins=("https://gone.example",))
+
+    check_within_server(saved, dataclasses.replace(saved, publish_rate=5.0), LIMITS)
+
+    with pytest.raises(InvalidBody, match="maxEventSize 8,193"):
+        check_within_server(saved, dataclasses.replace(saved, max_event_size=8193), LIMITS)
+    with pytest.raises(InvalidBody, match=r"corsOrigins: https://b\.example not among"):
+        check_within_server(
+            saved, dataclasses.replace(saved, cors_origins=("https://b.example",)), LIMITS
+        )
+
+
+@pytest.mark.parametrize(
+    ("origins", "allowed"),
+    [((), ("https://anything.example", "*")), (("*",), ("https://anything.example",))],
+)
+def test_without_an_origin_list_any_tenant_origin_is_accepted(
+    origins: tuple[str, ...], allowed: tuple[str, ...]
+) -> None:
+    limits = dataclasses.replace(LIMITS, cors_origins=origins)
+    check_within_server(TenantSettings(), TenantSettings(cors_origins=allowed), limits)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "definition", "expected"),
+    [
+        (TenantSettings(), None, (7_200_000_000, 500)),
+        (TenantSettings(retention_max_age=60.0), None, (60_000_000, 500)),
+        (TenantSettings(retention_max_count=9), (30.0, None), (30_000_000, 9)),
+        (TenantSettings(), (None, 7), (7_200_000_000, 7)),
+        # Saved before the tenant's (or the server's) retention was lowered: clamped.
+        (TenantSettings(retention_max_age=60.0), (3600.0, 1000), (60_000_000, 500)),
+        (TenantSettings(), (86_400.0, None), (7_200_000_000, 500)),
+    ],
+)
+def test_a_channels_retention_is_its_definitions_within_its_tenants(
+    tenant: TenantSettings,
+    definition: tuple[float | None, int | None] | None,
+    expected: tuple[int, int],
+) -> None:
+    defined = None
+    if definition is not None:
+        age, count = definition
+        defined = ChannelDefinition(
+            "acme", "/event/X__e", retention_max_age=age, retention_max_count=count
+        )
+    retention = channel_retention(tenant, defined, LIMITS.retention)
+    assert (retention.max_age_us, retention.max_count) == expected
