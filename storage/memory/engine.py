@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -28,6 +29,7 @@ from app.sessions import SessionChange, SessionRecord, apply_change
 
 __all__ = ["MemoryEngine"]
 
+log = logging.getLogger("replaybus.memory")
 
 _COMPACT_AFTER = 4096
 
@@ -139,9 +141,14 @@ class MemoryEngine:
         return sum(channel.count for channel in self._channels.values())
 
     async def _sweep_forever(self) -> None:
+        """Sweep every interval; a failing sweep is logged and the next one runs anyway (a
+        dead sweeper would let idle channels hold memory for ever, silently)."""
         while True:
             await asyncio.sleep(self._sweep_interval)
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("the memory engine's sweep failed; the next one runs as planned")
 
     async def publish(
         self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
