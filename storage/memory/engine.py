@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from app.channels import ChannelPattern, parse_pattern
 from app.clock import Clock
-from app.engine import LiveCallback
+from app.engine import TRIM_STEP, LiveCallback
 from app.model import (
     ChannelKey,
     Event,
@@ -57,12 +57,17 @@ class _Channel:
             self.head = 0
 
     def trim(self, now_us: int) -> None:
+        """Evict the oldest events beyond the count or older than the age, at most TRIM_STEP
+        of them: a call never walks a huge backlog on the event loop."""
         if self.retention is None:
             return
-        while self.count > self.retention.max_count:
-            self.evict_oldest()
+        max_count = self.retention.max_count
         oldest_kept = now_us - self.retention.max_age_us
-        while self.count and self.events[self.head].replay_id < oldest_kept:
+        for _ in range(TRIM_STEP):
+            if not self.count or (
+                self.count <= max_count and self.events[self.head].replay_id >= oldest_kept
+            ):
+                return
             self.evict_oldest()
 
     def after(self, replay_id: int, limit: int) -> tuple[Event, ...]:
