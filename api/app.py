@@ -89,6 +89,10 @@ def create_app(
                         settings.idempotency_ttl,
                         cluster=settings.redis_cluster,
                         max_connections=settings.redis_max_connections,
+                        connect_timeout=settings.redis_connect_timeout,
+                        command_timeout=settings.redis_command_timeout,
+                        pool_timeout=settings.redis_pool_timeout,
+                        health_check_interval=settings.redis_health_check_interval,
                     )
                 )
             else:
@@ -97,7 +101,14 @@ def create_app(
                 )
             catalog: Catalog
             if settings.database_url is not None:
-                catalog = await stack.enter_async_context(PostgresCatalog(settings.database_url))
+                catalog = await stack.enter_async_context(
+                    PostgresCatalog(
+                        settings.database_url,
+                        connect_timeout=settings.database_connect_timeout,
+                        command_timeout=settings.database_command_timeout,
+                        pool_timeout=settings.database_pool_timeout,
+                    )
+                )
             else:
                 catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,12 @@ _CHANNEL_COLUMNS = (
     "v.schema_id, v.version, v.document, v.created_us "
     "FROM channel_definitions d LEFT JOIN schema_versions v ON v.schema_id = d.current_schema_id"
 )
+
+
+def _describe(error: BaseException) -> str:
+    """The error's class and text (a timeout's text is empty)."""
+    text = str(error)
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _version(row: Any) -> SchemaVersion:
@@ -81,21 +88,44 @@ def _client(row: Any) -> ClientRecord:
 
 
 class PostgresCatalog:
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        pool_timeout: float = 5.0,
+    ) -> None:
+        """Every call is bounded: `connect_timeout` to open a connection, `command_timeout`
+        for a query's answer, `pool_timeout` to get a connection (opening one included).
+        Beyond a bound the call raises CatalogUnavailable, as when the database is down."""
         self._url = url
         self._min_size = min_size
         self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool_timeout = pool_timeout
         self._pool: Any = None
 
     async def __aenter__(self) -> PostgresCatalog:
         try:
             self._pool = await asyncpg.create_pool(
-                self._url, min_size=self._min_size, max_size=self._max_size
+                self._url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
             )
-            async with self._pool.acquire() as connection:
+            async with self._pool.acquire(timeout=self._pool_timeout) as connection:
                 pending = await pending_migrations(connection)
-        except (OSError, asyncpg.PostgresError) as error:
-            raise CatalogUnavailable(f"the catalog database is unavailable: {error}") from None
+        except (OSError, asyncpg.PostgresError) as error:  # timeouts are OSErrors
+            if self._pool is not None:
+                self._pool.terminate()
+            raise CatalogUnavailable(
+                f"the catalog database is unavailable: {_describe(error)}"
+            ) from None
         if pending:
             await self._pool.close()
             raise CatalogUnavailable(
@@ -106,14 +136,18 @@ class PostgresCatalog:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                # A graceful close waits for the server; a silent one must not hold shutdown.
+                await asyncio.wait_for(self._pool.close(), self._command_timeout)
+            except TimeoutError:
+                self._pool.terminate()
 
     async def _run(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         try:
-            async with self._pool.acquire() as connection:
+            async with self._pool.acquire(timeout=self._pool_timeout) as connection:
                 return await operation(connection)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.warning("catalog database error: %s", error)
+            log.warning("catalog database error: %s", _describe(error))
             raise CatalogUnavailable("the catalog database is unreachable") from None
 
     async def tenant(self, tenant_id: str) -> Tenant | None:

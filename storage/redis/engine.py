@@ -35,6 +35,7 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord, apply_change
 from storage.redis import keys
+from storage.redis.failures import unavailable
 from storage.redis.group_commit import GroupCommit
 from storage.redis.live import LiveFeed
 
@@ -106,10 +107,22 @@ class RedisEngine:
         *,
         cluster: bool = False,
         max_connections: int = 64,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 5.0,
+        pool_timeout: float = 5.0,
+        health_check_interval: float = 5.0,
     ) -> None:
+        """Every call is bounded: `connect_timeout` to open a connection, `command_timeout` for
+        an answer, `pool_timeout` waiting for a free connection (standalone); the live feed
+        pings every `health_check_interval` and reconnects when one goes unanswered for
+        `command_timeout` more. Beyond a bound, the call raises EngineUnavailable."""
         self._url = url
         self._cluster = cluster
         self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool_timeout = pool_timeout
+        self._health_check_interval = health_check_interval
         self._clock = clock
         self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
         self._client: Any = None
@@ -133,19 +146,26 @@ class RedisEngine:
         # No automatic retries: a publish whose reply was lost may have been stored, and a
         # blind retry would store it twice. The caller gets a 503 and decides (Idempotency-Key).
         no_retry = Retry(NoBackoff(), 0)
+        # A socket timeout bounds every command's wait for its answer. The live feed's
+        # blocking reads pass their own (short) timeout, so it never ends an idle
+        # subscription; the feed checks those connections with pings instead.
+        timeouts: dict[str, Any] = {
+            "socket_connect_timeout": self._connect_timeout,
+            "socket_timeout": self._command_timeout,
+            "retry": no_retry,
+            "max_connections": self._max_connections,
+        }
         if self._cluster:
-            self._client = aioredis.RedisCluster.from_url(
-                self._url, retry=no_retry, max_connections=self._max_connections
-            )
+            self._client = aioredis.RedisCluster.from_url(self._url, **timeouts)
             try:
                 await self._client.initialize()  # the slot map, before pub/sub routes by slot
-            except RedisError as error:
+            except (RedisError, OSError) as error:
                 raise EngineUnavailable(f"the Redis Cluster is unavailable: {error}") from None
         else:
             # A pool that makes callers wait for a free connection: the default one fails
             # the 101st concurrent command (MaxConnectionsError), which was a 503 under load.
             pool = aioredis.BlockingConnectionPool.from_url(
-                self._url, max_connections=self._max_connections, timeout=5, retry=no_retry
+                self._url, timeout=self._pool_timeout, **timeouts
             )
             self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_SCRIPT)
@@ -153,7 +173,12 @@ class RedisEngine:
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._rate = self._client.register_script(_RATE)
         self._live = LiveFeed(
-            self._client, sharded=self._cluster, on_resume=self._missed, top=self._top
+            self._client,
+            sharded=self._cluster,
+            on_resume=self._missed,
+            top=self._top,
+            ping_interval=self._health_check_interval,
+            patience=self._command_timeout,
         )
         await self._live.__aenter__()
         return self
@@ -169,10 +194,12 @@ class RedisEngine:
                 await self._client.aclose(close_connection_pool=True)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """The operation's result; any driver or socket failure (timeouts included) becomes
+        EngineUnavailable. Its detail names Redis's address, so it goes to the log only."""
         try:
             return await operation()
-        except RedisError as error:
-            raise EngineUnavailable(f"the event store is unavailable: {error}") from None
+        except (RedisError, OSError) as error:
+            raise unavailable(error, "a call") from None
 
     def _now(self) -> str:
         return "" if self._clock is None else str(self._clock.now_us())
