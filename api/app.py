@@ -147,6 +147,7 @@ def create_app(
                     engine,
                     directory,
                     clock,
+                    tenant_id_reuse_delay=2 * settings.catalog_cache_ttl + settings.bayeux_timeout,
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
                 ),
                 metrics=metrics,

@@ -68,8 +68,9 @@ class Engine(LiveSource, Protocol):
         ...
 
     async def drop_tenant(self, tenant: str) -> int:
-        """Forget every retained event, window and idempotency key of `tenant`'s channels (the
-        tenant is being deleted); returns how many channels were dropped."""
+        """Forget every retained event, window and idempotency key of `tenant`'s channels, and
+        its Bayeux sessions, stream leases and publish allowance (the tenant is being deleted,
+        or created again after a deletion); returns how many channels were dropped."""
         ...
 
     async def session_create(

@@ -129,6 +129,10 @@ class MemoryEngine:
             self._channels.pop(ChannelKey(tenant, name), None)
         for seen_key in [seen_key for seen_key in self._seen if seen_key[0].tenant == tenant]:
             del self._seen[seen_key]
+        for client_id in [
+            c for c, (record, _) in self._sessions.items() if record.tenant == tenant
+        ]:
+            del self._sessions[client_id]
         return len(names)
 
     def sweep(self) -> None:

@@ -163,16 +163,23 @@ class PostgresCatalog:
         return [_tenant(row) for row in rows]
 
     async def add_tenant(self, tenant: Tenant) -> bool:
-        status = await self._run(
-            lambda c: c.execute(
-                "INSERT INTO tenants (tenant_id, suspended, settings) VALUES ($1, $2, $3) "
-                "ON CONFLICT DO NOTHING",
-                tenant.tenant_id,
-                tenant.suspended,
-                json.dumps(settings_to_json(tenant.settings)),
-            )
-        )
-        return bool(status == "INSERT 0 1")
+        async def run(connection: Any) -> bool:
+            async with connection.transaction():
+                status = await connection.execute(
+                    "INSERT INTO tenants (tenant_id, suspended, settings) VALUES ($1, $2, $3) "
+                    "ON CONFLICT DO NOTHING",
+                    tenant.tenant_id,
+                    tenant.suspended,
+                    json.dumps(settings_to_json(tenant.settings)),
+                )
+                if status != "INSERT 0 1":
+                    return False
+                await connection.execute(
+                    "DELETE FROM tenant_tombstones WHERE tenant_id = $1", tenant.tenant_id
+                )
+                return True
+
+        return await self._run(run)
 
     async def update_tenant(self, tenant: Tenant) -> bool:
         status = await self._run(
@@ -185,11 +192,31 @@ class PostgresCatalog:
         )
         return bool(status == "UPDATE 1")
 
-    async def delete_tenant(self, tenant_id: str) -> bool:
-        status = await self._run(
-            lambda c: c.execute("DELETE FROM tenants WHERE tenant_id = $1", tenant_id)
+    async def delete_tenant(self, tenant_id: str, *, deleted_us: int) -> bool:
+        async def run(connection: Any) -> bool:
+            async with connection.transaction():
+                status = await connection.execute(
+                    "DELETE FROM tenants WHERE tenant_id = $1", tenant_id
+                )
+                if status != "DELETE 1":
+                    return False
+                await connection.execute(
+                    "INSERT INTO tenant_tombstones (tenant_id, deleted_us) VALUES ($1, $2) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET deleted_us = $2",
+                    tenant_id,
+                    deleted_us,
+                )
+                return True
+
+        return await self._run(run)
+
+    async def tenant_deleted_at(self, tenant_id: str) -> int | None:
+        deleted: int | None = await self._run(
+            lambda c: c.fetchval(
+                "SELECT deleted_us FROM tenant_tombstones WHERE tenant_id = $1", tenant_id
+            )
         )
-        return bool(status == "DELETE 1")
+        return deleted
 
     async def client(self, client_id: str) -> ClientRecord | None:
         row = await self._run(

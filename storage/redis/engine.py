@@ -93,6 +93,7 @@ _ROUND_EVENTS = 500
 _ROUND_BYTES = 1 << 20
 _UNLIMITED = 2**62
 _KNOWN_CHANNELS = 100_000  # channels whose index entry this process has written
+_SCAN_COUNT = 1000  # keys Redis looks at per SCAN call while dropping a tenant
 
 
 class RedisEngine:
@@ -235,7 +236,8 @@ class RedisEngine:
         arguments.append("sharded" if self._cluster else "classic")
 
         async def run() -> list[bytes]:
-            if key not in self._known_channels:
+            indexed = key in self._known_channels
+            if not indexed:
                 # The tenant's channel index lives in another slot than the channel, so it
                 # cannot be in the script; doing it once per channel per process keeps a
                 # publish at one round trip.
@@ -243,8 +245,13 @@ class RedisEngine:
                 if len(self._known_channels) >= _KNOWN_CHANNELS:
                     self._known_channels.clear()
                 self._known_channels.add(key)
-            result: list[bytes] = await self._script(keys=keys.channel_keys(key), args=arguments)
-            return result
+            fresh, result = await self._script(keys=keys.channel_keys(key), args=arguments)
+            if fresh and indexed:
+                # The channel was new to Redis though this process had indexed it before: its
+                # tenant was dropped meanwhile (on any node), index and all.
+                await self._client.sadd(keys.channels_of(key.tenant), key.name)
+            acknowledgements: list[bytes] = result
+            return acknowledgements
 
         acknowledgements = await self._call(run)
         published = []
@@ -308,19 +315,39 @@ class RedisEngine:
         return [name.decode() for name in await self._call(run)]
 
     async def drop_tenant(self, tenant: str) -> int:
-        names = await self.channel_names(tenant)
+        """Also drops channels no index lists (a node that still had the tenant cached may
+        have published after an earlier drop; a process may have died between storing and
+        indexing): the tenant's keys are found by SCAN (on every master of a cluster), and its
+        Bayeux sessions through their index. Large streams are freed in the background
+        (UNLINK)."""
 
-        async def run() -> None:
-            # One channel's keys share a slot, so one DEL per channel works on a cluster too.
+        async def run() -> int:
+            by_slot: dict[str, set[str]] = {}
+
+            def drop(key: str) -> None:
+                by_slot.setdefault(keys.tag_of(key), set()).add(key)
+
+            indexed = await self._client.smembers(keys.channels_of(tenant))
+            names = {name.decode() for name in indexed}
             for name in names:
-                await self._client.delete(*keys.channel_keys(ChannelKey(tenant, name)))
-            await self._client.delete(
-                keys.channels_of(tenant), keys.streams_of(tenant), keys.rate_of(tenant)
-            )
+                for key in keys.channel_keys(ChannelKey(tenant, name)):
+                    drop(key)
+            for pattern in keys.tenant_patterns(tenant):
+                async for raw in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                    key = raw.decode()
+                    drop(key)
+                    channel = keys.channel_from_key(key)
+                    if channel is not None:
+                        names.add(channel.name)
+            for client_id in await self._client.zrange(keys.sessions_of(tenant), 0, -1):
+                drop(keys.session_key(client_id.decode()))
+            for slot_keys in by_slot.values():  # one call per slot works on a cluster too
+                await self._client.unlink(*slot_keys)
+            return len(names)
 
-        await self._call(run)
+        dropped = await self._call(run)
         self._known_channels = {key for key in self._known_channels if key.tenant != tenant}
-        return len(names)
+        return dropped
 
     async def ping(self) -> None:
         """Redis answers, and this node's live feed is connected (a node whose live delivery

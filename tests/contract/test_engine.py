@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 from itertools import pairwise
@@ -14,6 +15,7 @@ from itertools import pairwise
 from app.engine import TRIM_STEP, Engine
 from app.model import ChannelKey, Retention, Topic, Window
 from app.recovery import MAX_REPLAY_ID
+from app.sessions import SessionRecord
 from tests.contract._support import (
     IDEMPOTENCY_TTL_S,
     KEEP_ALL,
@@ -602,6 +604,22 @@ async def test_dropping_a_tenant_forgets_its_channels_and_nothing_of_another_ten
     assert not again.duplicate
     assert again.uuid != old[0].uuid
     assert await engine.channel_names(tenant) == ["/event/A"]
+
+
+async def test_dropping_a_tenant_forgets_its_bayeux_sessions_and_nothing_of_another(
+    engine: Engine, tenant: str, other_tenant: str
+) -> None:
+    mine = SessionRecord(client_id=uuid.uuid4().hex, tenant=tenant, owner="client-1")
+    theirs = SessionRecord(client_id=uuid.uuid4().hex, tenant=other_tenant, owner="client-2")
+    for record in (mine, theirs):
+        assert await engine.session_create(record, 60 * SECOND_US, 10)
+
+    await engine.drop_tenant(tenant)
+
+    assert await engine.session_get(mine.client_id) is None
+    assert await engine.session_count(tenant) == 0
+    assert await engine.session_get(theirs.client_id) == theirs
+    assert await engine.session_count(other_tenant) == 1
 
 
 # --- listen -------------------------------------------------------------------------------

@@ -97,9 +97,11 @@ local now = now_us()
 
 if command == 'publish' then
   -- ARGV[3..]: max_age_us, max_count, idempotency_ttl_us, live channel, event count, then per
-  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none)
+  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none).
+  -- Returns {fresh (1 if the channel was new to this Redis, else 0), acknowledgements}.
   local max_age, max_count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local ttl, live, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+  local existed = redis.call('EXISTS', meta)
   forget_expired_keys(now, count)
   redis.call('HSET', meta, 'max_age', ARGV[3], 'max_count', ARGV[4])
   local top = tonumber(redis.call('HGET', meta, 'top') or '0')
@@ -143,7 +145,7 @@ if command == 'publish' then
   end
   redis.call('HSET', meta, 'top', number(top))
   trim(now, max_age, max_count)
-  return results
+  return {1 - existed, results}
 end
 
 if command == 'read' then
