@@ -13,6 +13,7 @@ import asyncpg
 from app.catalog import ChannelDefinition, ClientRecord, SchemaVersion, Tenant, UserRecord
 from app.errors import CatalogUnavailable
 from app.tenancy import settings_from_json, settings_to_json
+from storage.failures import describe
 from storage.postgres.migrations import pending_migrations
 
 __all__ = ["PostgresCatalog"]
@@ -37,12 +38,6 @@ _CHANNEL_COLUMNS = (
     "v.schema_id, v.version, v.document, v.created_us "
     "FROM channel_definitions d LEFT JOIN schema_versions v ON v.schema_id = d.current_schema_id"
 )
-
-
-def _describe(error: BaseException) -> str:
-    """The error's class and text (a timeout's text is empty)."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def _version(row: Any) -> SchemaVersion:
@@ -124,7 +119,7 @@ class PostgresCatalog:
             if self._pool is not None:
                 self._pool.terminate()
             raise CatalogUnavailable(
-                f"the catalog database is unavailable: {_describe(error)}"
+                f"the catalog database is unavailable: {describe(error)}"
             ) from None
         if pending:
             await self._pool.close()
@@ -147,7 +142,7 @@ class PostgresCatalog:
             async with self._pool.acquire(timeout=self._pool_timeout) as connection:
                 return await operation(connection)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.warning("catalog database error: %s", _describe(error))
+            log.warning("catalog database error: %s", describe(error))
             raise CatalogUnavailable("the catalog database is unreachable") from None
 
     async def tenant(self, tenant_id: str) -> Tenant | None:

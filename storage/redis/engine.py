@@ -178,6 +178,7 @@ class RedisEngine:
             sharded=self._cluster,
             on_resume=self._missed,
             top=self._top,
+            confirm_timeout=2 * self._command_timeout,  # a subscribe, then a read of the top
             ping_interval=self._health_check_interval,
             patience=self._command_timeout,
         )

@@ -6,16 +6,11 @@ from __future__ import annotations
 import logging
 
 from app.errors import EngineUnavailable
+from storage.failures import describe
 
-__all__ = ["describe", "unavailable"]
+__all__ = ["unavailable"]
 
 log = logging.getLogger("replaybus.redis")
-
-
-def describe(error: BaseException) -> str:
-    """The error's class and text, for the log (a timeout's text may be empty)."""
-    text = str(error)
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def unavailable(

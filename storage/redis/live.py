@@ -29,8 +29,9 @@ from redis.exceptions import RedisError
 
 from app.errors import EngineUnavailable
 from app.model import Event
+from storage.failures import describe
 from storage.redis import keys
-from storage.redis.failures import describe, unavailable
+from storage.redis.failures import unavailable
 
 __all__ = ["LiveFeed"]
 
