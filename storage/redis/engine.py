@@ -150,14 +150,14 @@ class RedisEngine:
         # A socket timeout bounds every command's wait for its answer. The live feed's
         # blocking reads pass their own (short) timeout, so it never ends an idle
         # subscription; the feed checks those connections with pings instead.
-        timeouts: dict[str, Any] = {
+        options: dict[str, Any] = {
             "socket_connect_timeout": self._connect_timeout,
             "socket_timeout": self._command_timeout,
             "retry": no_retry,
             "max_connections": self._max_connections,
         }
         if self._cluster:
-            self._client = aioredis.RedisCluster.from_url(self._url, **timeouts)
+            self._client = aioredis.RedisCluster.from_url(self._url, **options)
             try:
                 await self._client.initialize()  # the slot map, before pub/sub routes by slot
             except (RedisError, OSError) as error:
@@ -166,7 +166,7 @@ class RedisEngine:
             # A pool that makes callers wait for a free connection: the default one fails
             # the 101st concurrent command (MaxConnectionsError), which was a 503 under load.
             pool = aioredis.BlockingConnectionPool.from_url(
-                self._url, timeout=self._pool_timeout, **timeouts
+                self._url, timeout=self._pool_timeout, **options
             )
             self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_SCRIPT)
