@@ -92,6 +92,10 @@ def create_app(
                         settings.idempotency_ttl,
                         cluster=settings.redis_cluster,
                         max_connections=settings.redis_max_connections,
+                        connect_timeout=settings.redis_connect_timeout,
+                        command_timeout=settings.redis_command_timeout,
+                        pool_timeout=settings.redis_pool_timeout,
+                        health_check_interval=settings.redis_health_check_interval,
                     )
                 )
             else:
@@ -100,7 +104,14 @@ def create_app(
                 )
             catalog: Catalog
             if settings.database_url is not None:
-                catalog = await stack.enter_async_context(PostgresCatalog(settings.database_url))
+                catalog = await stack.enter_async_context(
+                    PostgresCatalog(
+                        settings.database_url,
+                        connect_timeout=settings.database_connect_timeout,
+                        command_timeout=settings.database_command_timeout,
+                        pool_timeout=settings.database_pool_timeout,
+                    )
+                )
             else:
                 catalog = await stack.enter_async_context(MemoryCatalog())
             hub = await stack.enter_async_context(Hub(engine))
@@ -139,6 +150,7 @@ def create_app(
                     engine,
                     directory,
                     clock,
+                    tenant_id_reuse_delay=2 * settings.catalog_cache_ttl + settings.bayeux_timeout,
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
                     limits=ServerLimits.of(settings),
                 ),

@@ -43,6 +43,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.NotFound: (404, "not_found"),
     errors.Conflict: (409, "conflict"),
     errors.IncompatibleSchema: (409, "incompatible_schema"),
+    errors.TenantRecentlyDeleted: (409, "tenant_recently_deleted"),
     errors.QuotaExceeded: (429, "quota_exceeded"),
     errors.RateLimited: (429, "rate_limited"),
     errors.TooManySubscribers: (429, "too_many_subscribers"),
@@ -66,7 +67,10 @@ _STATUS_CODES = {
 
 def retry_after_headers(error: errors.ReplaybusError) -> dict[str, str]:
     """`Retry-After` for a refusal that waiting cures: a quota's own wait, else 1 s for a 503."""
-    if isinstance(error, errors.QuotaExceeded | errors.Overloaded) and error.retry_after:
+    if (
+        isinstance(error, errors.QuotaExceeded | errors.Overloaded | errors.TenantRecentlyDeleted)
+        and error.retry_after
+    ):
         return {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
     if isinstance(error, errors.ServiceUnavailable):
         return {"Retry-After": "1"}

@@ -58,6 +58,7 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.NotFound: (404, "NOT_FOUND"),
     errors.Conflict: (409, "DUPLICATE_VALUE"),
     errors.IncompatibleSchema: (409, "DUPLICATE_VALUE"),
+    errors.TenantRecentlyDeleted: (409, "DUPLICATE_VALUE"),
     errors.SchemaViolation: (400, "FIELD_INTEGRITY_EXCEPTION"),
     errors.QuotaExceeded: (429, "REQUEST_LIMIT_EXCEEDED"),
     errors.RateLimited: (429, "REQUEST_LIMIT_EXCEEDED"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from app.errors import (
     InvalidBody,
     NotFound,
     PermissionDenied,
+    TenantRecentlyDeleted,
 )
 from app.readiness import CANARY_TENANT
 from app.schemas import canonical, check_schema, compatibility_problems, new_schema_id
@@ -113,13 +115,20 @@ class AdminService:
         directory: Directory,
         clock: Clock,
         *,
+        tenant_id_reuse_delay: float,
         process_local_catalog: bool = False,
         limits: ServerLimits | None = None,
     ) -> None:
-        """`process_local_catalog`: the catalog lives in this process while others serve the
+        """`tenant_id_reuse_delay`: seconds after a tenant's deletion before its id may be
+        created again; at least as long as any node may still serve the deleted tenant from
+        its cache (twice the catalog cache TTL, plus the longest request it may have admitted
+        then: a held Bayeux connect).
+
+        `process_local_catalog`: the catalog lives in this process while others serve the
         same clients (the embedded catalog with several workers), so changes are refused:
         they would reach one process only. `limits`: the server's bounds on tenant settings
         and channel definitions (default: those of the default settings)."""
+        self._reuse_delay_us = int(tenant_id_reuse_delay * 1_000_000)
         self._process_local = process_local_catalog
         self._limits = limits or ServerLimits.of(Settings())
         self._catalog = catalog
@@ -159,10 +168,30 @@ class AdminService:
             raise InvalidBody(f"tenantId {CANARY_TENANT!r} is reserved for the readiness check")
         tenant = Tenant(tenant_id, settings=settings_from_json(settings or {}))
         check_within_server(TenantSettings(), tenant.settings, self._limits)
+        if await self._catalog.tenant(tenant_id) is not None:
+            raise Conflict(f"tenant {tenant_id!r} already exists")
+        await self._sweep_deleted(tenant_id)
         if not await self._catalog.add_tenant(tenant):
             raise Conflict(f"tenant {tenant_id!r} already exists")
         self._directory.forget(tenant=tenant_id)  # it may be cached as absent
         return tenant
+
+    async def _sweep_deleted(self, tenant_id: str) -> None:
+        """If a tenant of this id was deleted, refuse its re-creation until no node can still
+        be serving the old one, then drop whatever such nodes wrote for it after its deletion
+        (events, sessions, quota state), so the new tenant starts empty."""
+        deleted_us = await self._catalog.tenant_deleted_at(tenant_id)
+        if deleted_us is None:
+            return
+        wait_us = deleted_us + self._reuse_delay_us - self._clock.now_us()
+        if wait_us > 0:
+            seconds = math.ceil(wait_us / 1_000_000)
+            raise TenantRecentlyDeleted(
+                f"tenant {tenant_id!r} was deleted moments ago and nodes may still serve it "
+                f"from their caches: its id can be used again in {seconds} s",
+                retry_after=wait_us / 1_000_000,
+            )
+        await self._engine.drop_tenant(tenant_id)
 
     async def list_tenants(self, admin: Admin) -> list[Tenant]:
         if admin.is_operator:
@@ -194,13 +223,15 @@ class AdminService:
         return tenant
 
     async def delete_tenant(self, admin: Admin, tenant_id: str) -> int:
-        """Delete the tenant, its clients and users, and drop its retained events; returns how
-        many channels were dropped. Tokens already issued fail once the directory notices."""
+        """Delete the tenant, its clients and users, and drop its retained events, sessions and
+        quota state; returns how many channels were dropped. Tokens already issued fail once
+        each node's directory notices; until then a node may still write for the tenant, which
+        is why its id stays unusable for `tenant_id_reuse_delay` (see `create_tenant`)."""
         self._writable()
         self._operator_only(admin)
         await self._visible_tenant(admin, tenant_id)
         clients = await self._catalog.clients(tenant_id)
-        if not await self._catalog.delete_tenant(tenant_id):
+        if not await self._catalog.delete_tenant(tenant_id, deleted_us=self._clock.now_us()):
             raise NotFound(f"there is no tenant {tenant_id!r}")
         self._directory.forget(tenant=tenant_id)
         for client in clients:

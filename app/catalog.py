@@ -99,15 +99,22 @@ class Catalog(Protocol):
         ...
 
     async def add_tenant(self, tenant: Tenant) -> bool:
-        """Create `tenant`; False (and the existing one untouched) if its id is taken."""
+        """Create `tenant`, removing its id's deletion record in the same step; False (and the
+        existing one untouched) if its id is taken."""
         ...
 
     async def update_tenant(self, tenant: Tenant) -> bool:
         """Replace the tenant's status and settings; False if there is no such tenant."""
         ...
 
-    async def delete_tenant(self, tenant_id: str) -> bool:
-        """Delete the tenant with its clients and users; False if there was none."""
+    async def delete_tenant(self, tenant_id: str, *, deleted_us: int) -> bool:
+        """Delete the tenant with its clients and users, and record in the same step that its
+        id was deleted at `deleted_us` (replacing an earlier record); False if there was none
+        (and nothing recorded)."""
+        ...
+
+    async def tenant_deleted_at(self, tenant_id: str) -> int | None:
+        """When the tenant of this id was last deleted (µs), unless it has been created since."""
         ...
 
     async def client(self, client_id: str) -> ClientRecord | None: ...

@@ -21,9 +21,13 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord
 
-__all__ = ["Engine", "LiveCallback", "LiveSource"]
+__all__ = ["TRIM_STEP", "Engine", "LiveCallback", "LiveSource"]
 
 LiveCallback = Callable[[Event], None]
+
+#: Most events one engine call evicts to bring a channel back within its retention; the rest
+#: goes on the next calls, so no call walks a whole backlog (a shrunk retention, a burst).
+TRIM_STEP = 2000
 
 
 class LiveSource(Protocol):
@@ -41,6 +45,9 @@ class Engine(LiveSource, Protocol):
 
         Each event gets `replayId = max(previous + 1, now_us)`; the batch is stored contiguously
         in order, the window is trimmed by `retention`, and the low-water mark and top are kept.
+        A publish or read evicts at most TRIM_STEP of the oldest events (an engine may evict
+        fewer when they are large), so a window far past its retention shrinks over several
+        calls, its count above the maximum meanwhile; the low-water mark is exact after each.
         A draft whose idempotency key was seen within the idempotency TTL is not stored again:
         its original acknowledgement comes back with `duplicate=True`. Returns one acknowledgement
         per draft, in order, only once everything is stored. Raises EngineUnavailable.
@@ -61,8 +68,9 @@ class Engine(LiveSource, Protocol):
         ...
 
     async def drop_tenant(self, tenant: str) -> int:
-        """Forget every retained event, window and idempotency key of `tenant`'s channels (the
-        tenant is being deleted); returns how many channels were dropped."""
+        """Forget every retained event, window and idempotency key of `tenant`'s channels, and
+        its Bayeux sessions, stream leases and publish allowance (the tenant is being deleted,
+        or created again after a deletion); returns how many channels were dropped."""
         ...
 
     async def session_create(

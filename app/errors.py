@@ -31,6 +31,7 @@ __all__ = [
     "RequestTooLarge",
     "SchemaViolation",
     "ServiceUnavailable",
+    "TenantRecentlyDeleted",
     "TenantSuspended",
     "TokenExpired",
     "TokenInvalid",
@@ -166,6 +167,15 @@ class IncompatibleSchema(Conflict):
     @property
     def details(self) -> dict[str, object]:
         return {"problems": self.problems} if self.problems else {}
+
+
+class TenantRecentlyDeleted(Conflict):
+    """A tenant id deleted too recently to be created again: nodes may still serve the old
+    tenant from their caches. `retry_after`: seconds until it can be."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class QuotaExceeded(ReplaybusError):

@@ -152,6 +152,60 @@ class Settings:
         minimum=4,
         maximum=10_000,
     )
+    redis_connect_timeout: float = _setting(
+        2.0,
+        "duration",
+        "How long opening a Redis connection may take; then the call fails (503).",
+        minimum=0.05,
+        maximum=60,
+    )
+    redis_command_timeout: float = _setting(
+        5.0,
+        "duration",
+        "How long a Redis command may wait for its answer; then the call fails (503) and its "
+        "connection is dropped. Also the pub/sub liveness check's patience.",
+        minimum=0.05,
+        maximum=300,
+    )
+    redis_pool_timeout: float = _setting(
+        5.0,
+        "duration",
+        "How long a call waits for a free Redis connection when all are busy; then 503 "
+        "(standalone Redis; a cluster node's full pool refuses at once).",
+        minimum=0.05,
+        maximum=300,
+    )
+    redis_health_check_interval: float = _setting(
+        5.0,
+        "duration",
+        "How often the live feed pings Redis on its pub/sub connections; one that answers "
+        "nothing for this plus REPLAYBUS_REDIS_COMMAND_TIMEOUT is replaced.",
+        minimum=0.05,
+        maximum=300,
+    )
+    database_connect_timeout: float = _setting(
+        5.0,
+        "duration",
+        "How long opening a PostgreSQL connection may take; then the catalog counts as "
+        "unreachable (cached tenants and clients keep working, others get 503).",
+        minimum=0.05,
+        maximum=300,
+    )
+    database_command_timeout: float = _setting(
+        5.0,
+        "duration",
+        "How long a catalog query may wait for PostgreSQL; then the catalog counts as unreachable.",
+        minimum=0.05,
+        maximum=300,
+    )
+    database_pool_timeout: float = _setting(
+        5.0,
+        "duration",
+        "How long a catalog query waits for a free PostgreSQL connection (connecting "
+        "included); then the catalog counts as unreachable.",
+        minimum=0.05,
+        maximum=300,
+    )
     retention_max_age: float = _setting(
         72 * 3600.0, "duration", "Default retention by age.", minimum=1, maximum=365 * 86400
     )

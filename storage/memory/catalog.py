@@ -14,6 +14,7 @@ class MemoryCatalog:
         self._users: dict[str, UserRecord] = {}
         self._channels: dict[tuple[str, str], ChannelDefinition] = {}
         self._versions: dict[tuple[str, str], list[SchemaVersion]] = {}
+        self._deleted: dict[str, int] = {}  # tenant id -> when it was deleted (µs)
 
     async def __aenter__(self) -> MemoryCatalog:
         return self
@@ -31,6 +32,7 @@ class MemoryCatalog:
         if tenant.tenant_id in self._tenants:
             return False
         self._tenants[tenant.tenant_id] = tenant
+        self._deleted.pop(tenant.tenant_id, None)
         return True
 
     async def update_tenant(self, tenant: Tenant) -> bool:
@@ -39,15 +41,19 @@ class MemoryCatalog:
         self._tenants[tenant.tenant_id] = tenant
         return True
 
-    async def delete_tenant(self, tenant_id: str) -> bool:
+    async def delete_tenant(self, tenant_id: str, *, deleted_us: int) -> bool:
         if self._tenants.pop(tenant_id, None) is None:
             return False
+        self._deleted[tenant_id] = deleted_us
         for records in (self._clients, self._users):
             for key in [key for key, record in records.items() if record.tenant == tenant_id]:
                 del records[key]
         for name in [name for tenant, name in self._channels if tenant == tenant_id]:
             await self.delete_channel(tenant_id, name)
         return True
+
+    async def tenant_deleted_at(self, tenant_id: str) -> int | None:
+        return self._deleted.get(tenant_id)
 
     async def client(self, client_id: str) -> ClientRecord | None:
         return self._clients.get(client_id)

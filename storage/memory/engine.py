@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 
 from app.channels import ChannelPattern, parse_pattern
 from app.clock import Clock
-from app.engine import LiveCallback
+from app.engine import TRIM_STEP, LiveCallback
 from app.model import (
     ChannelKey,
     Event,
@@ -28,6 +29,7 @@ from app.sessions import SessionChange, SessionRecord, apply_change
 
 __all__ = ["MemoryEngine"]
 
+log = logging.getLogger("replaybus.memory")
 
 _COMPACT_AFTER = 4096
 
@@ -55,12 +57,17 @@ class _Channel:
             self.head = 0
 
     def trim(self, now_us: int) -> None:
+        """Evict the oldest events beyond the count or older than the age, at most TRIM_STEP
+        of them: a call never walks a huge backlog on the event loop."""
         if self.retention is None:
             return
-        while self.count > self.retention.max_count:
-            self.evict_oldest()
+        max_count = self.retention.max_count
         oldest_kept = now_us - self.retention.max_age_us
-        while self.count and self.events[self.head].replay_id < oldest_kept:
+        for _ in range(TRIM_STEP):
+            if not self.count or (
+                self.count <= max_count and self.events[self.head].replay_id >= oldest_kept
+            ):
+                return
             self.evict_oldest()
 
     def after(self, replay_id: int, limit: int) -> tuple[Event, ...]:
@@ -122,6 +129,10 @@ class MemoryEngine:
             self._channels.pop(ChannelKey(tenant, name), None)
         for seen_key in [seen_key for seen_key in self._seen if seen_key[0].tenant == tenant]:
             del self._seen[seen_key]
+        for client_id in [
+            c for c, (record, _) in self._sessions.items() if record.tenant == tenant
+        ]:
+            del self._sessions[client_id]
         return len(names)
 
     def sweep(self) -> None:
@@ -139,9 +150,14 @@ class MemoryEngine:
         return sum(channel.count for channel in self._channels.values())
 
     async def _sweep_forever(self) -> None:
+        """Sweep every interval; a failing sweep is logged and the next one runs anyway (a
+        dead sweeper would let idle channels hold memory for ever, silently)."""
         while True:
             await asyncio.sleep(self._sweep_interval)
-            self.sweep()
+            try:
+                self.sweep()
+            except Exception:
+                log.exception("the memory engine's sweep failed; the next one runs as planned")
 
     async def publish(
         self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention

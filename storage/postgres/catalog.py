@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -12,6 +13,7 @@ import asyncpg
 from app.catalog import ChannelDefinition, ClientRecord, SchemaVersion, Tenant, UserRecord
 from app.errors import CatalogUnavailable
 from app.tenancy import settings_from_json, settings_to_json
+from storage.failures import describe
 from storage.postgres.migrations import pending_migrations
 
 __all__ = ["PostgresCatalog"]
@@ -81,21 +83,44 @@ def _client(row: Any) -> ClientRecord:
 
 
 class PostgresCatalog:
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 5.0,
+        pool_timeout: float = 5.0,
+    ) -> None:
+        """Every call is bounded: `connect_timeout` to open a connection, `command_timeout`
+        for a query's answer, `pool_timeout` to get a connection (opening one included).
+        Beyond a bound the call raises CatalogUnavailable, as when the database is down."""
         self._url = url
         self._min_size = min_size
         self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool_timeout = pool_timeout
         self._pool: Any = None
 
     async def __aenter__(self) -> PostgresCatalog:
         try:
             self._pool = await asyncpg.create_pool(
-                self._url, min_size=self._min_size, max_size=self._max_size
+                self._url,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+                command_timeout=self._command_timeout,
             )
-            async with self._pool.acquire() as connection:
+            async with self._pool.acquire(timeout=self._pool_timeout) as connection:
                 pending = await pending_migrations(connection)
-        except (OSError, asyncpg.PostgresError) as error:
-            raise CatalogUnavailable(f"the catalog database is unavailable: {error}") from None
+        except (OSError, asyncpg.PostgresError) as error:  # timeouts are OSErrors
+            if self._pool is not None:
+                self._pool.terminate()
+            raise CatalogUnavailable(
+                f"the catalog database is unavailable: {describe(error)}"
+            ) from None
         if pending:
             await self._pool.close()
             raise CatalogUnavailable(
@@ -106,14 +131,18 @@ class PostgresCatalog:
 
     async def __aexit__(self, *exc_info: object) -> None:
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                # A graceful close waits for the server; a silent one must not hold shutdown.
+                await asyncio.wait_for(self._pool.close(), self._command_timeout)
+            except TimeoutError:
+                self._pool.terminate()
 
     async def _run(self, operation: Callable[[Any], Awaitable[T]]) -> T:
         try:
-            async with self._pool.acquire() as connection:
+            async with self._pool.acquire(timeout=self._pool_timeout) as connection:
                 return await operation(connection)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            log.warning("catalog database error: %s", error)
+            log.warning("catalog database error: %s", describe(error))
             raise CatalogUnavailable("the catalog database is unreachable") from None
 
     async def tenant(self, tenant_id: str) -> Tenant | None:
@@ -129,16 +158,23 @@ class PostgresCatalog:
         return [_tenant(row) for row in rows]
 
     async def add_tenant(self, tenant: Tenant) -> bool:
-        status = await self._run(
-            lambda c: c.execute(
-                "INSERT INTO tenants (tenant_id, suspended, settings) VALUES ($1, $2, $3) "
-                "ON CONFLICT DO NOTHING",
-                tenant.tenant_id,
-                tenant.suspended,
-                json.dumps(settings_to_json(tenant.settings)),
-            )
-        )
-        return bool(status == "INSERT 0 1")
+        async def run(connection: Any) -> bool:
+            async with connection.transaction():
+                status = await connection.execute(
+                    "INSERT INTO tenants (tenant_id, suspended, settings) VALUES ($1, $2, $3) "
+                    "ON CONFLICT DO NOTHING",
+                    tenant.tenant_id,
+                    tenant.suspended,
+                    json.dumps(settings_to_json(tenant.settings)),
+                )
+                if status != "INSERT 0 1":
+                    return False
+                await connection.execute(
+                    "DELETE FROM tenant_tombstones WHERE tenant_id = $1", tenant.tenant_id
+                )
+                return True
+
+        return await self._run(run)
 
     async def update_tenant(self, tenant: Tenant) -> bool:
         status = await self._run(
@@ -151,11 +187,31 @@ class PostgresCatalog:
         )
         return bool(status == "UPDATE 1")
 
-    async def delete_tenant(self, tenant_id: str) -> bool:
-        status = await self._run(
-            lambda c: c.execute("DELETE FROM tenants WHERE tenant_id = $1", tenant_id)
+    async def delete_tenant(self, tenant_id: str, *, deleted_us: int) -> bool:
+        async def run(connection: Any) -> bool:
+            async with connection.transaction():
+                status = await connection.execute(
+                    "DELETE FROM tenants WHERE tenant_id = $1", tenant_id
+                )
+                if status != "DELETE 1":
+                    return False
+                await connection.execute(
+                    "INSERT INTO tenant_tombstones (tenant_id, deleted_us) VALUES ($1, $2) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET deleted_us = $2",
+                    tenant_id,
+                    deleted_us,
+                )
+                return True
+
+        return await self._run(run)
+
+    async def tenant_deleted_at(self, tenant_id: str) -> int | None:
+        deleted: int | None = await self._run(
+            lambda c: c.fetchval(
+                "SELECT deleted_us FROM tenant_tombstones WHERE tenant_id = $1", tenant_id
+            )
         )
-        return bool(status == "DELETE 1")
+        return deleted
 
     async def client(self, client_id: str) -> ClientRecord | None:
         row = await self._run(

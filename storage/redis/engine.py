@@ -35,6 +35,7 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord, apply_change
 from storage.redis import keys
+from storage.redis.failures import unavailable
 from storage.redis.group_commit import GroupCommit
 from storage.redis.live import LiveFeed
 
@@ -92,6 +93,7 @@ _ROUND_EVENTS = 500
 _ROUND_BYTES = 1 << 20
 _UNLIMITED = 2**62
 _KNOWN_CHANNELS = 100_000  # channels whose index entry this process has written
+_SCAN_COUNT = 1000  # keys Redis looks at per SCAN call while dropping a tenant
 
 
 class RedisEngine:
@@ -106,10 +108,22 @@ class RedisEngine:
         *,
         cluster: bool = False,
         max_connections: int = 64,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 5.0,
+        pool_timeout: float = 5.0,
+        health_check_interval: float = 5.0,
     ) -> None:
+        """Every call is bounded: `connect_timeout` to open a connection, `command_timeout` for
+        an answer, `pool_timeout` waiting for a free connection (standalone); the live feed
+        pings every `health_check_interval` and reconnects when one goes unanswered for
+        `command_timeout` more. Beyond a bound, the call raises EngineUnavailable."""
         self._url = url
         self._cluster = cluster
         self._max_connections = max_connections
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._pool_timeout = pool_timeout
+        self._health_check_interval = health_check_interval
         self._clock = clock
         self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
         self._client: Any = None
@@ -133,19 +147,26 @@ class RedisEngine:
         # No automatic retries: a publish whose reply was lost may have been stored, and a
         # blind retry would store it twice. The caller gets a 503 and decides (Idempotency-Key).
         no_retry = Retry(NoBackoff(), 0)
+        # A socket timeout bounds every command's wait for its answer. The live feed's
+        # blocking reads pass their own (short) timeout, so it never ends an idle
+        # subscription; the feed checks those connections with pings instead.
+        options: dict[str, Any] = {
+            "socket_connect_timeout": self._connect_timeout,
+            "socket_timeout": self._command_timeout,
+            "retry": no_retry,
+            "max_connections": self._max_connections,
+        }
         if self._cluster:
-            self._client = aioredis.RedisCluster.from_url(
-                self._url, retry=no_retry, max_connections=self._max_connections
-            )
+            self._client = aioredis.RedisCluster.from_url(self._url, **options)
             try:
                 await self._client.initialize()  # the slot map, before pub/sub routes by slot
-            except RedisError as error:
+            except (RedisError, OSError) as error:
                 raise EngineUnavailable(f"the Redis Cluster is unavailable: {error}") from None
         else:
             # A pool that makes callers wait for a free connection: the default one fails
             # the 101st concurrent command (MaxConnectionsError), which was a 503 under load.
             pool = aioredis.BlockingConnectionPool.from_url(
-                self._url, max_connections=self._max_connections, timeout=5, retry=no_retry
+                self._url, timeout=self._pool_timeout, **options
             )
             self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(_SCRIPT)
@@ -153,7 +174,13 @@ class RedisEngine:
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._rate = self._client.register_script(_RATE)
         self._live = LiveFeed(
-            self._client, sharded=self._cluster, on_resume=self._missed, top=self._top
+            self._client,
+            sharded=self._cluster,
+            on_resume=self._missed,
+            top=self._top,
+            confirm_timeout=2 * self._command_timeout,  # a subscribe, then a read of the top
+            ping_interval=self._health_check_interval,
+            patience=self._command_timeout,
         )
         await self._live.__aenter__()
         return self
@@ -169,10 +196,12 @@ class RedisEngine:
                 await self._client.aclose(close_connection_pool=True)
 
     async def _call(self, operation: Callable[[], Awaitable[T]]) -> T:
+        """The operation's result; any driver or socket failure (timeouts included) becomes
+        EngineUnavailable. Its detail names Redis's address, so it goes to the log only."""
         try:
             return await operation()
-        except RedisError as error:
-            raise EngineUnavailable(f"the event store is unavailable: {error}") from None
+        except (RedisError, OSError) as error:
+            raise unavailable(error, "a call") from None
 
     def _now(self) -> str:
         return "" if self._clock is None else str(self._clock.now_us())
@@ -208,7 +237,8 @@ class RedisEngine:
         arguments.append("sharded" if self._cluster else "classic")
 
         async def run() -> list[bytes]:
-            if key not in self._known_channels:
+            indexed = key in self._known_channels
+            if not indexed:
                 # The tenant's channel index lives in another slot than the channel, so it
                 # cannot be in the script; doing it once per channel per process keeps a
                 # publish at one round trip.
@@ -216,8 +246,13 @@ class RedisEngine:
                 if len(self._known_channels) >= _KNOWN_CHANNELS:
                     self._known_channels.clear()
                 self._known_channels.add(key)
-            result: list[bytes] = await self._script(keys=keys.channel_keys(key), args=arguments)
-            return result
+            fresh, result = await self._script(keys=keys.channel_keys(key), args=arguments)
+            if fresh and indexed:
+                # The channel was new to Redis though this process had indexed it before: its
+                # tenant was dropped meanwhile (on any node), index and all.
+                await self._client.sadd(keys.channels_of(key.tenant), key.name)
+            acknowledgements: list[bytes] = result
+            return acknowledgements
 
         acknowledgements = await self._call(run)
         published = []
@@ -281,19 +316,39 @@ class RedisEngine:
         return [name.decode() for name in await self._call(run)]
 
     async def drop_tenant(self, tenant: str) -> int:
-        names = await self.channel_names(tenant)
+        """Also drops channels no index lists (a node that still had the tenant cached may
+        have published after an earlier drop; a process may have died between storing and
+        indexing): the tenant's keys are found by SCAN (on every master of a cluster), and its
+        Bayeux sessions through their index. Large streams are freed in the background
+        (UNLINK)."""
 
-        async def run() -> None:
-            # One channel's keys share a slot, so one DEL per channel works on a cluster too.
+        async def run() -> int:
+            by_slot: dict[str, set[str]] = {}
+
+            def drop(key: str) -> None:
+                by_slot.setdefault(keys.tag_of(key), set()).add(key)
+
+            indexed = await self._client.smembers(keys.channels_of(tenant))
+            names = {name.decode() for name in indexed}
             for name in names:
-                await self._client.delete(*keys.channel_keys(ChannelKey(tenant, name)))
-            await self._client.delete(
-                keys.channels_of(tenant), keys.streams_of(tenant), keys.rate_of(tenant)
-            )
+                for key in keys.channel_keys(ChannelKey(tenant, name)):
+                    drop(key)
+            for pattern in keys.tenant_patterns(tenant):
+                async for raw in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                    key = raw.decode()
+                    drop(key)
+                    channel = keys.channel_from_key(key)
+                    if channel is not None:
+                        names.add(channel.name)
+            for client_id in await self._client.zrange(keys.sessions_of(tenant), 0, -1):
+                drop(keys.session_key(client_id.decode()))
+            for slot_keys in by_slot.values():  # one call per slot works on a cluster too
+                await self._client.unlink(*slot_keys)
+            return len(names)
 
-        await self._call(run)
+        dropped = await self._call(run)
         self._known_channels = {key for key in self._known_channels if key.tenant != tenant}
-        return len(names)
+        return dropped
 
     async def ping(self) -> None:
         """Redis answers, and this node's live feed is connected (a node whose live delivery

@@ -10,6 +10,7 @@ from __future__ import annotations
 from app.model import ChannelKey
 
 __all__ = [
+    "channel_from_key",
     "channel_from_live",
     "channel_keys",
     "channels_of",
@@ -19,6 +20,8 @@ __all__ = [
     "session_key",
     "sessions_of",
     "streams_of",
+    "tag_of",
+    "tenant_patterns",
 ]
 
 PREFIX = "rb:"
@@ -78,3 +81,25 @@ def session_key(client_id: str) -> str:
 def sessions_of(tenant: str) -> str:
     """A sorted set of a tenant's Bayeux sessions, scored by expiry (µs)."""
     return PREFIX + "{" + tenant + "}:sessions"
+
+
+def tenant_patterns(tenant: str) -> list[str]:
+    """SCAN patterns matching every key of `tenant` (its channels' keys and its own) and no other
+    tenant's: tenant ids hold no glob character, `:` or `}`, and channel names start with `/`
+    (so the tenant named `session` never matches the session keys)."""
+    return [PREFIX + "{" + tenant + ":/*", PREFIX + "{" + tenant + "}:*"]
+
+
+def tag_of(key: str) -> str:
+    """A key's hash tag: keys with the same tag share a Redis Cluster slot."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    return key[start + 1 : end] if start >= 0 and end > start else key
+
+
+def channel_from_key(key: str) -> ChannelKey | None:
+    """The channel whose key this is (one of `channel_keys`), else None."""
+    if not key.startswith(PREFIX + "{"):
+        return None
+    tenant, _, name = tag_of(key).partition(":")
+    return ChannelKey(tenant, name) if tenant and name.startswith("/") else None

@@ -7,6 +7,11 @@ before is in the stream for the caller to read.
 If the connection drops, the feed reconnects with backoff and subscribes again; when Redis
 confirms each channel again, the feed reads from the stream what was published after the last
 event it delivered, so listeners miss nothing (the ReplayId order per channel is kept).
+
+A connection that goes silent without dropping (a paused Redis, a half-open network) would
+never fail a read: reads wait a second at a time, so an idle subscription is not mistaken for a
+dead one. Instead the feed pings each of its connections every `ping_interval`; one that has
+said nothing (no message, no pong) for `ping_interval + patience` counts as dropped.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +29,9 @@ from redis.exceptions import RedisError
 
 from app.errors import EngineUnavailable
 from app.model import Event
+from storage.failures import describe
 from storage.redis import keys
+from storage.redis.failures import unavailable
 
 __all__ = ["LiveFeed"]
 
@@ -33,6 +41,32 @@ Deliver = Callable[[Event], None]
 Resume = Callable[[str, int], Awaitable[list[Event]]]
 Top = Callable[[str], Awaitable[int]]
 _CONFIRMATIONS = ("subscribe", "ssubscribe", "psubscribe")
+_PING = "replaybus-liveness"
+_READ_S = 1.0  # one blocking read's wait; between reads the feed checks liveness
+
+
+class _Liveness:
+    """When one pub/sub connection last said anything, and when it is due a ping."""
+
+    def __init__(self, ping_interval: float, patience: float) -> None:
+        self._ping_interval = ping_interval
+        self._patience = patience
+        self._heard = self._pinged = time.monotonic()
+
+    def heard(self) -> None:
+        self._heard = time.monotonic()
+
+    def ping_due(self) -> bool:
+        now = time.monotonic()
+        if now - max(self._heard, self._pinged) < self._ping_interval:
+            return False
+        self._pinged = now
+        return True
+
+    def silent_for(self) -> float | None:
+        """Seconds of silence, if that is beyond a ping's interval and patience."""
+        silence = time.monotonic() - self._heard
+        return silence if silence > self._ping_interval + self._patience else None
 
 
 def decode_announcement(channel: str, data: bytes) -> Event | None:
@@ -60,8 +94,12 @@ class LiveFeed:
         on_resume: Resume,
         top: Top,
         confirm_timeout: float = 10.0,
+        ping_interval: float = 5.0,
+        patience: float = 5.0,
     ) -> None:
         self._client = client
+        self._ping_interval = ping_interval
+        self._patience = patience
         self._confirm_timeout = confirm_timeout
         self._sharded = sharded
         self._resume = on_resume
@@ -119,9 +157,15 @@ class LiveFeed:
                         self._start_shard_readers()
                     else:
                         await self._pubsub.subscribe(source)
-                except (RedisError, OSError) as error:
+                except Exception as error:
+                    # Driver, socket or state errors alike (a connection breaking under the
+                    # reader's feet can leave redis-py's connection half torn down): the
+                    # connection is not to be trusted, so the reader replaces it.
                     del self._active[source]
-                    raise EngineUnavailable(f"the live feed is unavailable: {error}") from None
+                    self.healthy = False
+                    raise unavailable(
+                        error, "to subscribe", "the live feed is unavailable"
+                    ) from None
                 except BaseException:
                     del self._active[source]
                     raise
@@ -152,13 +196,16 @@ class LiveFeed:
             self._active.pop(source, None)
             self._last.pop(source, None)
             self._baseline.pop(source, None)
-            with contextlib.suppress(RedisError, OSError):
+            try:
                 if is_pattern:
                     await self._pubsub.punsubscribe(source)
                 elif self._sharded:
                     await self._shards.sunsubscribe(source)
                 else:
                     await self._pubsub.unsubscribe(source)
+            except Exception as error:  # as in `listen`: replace the connection
+                self.healthy = False
+                log.warning("live feed could not unsubscribe: %s", describe(error))
 
     def _dispatch(self, channel: str, event: Event, callbacks: list[Deliver]) -> None:
         last = self._last.get(channel, 0)
@@ -201,6 +248,7 @@ class LiveFeed:
         """Read announcements; on any failure, reconnect (with backoff) until it works. The
         loop itself never dies: a dead reader would leave the node silently deaf."""
         backoff = 0.1
+        liveness = self._liveness()
         while True:
             if not self.healthy:
                 await asyncio.sleep(backoff)
@@ -208,14 +256,35 @@ class LiveFeed:
                 try:
                     await self._reconnect()
                 except Exception as error:  # any failure means: try again
-                    log.warning("live feed could not reconnect yet: %s", error)
+                    log.warning("live feed could not reconnect yet: %s", describe(error))
                     continue
                 backoff = 0.1
-            message = await self._read_one(
-                lambda: self._pubsub.get_message(ignore_subscribe_messages=False, timeout=1.0)
-            )
+                liveness = self._liveness()
+            message = await self._read_one(functools.partial(self._listen, self._pubsub, liveness))
             if message is not None:
+                liveness.heard()
                 await self._handle(message)
+            else:
+                self._check(liveness, "its pub/sub connection")
+
+    def _liveness(self) -> _Liveness:
+        return _Liveness(self._ping_interval, self._patience)
+
+    @staticmethod
+    async def _listen(pubsub: Any, liveness: _Liveness) -> Any:
+        if liveness.ping_due():
+            await pubsub.ping(_PING)  # the pong comes back as a message, like any other
+        return await pubsub.get_message(ignore_subscribe_messages=False, timeout=_READ_S)
+
+    def _check(self, liveness: _Liveness, connection: str) -> None:
+        silence = liveness.silent_for()
+        if silence is not None and self.healthy:
+            self.healthy = False
+            log.warning(
+                "live feed heard nothing from Redis on %s for %.1f s: reconnecting",
+                connection,
+                silence,
+            )
 
     def _start_shard_readers(self) -> None:
         for node_name in self._shards.node_pubsub_mapping:
@@ -227,25 +296,33 @@ class LiveFeed:
     async def _read_shard_forever(self, node_name: str) -> None:
         """The reader of one cluster node's sharded subscriptions; it ends when the node holds
         none any more. Failures trigger the same reconnect as the main reader's."""
+        liveness = self._liveness()
+        generation = self._generation
         while True:
             if not self.healthy:
                 await asyncio.sleep(0.1)  # the main reader reconnects everything
                 continue
+            if generation != self._generation:  # reconnected: a new connection to watch
+                liveness, generation = self._liveness(), self._generation
             node = self._client.get_node(node_name=node_name)
             if node is None or node_name not in self._shards.node_pubsub_mapping:
                 del self._shard_readers[node_name]
                 return
-            message = await self._read_one(
-                functools.partial(
-                    self._shards.get_sharded_message,
-                    ignore_subscribe_messages=False,
-                    timeout=1.0,
-                    target_node=node,
-                )
-            )
+            message = await self._read_one(functools.partial(self._listen_shard, node, liveness))
             if message is not None:
+                liveness.heard()
                 await self._handle(message)
+            else:
+                self._check(liveness, f"the sharded connection to {node_name}")
             self._start_shard_readers()  # a channel may have moved to another node
+
+    async def _listen_shard(self, node: Any, liveness: _Liveness) -> Any:
+        pubsub = self._shards.node_pubsub_mapping.get(node.name)
+        if pubsub is not None and liveness.ping_due():
+            await pubsub.ping(_PING)
+        return await self._shards.get_sharded_message(
+            ignore_subscribe_messages=False, timeout=_READ_S, target_node=node
+        )
 
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -261,7 +338,7 @@ class LiveFeed:
                 raise
             except Exception as error:  # the stream read failed: reconnect, confirm again
                 self.healthy = False
-                log.warning("live feed could not catch up from the stream: %s", error)
+                log.warning("live feed could not catch up from the stream: %s", describe(error))
 
     async def _on_confirmed(self, source: str, *, is_pattern: bool) -> None:
         """Redis has confirmed a subscription. This runs on the reader, before any message
@@ -301,7 +378,7 @@ class LiveFeed:
             if generation != self._generation:
                 return None
             self.healthy = False
-            log.warning("live feed lost its Redis connection: %s", error)
+            log.warning("live feed lost its Redis connection: %s", describe(error))
             return None
 
     async def _reconnect(self) -> None:

@@ -18,6 +18,7 @@ from app.settings import Settings
 __all__ = [
     "CACHE_TTL",
     "OPERATOR_KEY",
+    "TENANT_ID_REUSE_DELAY",
     "Node",
     "Refusal",
     "bearer",
@@ -29,6 +30,8 @@ OPERATOR_KEY = "o" * 24
 #: The longest cache TTL there is: whatever takes effect at once does so through the admin
 #: service forgetting what it changed on its own node, not through entries expiring.
 CACHE_TTL = 300.0
+#: How long a deleted tenant's id rests before it can be created again (`app.admin`).
+TENANT_ID_REUSE_DELAY = 2 * CACHE_TTL + Settings().bayeux_timeout
 _STREAM_BOUND_S = 10.0  # a safety net for a stream that never ends, far above any real wait
 Refusal = tuple[int, str]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
-from tests.api._support import Node, bearer, error_code
+import pytest
+
+from tests.api._support import TENANT_ID_REUSE_DELAY, Node, bearer, error_code, running_node
+from tests.fakes import FakeClock
 
 ORDER = "/event/Order__e"
 
@@ -119,7 +123,22 @@ async def test_suspend_and_resume_show_in_the_tenant(node: Node) -> None:
     assert (await node.admin("GET", "/tenants/acme")).json()["suspended"] is False
 
 
-async def test_delete_drops_the_tenant_its_clients_and_its_events(node: Node) -> None:
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def clocked_node(clock: FakeClock) -> AsyncIterator[Node]:
+    """A node whose time moves only when the test moves `clock`."""
+    async with running_node(clock=clock) as node:
+        yield node
+
+
+async def test_delete_drops_the_tenant_its_clients_and_its_events(
+    clocked_node: Node, clock: FakeClock
+) -> None:
+    node = clocked_node
     await node.create_tenant("acme")
     old_token = await node.client_token("acme", ["publish", "subscribe"])
     for n in range(3):
@@ -134,6 +153,13 @@ async def test_delete_drops_the_tenant_its_clients_and_its_events(node: Node) ->
     gone = await node.history(old_token, ORDER)
     assert gone.status_code == 401, gone.text
     assert error_code(gone) == "invalid_token"
+
+    # The id rests while other nodes may still serve the deleted tenant from their caches.
+    too_soon = await node.admin("POST", "/tenants", {"tenantId": "acme"})
+    assert too_soon.status_code == 409, too_soon.text
+    assert error_code(too_soon) == "tenant_recently_deleted"
+    assert int(too_soon.headers["Retry-After"]) == TENANT_ID_REUSE_DELAY
+    clock.advance(TENANT_ID_REUSE_DELAY)
 
     # A tenant created again under the same id starts empty.
     await node.create_tenant("acme")

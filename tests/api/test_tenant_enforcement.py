@@ -9,7 +9,14 @@ forgets, on its own node, what it has just changed.
 from __future__ import annotations
 
 from app.bayeux import codec
-from tests.api._support import CACHE_TTL, Node, bearer, error_code, running_node
+from tests.api._support import (
+    CACHE_TTL,
+    TENANT_ID_REUSE_DELAY,
+    Node,
+    bearer,
+    error_code,
+    running_node,
+)
 from tests.fakes import FakeClock
 
 ORDER = "/event/Order__e"
@@ -62,24 +69,26 @@ async def test_revoking_one_client_leaves_the_tenants_other_clients_alone(node: 
     assert len(await node.history_events(survivor, ORDER)) == 2
 
 
-async def test_a_client_created_again_under_a_deleted_tenants_id_works_at_once(
-    node: Node,
-) -> None:
-    """The operator deletes a tenant and provisions it again with the same client id; the
-    new client's token works on this node at once (nothing stale of the old one remains)."""
-    await node.create_tenant("acme")
-    first = await node.create_client("acme", ALL, client_id="svc")
-    old_token = await node.token("svc", first["clientSecret"])
-    assert (await node.publish(old_token, ORDER)).status_code == 201
-    assert (await node.admin("DELETE", "/tenants/acme")).status_code == 200
-    assert (await node.publish(old_token, ORDER)).status_code == 401
+async def test_a_client_created_again_under_a_deleted_tenants_id_works_at_once() -> None:
+    """The operator deletes a tenant and, once its id may be used again, provisions it again
+    with the same client id; the new client's token works on this node at once (nothing stale
+    of the old one remains)."""
+    clock = FakeClock()
+    async with running_node(clock=clock) as node:
+        await node.create_tenant("acme")
+        first = await node.create_client("acme", ALL, client_id="svc")
+        old_token = await node.token("svc", first["clientSecret"])
+        assert (await node.publish(old_token, ORDER)).status_code == 201
+        assert (await node.admin("DELETE", "/tenants/acme")).status_code == 200
+        assert (await node.publish(old_token, ORDER)).status_code == 401
 
-    await node.create_tenant("acme")
-    second = await node.create_client("acme", ALL, client_id="svc")
-    new_token = await node.token("svc", second["clientSecret"])
-    published = await node.publish(new_token, ORDER)
-    assert published.status_code == 201, published.text
-    assert len(await node.history_events(new_token, ORDER)) == 1
+        clock.advance(TENANT_ID_REUSE_DELAY)
+        await node.create_tenant("acme")
+        second = await node.create_client("acme", ALL, client_id="svc")
+        new_token = await node.token("svc", second["clientSecret"])
+        published = await node.publish(new_token, ORDER)
+        assert published.status_code == 201, published.text
+        assert len(await node.history_events(new_token, ORDER)) == 1
 
 
 # -- suspension ------------------------------------------------------------------------------
@@ -239,6 +248,7 @@ async def test_tokens_issued_before_a_tenants_deletion_stay_dead_when_it_is_recr
         assert (await node.publish(old_token, ORDER)).status_code == 201
         assert (await node.admin("DELETE", "/tenants/acme")).status_code == 200
 
+        clock.advance(TENANT_ID_REUSE_DELAY)
         await node.create_tenant("acme")
         await node.create_client("acme", ["subscribe"], "svc")
         clock.advance(CACHE_TTL + 1)  # every cached entry is re-read; the token is still unexpired

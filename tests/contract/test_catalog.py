@@ -34,6 +34,9 @@ async def catalog(request: pytest.FixtureRequest) -> AsyncIterator[Catalog]:
             yield postgres
 
 
+DELETED_US = 1_700_000_000_000_000
+
+
 def _unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
@@ -168,8 +171,8 @@ async def test_delete_tenant_removes_its_clients_and_users_only(catalog: Catalog
     for user in (doomed_user, kept_user):
         await catalog.add_user(user)
 
-    assert await catalog.delete_tenant(doomed.tenant_id) is True
-    assert await catalog.delete_tenant(doomed.tenant_id) is False
+    assert await catalog.delete_tenant(doomed.tenant_id, deleted_us=DELETED_US) is True
+    assert await catalog.delete_tenant(doomed.tenant_id, deleted_us=DELETED_US) is False
 
     assert await catalog.tenant(doomed.tenant_id) is None
     assert doomed.tenant_id not in [tenant.tenant_id for tenant in await catalog.tenants()]
@@ -182,7 +185,31 @@ async def test_delete_tenant_removes_its_clients_and_users_only(catalog: Catalog
 
 
 async def test_delete_tenant_of_an_unknown_tenant_is_false(catalog: Catalog) -> None:
-    assert await catalog.delete_tenant(_unique("t")) is False
+    unknown = _unique("t")
+
+    assert await catalog.delete_tenant(unknown, deleted_us=DELETED_US) is False
+    assert await catalog.tenant_deleted_at(unknown) is None
+
+
+async def test_a_deleted_id_records_when_until_a_tenant_of_it_is_created_again(
+    catalog: Catalog,
+) -> None:
+    tenant, other = Tenant(_unique("t")), Tenant(_unique("t"))
+    for record in (tenant, other):
+        await catalog.add_tenant(record)
+    assert await catalog.tenant_deleted_at(tenant.tenant_id) is None
+
+    await catalog.delete_tenant(tenant.tenant_id, deleted_us=DELETED_US)
+    assert await catalog.tenant_deleted_at(tenant.tenant_id) == DELETED_US
+    assert await catalog.tenant_deleted_at(other.tenant_id) is None
+
+    assert await catalog.add_tenant(tenant) is True
+    assert await catalog.tenant_deleted_at(tenant.tenant_id) is None
+    await catalog.delete_tenant(tenant.tenant_id, deleted_us=DELETED_US + 5)
+    assert await catalog.tenant_deleted_at(tenant.tenant_id) == DELETED_US + 5
+    await catalog.add_tenant(tenant)
+    await catalog.delete_tenant(tenant.tenant_id, deleted_us=DELETED_US + 9)
+    assert await catalog.tenant_deleted_at(tenant.tenant_id) == DELETED_US + 9
 
 
 async def test_clients_lists_only_the_tenants_clients_ordered_by_id(catalog: Catalog) -> None:
@@ -480,7 +507,7 @@ async def test_delete_tenant_removes_its_channel_definitions(catalog: Catalog) -
     await catalog.save_channel(ChannelDefinition(doomed, "/event/Bare__e"))
     kept_definition, kept_history = await _define_with_history(catalog, kept, "/event/Order__e", 1)
 
-    assert await catalog.delete_tenant(doomed) is True
+    assert await catalog.delete_tenant(doomed, deleted_us=DELETED_US) is True
 
     assert await catalog.channels(doomed) == []
     assert await catalog.channel(doomed, "/event/Order__e") is None
@@ -495,7 +522,7 @@ async def test_delete_tenant_removes_its_channel_definitions(catalog: Catalog) -
 async def test_a_recreated_tenant_starts_without_channels(catalog: Catalog) -> None:
     tenant = await _new_tenant(catalog)
     await _define_with_history(catalog, tenant, "/event/Order__e", 1)
-    assert await catalog.delete_tenant(tenant) is True
+    assert await catalog.delete_tenant(tenant, deleted_us=DELETED_US) is True
 
     assert await catalog.add_tenant(Tenant(tenant)) is True
 

@@ -6,13 +6,16 @@ Only the protocol methods are used: publish, read, window, listen, ping.
 from __future__ import annotations
 
 import asyncio
+import math
+import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 from itertools import pairwise
 
-from app.engine import Engine
+from app.engine import TRIM_STEP, Engine
 from app.model import ChannelKey, Retention, Topic, Window
 from app.recovery import MAX_REPLAY_ID
+from app.sessions import SessionRecord
 from tests.contract._support import (
     IDEMPOTENCY_TTL_S,
     KEEP_ALL,
@@ -190,6 +193,61 @@ async def test_count_retention_trims_a_batch_larger_than_the_window(
 
     assert [e.replay_id for e in page.events] == ids[2:]
     assert page.window == Window(earliest=ids[2], latest=ids[4], low_water=ids[1], count=3)
+
+
+# --- bounded trimming --------------------------------------------------------------------
+
+NEWEST_TEN = Retention(max_age_us=KEEP_ALL.max_age_us, max_count=10)
+
+
+async def _publish_many(
+    engine: Engine, channel: ChannelKey, count: int, retention: Retention
+) -> list[int]:
+    ids: list[int] = []
+    for start in range(0, count, 5000):
+        drafts = [draft({"n": n}) for n in range(start, min(count, start + 5000))]
+        ids += [ack.replay_id for ack in await engine.publish(channel, drafts, retention)]
+    return ids
+
+
+def _honest_after(ids: list[int], evicted: int) -> Window:
+    """The window once the `evicted` oldest of `ids` are gone and nothing else."""
+    earliest = ids[evicted] if evicted < len(ids) else None
+    return Window(earliest, ids[-1], ids[evicted - 1] if evicted else 0, len(ids) - evicted)
+
+
+async def test_shrinking_retention_trims_in_bounded_steps_keeping_the_low_water_mark_exact(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    """100 000 events, then a retention of 10: every call (publish or read) evicts at most
+    TRIM_STEP of the oldest, the window after each step is exact (low-water mark = the newest
+    evicted, nothing above it missing), and enough calls bring it down to 10."""
+    ids = await _publish_many(engine, channel, 100_000, KEEP_ALL)
+    [ack] = await engine.publish(channel, [draft()], NEWEST_TEN)
+    ids.append(ack.replay_id)
+    calls = 1
+    while True:
+        page = await engine.read(channel, after=0, limit=1)
+        calls += 1
+        evicted = min(len(ids) - 10, calls * TRIM_STEP)
+        assert page.window == _honest_after(ids, evicted), calls
+        assert [event.replay_id for event in page.events] == [ids[evicted]]
+        if evicted == len(ids) - 10:
+            break
+    assert calls == math.ceil((len(ids) - 10) / TRIM_STEP)
+    assert await engine.window(channel) == _honest_after(ids, len(ids) - 10)
+
+
+async def test_expiring_a_long_window_evicts_in_bounded_steps(
+    engine: Engine, channel: ChannelKey, clock: FakeClock
+) -> None:
+    ids = await _publish_many(engine, channel, 2 * TRIM_STEP + 5, TEN_SECONDS)
+    clock.advance(11)
+    windows = [(await engine.read(channel, after=0, limit=1)).window for _ in range(3)]
+
+    assert windows == [_honest_after(ids, n * TRIM_STEP) for n in (1, 2)] + [
+        _honest_after(ids, len(ids))
+    ]
 
 
 # --- retention by age ---------------------------------------------------------------------
@@ -546,6 +604,22 @@ async def test_dropping_a_tenant_forgets_its_channels_and_nothing_of_another_ten
     assert not again.duplicate
     assert again.uuid != old[0].uuid
     assert await engine.channel_names(tenant) == ["/event/A"]
+
+
+async def test_dropping_a_tenant_forgets_its_bayeux_sessions_and_nothing_of_another(
+    engine: Engine, tenant: str, other_tenant: str
+) -> None:
+    mine = SessionRecord(client_id=uuid.uuid4().hex, tenant=tenant, owner="client-1")
+    theirs = SessionRecord(client_id=uuid.uuid4().hex, tenant=other_tenant, owner="client-2")
+    for record in (mine, theirs):
+        assert await engine.session_create(record, 60 * SECOND_US, 10)
+
+    await engine.drop_tenant(tenant)
+
+    assert await engine.session_get(mine.client_id) is None
+    assert await engine.session_count(tenant) == 0
+    assert await engine.session_get(theirs.client_id) == theirs
+    assert await engine.session_count(other_tenant) == 1
 
 
 # --- listen -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""A PostgreSQL outage under a running node: what the node has read of tenants and clients keeps
-publishing and streaming going, admin changes fail clearly, and all heals when it is back."""
+"""A PostgreSQL outage under a running node, stopped or silent (paused: connections accepted and
+never answered): what the node has read of tenants and clients keeps publishing, streaming and
+token requests going, admin changes fail clearly, and all heals when it is back."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from httpx_sse import aconnect_sse
 
 from tests.e2e.server import fresh_catalog_database, run_server
 from tests.e2e.sse import channel_name, dispatched
 from tests.harness.postgres import running_postgres
+from tests.harness.tcp_proxy import tcp_proxy
 
 OPERATOR_KEY = "outage-operator-key-0123456789"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
@@ -22,6 +25,12 @@ CACHE_TTL = 1.0
 #: Long enough after the stop for every cached entry to have gone stale and failed a re-read.
 OUTAGE_SPAN = 3 * CACHE_TTL
 DEADLINE = 15.0
+#: Short bounds on every catalog call, so a silent database is noticed quickly.
+FAST_TIMEOUTS = {
+    "REPLAYBUS_DATABASE_CONNECT_TIMEOUT": "1s",
+    "REPLAYBUS_DATABASE_COMMAND_TIMEOUT": "1s",
+    "REPLAYBUS_DATABASE_POOL_TIMEOUT": "1s",
+}
 
 
 async def _create_tenant(client: httpx.AsyncClient, base_url: str) -> httpx.Response:
@@ -60,12 +69,20 @@ def _unavailable(response: httpx.Response) -> None:
     assert response.headers["Retry-After"] == "1"
 
 
-async def test_a_postgres_outage_keeps_known_tenants_working_and_heals() -> None:
-    with running_postgres() as postgres:
+@pytest.mark.parametrize("outage", ["stopped", "silent"])
+async def test_a_postgres_outage_keeps_known_tenants_working_and_heals(outage: str) -> None:
+    with running_postgres() as postgres, tcp_proxy(postgres.port) as proxy:
+        url = fresh_catalog_database(postgres, "outage")
+        if outage == "silent":
+            url = url.replace(f":{postgres.port}/", f":{proxy.port}/")
+            begin, end = proxy.silence, proxy.restore
+        else:
+            begin, end = postgres.stop, postgres.start
         env = {
-            "REPLAYBUS_DATABASE_URL": fresh_catalog_database(postgres, "outage"),
+            "REPLAYBUS_DATABASE_URL": url,
             "REPLAYBUS_OPERATOR_KEY": OPERATOR_KEY,
             "REPLAYBUS_CATALOG_CACHE_TTL": "1s",
+            **FAST_TIMEOUTS,
         }
         with run_server(env) as server:
             base = server.base_url
@@ -94,7 +111,7 @@ async def test_a_postgres_outage_keeps_known_tenants_working_and_heals() -> None
                     assert before.status_code == 201, before.text
                     assert await _next_id(first_events) == before.json()["replayId"]
 
-                    await asyncio.to_thread(postgres.stop)
+                    await asyncio.to_thread(begin)
 
                     # Publish (each one delivered before the next) until well past the TTL,
                     # so the node has had to fall back on what it cached.
@@ -133,7 +150,7 @@ async def test_a_postgres_outage_keeps_known_tenants_working_and_heals() -> None
                     )
                     listed = await client.get(f"{base}/v1/admin/tenants", headers=OPERATOR)
 
-                    await asyncio.to_thread(postgres.start)
+                    await asyncio.to_thread(end)
 
                     # The pool reconnects by itself: retry the admin write until it does.
                     healed = await _create_tenant(client, base)

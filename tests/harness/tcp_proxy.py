@@ -1,6 +1,6 @@
-"""A loopback TCP proxy whose connections a test can cut and restore, to rehearse network faults
-between replaybus and Redis. It runs its own event loop in a thread, so it keeps forwarding
-while the test blocks (for instance while a server process starts)."""
+"""A loopback TCP proxy whose connections a test can cut, silence and restore, to rehearse network
+faults between replaybus and Redis or PostgreSQL. It runs its own event loop in a thread, so it
+keeps forwarding while the test blocks (for instance while a server process starts)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ class TcpProxy:
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
+        self.accepted = 0  # connections accepted so far
         self._cut = False
+        self._speaking: asyncio.Event | None = None  # made on the proxy's own loop
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._black_holed: set[asyncio.StreamWriter] = set()
 
         self.loop: asyncio.AbstractEventLoop | None = None
 
@@ -28,7 +31,19 @@ class TcpProxy:
         """Close every open connection; refuse new ones until `restore()`."""
         self._call(self._cut_now)
 
+    def silence(self) -> None:
+        """Stop answering, as a paused server would: open connections
+        stay open but carry nothing more either way, new ones are accepted and left waiting.
+        Nothing is dropped: what was sent meanwhile goes on after `restore()`."""
+        self._call(lambda: self._speaking_event().clear())
+
+    def black_hole(self) -> None:
+        """The connections open now carry nothing more, for good, and are never closed, as when
+        a network path dies without a reset; new connections are forwarded as usual."""
+        self._call(lambda: self._black_holed.update(self._writers))
+
     def restore(self) -> None:
+        """Forward again, after `cut()` or `silence()`."""
         self._call(self._restore_now)
 
     def _call(self, action: Callable[[], None]) -> None:
@@ -50,6 +65,14 @@ class TcpProxy:
 
     def _restore_now(self) -> None:
         self._cut = False
+        self._speaking_event().set()
+
+    def _speaking_event(self) -> asyncio.Event:
+        """Set while the proxy forwards (not silenced)."""
+        if self._speaking is None:
+            self._speaking = asyncio.Event()
+            self._speaking.set()
+        return self._speaking
 
     async def _pipe(
         self,
@@ -60,15 +83,24 @@ class TcpProxy:
         """Copy one direction until it ends; `before_write` sees (and may hold) each chunk."""
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while chunk := await reader.read(65536):
+                await self._speaking_event().wait()
+                if writer in self._black_holed:
+                    continue
                 if before_write is not None:
                     await before_write(chunk)
                 writer.write(chunk)
                 await writer.drain()
-        writer.transport.abort()
+        if writer not in self._black_holed:  # a black hole never tells the other side either
+            writer.transport.abort()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
             writer.transport.abort()
+            return
+        self.accepted += 1
+        self._writers.add(writer)  # so that a cut while it waits closes it
+        await self._speaking_event().wait()
+        if writer.transport.is_closing():
             return
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(

@@ -1,8 +1,12 @@
-"""What only the embedded engine does: its idle-channel sweep."""
+"""What only the embedded engine does: its idle-channel sweep, which survives its own failures."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
+
+import pytest
 
 from app.model import ChannelKey, EventDraft, Retention
 from storage.memory import MemoryEngine
@@ -28,3 +32,29 @@ async def test_sweep_evicts_expired_events_of_channels_nobody_touches() -> None:
     assert retained_before == 2
     assert retained_after == 1
     assert window.low_water == old.replay_id
+
+
+async def test_a_failing_sweep_is_logged_and_the_next_one_runs(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sweeps: list[int] = []
+    second_sweep = asyncio.Event()
+
+    def sweep() -> None:
+        sweeps.append(len(sweeps))
+        if len(sweeps) == 1:
+            raise RuntimeError("a sweep step broke")
+        second_sweep.set()
+
+    engine = MemoryEngine(FakeClock(), idempotency_ttl=60, sweep_interval=0.001)
+    monkeypatch.setattr(engine, "sweep", sweep)
+    with caplog.at_level(logging.ERROR, logger="replaybus.memory"):
+        async with engine:
+            async with asyncio.timeout(10):
+                await second_sweep.wait()
+
+    assert len(sweeps) >= 2
+    [record] = [r for r in caplog.records if r.name == "replaybus.memory"]
+    assert "sweep failed" in record.getMessage()
+    assert record.exc_info is not None
+    assert "a sweep step broke" in str(record.exc_info[1])

@@ -126,3 +126,11 @@ def test_an_overloaded_node_answers_503_with_its_jittered_retry_after_rounded_up
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "4"
     assert orjson.loads(response.body)["error"] == "overloaded"
+
+
+def test_a_recently_deleted_tenant_id_answers_409_with_when_to_retry() -> None:
+    response = error_response(errors.TenantRecentlyDeleted("not yet", retry_after=7.5))
+
+    assert response.status_code == 409
+    assert response.headers["Retry-After"] == "8"
+    assert orjson.loads(response.body)["error"] == "tenant_recently_deleted"

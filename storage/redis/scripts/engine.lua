@@ -26,28 +26,50 @@ local function number(value)
   return string.format('%.0f', value)
 end
 
--- Evict by count, then by age, keeping the exact low-water mark (newest evicted ReplayId).
+-- Trimming walks at most TRIM_STEP entries per call, and stops once it has walked TRIM_BYTES of
+-- them, so one call never holds Redis for long however far a channel is past its retention (a
+-- shrunk retention, a burst): the rest goes on the next publishes and reads. The count may then
+-- exceed the maximum for a while, but the low-water mark is exact after every step.
+local TRIM_STEP = 2000 -- app.engine.TRIM_STEP
+local TRIM_BYTES = 8 * 1024 * 1024
+local TRIM_CHUNK = 100 -- entries read per XRANGE while walking
+
+-- Evict the oldest entries beyond max_count, then those older than max_age, within the bounds
+-- above, keeping the exact low-water mark (newest evicted ReplayId).
 local function trim(now, max_age, max_count)
   local before = tonumber(redis.call('HGET', meta, 'low') or '0')
-  local low = before
-  local length = redis.call('XLEN', stream)
-  if length > max_count then
-    local evicted = redis.call('XRANGE', stream, '-', '+', 'COUNT', length - max_count)
-    low = math.max(low, to_replay(evicted[#evicted][1]))
-    redis.call('XTRIM', stream, 'MAXLEN', max_count)
-  end
+  local excess = redis.call('XLEN', stream) - max_count
   local cutoff = now - max_age
-  if cutoff > 0 then
-    -- XREVRANGE from the cutoff walks the whole stream when nothing lies below it (the usual
-    -- case), so look at the oldest entry first: O(1) when nothing has expired.
-    local oldest = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
-    if #oldest > 0 and to_replay(oldest[1][1]) < cutoff then
-      local below = redis.call('XREVRANGE', stream, '(' .. to_id(cutoff), '-', 'COUNT', 1)
-      low = math.max(low, to_replay(below[1][1]))
-      redis.call('XTRIM', stream, 'MINID', to_id(cutoff))
+  local walked, bytes, last = 0, 0, nil
+  -- Walks up to `want` more of the oldest entries, up to `upper`; true while there may be more
+  -- to walk within the bounds.
+  local function walk(upper, want)
+    local from = '-'
+    if last then from = '(' .. last end
+    local entries = redis.call('XRANGE', stream, from, upper, 'COUNT', want)
+    for _, entry in ipairs(entries) do
+      last = entry[1]
+      walked = walked + 1
+      for _, value in ipairs(entry[2]) do bytes = bytes + #value end
+      if bytes >= TRIM_BYTES then return false end
+    end
+    return #entries == want and walked < TRIM_STEP
+  end
+  local more = true
+  while more and walked < excess do
+    more = walk('+', math.min(excess - walked, TRIM_CHUNK, TRIM_STEP - walked))
+  end
+  if more and cutoff > 0 then
+    -- XRANGE up to the cutoff stops at the first younger entry: O(1) when nothing expired.
+    while more do
+      more = walk('(' .. to_id(cutoff), math.min(TRIM_CHUNK, TRIM_STEP - walked))
     end
   end
-  if low ~= before then redis.call('HSET', meta, 'low', number(low)) end
+  if last == nil then return before end
+  local newest = to_replay(last)
+  redis.call('XTRIM', stream, 'MINID', to_id(newest + 1))
+  local low = math.max(before, newest)
+  redis.call('HSET', meta, 'low', number(low))
   return low
 end
 
@@ -75,9 +97,11 @@ local now = now_us()
 
 if command == 'publish' then
   -- ARGV[3..]: max_age_us, max_count, idempotency_ttl_us, live channel, event count, then per
-  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none)
+  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none).
+  -- Returns {fresh (1 if the channel was new to this Redis, else 0), acknowledgements}.
   local max_age, max_count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local ttl, live, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+  local existed = redis.call('EXISTS', meta)
   forget_expired_keys(now, count)
   redis.call('HSET', meta, 'max_age', ARGV[3], 'max_count', ARGV[4])
   local top = tonumber(redis.call('HGET', meta, 'top') or '0')
@@ -121,7 +145,7 @@ if command == 'publish' then
   end
   redis.call('HSET', meta, 'top', number(top))
   trim(now, max_age, max_count)
-  return results
+  return {1 - existed, results}
 end
 
 if command == 'read' then
