@@ -47,9 +47,19 @@ class Engine(LiveSource, Protocol):
         """
         ...
 
-    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
-        """Retained events with replayId > `after`, oldest first, at most `limit`, with the
-        window read at the same instant (so a caller can tell if `after` fell below it)."""
+    async def read(
+        self, key: ChannelKey, after: int, limit: int, max_bytes: int | None = None
+    ) -> HistoryPage:
+        """Retained events with replayId > `after`, oldest first, with the window read at the
+        same instant (so a caller can tell if `after` fell below it).
+
+        At most `limit` events and, with `max_bytes`, at most that many bytes of them
+        (`Event.size`): the page ends before the first event that would go over the budget,
+        except that it always holds the first event after `after` when there is one, however
+        large, so every read makes progress. A page is therefore never more than the budget
+        plus one event, and never skips an event. None: no byte budget (readers that serve a
+        reply always pass one).
+        """
         ...
 
     async def window(self, key: ChannelKey) -> Window:

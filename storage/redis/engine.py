@@ -226,9 +226,12 @@ class RedisEngine:
             published.append(Published(int(replay), uuid, int(created), duplicate == "1"))
         return published
 
-    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
+    async def read(
+        self, key: ChannelKey, after: int, limit: int, max_bytes: int | None = None
+    ) -> HistoryPage:
         async def run() -> list[Any]:
-            arguments = ["read", self._now(), after, limit]
+            budget = "" if max_bytes is None else max_bytes
+            arguments = ["read", self._now(), after, limit, budget]
             result: list[Any] = await self._script(keys=keys.channel_keys(key), args=arguments)
             return result
 

@@ -6,12 +6,13 @@ Only the protocol methods are used: publish, read, window, listen, ping.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from contextlib import AsyncExitStack
 from itertools import pairwise
 
 from app.engine import Engine
-from app.model import ChannelKey, Retention, Topic, Window
+from app.model import ChannelKey, EventDraft, Retention, Topic, Window
 from app.recovery import MAX_REPLAY_ID
 from tests.contract._support import (
     IDEMPOTENCY_TTL_S,
@@ -354,6 +355,92 @@ async def test_never_used_channel_has_an_empty_window_and_no_history(
     page = await engine.read(channel, after=0, limit=100)
     assert page.events == ()
     assert page.window == Window.empty()
+
+
+# --- read(after, limit, max_bytes) --------------------------------------------------------
+
+
+def _sized(size: int) -> EventDraft:
+    """A draft whose payload is exactly `size` bytes of JSON."""
+    return EventDraft(str(uuid.uuid4()), b'{"p":"' + b"x" * (size - 8) + b'"}', "test")
+
+
+async def _publish_sized(engine: Engine, channel: ChannelKey, sizes: list[int]) -> list[int]:
+    acks = await engine.publish(channel, [_sized(size) for size in sizes], KEEP_ALL)
+    return [ack.replay_id for ack in acks]
+
+
+async def test_read_stops_before_the_event_that_would_exceed_the_byte_budget(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100, 100, 100, 100])
+
+    page = await engine.read(channel, after=0, limit=100, max_bytes=250)
+
+    assert [e.replay_id for e in page.events] == ids[:2]
+    assert [e.size for e in page.events] == [100, 100]
+
+
+async def test_read_takes_events_that_fill_the_byte_budget_exactly(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100, 100, 100, 100])
+
+    page = await engine.read(channel, after=ids[0], limit=100, max_bytes=300)
+
+    assert [e.replay_id for e in page.events] == ids[1:]
+
+
+async def test_read_returns_one_event_larger_than_the_whole_budget(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [5000, 100])
+
+    page = await engine.read(channel, after=0, limit=100, max_bytes=1000)
+
+    assert [e.replay_id for e in page.events] == ids[:1]
+    assert page.events[0].size == 5000
+
+
+async def test_read_never_skips_a_large_event_to_fit_a_smaller_one(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100, 5000, 100])
+
+    page = await engine.read(channel, after=0, limit=100, max_bytes=1000)
+
+    assert [e.replay_id for e in page.events] == ids[:1]
+
+
+async def test_read_stops_at_the_count_limit_before_the_byte_budget(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100] * 5)
+
+    page = await engine.read(channel, after=0, limit=2, max_bytes=1_000_000)
+
+    assert [e.replay_id for e in page.events] == ids[:2]
+
+
+async def test_pages_under_a_byte_budget_chain_through_every_event_once(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    sizes = [300, 50, 900, 2000, 10, 10, 10, 700, 450, 450, 100]
+    ids = await _publish_sized(engine, channel, sizes)
+
+    pages: list[list[int]] = []
+    after = 0
+    while events := (await engine.read(channel, after, limit=4, max_bytes=1000)).events:
+        pages.append([e.size for e in events])
+        after = events[-1].replay_id
+
+    assert [size for page in pages for size in page] == sizes
+    # Each page is within the budget, or a single event over it; and none could take its
+    # successor's first event without going over the budget or the count.
+    assert all(sum(page) <= 1000 or len(page) == 1 for page in pages)
+    for page, following in pairwise(pages):
+        assert len(page) == 4 or sum(page) + following[0] > 1000
+    assert after == ids[-1]
 
 
 # --- idempotency --------------------------------------------------------------------------

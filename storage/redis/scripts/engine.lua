@@ -124,9 +124,43 @@ if command == 'publish' then
   return results
 end
 
+-- The payload's length: what read budgets count (`Event.size`).
+local function payload_size(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then return #fields[i + 1] end
+  end
+  return 0
+end
+
+-- At most `limit` entries after `after`, ending before the first entry that would take the
+-- payload bytes over `budget` (the first entry always comes, however large). Entries are
+-- fetched in chunks sized from the budget left, so a page of large events never loads much
+-- more than it returns.
+local function entries_after(after, limit, budget)
+  local entries, used = {}, 0
+  local start = '(' .. to_id(after)
+  local chunk = math.min(limit, 16)
+  while #entries < limit do
+    local got = redis.call('XRANGE', stream, start, '+', 'COUNT', chunk)
+    for _, entry in ipairs(got) do
+      local size = payload_size(entry)
+      if #entries > 0 and used + size > budget then return entries end
+      entries[#entries + 1] = entry
+      used = used + size
+    end
+    if #got < chunk or used >= budget then return entries end
+    start = '(' .. got[#got][1]
+    local average = math.max(1, used / #entries)
+    chunk = math.max(1, math.min(limit - #entries, math.floor((budget - used) / average) + 1))
+  end
+  return entries
+end
+
 if command == 'read' then
-  -- ARGV[3..]: after (ReplayId), limit. Returns {window, entries}.
+  -- ARGV[3..]: after (ReplayId), limit, byte budget ('' = none). Returns {window, entries}.
   local after, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local budget = tonumber(ARGV[5] or '') or math.huge
   local max_age = tonumber(redis.call('HGET', meta, 'max_age') or '0')
   local low
   if max_age > 0 then
@@ -136,7 +170,11 @@ if command == 'read' then
   end
   local entries = {}
   if limit > 0 then
-    entries = redis.call('XRANGE', stream, '(' .. to_id(after), '+', 'COUNT', limit)
+    if budget == math.huge then
+      entries = redis.call('XRANGE', stream, '(' .. to_id(after), '+', 'COUNT', limit)
+    else
+      entries = entries_after(after, limit, budget)
+    end
   end
   return {window(low), entries}
 end
