@@ -89,6 +89,8 @@ def create_app(
                         settings.idempotency_ttl,
                         cluster=settings.redis_cluster,
                         max_connections=settings.redis_max_connections,
+                        catch_up_events=settings.subscriber_queue_size,
+                        catch_up_bytes=settings.subscriber_queue_bytes,
                     )
                 )
             else:

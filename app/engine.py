@@ -21,15 +21,22 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord
 
-__all__ = ["Engine", "LiveCallback", "LiveSource"]
+__all__ = ["Engine", "LiveCallback", "LiveSource", "MissedCallback"]
 
 LiveCallback = Callable[[Event], None]
+MissedCallback = Callable[[], None]
 
 
 class LiveSource(Protocol):
-    def listen(self, topic: Topic, deliver: LiveCallback) -> AbstractAsyncContextManager[None]:
+    def listen(
+        self, topic: Topic, deliver: LiveCallback, missed: MissedCallback
+    ) -> AbstractAsyncContextManager[None]:
         """While entered, call `deliver` for every event published on a channel the topic
-        selects, after it is stored, in ReplayId order per channel. `deliver` must not block."""
+        selects, after it is stored, in ReplayId order per channel. When the engine cannot do
+        that (its live connection was down and what was published meanwhile is more than it
+        catches up, or cannot be re-read), it calls `missed` instead, once per outage: the
+        listener must then re-read from the store what it needs. Events published after the
+        outage are delivered again as usual. Neither callback may block."""
         ...
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from app.channels import ChannelPattern, parse_pattern
 from app.clock import Clock
-from app.engine import LiveCallback
+from app.engine import LiveCallback, MissedCallback
 from app.model import (
     ChannelKey,
     Event,
@@ -205,7 +205,10 @@ class MemoryEngine:
         return channel.window() if channel else Window.empty()
 
     @asynccontextmanager
-    async def listen(self, topic: Topic, deliver: LiveCallback) -> AsyncIterator[None]:
+    async def listen(
+        self, topic: Topic, deliver: LiveCallback, missed: MissedCallback
+    ) -> AsyncIterator[None]:
+        """`missed` is never called: delivery here cannot be interrupted."""
         pattern = parse_pattern(topic.pattern)
         if pattern.is_wildcard:
             by_topic = self._listeners.patterns.setdefault(topic.tenant, {})

@@ -555,7 +555,7 @@ async def test_duplicate_is_not_announced_to_live_listeners(
     engine: Engine, channel: ChannelKey
 ) -> None:
     recorder = Recorder()
-    async with engine.listen(Topic.of(channel), recorder):
+    async with engine.listen(Topic.of(channel), recorder, recorder.missed):
         [original] = await engine.publish(channel, [draft(idempotency_key="k")], KEEP_ALL)
         await engine.publish(channel, [draft(idempotency_key="k")], KEEP_ALL)
         marker = await publish_one(engine, channel)
@@ -591,13 +591,13 @@ async def test_live_listeners_never_see_another_tenants_events(
     other = ChannelKey(other_tenant, channel.name)
     mine, mine_wild, theirs, theirs_wild = Recorder(), Recorder(), Recorder(), Recorder()
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(engine.listen(Topic.of(channel), mine))
+        await stack.enter_async_context(engine.listen(Topic.of(channel), mine, mine.missed))
         await stack.enter_async_context(
-            engine.listen(Topic(channel.tenant, "/event/**"), mine_wild)
+            engine.listen(Topic(channel.tenant, "/event/**"), mine_wild, mine_wild.missed)
         )
-        await stack.enter_async_context(engine.listen(Topic.of(other), theirs))
+        await stack.enter_async_context(engine.listen(Topic.of(other), theirs, theirs.missed))
         await stack.enter_async_context(
-            engine.listen(Topic(other_tenant, "/event/**"), theirs_wild)
+            engine.listen(Topic(other_tenant, "/event/**"), theirs_wild, theirs_wild.missed)
         )
 
         a = await publish_one(engine, channel, t="a")
@@ -642,7 +642,7 @@ async def test_listener_receives_each_stored_event_in_replay_id_order(
     engine: Engine, channel: ChannelKey
 ) -> None:
     recorder = Recorder()
-    async with engine.listen(Topic.of(channel), recorder):
+    async with engine.listen(Topic.of(channel), recorder, recorder.missed):
         acks = [await publish_one(engine, channel, n=n) for n in range(3)]
         acks += await engine.publish(channel, [draft({"n": 3}), draft({"n": 4})], KEEP_ALL)
         events = await recorder.wait_for(5)
@@ -657,7 +657,7 @@ async def test_listener_does_not_see_events_published_before_it_started(
 ) -> None:
     await publish_one(engine, channel, n=0)
     recorder = Recorder()
-    async with engine.listen(Topic.of(channel), recorder):
+    async with engine.listen(Topic.of(channel), recorder, recorder.missed):
         ack = await publish_one(engine, channel, n=1)
         events = await recorder.wait_for(1)
 
@@ -673,10 +673,10 @@ async def test_a_listener_is_live_as_soon_as_listen_returns(engine: Engine, tena
         pattern = Topic(tenant, f"/event/Wild{round_number}/*")
         under_pattern = ChannelKey(tenant, f"/event/Wild{round_number}/x")
         exact, wild = Recorder(), Recorder()
-        async with engine.listen(Topic.of(channel), exact):
+        async with engine.listen(Topic.of(channel), exact, exact.missed):
             ack = await publish_one(engine, channel)
             assert [e.replay_id for e in await exact.wait_for(1)] == [ack.replay_id]
-        async with engine.listen(pattern, wild):
+        async with engine.listen(pattern, wild, wild.missed):
             ack = await publish_one(engine, under_pattern)
             assert [e.replay_id for e in await wild.wait_for(1)] == [ack.replay_id]
 
@@ -685,8 +685,8 @@ async def test_single_segment_wildcard_matches_one_level_only(engine: Engine, te
     a, b, deeper = (ChannelKey(tenant, name) for name in ("/event/A", "/event/B", "/event/A/b"))
     one_level, any_depth = Recorder(), Recorder()
     async with (
-        engine.listen(Topic(tenant, "/event/*"), one_level),
-        engine.listen(Topic(tenant, "/event/**"), any_depth),
+        engine.listen(Topic(tenant, "/event/*"), one_level, one_level.missed),
+        engine.listen(Topic(tenant, "/event/**"), any_depth, any_depth.missed),
     ):
         acks = [await publish_one(engine, key) for key in (deeper, a, b)]
         # `/event/**` sees all three, so by then `/event/*` has been offered all three too.
@@ -702,7 +702,7 @@ async def test_single_segment_wildcard_matches_one_level_only(engine: Engine, te
 async def test_multi_segment_wildcard_matches_every_depth(engine: Engine, tenant: str) -> None:
     keys = [ChannelKey(tenant, name) for name in ("/event/A", "/event/A/b", "/event/B/c/d")]
     recorder = Recorder()
-    async with engine.listen(Topic(tenant, "/event/**"), recorder):
+    async with engine.listen(Topic(tenant, "/event/**"), recorder, recorder.missed):
         acks = [await publish_one(engine, key) for key in keys]
         events = await recorder.wait_for(3)
 
@@ -715,8 +715,8 @@ async def test_nothing_is_delivered_after_the_listen_context_exits(
     engine: Engine, channel: ChannelKey
 ) -> None:
     leaver, witness = Recorder(), Recorder()
-    async with engine.listen(Topic.of(channel), witness):
-        async with engine.listen(Topic.of(channel), leaver):
+    async with engine.listen(Topic.of(channel), witness, witness.missed):
+        async with engine.listen(Topic.of(channel), leaver, leaver.missed):
             first = await publish_one(engine, channel, n=1)
             await leaver.wait_for(1)
         second = await publish_one(engine, channel, n=2)
@@ -731,7 +731,10 @@ async def test_two_listeners_on_one_topic_both_get_every_event(
     engine: Engine, channel: ChannelKey
 ) -> None:
     one, two = Recorder(), Recorder()
-    async with engine.listen(Topic.of(channel), one), engine.listen(Topic.of(channel), two):
+    async with (
+        engine.listen(Topic.of(channel), one, one.missed),
+        engine.listen(Topic.of(channel), two, two.missed),
+    ):
         acks = await engine.publish(channel, [draft({"n": n}) for n in range(3)], KEEP_ALL)
         await one.wait_for(3)
         await two.wait_for(3)
@@ -744,7 +747,10 @@ async def test_listener_on_one_channel_ignores_other_channels(
 ) -> None:
     other = ChannelKey(channel.tenant, "/event/Other__e")
     recorder, witness = Recorder(), Recorder()
-    async with engine.listen(Topic.of(channel), recorder), engine.listen(Topic.of(other), witness):
+    async with (
+        engine.listen(Topic.of(channel), recorder, recorder.missed),
+        engine.listen(Topic.of(other), witness, witness.missed),
+    ):
         await publish_one(engine, other)
         mine = await publish_one(engine, channel)
         await witness.wait_for(1)

@@ -75,7 +75,8 @@ local now = now_us()
 
 if command == 'publish' then
   -- ARGV[3..]: max_age_us, max_count, idempotency_ttl_us, live channel, event count, then per
-  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none)
+  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none); then
+  -- 'sharded' | 'classic' and the tenant's announcement channel.
   local max_age, max_count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local ttl, live, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
   forget_expired_keys(now, count)
@@ -111,12 +112,15 @@ if command == 'publish' then
       -- The live announcement: fields separated by \31, the payload last.
       local message = number(replay) .. '\31' .. uuid .. '\31' .. number(now) .. '\31' ..
         author .. '\31' .. schema .. '\31' .. payload
-      if ARGV[#ARGV] == 'sharded' then
-        -- Redis Cluster: channel listeners use sharded pub/sub (this slot's node only);
-        -- pattern listeners need the classic, cluster-wide announcement too.
+      if ARGV[#ARGV - 1] == 'sharded' then
+        -- Redis Cluster: channel listeners use sharded pub/sub (this slot's node only).
         redis.call('SPUBLISH', live, message)
+      else
+        redis.call('PUBLISH', live, message)
       end
-      redis.call('PUBLISH', live, message)
+      -- Wildcard listeners follow the tenant's channel and match names themselves. Classic
+      -- PUBLISH, since SPUBLISH from a script may only name this slot.
+      redis.call('PUBLISH', ARGV[#ARGV], live .. '\31' .. message)
     end
   end
   redis.call('HSET', meta, 'top', number(top))
