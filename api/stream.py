@@ -323,7 +323,9 @@ async def stream(request: Request) -> Response:
                 requested,
                 is_wildcard=pattern.is_wildcard,
                 capacity=settings.subscriber_queue_size,
+                queue_bytes=settings.subscriber_queue_bytes,
                 page_size=settings.history_max_limit,
+                page_bytes=settings.history_max_bytes,
                 on_history_read=services.metrics.replay_reads.labels("sse").inc,
             )
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -24,12 +23,12 @@ from app.bayeux.codec import Message
 from app.catalog import Tenant
 from app.channels import ChannelPattern, is_meta, is_service, parse_pattern, subscribable_pattern
 from app.clock import Clock
-from app.delivery import Delivery
+from app.delivery import Delivery, DeliveryCache
 from app.engine import Engine
 from app.errors import InvalidChannel, Overloaded, UnknownChannel
 from app.hub import Hub, Mailbox, SubscriberOverflow
 from app.metrics import Metrics
-from app.model import ChannelKey, Event, Topic
+from app.model import ChannelKey, Topic
 from app.race import first_completed
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
 from app.sessions import SessionChange, SessionRecord
@@ -39,7 +38,7 @@ __all__ = ["BayeuxServer", "Credentials", "new_client_id"]
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _EVENT_UUID_SINCE = (52, 0)
-_ENCODED_CACHE = 10_000
+_ENCODED_CACHE = 10_000  # deliveries; REPLAYBUS_BAYEUX_CACHE_SIZE bounds their bytes
 
 
 def new_client_id() -> str:
@@ -110,7 +109,12 @@ class _Batch:
 
     @property
     def room(self) -> int:
+        """Events the reply can still take (0 once it is full in bytes)."""
         return 0 if self.size >= self.max_bytes else self.max_events - len(self.items)
+
+    @property
+    def byte_room(self) -> int:
+        return max(0, self.max_bytes - self.size)
 
     def add(self, delivery: Delivery) -> bool:
         if self.room <= 0:
@@ -207,9 +211,10 @@ class BayeuxServer:
         self._max_clients = settings.bayeux_max_clients
         self._max_subscriptions = settings.bayeux_max_subscriptions
         self._capacity = settings.subscriber_queue_size
+        self._queue_bytes = settings.subscriber_queue_bytes
         self._holds: dict[str, _Hold] = {}
         self._signals: AbstractAsyncContextManager[None] | None = None
-        self._deliveries: OrderedDict[tuple[ChannelKey, int], Delivery] = OrderedDict()
+        self._deliveries = DeliveryCache(_ENCODED_CACHE, settings.bayeux_cache_size)
 
     @property
     def held_connects(self) -> int:
@@ -457,17 +462,6 @@ class BayeuxServer:
             return None
         return session.positions.get(channel, min(starts) - 1)
 
-    def _delivery(self, event: Event) -> Delivery:
-        """One Delivery per event per node, so each event is encoded once however many
-        sessions read it."""
-        cache_key = (event.key, event.replay_id)
-        delivery = self._deliveries.get(cache_key)
-        if delivery is None:
-            delivery = self._deliveries[cache_key] = Delivery(event)
-            if len(self._deliveries) > _ENCODED_CACHE:
-                self._deliveries.popitem(last=False)
-        return delivery
-
     async def _collect(
         self, session: SessionRecord, batch: _Batch, targets: dict[str, int]
     ) -> None:
@@ -480,7 +474,11 @@ class BayeuxServer:
         for channel, after in order:
             if batch.room <= 0:
                 return
-            page = await self._engine.read(ChannelKey(session.tenant, channel), after, batch.room)
+            # Only what the reply can still carry: a backlog of large events is read once,
+            # not once per connect that could take just one of them.
+            page = await self._engine.read(
+                ChannelKey(session.tenant, channel), after, batch.room, batch.byte_room
+            )
             self._metrics.replay_reads.labels("bayeux").inc()
             if after < page.window.low_water:
                 batch.gaps.append(
@@ -493,7 +491,7 @@ class BayeuxServer:
                 )
                 batch.reached[channel] = page.window.low_water
             for event in page.events:
-                if not batch.add(self._delivery(event)):
+                if not batch.add(self._deliveries.get(event)):
                     return
 
     async def _hold(
@@ -509,12 +507,10 @@ class BayeuxServer:
         self._metrics.held_connects.inc()
         try:
             async with AsyncExitStack() as listening:
-                mailbox = Mailbox(self._capacity)
+                mailbox = Mailbox(self._capacity, self._queue_bytes)
                 for name in session.subscriptions:
                     topic = Topic(session.tenant, name)
-                    await listening.enter_async_context(
-                        self._hub.subscribe(topic, self._capacity, mailbox)
-                    )
+                    await listening.enter_async_context(self._hub.subscribe(topic, mailbox))
                 # A signal sent before this hold was registered is lost: look again now.
                 current = await self._engine.session_get(session.client_id)
                 if current is None:
