@@ -17,7 +17,7 @@ from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
 from app.admin import AdminService
-from app.admission import Admission
+from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
@@ -146,6 +146,11 @@ def create_app(
                     settings.max_concurrent_replays,
                     settings.reconnect_jitter,
                     metrics.admission_refused.labels("replay").inc,
+                ),
+                streams=StreamCaps(
+                    settings.sse_max_streams,
+                    settings.reconnect_jitter,
+                    metrics.admission_refused.labels("stream").inc,
                 ),
                 readiness=ReadinessProbe(engine, hub, settings.ready_timeout),
             )
