@@ -29,7 +29,9 @@ class SessionRecord:
     a wildcard pattern delivers events of channels it matches from that moment on.
     `positions` maps each concrete channel to the newest ReplayId delivered (and, with the ack
     extension, acknowledged). `pending` holds, per unacknowledged reply batch, the positions that
-    batch reached; acknowledging batch N commits every batch up to N.
+    batch reached; acknowledging batch N commits every batch up to N. `sweep` is the channel
+    the next connect reads first ("": the first in name order), since connects read the
+    session's channels in turns.
     """
 
     client_id: str
@@ -42,13 +44,14 @@ class SessionRecord:
     subscriptions: Mapping[str, int] = field(default_factory=dict)
     positions: Mapping[str, int] = field(default_factory=dict)
     pending: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    sweep: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SessionChange:
     """Field-level edits, applied in this order: subscribe, unsubscribe, set positions, advance
     positions, stage the next batch (numbered `batch + 1`), commit acknowledged batches, mark
-    connected, start a new connect generation.
+    connected, start a new connect generation, move the sweep (None: leave it).
 
     With `if_generation`, nothing at all changes unless the session is still at that
     generation: a connect superseded by a newer one (on any node) cannot move positions.
@@ -62,6 +65,7 @@ class SessionChange:
     commit_through: int | None = None
     connected: bool | None = None
     new_generation: bool = False
+    sweep: str | None = None
     if_generation: int | None = None
 
 
@@ -131,4 +135,5 @@ def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
         batch=batch,
         connected=record.connected if change.connected is None else change.connected,
         generation=record.generation + 1 if change.new_generation else record.generation,
+        sweep=record.sweep if change.sweep is None else change.sweep,
     )

@@ -504,6 +504,7 @@ def _encode_session(record: SessionRecord, expires_us: int) -> bytes:
             "subscriptions": dict(record.subscriptions),
             "positions": dict(record.positions),
             "pending": {str(n): dict(p) for n, p in record.pending.items()},
+            "sweep": record.sweep,
             "expires": expires_us,
         }
     )
@@ -522,5 +523,6 @@ def _decode_session(raw: bytes) -> tuple[SessionRecord, int]:
         subscriptions=data["subscriptions"],
         positions=data["positions"],
         pending={int(n): p for n, p in data["pending"].items()},
+        sweep=data.get("sweep", ""),
     )
     return record, int(data["expires"])
