@@ -19,7 +19,7 @@ from api.services import Lifecycle, Services
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
 from app.admin import AdminService
-from app.admission import Admission
+from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
@@ -96,6 +96,8 @@ def create_app(
                         command_timeout=settings.redis_command_timeout,
                         pool_timeout=settings.redis_pool_timeout,
                         health_check_interval=settings.redis_health_check_interval,
+                        catch_up_events=settings.subscriber_queue_size,
+                        catch_up_bytes=settings.subscriber_queue_bytes,
                     )
                 )
             else:
@@ -160,6 +162,11 @@ def create_app(
                     settings.max_concurrent_replays,
                     settings.reconnect_jitter,
                     metrics.admission_refused.labels("replay").inc,
+                ),
+                streams=StreamCaps(
+                    settings.sse_max_streams,
+                    settings.reconnect_jitter,
+                    metrics.admission_refused.labels("stream").inc,
                 ),
                 readiness=ReadinessProbe(engine, hub, settings.ready_timeout),
             )

@@ -82,7 +82,7 @@ async def history(request: Request) -> Response:
     limit = _limit(request, services.settings.history_max_limit)
     decision = recover(requested, await services.engine.window(key))
     after = decision.resume_after if isinstance(decision, Gap) else decision.after
-    page = await services.engine.read(key, after, limit)
+    page = await services.engine.read(key, after, limit, services.settings.history_max_bytes)
     gap = decision if isinstance(decision, Gap) else None
     if gap is None and after < page.window.low_water:
         gap = Gap(requested, page.window.earliest, page.window.latest, page.window.low_water)

@@ -9,7 +9,7 @@ from starlette.requests import HTTPConnection
 
 from api.tokens import TokenService
 from app.admin import AdminService
-from app.admission import Admission
+from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog
 from app.clock import Clock
@@ -46,6 +46,7 @@ class Services:
     admin: AdminService
     metrics: Metrics
     replays: Admission
+    streams: StreamCaps
     readiness: ReadinessProbe
 
     def instance_url(self, connection: HTTPConnection) -> str:

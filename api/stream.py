@@ -301,10 +301,16 @@ async def stream(request: Request) -> Response:
     if services.lifecycle.draining.is_set():
         raise Draining("this node is shutting down: reconnect to another")
     settings = services.settings
-    # Resuming or replaying reads history: a reconnect storm is mostly that, so it is what
-    # the node admits only so many of at once.
-    replay = None if requested == NEW_ONLY else services.replays.enter()
+    per_client = tenant.settings.max_streams_per_client or settings.sse_max_streams_per_client
     resources = AsyncExitStack()
+    resources.callback(services.streams.enter((tenant.tenant_id, principal.identity), per_client))
+    try:
+        # Resuming or replaying reads history: a reconnect storm is mostly that, so it is
+        # what the node admits only so many of at once.
+        replay = None if requested == NEW_ONLY else services.replays.enter()
+    except BaseException:
+        await resources.aclose()
+        raise
     if replay is not None:
         resources.callback(replay.leave)
     lease = _Lease(services, tenant)
@@ -323,7 +329,9 @@ async def stream(request: Request) -> Response:
                 requested,
                 is_wildcard=pattern.is_wildcard,
                 capacity=settings.subscriber_queue_size,
+                queue_bytes=settings.subscriber_queue_bytes,
                 page_size=settings.history_max_limit,
+                page_bytes=settings.history_max_bytes,
                 on_history_read=services.metrics.replay_reads.labels("sse").inc,
             )
         )

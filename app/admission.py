@@ -1,16 +1,19 @@
 """A node's limit on how much of one kind of expensive work it starts at once (replays from
-history, Bayeux handshakes). It never queues: past the limit the caller is refused with a
-jittered retry delay, so a reconnect storm is turned away in spread-out waves instead of
-piling up until the node falls over."""
+history, Bayeux handshakes), and on how many streams it holds open (`StreamCaps`). It never
+queues: past the limit the caller is refused with a jittered retry delay, so a reconnect storm
+is turned away in spread-out waves instead of piling up until the node falls over."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 
-from app.errors import Overloaded
+from app.errors import Overloaded, TooManySubscribers
 
-__all__ = ["Admission", "Place", "jittered"]
+__all__ = ["Admission", "Place", "StreamCaps", "jittered"]
+
+#: Retry-After of a client refused for holding too many streams: it must close one first.
+_CLIENT_RETRY_S = 5.0
 
 
 def jittered(base: float, spread: float) -> float:
@@ -54,3 +57,47 @@ class Place:
         if self._admission is not None:
             self._admission.active -= 1
             self._admission = None
+
+
+class StreamCaps:
+    """The streams this process holds open: at most `limit` in all (past it: Overloaded, a
+    503 with a jittered retry) and at most a given number per client (past it:
+    TooManySubscribers, a 429), so neither one client nor many can exhaust the node."""
+
+    def __init__(
+        self, limit: int, spread: float, on_refused: Callable[[], None] | None = None
+    ) -> None:
+        self._all = Admission("SSE streams", limit, spread, on_refused)
+        self._per_client: dict[tuple[str, str], int] = {}
+
+    @property
+    def active(self) -> int:
+        return self._all.active
+
+    def enter(self, client: tuple[str, str], per_client: int) -> Callable[[], None]:
+        """Count one more stream of `client` (tenant, identity); returns its release (safe to
+        call more than once). Raises TooManySubscribers or Overloaded, counting nothing."""
+        held = self._per_client.get(client, 0)
+        if held >= per_client:
+            raise TooManySubscribers(
+                f"this client already holds its maximum of {per_client} concurrent streams on "
+                "this node: close one before opening another",
+                retry_after=_CLIENT_RETRY_S,
+            )
+        place = self._all.enter()
+        self._per_client[client] = held + 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            place.leave()
+            left = self._per_client[client] - 1
+            if left:
+                self._per_client[client] = left
+            else:
+                del self._per_client[client]
+
+        return release

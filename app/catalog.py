@@ -26,6 +26,7 @@ class TenantSettings:
     publish_rate: float | None = None  # events per second, sustained
     publish_burst: int | None = None  # events above the rate allowed at once
     max_subscribers: int | None = None  # concurrent SSE streams + Bayeux sessions
+    max_streams_per_client: int | None = None  # SSE streams of one client on one worker
     max_event_size: int | None = None  # bytes of one event's payload
     max_channels: int | None = None  # distinct channels with events
     cors_origins: tuple[str, ...] = ()

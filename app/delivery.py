@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from app.bayeux.codec import encode_event
 from app.envelope import encode_envelope
-from app.model import Event
+from app.model import ChannelKey, Event
 from app.sse import event_frame
 
-__all__ = ["Delivery"]
+__all__ = ["Delivery", "DeliveryCache"]
+
+#: What a cached Delivery is charged beyond twice its payload (the event and one encoding of
+#: it): the objects and the encoding's other fields.
+_ENTRY_OVERHEAD = 512
 
 
 class Delivery:
@@ -46,3 +52,47 @@ class Delivery:
         if encoded is None:
             encoded = self._bayeux[with_uuid] = encode_event(self.event, with_uuid=with_uuid)
         return encoded
+
+
+class DeliveryCache:
+    """The most recently used Deliveries, so events many readers fetch from the store are
+    encoded once; bounded in entries and in bytes (each charged twice its payload, for the
+    event and an encoding, plus a fixed overhead). The least recently used go first."""
+
+    __slots__ = ("_bytes", "_entries", "_max_bytes", "_max_entries")
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self._max_entries = max_entries
+        self._max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[ChannelKey, int], Delivery] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def size(self) -> int:
+        """Bytes charged for what is cached now."""
+        return self._bytes
+
+    def get(self, event: Event) -> Delivery:
+        """The cached Delivery of `event`, or a new one (cached if it fits at all)."""
+        key = (event.key, event.replay_id)
+        delivery = self._entries.get(key)
+        if delivery is not None:
+            self._entries.move_to_end(key)
+            return delivery
+        delivery = Delivery(event)
+        cost = _cost(event)
+        if cost > self._max_bytes or self._max_entries < 1:
+            return delivery
+        self._entries[key] = delivery
+        self._bytes += cost
+        while len(self._entries) > self._max_entries or self._bytes > self._max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self._bytes -= _cost(evicted.event)
+        return delivery
+
+
+def _cost(event: Event) -> int:
+    return 2 * event.size + _ENTRY_OVERHEAD

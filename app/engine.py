@@ -21,9 +21,10 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord
 
-__all__ = ["TRIM_STEP", "Engine", "LiveCallback", "LiveSource"]
+__all__ = ["TRIM_STEP", "Engine", "LiveCallback", "LiveSource", "MissedCallback"]
 
 LiveCallback = Callable[[Event], None]
+MissedCallback = Callable[[], None]
 
 #: Most events one engine call evicts to bring a channel back within its retention; the rest
 #: goes on the next calls, so no call walks a whole backlog (a shrunk retention, a burst).
@@ -31,9 +32,15 @@ TRIM_STEP = 2000
 
 
 class LiveSource(Protocol):
-    def listen(self, topic: Topic, deliver: LiveCallback) -> AbstractAsyncContextManager[None]:
+    def listen(
+        self, topic: Topic, deliver: LiveCallback, missed: MissedCallback
+    ) -> AbstractAsyncContextManager[None]:
         """While entered, call `deliver` for every event published on a channel the topic
-        selects, after it is stored, in ReplayId order per channel. `deliver` must not block."""
+        selects, after it is stored, in ReplayId order per channel. When the engine cannot do
+        that (its live connection was down and what was published meanwhile is more than it
+        catches up, or cannot be re-read), it calls `missed` instead, once per outage: the
+        listener must then re-read from the store what it needs. Events published after the
+        outage are delivered again as usual. Neither callback may block."""
         ...
 
 
@@ -54,9 +61,19 @@ class Engine(LiveSource, Protocol):
         """
         ...
 
-    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
-        """Retained events with replayId > `after`, oldest first, at most `limit`, with the
-        window read at the same instant (so a caller can tell if `after` fell below it)."""
+    async def read(
+        self, key: ChannelKey, after: int, limit: int, max_bytes: int | None = None
+    ) -> HistoryPage:
+        """Retained events with replayId > `after`, oldest first, with the window read at the
+        same instant (so a caller can tell if `after` fell below it).
+
+        At most `limit` events and, with `max_bytes`, at most that many bytes of them
+        (`Event.size`): the page ends before the first event that would go over the budget,
+        except that it always holds the first event after `after` when there is one, however
+        large, so every read makes progress. A page is therefore never more than the budget
+        plus one event, and never skips an event. None: no byte budget (readers that serve a
+        reply always pass one).
+        """
         ...
 
     async def window(self, key: ChannelKey) -> Window:

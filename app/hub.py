@@ -1,6 +1,10 @@
 """Per-node live fan-out: one engine listener per topic, reference-counted, feeding bounded
 mailboxes. The fan-out loop never waits on a subscriber: a full mailbox is marked overflowed and
-its subscriber is cut off (it resumes by ReplayId) instead of growing memory."""
+its subscriber is cut off (it resumes by ReplayId) instead of growing memory.
+
+Listeners are opened and closed under a lock per topic, so a slow engine listen for one topic
+never holds up subscribers of another (the readiness canary included).
+"""
 
 from __future__ import annotations
 
@@ -21,13 +25,17 @@ class SubscriberOverflow(Exception):
 
 
 class Mailbox:
-    """A bounded, single-consumer queue of deliveries."""
+    """A single-consumer queue of deliveries bounded in count (`capacity`) and in payload bytes
+    (`max_bytes`, counted as `Event.size`; an empty mailbox takes one delivery however large,
+    so it never exceeds the bound by more than one event)."""
 
-    __slots__ = ("_capacity", "_items", "_waiter", "floor", "overflowed")
+    __slots__ = ("_bytes", "_capacity", "_items", "_max_bytes", "_waiter", "floor", "overflowed")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, max_bytes: int) -> None:
         self._capacity = capacity
+        self._max_bytes = max_bytes
         self._items: deque[Delivery] = deque()
+        self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
         #: Per channel, the ReplayId its consumer already has: deliveries at or below it are
@@ -39,13 +47,21 @@ class Mailbox:
         """Never blocks: a full mailbox drops the delivery and marks itself overflowed."""
         if self.overflowed or delivery.replay_id <= self.floor.get(delivery.event.key.name, -1):
             return
-        if len(self._items) >= self._capacity:
+        size = delivery.event.size
+        if len(self._items) >= self._capacity or (
+            self._items and self._bytes + size > self._max_bytes
+        ):
             self.overflowed = True
         else:
             self._items.append(delivery)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            self._bytes += size
+        self.wake()
+
+    def cut_off(self) -> None:
+        """Mark the mailbox overflowed: live events were lost on their way (the engine could
+        not catch up after an outage), so its subscriber must re-read from the store."""
+        self.overflowed = True
+        self.wake()
 
     def wake(self) -> None:
         """End a wait with nothing delivered (its caller then has nothing to take)."""
@@ -56,6 +72,7 @@ class Mailbox:
     def reset(self) -> None:
         """Forget buffered deliveries and the overflow (the caller re-reads history instead)."""
         self._items.clear()
+        self._bytes = 0
         self.overflowed = False
 
     async def wait(self, timeout: float | None) -> None:
@@ -86,6 +103,7 @@ class Mailbox:
             return []
         items = list(self._items)
         self._items.clear()
+        self._bytes = 0
         return items
 
 
@@ -95,16 +113,31 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 class _Feed:
-    __slots__ = ("listener", "mailboxes")
+    """One topic's engine listener and its mailboxes. `users` counts subscribers that hold or
+    are still acquiring it; the last one to leave closes the listener (under `lock`)."""
+
+    __slots__ = ("listener", "listening", "lock", "mailboxes", "users")
 
     def __init__(self) -> None:
         self.mailboxes: set[Mailbox] = set()
         self.listener = AsyncExitStack()
+        self.listening = False
+        self.lock = asyncio.Lock()
+        self.users = 0
 
     def deliver(self, event: Event) -> None:
         delivery = Delivery(event)
         for mailbox in self.mailboxes:
             mailbox.offer(delivery)
+
+    def missed(self) -> None:
+        for mailbox in self.mailboxes:
+            mailbox.cut_off()
+
+    async def close(self) -> None:
+        if self.listening:
+            self.listening = False
+            await self.listener.aclose()
 
 
 class Hub:
@@ -113,7 +146,6 @@ class Hub:
     def __init__(self, engine: LiveSource) -> None:
         self._engine = engine
         self._feeds: dict[Topic, _Feed] = {}
-        self._lock = asyncio.Lock()
 
     @property
     def subscriber_count(self) -> int:
@@ -121,41 +153,48 @@ class Hub:
 
     @property
     def topic_count(self) -> int:
-        return len(self._feeds)
+        return sum(1 for feed in self._feeds.values() if feed.listening)
 
     @asynccontextmanager
-    async def subscribe(
-        self, topic: Topic, capacity: int, mailbox: Mailbox | None = None
-    ) -> AsyncIterator[Mailbox]:
-        """A mailbox receiving every event on `topic` from the moment this returns. Pass an
-        existing `mailbox` to gather several topics into one (capacity is then its own)."""
-        mailbox = mailbox if mailbox is not None else Mailbox(capacity)
-        async with self._lock:
-            feed = self._feeds.get(topic)
-            if feed is None:
-                feed = _Feed()
-                await feed.listener.enter_async_context(self._engine.listen(topic, feed.deliver))
-                self._feeds[topic] = feed
-            feed.mailboxes.add(mailbox)
+    async def subscribe(self, topic: Topic, mailbox: Mailbox) -> AsyncIterator[Mailbox]:
+        """Deliver every event on `topic` to `mailbox` from the moment this returns. One
+        mailbox can gather several topics."""
+        feed = self._feeds.get(topic)
+        if feed is None:
+            feed = self._feeds[topic] = _Feed()
+        feed.users += 1
+        try:
+            async with feed.lock:
+                if not feed.listening:
+                    listen = self._engine.listen(topic, feed.deliver, feed.missed)
+                    await feed.listener.enter_async_context(listen)
+                    feed.listening = True
+                feed.mailboxes.add(mailbox)
+        except BaseException:
+            await asyncio.shield(self._release(topic, feed, None))
+            raise
         try:
             yield mailbox
         finally:
             await asyncio.shield(self._release(topic, feed, mailbox))
 
-    async def _release(self, topic: Topic, feed: _Feed, mailbox: Mailbox) -> None:
-        feed.mailboxes.discard(mailbox)
-        if feed.mailboxes:
+    async def _release(self, topic: Topic, feed: _Feed, mailbox: Mailbox | None) -> None:
+        if mailbox is not None:
+            feed.mailboxes.discard(mailbox)
+        feed.users -= 1
+        if feed.users:
             return
-        async with self._lock:
-            if not feed.mailboxes and self._feeds.get(topic) is feed:
+        async with feed.lock:
+            # A subscriber that arrived meanwhile found this feed and keeps it.
+            if not feed.users and self._feeds.get(topic) is feed:
                 del self._feeds[topic]
-                await feed.listener.aclose()
+                await feed.close()
 
     async def __aenter__(self) -> Hub:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        async with self._lock:
-            feeds, self._feeds = list(self._feeds.values()), {}
-            for feed in feeds:
-                await feed.listener.aclose()
+        feeds, self._feeds = list(self._feeds.values()), {}
+        for feed in feeds:
+            async with feed.lock:
+                await feed.close()

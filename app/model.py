@@ -68,6 +68,13 @@ class Event:
     created_by: str
     schema: str | None = None
 
+    @property
+    def size(self) -> int:
+        """What byte budgets count for this event (reads, mailboxes, caches): its payload's
+        bytes, which dominate what holding or sending the event costs. Every engine measures
+        the same way, so a budget means the same on each."""
+        return len(self.payload)
+
 
 @dataclass(frozen=True, slots=True)
 class Published:

@@ -10,7 +10,7 @@ import uuid
 
 from app.engine import Engine
 from app.errors import ServiceUnavailable
-from app.hub import Hub, SubscriberOverflow
+from app.hub import Hub, Mailbox, SubscriberOverflow
 from app.model import ChannelKey, EventDraft, Retention, Topic
 
 __all__ = ["CANARY_TENANT", "ReadinessProbe"]
@@ -20,6 +20,7 @@ CANARY_TENANT = "_replaybus"
 _CHANNEL = "/event/Readiness_Canary__e"
 _RETENTION = Retention(max_age_us=60_000_000, max_count=100)
 _REUSE_S = 1.0  # probes within this long of the last one share its answer
+_MAILBOX_BYTES = 64 * 1024  # canaries are `{}`
 
 
 class ReadinessProbe:
@@ -48,7 +49,8 @@ class ReadinessProbe:
         canary = EventDraft(uuid=str(uuid.uuid4()), payload=b"{}", created_by="readiness")
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._hub.subscribe(Topic(CANARY_TENANT, _CHANNEL), 64) as mailbox:
+                topic = Topic(CANARY_TENANT, _CHANNEL)
+                async with self._hub.subscribe(topic, Mailbox(64, _MAILBOX_BYTES)) as mailbox:
                     try:
                         await self._engine.publish(self._key, [canary], _RETENTION)
                     except ServiceUnavailable as error:

@@ -8,8 +8,12 @@ can never be overwritten by that connect's position update.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+
+from app.channels import ChannelPattern, parse_pattern
+from app.errors import InvalidChannel
 
 __all__ = ["SessionChange", "SessionRecord", "apply_change"]
 
@@ -25,7 +29,9 @@ class SessionRecord:
     a wildcard pattern delivers events of channels it matches from that moment on.
     `positions` maps each concrete channel to the newest ReplayId delivered (and, with the ack
     extension, acknowledged). `pending` holds, per unacknowledged reply batch, the positions that
-    batch reached; acknowledging batch N commits every batch up to N.
+    batch reached; acknowledging batch N commits every batch up to N. `sweep` is the channel
+    the next connect reads first ("": the first in name order), since connects read the
+    session's channels in turns.
     """
 
     client_id: str
@@ -38,13 +44,14 @@ class SessionRecord:
     subscriptions: Mapping[str, int] = field(default_factory=dict)
     positions: Mapping[str, int] = field(default_factory=dict)
     pending: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+    sweep: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SessionChange:
     """Field-level edits, applied in this order: subscribe, unsubscribe, set positions, advance
     positions, stage the next batch (numbered `batch + 1`), commit acknowledged batches, mark
-    connected, start a new connect generation.
+    connected, start a new connect generation, move the sweep (None: leave it).
 
     With `if_generation`, nothing at all changes unless the session is still at that
     generation: a connect superseded by a newer one (on any node) cannot move positions.
@@ -58,6 +65,7 @@ class SessionChange:
     commit_through: int | None = None
     connected: bool | None = None
     new_generation: bool = False
+    sweep: str | None = None
     if_generation: int | None = None
 
 
@@ -67,19 +75,48 @@ def _forward(positions: dict[str, int], updates: Mapping[str, int]) -> None:
             positions[channel] = replay_id
 
 
+@functools.lru_cache(maxsize=4096)
+def _pattern(name: str) -> ChannelPattern | None:
+    try:
+        return parse_pattern(name)
+    except InvalidChannel:
+        return None
+
+
+def _coverage(subscriptions: Mapping[str, int]) -> Callable[[str], bool]:
+    """Whether some subscription selects a channel (a name that is no pattern only itself)."""
+    patterns = [(name, _pattern(name)) for name in subscriptions]
+
+    def covers(channel: str) -> bool:
+        return any(
+            name == channel if pattern is None else pattern.matches(channel)
+            for name, pattern in patterns
+        )
+
+    return covers
+
+
 def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
     """The new record. Positions only move forward through `advance` and commits; `set_positions`
-    (a subscribe with a replay position) may move them anywhere."""
+    (a subscribe with a replay position) may move them anywhere. An unsubscribe drops the
+    positions (staged ones too) of every channel no remaining subscription covers, so they
+    neither accumulate nor come back with a later subscription."""
     if change.if_generation is not None and change.if_generation != record.generation:
         return record
     subscriptions = dict(record.subscriptions)
     subscriptions.update(change.subscribe)
-    for name in change.unsubscribe:
-        subscriptions.pop(name, None)
+    removed = [name for name in change.unsubscribe if subscriptions.pop(name, None) is not None]
     positions = dict(record.positions)
+    pending = dict(record.pending)
+    if removed:
+        covers = _coverage(subscriptions)
+        positions = {channel: at for channel, at in positions.items() if covers(channel)}
+        pending = {
+            number: {channel: at for channel, at in staged.items() if covers(channel)}
+            for number, staged in pending.items()
+        }
     positions.update(change.set_positions)
     _forward(positions, change.advance)
-    pending = dict(record.pending)
     batch = record.batch
     if change.stage is not None:
         # Numbered here, inside the atomic update, so two connects never share a batch.
@@ -98,4 +135,5 @@ def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
         batch=batch,
         connected=record.connected if change.connected is None else change.connected,
         generation=record.generation + 1 if change.new_generation else record.generation,
+        sweep=record.sweep if change.sweep is None else change.sweep,
     )

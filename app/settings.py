@@ -233,6 +233,47 @@ class Settings:
         "Live events buffered per subscriber before it is cut off (at least 2 full batches).",
         minimum=10,
     )
+    subscriber_queue_bytes: int = _setting(
+        16 * 1024 * 1024,
+        "size",
+        "Payload bytes of live events buffered per subscriber before it is cut off (at least "
+        "REPLAYBUS_MAX_REQUEST_SIZE, so one batch publish fits).",
+        minimum=1024,
+    )
+    history_max_bytes: int = _setting(
+        1024 * 1024,
+        "size",
+        "Most payload bytes per history page and per catch-up read (at least "
+        "REPLAYBUS_MAX_EVENT_SIZE; a page always holds one event).",
+        minimum=1024,
+    )
+    sse_max_streams: int = _setting(
+        5000,
+        "int",
+        "SSE streams one worker process serves at once; more get 503 with a jittered Retry-After.",
+        minimum=1,
+    )
+    sse_max_streams_per_client: int = _setting(
+        100,
+        "int",
+        "SSE streams one client (or user) may hold on one worker process; more get 429. "
+        "Tenants can override it (maxStreamsPerClient).",
+        minimum=1,
+    )
+    bayeux_cache_size: int = _setting(
+        16 * 1024 * 1024,
+        "size",
+        "Bytes of encoded events a worker keeps so Bayeux connects reading the same events "
+        "encode each once (0: no cache).",
+        minimum=0,
+    )
+    bayeux_max_channel_reads: int = _setting(
+        100,
+        "int",
+        "Channels one /meta/connect reads; a wildcard session over more channels reads them "
+        "in turns over its following connects.",
+        minimum=1,
+    )
     sse_heartbeat: float = _setting(
         15.0, "duration", "Interval of SSE heartbeat comments.", minimum=0.05, maximum=3600
     )
@@ -450,6 +491,18 @@ class Settings:
                 f"{ENV_PREFIX}SUBSCRIBER_QUEUE_SIZE ({self.subscriber_queue_size}) must hold at "
                 f"least two full batches: 2 x {ENV_PREFIX}MAX_BATCH_EVENTS "
                 f"({self.max_batch_events}), or one batch publish would cut subscribers off"
+            )
+        if self.subscriber_queue_bytes < self.max_request_size:
+            raise SettingsError(
+                f"{ENV_PREFIX}SUBSCRIBER_QUEUE_BYTES ({self.subscriber_queue_bytes}) must hold "
+                f"at least one full batch: {ENV_PREFIX}MAX_REQUEST_SIZE "
+                f"({self.max_request_size}), or one batch publish would cut subscribers off"
+            )
+        if self.history_max_bytes < self.max_event_size:
+            raise SettingsError(
+                f"{ENV_PREFIX}HISTORY_MAX_BYTES ({self.history_max_bytes}) must be at least "
+                f"{ENV_PREFIX}MAX_EVENT_SIZE ({self.max_event_size}), so the largest event "
+                "fits a page"
             )
         if self.redis_url is not None and not re.match(r"rediss?://", self.redis_url):
             raise SettingsError(

@@ -25,6 +25,8 @@ class ChannelStream:
     is read, history is read page by page up to the top, and live deliveries at or below the last
     delivered ReplayId are dropped. Before each history read the mailbox is emptied (and any
     overflow forgotten), since everything the live feed carried so far is also in the store.
+    Each history read is bounded by `page_size` events and `page_bytes` payload bytes; catching
+    up ends once a read reaches the channel's top.
     If events are evicted while the subscriber is catching up, a Gap is reported in band before
     continuing from the oldest retained event.
     """
@@ -36,10 +38,12 @@ class ChannelStream:
         mailbox: Mailbox,
         after: int,
         page_size: int,
+        page_bytes: int,
         initial_gap: Gap | None,
         on_history_read: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._page_bytes = page_bytes
         self._on_history_read = on_history_read
         self._key = key
         self._mailbox = mailbox
@@ -85,7 +89,7 @@ class ChannelStream:
         # Everything buffered so far was stored before this read, which therefore covers it:
         # dropping it keeps stale copies from using up the live capacity (or an overflow).
         self._mailbox.reset()
-        page = await self._engine.read(self._key, self.position, self._page_size)
+        page = await self._engine.read(self._key, self.position, self._page_size, self._page_bytes)
         if self._on_history_read is not None:
             self._on_history_read()
         items, self._pending = self._pending, []
@@ -102,7 +106,10 @@ class ChannelStream:
         if page.events:
             self.position = page.events[-1].replay_id
         self._mailbox.floor[self._key.name] = self.position
-        if len(page.events) < self._page_size and not self._mailbox.overflowed:
+        # An empty page or the top, not a short page, says history is done (a page is also
+        # short when full in bytes). Anything newer is in the mailbox, attached before.
+        caught_up = not page.events or self.position >= page.window.latest
+        if caught_up and not self._mailbox.overflowed:
             self._catching_up = False
         return items
 
@@ -116,16 +123,19 @@ async def open_stream(
     *,
     is_wildcard: bool,
     capacity: int,
+    queue_bytes: int,
     page_size: int,
+    page_bytes: int,
     on_history_read: Callable[[], None] | None = None,
 ) -> AsyncIterator[ChannelStream]:
     """Attach to live events, then decide where history starts (`recover`), and yield the stream.
 
-    For a wildcard topic only live events are delivered and `requested` is ignored.
+    For a wildcard topic only live events are delivered and `requested` is ignored. The live
+    mailbox holds at most `capacity` events and `queue_bytes` payload bytes.
     """
-    async with hub.subscribe(topic, capacity) as mailbox:
+    async with hub.subscribe(topic, Mailbox(capacity, queue_bytes)) as mailbox:
         if is_wildcard:
-            yield ChannelStream(engine, None, mailbox, 0, page_size, None)
+            yield ChannelStream(engine, None, mailbox, 0, page_size, page_bytes, None)
             return
         key = ChannelKey(topic.tenant, topic.pattern)
         decision = recover(requested, await engine.window(key))
@@ -133,4 +143,6 @@ async def open_stream(
             after, gap = decision.resume_after, decision
         else:
             after, gap = decision.after, None
-        yield ChannelStream(engine, key, mailbox, after, page_size, gap, on_history_read)
+        yield ChannelStream(
+            engine, key, mailbox, after, page_size, page_bytes, gap, on_history_read
+        )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass, field
@@ -21,15 +20,23 @@ from app.access import Principal
 from app.admission import Admission, jittered
 from app.bayeux import codec
 from app.bayeux.codec import Message
+from app.bayeux.collect import (
+    ReplyBatch,
+    Sweep,
+    collect,
+    read_targets,
+    wildcard_after,
+    wildcards,
+)
 from app.catalog import Tenant
-from app.channels import ChannelPattern, is_meta, is_service, parse_pattern, subscribable_pattern
+from app.channels import is_meta, is_service, parse_pattern, subscribable_pattern
 from app.clock import Clock
-from app.delivery import Delivery
+from app.delivery import DeliveryCache
 from app.engine import Engine
 from app.errors import InvalidChannel, Overloaded, UnknownChannel
 from app.hub import Hub, Mailbox, SubscriberOverflow
 from app.metrics import Metrics
-from app.model import ChannelKey, Event, Topic
+from app.model import ChannelKey, Topic
 from app.race import first_completed
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
 from app.sessions import SessionChange, SessionRecord
@@ -39,7 +46,7 @@ __all__ = ["BayeuxServer", "Credentials", "new_client_id"]
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _EVENT_UUID_SINCE = (52, 0)
-_ENCODED_CACHE = 10_000
+_ENCODED_CACHE = 10_000  # deliveries; REPLAYBUS_BAYEUX_CACHE_SIZE bounds their bytes
 
 
 def new_client_id() -> str:
@@ -93,37 +100,6 @@ class _Hold:
     generation: int
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str | None = None  # "superseded" | "disconnected" | "resubscribed"
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Events gathered for one connect reply, within the reply caps."""
-
-    max_events: int
-    max_bytes: int
-    with_uuid: bool
-    items: list[bytes] = field(default_factory=list)
-    size: int = 0
-    reached: dict[str, int] = field(default_factory=dict)
-    gaps: list[dict[str, Any]] = field(default_factory=list)
-    newest_created_us: int = 0
-
-    @property
-    def room(self) -> int:
-        return 0 if self.size >= self.max_bytes else self.max_events - len(self.items)
-
-    def add(self, delivery: Delivery) -> bool:
-        if self.room <= 0:
-            return False
-        encoded = delivery.bayeux_message(with_uuid=self.with_uuid)
-        if self.items and self.size + len(encoded) > self.max_bytes:
-            self.size = self.max_bytes
-            return False
-        self.items.append(encoded)
-        self.size += len(encoded)
-        self.reached[delivery.event.key.name] = delivery.replay_id
-        self.newest_created_us = max(self.newest_created_us, delivery.event.created_us)
-        return True
 
 
 def _ext(message: Message) -> Mapping[str, Any]:
@@ -206,10 +182,12 @@ class BayeuxServer:
         self._max_bytes = settings.bayeux_max_reply_size
         self._max_clients = settings.bayeux_max_clients
         self._max_subscriptions = settings.bayeux_max_subscriptions
+        self._max_reads = settings.bayeux_max_channel_reads
         self._capacity = settings.subscriber_queue_size
+        self._queue_bytes = settings.subscriber_queue_bytes
         self._holds: dict[str, _Hold] = {}
         self._signals: AbstractAsyncContextManager[None] | None = None
-        self._deliveries: OrderedDict[tuple[ChannelKey, int], Delivery] = OrderedDict()
+        self._deliveries = DeliveryCache(_ENCODED_CACHE, settings.bayeux_cache_size)
 
     @property
     def held_connects(self) -> int:
@@ -384,14 +362,15 @@ class BayeuxServer:
         # Any older connect of this client, on any node, ends now without delivering.
         self._signal_local(client_id, f"connect {updated.generation}")
         await self._engine.session_signal(client_id, f"connect {updated.generation}")
-        batch = _Batch(self._max_events, self._max_bytes, context.with_uuid)
+        batch = ReplyBatch(self._max_events, self._max_bytes, context.with_uuid)
         ending: str | None = None
         if hold:
-            ending = await self._hold(updated, batch, context.client_gone)
+            ending, resume_at = await self._hold(updated, batch, context.client_gone)
             if ending == "gone":
                 return []  # nobody to answer; positions stay where they were
         else:
-            await self._collect(updated, batch, await self._targets(updated))
+            targets = await read_targets(self._engine, updated)
+            resume_at = (await self._collect(updated, batch, targets)).resume_at
         reply = _reply(message, successful=True)
         if not updated.connected or ending == "draining":
             reply["advice"] = self._advice(spread=ending == "draining")
@@ -402,10 +381,13 @@ class BayeuxServer:
         if batch.gaps:
             ext["replaybus"] = {"gaps": batch.gaps}
         generation = updated.generation
-        if updated.ack:
-            change = SessionChange(connected=True, stage=batch.reached, if_generation=generation)
-        else:
-            change = SessionChange(connected=True, advance=batch.reached, if_generation=generation)
+        change = SessionChange(
+            connected=True,
+            stage=batch.reached if updated.ack else None,
+            advance={} if updated.ack else batch.reached,
+            sweep=resume_at,
+            if_generation=generation,
+        )
         final = await self._engine.session_update(client_id, change, self._window_us)
         if final is None:
             advice = {"reconnect": "handshake", "interval": 0}
@@ -424,131 +406,80 @@ class BayeuxServer:
             self._metrics.gaps.labels("bayeux").inc(len(batch.gaps))
         return [*batch.items, reply]
 
-    async def _targets(self, session: SessionRecord) -> dict[str, int]:
-        """Each concrete channel to read, with the ReplayId to read after."""
-        targets = {
-            name: session.positions.get(name, 0)
-            for name in session.subscriptions
-            if not parse_pattern(name).is_wildcard
-        }
-        wildcards = self._wildcards(session)
-        if wildcards:
-            for channel in await self._engine.channel_names(session.tenant):
-                if channel not in targets:
-                    after = self._wildcard_after(session, wildcards, channel)
-                    if after is not None:
-                        targets[channel] = after
-        return targets
-
-    @staticmethod
-    def _wildcards(session: SessionRecord) -> list[tuple[ChannelPattern, int]]:
-        patterns = ((parse_pattern(name), since) for name, since in session.subscriptions.items())
-        return [(pattern, since) for pattern, since in patterns if pattern.is_wildcard]
-
-    @staticmethod
-    def _wildcard_after(
-        session: SessionRecord, wildcards: list[tuple[ChannelPattern, int]], channel: str
-    ) -> int | None:
-        """A channel reached only through patterns starts at its first pattern's subscription
-        time: ReplayIds are at least their publish time in µs, so that selects exactly the
-        events published after the subscription."""
-        starts = [since for pattern, since in wildcards if pattern.matches(channel)]
-        if not starts:
-            return None
-        return session.positions.get(channel, min(starts) - 1)
-
-    def _delivery(self, event: Event) -> Delivery:
-        """One Delivery per event per node, so each event is encoded once however many
-        sessions read it."""
-        cache_key = (event.key, event.replay_id)
-        delivery = self._deliveries.get(cache_key)
-        if delivery is None:
-            delivery = self._deliveries[cache_key] = Delivery(event)
-            if len(self._deliveries) > _ENCODED_CACHE:
-                self._deliveries.popitem(last=False)
-        return delivery
-
     async def _collect(
-        self, session: SessionRecord, batch: _Batch, targets: dict[str, int]
-    ) -> None:
-        """Read each target channel after its position until the reply is full. The first
-        channel read rotates, so one busy channel cannot starve the others of reply room."""
-        order = list(targets.items())
-        if len(order) > 1:
-            start = secrets.randbelow(len(order))
-            order = order[start:] + order[:start]
-        for channel, after in order:
-            if batch.room <= 0:
-                return
-            page = await self._engine.read(ChannelKey(session.tenant, channel), after, batch.room)
-            self._metrics.replay_reads.labels("bayeux").inc()
-            if after < page.window.low_water:
-                batch.gaps.append(
-                    {
-                        "channel": channel,
-                        "requested": after,
-                        "earliest": page.window.earliest,
-                        "latest": page.window.latest,
-                    }
-                )
-                batch.reached[channel] = page.window.low_water
-            for event in page.events:
-                if not batch.add(self._delivery(event)):
-                    return
+        self, session: SessionRecord, batch: ReplyBatch, targets: dict[str, int]
+    ) -> Sweep:
+        return await collect(
+            self._engine,
+            self._deliveries,
+            session,
+            batch,
+            targets,
+            self._max_reads,
+            self._metrics.replay_reads.labels("bayeux").inc,
+        )
 
     async def _hold(
         self,
         session: SessionRecord,
-        batch: _Batch,
+        batch: ReplyBatch,
         client_gone: Callable[[], Awaitable[None]] | None,
-    ) -> str | None:
+    ) -> tuple[str | None, str | None]:
         """Listen on every subscription, then read; if nothing is there, wait for the first
-        live event, the timeout, a newer connect, a subscribe, a disconnect or a drain."""
+        live event, the timeout, a newer connect, a subscribe, a disconnect or a drain.
+        Returns why the hold ended early (None: it did not) and where the next connect's
+        reads start (None: where they did).
+
+        A session following more channels than one connect reads does not wait until its
+        reads have come round to the last channel: it answers at once and the next connect
+        reads on. Live events on a channel this connect did not read end the wait without
+        being delivered: the next connect reads them from the store, with anything
+        published on that channel before them."""
         hold = _Hold(session.generation)
         self._holds[session.client_id] = hold
         self._metrics.held_connects.inc()
         try:
             async with AsyncExitStack() as listening:
-                mailbox = Mailbox(self._capacity)
+                mailbox = Mailbox(self._capacity, self._queue_bytes)
                 for name in session.subscriptions:
                     topic = Topic(session.tenant, name)
-                    await listening.enter_async_context(
-                        self._hub.subscribe(topic, self._capacity, mailbox)
-                    )
+                    await listening.enter_async_context(self._hub.subscribe(topic, mailbox))
                 # A signal sent before this hold was registered is lost: look again now.
                 current = await self._engine.session_get(session.client_id)
                 if current is None:
-                    return self._abandon(batch, "disconnected")
+                    return self._abandon(batch, "disconnected"), None
                 if current.generation != session.generation:
-                    return self._abandon(batch, "superseded")
+                    return self._abandon(batch, "superseded"), None
                 if current.subscriptions != session.subscriptions:
-                    return self._abandon(batch, "resubscribed")
-                targets = await self._targets(session)
-                await self._collect(session, batch, targets)
+                    return self._abandon(batch, "resubscribed"), None
+                targets = await read_targets(self._engine, session)
+                sweep = await self._collect(session, batch, targets)
                 if hold.reason is not None:
-                    return self._abandon(batch, hold.reason)
-                if batch.items or batch.gaps:
-                    return None
+                    return self._abandon(batch, hold.reason), None
+                if batch.items or batch.gaps or not sweep.turned:
+                    return None, sweep.resume_at
                 ending = await self._wait(hold, mailbox, client_gone)
                 if ending is not None:
-                    return self._abandon(batch, ending)
+                    return self._abandon(batch, ending), None
                 try:
                     deliveries = await mailbox.take(0)
                 except SubscriberOverflow:
-                    await self._collect(session, batch, await self._targets(session))
-                    return None
-                wildcards = self._wildcards(session)
+                    targets = await read_targets(self._engine, session)
+                    return None, (await self._collect(session, batch, targets)).resume_at
+                patterns = wildcards(session)
                 for delivery in deliveries:
                     channel = delivery.event.key.name
+                    if channel in targets and channel not in sweep.read:
+                        continue
                     after = targets.get(channel)
                     if after is None:
-                        after = self._wildcard_after(session, wildcards, channel)
+                        after = wildcard_after(session, patterns, channel)
                     if after is None or delivery.replay_id <= after:
                         continue
                     if not batch.add(delivery):
                         break
                     targets[channel] = delivery.replay_id
-                return None
+                return None, sweep.resume_at
         finally:
             self._metrics.held_connects.dec()
             if self._holds.get(session.client_id) is hold:
@@ -578,11 +509,9 @@ class BayeuxServer:
         return "draining" if winner == 2 else None
 
     @staticmethod
-    def _abandon(batch: _Batch, reason: str) -> str:
+    def _abandon(batch: ReplyBatch, reason: str) -> str:
         """Empty a batch whose connect will not deliver it (its events stay in the store)."""
-        batch.items.clear()
-        batch.reached.clear()
-        batch.gaps.clear()
+        batch.clear()
         return reason
 
     # -- subscriptions -----------------------------------------------------------------------

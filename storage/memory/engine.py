@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 
 from app.channels import ChannelPattern, parse_pattern
 from app.clock import Clock
-from app.engine import TRIM_STEP, LiveCallback
+from app.engine import TRIM_STEP, LiveCallback, MissedCallback
 from app.model import (
     ChannelKey,
     Event,
@@ -70,9 +71,18 @@ class _Channel:
                 return
             self.evict_oldest()
 
-    def after(self, replay_id: int, limit: int) -> tuple[Event, ...]:
+    def after(self, replay_id: int, limit: int, max_bytes: int | None) -> tuple[Event, ...]:
         start = bisect.bisect_right(self.events, replay_id, lo=self.head, key=_replay_id)
-        return tuple(self.events[start : start + limit])
+        if max_bytes is None:
+            return tuple(self.events[start : start + limit])
+        page: list[Event] = []
+        used = 0
+        for event in itertools.islice(self.events, start, start + limit):
+            if page and used + event.size > max_bytes:
+                break
+            page.append(event)
+            used += event.size
+        return tuple(page)
 
     def window(self) -> Window:
         earliest = self.events[self.head].replay_id if self.count else None
@@ -198,18 +208,23 @@ class MemoryEngine:
             self._announce(event)
         return results
 
-    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
+    async def read(
+        self, key: ChannelKey, after: int, limit: int, max_bytes: int | None = None
+    ) -> HistoryPage:
         channel = self._current(key)
         if channel is None:
             return HistoryPage((), Window.empty())
-        return HistoryPage(channel.after(after, limit), channel.window())
+        return HistoryPage(channel.after(after, limit, max_bytes), channel.window())
 
     async def window(self, key: ChannelKey) -> Window:
         channel = self._current(key)
         return channel.window() if channel else Window.empty()
 
     @asynccontextmanager
-    async def listen(self, topic: Topic, deliver: LiveCallback) -> AsyncIterator[None]:
+    async def listen(
+        self, topic: Topic, deliver: LiveCallback, missed: MissedCallback
+    ) -> AsyncIterator[None]:
+        """`missed` is never called: delivery here cannot be interrupted."""
         pattern = parse_pattern(topic.pattern)
         if pattern.is_wildcard:
             by_topic = self._listeners.patterns.setdefault(topic.tenant, {})

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 
 from app.channels import parse_pattern
 from app.clock import Clock
-from app.engine import LiveCallback
+from app.engine import LiveCallback, MissedCallback
 from app.errors import EngineUnavailable
 from app.model import (
     ChannelKey,
@@ -94,6 +94,7 @@ _ROUND_BYTES = 1 << 20
 _UNLIMITED = 2**62
 _KNOWN_CHANNELS = 100_000  # channels whose index entry this process has written
 _SCAN_COUNT = 1000  # keys Redis looks at per SCAN call while dropping a tenant
+_CATCH_UP_PAGE = 1000  # events per read when catching up after a reconnect
 
 
 class RedisEngine:
@@ -112,11 +113,18 @@ class RedisEngine:
         command_timeout: float = 5.0,
         pool_timeout: float = 5.0,
         health_check_interval: float = 5.0,
+        catch_up_events: int = 5000,
+        catch_up_bytes: int = 16 * 1024 * 1024,
     ) -> None:
         """Every call is bounded: `connect_timeout` to open a connection, `command_timeout` for
         an answer, `pool_timeout` waiting for a free connection (standalone); the live feed
         pings every `health_check_interval` and reconnects when one goes unanswered for
-        `command_timeout` more. Beyond a bound, the call raises EngineUnavailable."""
+        `command_timeout` more. Beyond a bound, the call raises EngineUnavailable.
+        `catch_up_events` and `catch_up_bytes` bound the re-read of each channel after the
+        live connection came back: past them its listeners are told they missed events (a
+        listener's own buffer would overflow on that much anyway)."""
+        self._catch_up_events = catch_up_events
+        self._catch_up_bytes = catch_up_bytes
         self._url = url
         self._cluster = cluster
         self._max_connections = max_connections
@@ -234,7 +242,7 @@ class RedisEngine:
                 draft.schema or "",
                 draft.idempotency_key or "",
             ]
-        arguments.append("sharded" if self._cluster else "classic")
+        arguments += ["sharded" if self._cluster else "classic", keys.live_tenant(key.tenant)]
 
         async def run() -> list[bytes]:
             indexed = key in self._known_channels
@@ -261,9 +269,12 @@ class RedisEngine:
             published.append(Published(int(replay), uuid, int(created), duplicate == "1"))
         return published
 
-    async def read(self, key: ChannelKey, after: int, limit: int) -> HistoryPage:
+    async def read(
+        self, key: ChannelKey, after: int, limit: int, max_bytes: int | None = None
+    ) -> HistoryPage:
         async def run() -> list[Any]:
-            arguments = ["read", self._now(), after, limit]
+            budget = "" if max_bytes is None else max_bytes
+            arguments = ["read", self._now(), after, limit, budget]
             result: list[Any] = await self._script(keys=keys.channel_keys(key), args=arguments)
             return result
 
@@ -274,39 +285,48 @@ class RedisEngine:
         return (await self.read(key, 0, 0)).window
 
     @asynccontextmanager
-    async def listen(self, topic: Topic, deliver: LiveCallback) -> AsyncIterator[None]:
+    async def listen(
+        self, topic: Topic, deliver: LiveCallback, missed: MissedCallback
+    ) -> AsyncIterator[None]:
         assert self._live is not None
         pattern = parse_pattern(topic.pattern)
         if pattern.is_wildcard:
-            source = keys.live_pattern(topic.tenant, topic.pattern)
+            source = keys.live_tenant(topic.tenant)
 
             def matching(event: Event) -> None:
                 if event.key.tenant == topic.tenant and pattern.matches(event.key.name):
                     deliver(event)
 
-            async with self._live.listen(source, matching, is_pattern=True):
+            async with self._live.listen(source, matching, missed, is_tenant=True):
                 yield
         else:
             source = keys.live_channel(ChannelKey(topic.tenant, topic.pattern))
-            async with self._live.listen(source, deliver, is_pattern=False):
+            async with self._live.listen(source, deliver, missed, is_tenant=False):
                 yield
 
     async def _top(self, channel: str) -> int:
         key = keys.channel_from_live(channel)
         return 0 if key is None else (await self.window(key)).latest
 
-    async def _missed(self, channel: str, after: int) -> list[Event]:
-        """Events a listener may have missed while the live connection was down."""
+    async def _missed(self, channel: str, after: int) -> tuple[list[Event], bool]:
+        """Events a listener may have missed while the live connection was down, up to the
+        catch-up bounds, and whether that was all of them."""
         key = keys.channel_from_live(channel)
         if key is None:
-            return []
+            return [], True
         events: list[Event] = []
-        while True:
-            page = await self.read(key, after, 1000)
+        size = 0
+        while len(events) < self._catch_up_events and size < self._catch_up_bytes:
+            limit = min(_CATCH_UP_PAGE, self._catch_up_events - len(events))
+            page = await self.read(key, after, limit, self._catch_up_bytes - size)
+            if not page.events:
+                return events, True
             events.extend(page.events)
-            if len(page.events) < 1000:
-                return events
+            size += sum(event.size for event in page.events)
             after = page.events[-1].replay_id
+            if after >= page.window.latest:
+                return events, True
+        return events, False
 
     async def channel_names(self, tenant: str) -> list[str]:
         async def run() -> set[bytes]:
@@ -539,6 +559,7 @@ def _encode_session(record: SessionRecord, expires_us: int) -> bytes:
             "subscriptions": dict(record.subscriptions),
             "positions": dict(record.positions),
             "pending": {str(n): dict(p) for n, p in record.pending.items()},
+            "sweep": record.sweep,
             "expires": expires_us,
         }
     )
@@ -557,5 +578,6 @@ def _decode_session(raw: bytes) -> tuple[SessionRecord, int]:
         subscriptions=data["subscriptions"],
         positions=data["positions"],
         pending={int(n): p for n, p in data["pending"].items()},
+        sweep=data.get("sweep", ""),
     )
     return record, int(data["expires"])

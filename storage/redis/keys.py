@@ -15,7 +15,7 @@ __all__ = [
     "channel_keys",
     "channels_of",
     "live_channel",
-    "live_pattern",
+    "live_tenant",
     "rate_of",
     "session_key",
     "sessions_of",
@@ -44,11 +44,10 @@ def live_channel(key: ChannelKey) -> str:
     return PREFIX + _tag(key.tenant, key.name) + ":live"
 
 
-def live_pattern(tenant: str, pattern: str) -> str:
-    """A glob over `live_channel`s for a channel pattern ending in `*` or `**`. Globs also match
-    across `/`, so listeners filter matches by the channel grammar."""
-    prefix = pattern.rstrip("*")
-    return PREFIX + "{" + tenant + ":" + prefix + "*" + _LIVE_SUFFIX
+def live_tenant(tenant: str) -> str:
+    """The pub/sub channel announcing every newly stored event of a tenant, each prefixed by
+    its `live_channel` (wildcard listeners match channel names themselves)."""
+    return PREFIX + "{" + tenant + "}:announce"
 
 
 def channel_from_live(channel: str) -> ChannelKey | None:

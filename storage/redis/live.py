@@ -6,7 +6,14 @@ before is in the stream for the caller to read.
 
 If the connection drops, the feed reconnects with backoff and subscribes again; when Redis
 confirms each channel again, the feed reads from the stream what was published after the last
-event it delivered, so listeners miss nothing (the ReplayId order per channel is kept).
+event it delivered, so listeners miss nothing (the ReplayId order per channel is kept). That
+re-read is bounded (`on_resume` says whether it got everything); past the bound, and for tenant
+feeds, which have no stream to re-read, listeners are told they missed events instead.
+
+Wildcard listeners follow their tenant's one announcement channel (every publish of the tenant
+is announced there too) and match channel names here, so a wildcard subscription costs nothing
+to other tenants' publishes, unlike a Redis pattern subscription, which every publish of every
+tenant is checked against.
 
 A connection that goes silent without dropping (a paused Redis, a half-open network) would
 never fail a read: reads wait a second at a time, so an idle subscription is not mistaken for a
@@ -38,9 +45,11 @@ __all__ = ["LiveFeed"]
 log = logging.getLogger("replaybus.redis.live")
 _CONTROL = keys.PREFIX + "control"
 Deliver = Callable[[Event], None]
-Resume = Callable[[str, int], Awaitable[list[Event]]]
+Missed = Callable[[], None]
+#: Events of a live channel after a ReplayId, and whether that was all of them.
+Resume = Callable[[str, int], Awaitable[tuple[list[Event], bool]]]
 Top = Callable[[str], Awaitable[int]]
-_CONFIRMATIONS = ("subscribe", "ssubscribe", "psubscribe")
+_CONFIRMATIONS = ("subscribe", "ssubscribe")
 _PING = "replaybus-liveness"
 _READ_S = 1.0  # one blocking read's wait; between reads the feed checks liveness
 
@@ -67,6 +76,14 @@ class _Liveness:
         """Seconds of silence, if that is beyond a ping's interval and patience."""
         silence = time.monotonic() - self._heard
         return silence if silence > self._ping_interval + self._patience else None
+
+
+class _Listener:
+    __slots__ = ("deliver", "missed")
+
+    def __init__(self, deliver: Deliver, missed: Missed) -> None:
+        self.deliver = deliver
+        self.missed = missed
 
 
 def decode_announcement(channel: str, data: bytes) -> Event | None:
@@ -107,10 +124,10 @@ class LiveFeed:
         self._baseline: dict[str, int] = {}
         self._pubsub: Any = None
         self._shards: Any = None  # sharded pub/sub for channels, on Redis Cluster
-        self._channels: dict[str, list[Deliver]] = {}
-        self._patterns: dict[str, list[Deliver]] = {}
+        self._channels: dict[str, list[_Listener]] = {}
+        self._tenants: dict[str, list[_Listener]] = {}  # tenant announcement channels
         self._last: dict[str, int] = {}
-        # Per followed channel or pattern: done once Redis has confirmed the subscription.
+        # Per followed channel: done once Redis has confirmed the subscription.
         self._active: dict[str, asyncio.Future[None]] = {}
         self._reader: asyncio.Task[None] | None = None
         # Redis Cluster: one reader per node holding sharded subscriptions, so a quiet node
@@ -143,16 +160,18 @@ class LiveFeed:
 
     @asynccontextmanager
     async def listen(
-        self, source: str, deliver: Deliver, *, is_pattern: bool
+        self, source: str, deliver: Deliver, missed: Missed, *, is_tenant: bool
     ) -> AsyncIterator[None]:
-        registry = self._patterns if is_pattern else self._channels
+        """Follow a channel's live announcements, or (`is_tenant`) a tenant's announcement
+        channel, which carries every event of the tenant; tenant channels use classic pub/sub
+        even on a cluster, since publishes from every slot announce there."""
+        registry = self._tenants if is_tenant else self._channels
+        listener = _Listener(deliver, missed)
         async with self._lock:
             if source not in registry:
                 self._active[source] = asyncio.get_running_loop().create_future()
                 try:
-                    if is_pattern:
-                        await self._pubsub.psubscribe(source)
-                    elif self._sharded:
+                    if self._sharded and not is_tenant:
                         await self._shards.ssubscribe(source)
                         self._start_shard_readers()
                     else:
@@ -170,7 +189,7 @@ class LiveFeed:
                     del self._active[source]
                     raise
                 registry[source] = []
-            registry[source].append(deliver)
+            registry[source].append(listener)
             active = self._active[source]
         try:
             try:
@@ -181,25 +200,27 @@ class LiveFeed:
                 ) from None
             yield
         finally:
-            await asyncio.shield(self._release(registry, source, deliver, is_pattern))
+            await asyncio.shield(self._release(registry, source, listener, is_tenant))
 
     async def _release(
-        self, registry: dict[str, list[Deliver]], source: str, deliver: Deliver, is_pattern: bool
+        self,
+        registry: dict[str, list[_Listener]],
+        source: str,
+        listener: _Listener,
+        is_tenant: bool,
     ) -> None:
         async with self._lock:
-            callbacks = registry.get(source, [])
-            if deliver in callbacks:
-                callbacks.remove(deliver)
-            if callbacks or source not in registry:
+            listeners = registry.get(source, [])
+            if listener in listeners:
+                listeners.remove(listener)
+            if listeners or source not in registry:
                 return
             del registry[source]
             self._active.pop(source, None)
             self._last.pop(source, None)
             self._baseline.pop(source, None)
             try:
-                if is_pattern:
-                    await self._pubsub.punsubscribe(source)
-                elif self._sharded:
+                if self._sharded and not is_tenant:
                     await self._shards.sunsubscribe(source)
                 else:
                     await self._pubsub.unsubscribe(source)
@@ -207,13 +228,18 @@ class LiveFeed:
                 self.healthy = False
                 log.warning("live feed could not unsubscribe: %s", describe(error))
 
-    def _dispatch(self, channel: str, event: Event, callbacks: list[Deliver]) -> None:
+    def _dispatch(self, channel: str, event: Event, listeners: list[_Listener]) -> None:
         last = self._last.get(channel, 0)
         if event.replay_id <= last:
             return  # already delivered (a re-read after a reconnect overlapped live)
         self._last[channel] = event.replay_id
-        for deliver in list(callbacks):
-            deliver(event)
+        for listener in list(listeners):
+            listener.deliver(event)
+
+    @staticmethod
+    def _lost(listeners: list[_Listener]) -> None:
+        for listener in list(listeners):
+            listener.missed()
 
     async def signal(self, client_id: str, signal: str) -> None:
         """Broadcast a session signal to every node (over the control channel)."""
@@ -234,14 +260,17 @@ class LiveFeed:
             for notify in list(self._signal_listeners):
                 notify(client_id, signal)
             return
-        event = decode_announcement(channel, message["data"])
-        if event is None:
+        tenant_listeners = self._tenants.get(channel)
+        if tenant_listeners is not None:
+            # The channel's own live channel name first, then its usual announcement.
+            live, _, data = message["data"].partition(b"\x1f")
+            event = decode_announcement(live.decode(), data)
+            if event is not None:
+                for listener in list(tenant_listeners):
+                    listener.deliver(event)
             return
-        if message["type"] == "pmessage":
-            callbacks = self._patterns.get(message["pattern"].decode(), [])
-            for deliver in list(callbacks):
-                deliver(event)
-        else:
+        event = decode_announcement(channel, message["data"])
+        if event is not None:
             self._dispatch(channel, event, self._channels.get(channel, []))
 
     async def _read_forever(self) -> None:
@@ -327,30 +356,33 @@ class LiveFeed:
     async def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         kind = kind.decode() if isinstance(kind, bytes) else kind
-        if kind in ("message", "pmessage", "smessage"):
+        if kind in ("message", "smessage"):
             self._on_message(message)
         elif kind in _CONFIRMATIONS:
             try:
-                await self._on_confirmed(
-                    message["channel"].decode(), is_pattern=kind == "psubscribe"
-                )
+                await self._on_confirmed(message["channel"].decode())
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # the stream read failed: reconnect, confirm again
                 self.healthy = False
                 log.warning("live feed could not catch up from the stream: %s", describe(error))
 
-    async def _on_confirmed(self, source: str, *, is_pattern: bool) -> None:
+    async def _on_confirmed(self, source: str) -> None:
         """Redis has confirmed a subscription. This runs on the reader, before any message
         that follows the confirmation is read, so a stream read here and the live messages
         after it leave no hole: a first subscription records the top (where a re-read would
         start if nothing arrives live before a lost connection) and hands the listener back; a
-        renewed one (after a reconnect) delivers what was stored while it was gone."""
+        renewed one (after a reconnect) delivers what was stored while it was gone, or tells
+        its listeners they missed events when that is more than the re-read's bound (or, for a
+        tenant channel, anything: there is no one stream to re-read)."""
         active = self._active.get(source)
         if active is None:
             return  # the control channel, or a subscription released meanwhile
-        if is_pattern:
-            if not active.done():
+        tenant_listeners = self._tenants.get(source)
+        if tenant_listeners is not None:
+            if active.done():
+                self._lost(tenant_listeners)
+            else:
                 active.set_result(None)
             return
         if not active.done():
@@ -358,12 +390,15 @@ class LiveFeed:
             if not active.done():
                 active.set_result(None)
             return
-        callbacks = self._channels.get(source)
-        if callbacks is None:
+        listeners = self._channels.get(source)
+        if listeners is None:
             return
         after = max(self._last.get(source, 0), self._baseline.get(source, 0))
-        for event in await self._resume(source, after):
-            self._dispatch(source, event, callbacks)
+        events, complete = await self._resume(source, after)
+        for event in events:
+            self._dispatch(source, event, listeners)
+        if not complete:
+            self._lost(listeners)
 
     async def _read_one(self, read: Callable[[], Awaitable[Any]]) -> Any:
         """One message, or None; any failure (driver, socket or state) marks the feed
@@ -389,7 +424,8 @@ class LiveFeed:
             with contextlib.suppress(RedisError, OSError):
                 await self._pubsub.aclose()
             self._pubsub = self._client.pubsub()
-            await self._pubsub.subscribe(_CONTROL, *([] if self._sharded else self._channels))
+            classic = [*([] if self._sharded else self._channels), *self._tenants]
+            await self._pubsub.subscribe(_CONTROL, *classic)
             if self._sharded:
                 with contextlib.suppress(RedisError, OSError):
                     await self._shards.aclose()
@@ -397,7 +433,5 @@ class LiveFeed:
                 if self._channels:
                     await self._shards.ssubscribe(*self._channels)
                     self._start_shard_readers()
-            if self._patterns:
-                await self._pubsub.psubscribe(*self._patterns)
             self.healthy = True
         log.warning("live feed reconnected; each channel catches up once Redis confirms it")

@@ -25,6 +25,7 @@ __all__ = [
     "connect_reply",
     "event_ids",
     "events",
+    "hold",
     "wait_until",
     "within",
 ]
@@ -216,3 +217,16 @@ class Publisher:
     async def one(self, channel: str, **payload: Any) -> int:
         [published] = await self(channel, payload or {"n": 0})
         return published.replay_id
+
+
+async def hold(
+    client: BayeuxClient, background: Background, **kwargs: Any
+) -> asyncio.Task[list[Message]]:
+    """Send a connect that the server holds, and return once it is held."""
+    before = client.server.held_connects
+    task = background.start(client.connect(**kwargs))
+    await wait_until(
+        lambda: client.server.held_connects == before + 1 or task.done(), "the connect is held"
+    )
+    assert not task.done(), f"the connect was answered at once: {task.result()}"
+    return task

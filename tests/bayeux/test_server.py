@@ -33,6 +33,7 @@ from tests.bayeux._support import (
     connect_reply,
     event_ids,
     events,
+    hold,
     wait_until,
     within,
 )
@@ -61,19 +62,6 @@ async def publish_retaining(
     retention = Retention(max_age_us=KEEP_ALL.max_age_us, max_count=max_count)
     published = await engine.publish(ChannelKey(TENANT, channel), drafts, retention)
     return [p.replay_id for p in published]
-
-
-async def hold(
-    client: BayeuxClient, background: Background, **kwargs: Any
-) -> asyncio.Task[list[dict[str, Any]]]:
-    """Send a connect that the server holds, and return once it is held."""
-    before = client.server.held_connects
-    task = background.start(client.connect(**kwargs))
-    await wait_until(
-        lambda: client.server.held_connects == before + 1 or task.done(), "the connect is held"
-    )
-    assert not task.done(), f"the connect was answered at once: {task.result()}"
-    return task
 
 
 # --- line 4: channel on every element, id echoed with its type ------------------------------

@@ -196,3 +196,39 @@ def test_connected_changes_only_when_given(before: bool, change: bool | None, af
     record = apply_change(BASE, SessionChange(connected=before))
 
     assert apply_change(record, SessionChange(connected=change)).connected is after
+
+
+def test_unsubscribe_drops_positions_no_subscription_covers_any_more() -> None:
+    record = replace(
+        BASE,
+        subscriptions={"/event/*": 1, "/event/**": 1, A: 1},
+        positions={A: 50, B: 70, "/event/deep/C__e": 80},
+        pending={3: {A: 60, B: 75, "/event/deep/C__e": 85}},
+    )
+
+    narrower = apply_change(record, SessionChange(unsubscribe=("/event/**",)))
+    assert narrower.positions == {A: 50, B: 70}
+    assert narrower.pending == {3: {A: 60, B: 75}}
+
+    only_a = apply_change(narrower, SessionChange(unsubscribe=("/event/*",)))
+    assert only_a.positions == {A: 50}
+    assert only_a.pending == {3: {A: 60}}
+
+    nothing = apply_change(only_a, SessionChange(unsubscribe=(A,)))
+    assert (nothing.positions, nothing.subscriptions) == ({}, {})
+    # A later commit of the old batch brings nothing back.
+    assert apply_change(nothing, SessionChange(commit_through=3)).positions == {}
+
+
+def test_unsubscribing_one_of_two_covering_patterns_keeps_the_positions() -> None:
+    record = replace(BASE, subscriptions={"/event/*": 1, "/event/B__e": 1}, positions={B: 70})
+
+    updated = apply_change(record, SessionChange(unsubscribe=("/event/*",)))
+
+    assert updated.positions == {B: 70}
+
+
+def test_unsubscribing_nothing_subscribed_leaves_positions_alone() -> None:
+    updated = apply_change(BASE, SessionChange(unsubscribe=("/event/None__e",)))
+
+    assert updated.positions == BASE.positions

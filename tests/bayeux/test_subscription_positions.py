@@ -6,6 +6,7 @@ from __future__ import annotations
 from app.access import Principal
 from app.bayeux import codec
 from app.bayeux.server import Credentials
+from storage.memory import MemoryEngine
 from tests.bayeux._support import (
     BayeuxClient,
     Publisher,
@@ -141,3 +142,27 @@ async def test_odd_replay_and_ack_values_are_refused_not_crashed(
     assert [reply["successful"] for reply in replies] == [False] * 4
     assert replies[3]["error"].startswith("400::The replayId {null} you provided was invalid.")
     assert connect_reply([connected])["successful"] is True
+
+
+async def test_unsubscribing_forgets_the_positions_of_uncovered_channels(
+    make_server: ServerFactory,
+    make_client: ClientFactory,
+    publish: Publisher,
+    engine: MemoryEngine,
+) -> None:
+    client = make_client(make_server())
+    await client.start("/event/*", X)
+    await publish.one(X)
+    await publish.one(Y)
+    assert len(event_ids(await within(client.poll()))) == 2
+    assert client.client_id is not None
+
+    await client.unsubscribe("/event/*")
+    session = await engine.session_get(client.client_id)
+    assert session is not None
+    assert set(session.positions) == {X}
+
+    await client.unsubscribe(X)
+    session = await engine.session_get(client.client_id)
+    assert session is not None
+    assert dict(session.positions) == {}

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from app.delivery import Delivery
-from app.engine import Engine, LiveCallback
+from app.engine import Engine, LiveCallback, MissedCallback
 from app.hub import Mailbox
 from app.model import (
     ChannelKey,
@@ -89,11 +89,27 @@ class Recorder:
 
     def __init__(self) -> None:
         self.events: list[Event] = []
+        self.missed_count = 0
         self._changed = asyncio.Event()
 
     def __call__(self, event: Event) -> None:
         self.events.append(event)
         self._changed.set()
+
+    def missed(self) -> None:
+        """The `missed` callback: counts how often the engine said events were lost."""
+        self.missed_count += 1
+        self._changed.set()
+
+    async def wait_for_missed(self) -> None:
+        """Until the engine has said at least once that events were missed."""
+        try:
+            async with asyncio.timeout(WAIT_S):
+                while self.missed_count == 0:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"never told of missed events; got {self.ids}") from None
 
     @property
     def ids(self) -> list[int]:
@@ -161,8 +177,10 @@ class ListenCounter:
         self.active = 0
 
     @asynccontextmanager
-    async def listen(self, topic: Topic, deliver: LiveCallback) -> AsyncIterator[None]:
-        async with self._engine.listen(topic, deliver):
+    async def listen(
+        self, topic: Topic, deliver: LiveCallback, missed: MissedCallback
+    ) -> AsyncIterator[None]:
+        async with self._engine.listen(topic, deliver, missed):
             self.opened += 1
             self.active += 1
             try:

@@ -84,6 +84,7 @@ _FULL_SETTINGS = TenantSettings(
     publish_rate=12.5,
     publish_burst=40,
     max_subscribers=7,
+    max_streams_per_client=3,
     max_event_size=2048,
     max_channels=33,
     cors_origins=("https://app.example.com", "http://localhost:8080"),

@@ -13,7 +13,7 @@ from contextlib import AsyncExitStack
 from itertools import pairwise
 
 from app.engine import TRIM_STEP, Engine
-from app.model import ChannelKey, Retention, Topic, Window
+from app.model import ChannelKey, EventDraft, Retention, Topic, Window
 from app.recovery import MAX_REPLAY_ID
 from app.sessions import SessionRecord
 from tests.contract._support import (
@@ -414,6 +414,92 @@ async def test_never_used_channel_has_an_empty_window_and_no_history(
     assert page.window == Window.empty()
 
 
+# --- read(after, limit, max_bytes) --------------------------------------------------------
+
+
+def _sized(size: int) -> EventDraft:
+    """A draft whose payload is exactly `size` bytes of JSON."""
+    return EventDraft(str(uuid.uuid4()), b'{"p":"' + b"x" * (size - 8) + b'"}', "test")
+
+
+async def _publish_sized(engine: Engine, channel: ChannelKey, sizes: list[int]) -> list[int]:
+    acks = await engine.publish(channel, [_sized(size) for size in sizes], KEEP_ALL)
+    return [ack.replay_id for ack in acks]
+
+
+async def test_read_stops_before_the_event_that_would_exceed_the_byte_budget(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100, 100, 100, 100])
+
+    page = await engine.read(channel, after=0, limit=100, max_bytes=250)
+
+    assert [e.replay_id for e in page.events] == ids[:2]
+    assert [e.size for e in page.events] == [100, 100]
+
+
+async def test_read_takes_events_that_fill_the_byte_budget_exactly(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100, 100, 100, 100])
+
+    page = await engine.read(channel, after=ids[0], limit=100, max_bytes=300)
+
+    assert [e.replay_id for e in page.events] == ids[1:]
+
+
+async def test_read_returns_one_event_larger_than_the_whole_budget(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [5000, 100])
+
+    page = await engine.read(channel, after=0, limit=100, max_bytes=1000)
+
+    assert [e.replay_id for e in page.events] == ids[:1]
+    assert page.events[0].size == 5000
+
+
+async def test_read_never_skips_a_large_event_to_fit_a_smaller_one(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100, 5000, 100])
+
+    page = await engine.read(channel, after=0, limit=100, max_bytes=1000)
+
+    assert [e.replay_id for e in page.events] == ids[:1]
+
+
+async def test_read_stops_at_the_count_limit_before_the_byte_budget(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    ids = await _publish_sized(engine, channel, [100] * 5)
+
+    page = await engine.read(channel, after=0, limit=2, max_bytes=1_000_000)
+
+    assert [e.replay_id for e in page.events] == ids[:2]
+
+
+async def test_pages_under_a_byte_budget_chain_through_every_event_once(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    sizes = [300, 50, 900, 2000, 10, 10, 10, 700, 450, 450, 100]
+    ids = await _publish_sized(engine, channel, sizes)
+
+    pages: list[list[int]] = []
+    after = 0
+    while events := (await engine.read(channel, after, limit=4, max_bytes=1000)).events:
+        pages.append([e.size for e in events])
+        after = events[-1].replay_id
+
+    assert [size for page in pages for size in page] == sizes
+    # Each page is within the budget, or a single event over it; and none could take its
+    # successor's first event without going over the budget or the count.
+    assert all(sum(page) <= 1000 or len(page) == 1 for page in pages)
+    for page, following in pairwise(pages):
+        assert len(page) == 4 or sum(page) + following[0] > 1000
+    assert after == ids[-1]
+
+
 # --- idempotency --------------------------------------------------------------------------
 
 
@@ -526,7 +612,7 @@ async def test_duplicate_is_not_announced_to_live_listeners(
     engine: Engine, channel: ChannelKey
 ) -> None:
     recorder = Recorder()
-    async with engine.listen(Topic.of(channel), recorder):
+    async with engine.listen(Topic.of(channel), recorder, recorder.missed):
         [original] = await engine.publish(channel, [draft(idempotency_key="k")], KEEP_ALL)
         await engine.publish(channel, [draft(idempotency_key="k")], KEEP_ALL)
         marker = await publish_one(engine, channel)
@@ -562,13 +648,13 @@ async def test_live_listeners_never_see_another_tenants_events(
     other = ChannelKey(other_tenant, channel.name)
     mine, mine_wild, theirs, theirs_wild = Recorder(), Recorder(), Recorder(), Recorder()
     async with AsyncExitStack() as stack:
-        await stack.enter_async_context(engine.listen(Topic.of(channel), mine))
+        await stack.enter_async_context(engine.listen(Topic.of(channel), mine, mine.missed))
         await stack.enter_async_context(
-            engine.listen(Topic(channel.tenant, "/event/**"), mine_wild)
+            engine.listen(Topic(channel.tenant, "/event/**"), mine_wild, mine_wild.missed)
         )
-        await stack.enter_async_context(engine.listen(Topic.of(other), theirs))
+        await stack.enter_async_context(engine.listen(Topic.of(other), theirs, theirs.missed))
         await stack.enter_async_context(
-            engine.listen(Topic(other_tenant, "/event/**"), theirs_wild)
+            engine.listen(Topic(other_tenant, "/event/**"), theirs_wild, theirs_wild.missed)
         )
 
         a = await publish_one(engine, channel, t="a")
@@ -629,7 +715,7 @@ async def test_listener_receives_each_stored_event_in_replay_id_order(
     engine: Engine, channel: ChannelKey
 ) -> None:
     recorder = Recorder()
-    async with engine.listen(Topic.of(channel), recorder):
+    async with engine.listen(Topic.of(channel), recorder, recorder.missed):
         acks = [await publish_one(engine, channel, n=n) for n in range(3)]
         acks += await engine.publish(channel, [draft({"n": 3}), draft({"n": 4})], KEEP_ALL)
         events = await recorder.wait_for(5)
@@ -644,7 +730,7 @@ async def test_listener_does_not_see_events_published_before_it_started(
 ) -> None:
     await publish_one(engine, channel, n=0)
     recorder = Recorder()
-    async with engine.listen(Topic.of(channel), recorder):
+    async with engine.listen(Topic.of(channel), recorder, recorder.missed):
         ack = await publish_one(engine, channel, n=1)
         events = await recorder.wait_for(1)
 
@@ -660,10 +746,10 @@ async def test_a_listener_is_live_as_soon_as_listen_returns(engine: Engine, tena
         pattern = Topic(tenant, f"/event/Wild{round_number}/*")
         under_pattern = ChannelKey(tenant, f"/event/Wild{round_number}/x")
         exact, wild = Recorder(), Recorder()
-        async with engine.listen(Topic.of(channel), exact):
+        async with engine.listen(Topic.of(channel), exact, exact.missed):
             ack = await publish_one(engine, channel)
             assert [e.replay_id for e in await exact.wait_for(1)] == [ack.replay_id]
-        async with engine.listen(pattern, wild):
+        async with engine.listen(pattern, wild, wild.missed):
             ack = await publish_one(engine, under_pattern)
             assert [e.replay_id for e in await wild.wait_for(1)] == [ack.replay_id]
 
@@ -672,8 +758,8 @@ async def test_single_segment_wildcard_matches_one_level_only(engine: Engine, te
     a, b, deeper = (ChannelKey(tenant, name) for name in ("/event/A", "/event/B", "/event/A/b"))
     one_level, any_depth = Recorder(), Recorder()
     async with (
-        engine.listen(Topic(tenant, "/event/*"), one_level),
-        engine.listen(Topic(tenant, "/event/**"), any_depth),
+        engine.listen(Topic(tenant, "/event/*"), one_level, one_level.missed),
+        engine.listen(Topic(tenant, "/event/**"), any_depth, any_depth.missed),
     ):
         acks = [await publish_one(engine, key) for key in (deeper, a, b)]
         # `/event/**` sees all three, so by then `/event/*` has been offered all three too.
@@ -689,7 +775,7 @@ async def test_single_segment_wildcard_matches_one_level_only(engine: Engine, te
 async def test_multi_segment_wildcard_matches_every_depth(engine: Engine, tenant: str) -> None:
     keys = [ChannelKey(tenant, name) for name in ("/event/A", "/event/A/b", "/event/B/c/d")]
     recorder = Recorder()
-    async with engine.listen(Topic(tenant, "/event/**"), recorder):
+    async with engine.listen(Topic(tenant, "/event/**"), recorder, recorder.missed):
         acks = [await publish_one(engine, key) for key in keys]
         events = await recorder.wait_for(3)
 
@@ -702,8 +788,8 @@ async def test_nothing_is_delivered_after_the_listen_context_exits(
     engine: Engine, channel: ChannelKey
 ) -> None:
     leaver, witness = Recorder(), Recorder()
-    async with engine.listen(Topic.of(channel), witness):
-        async with engine.listen(Topic.of(channel), leaver):
+    async with engine.listen(Topic.of(channel), witness, witness.missed):
+        async with engine.listen(Topic.of(channel), leaver, leaver.missed):
             first = await publish_one(engine, channel, n=1)
             await leaver.wait_for(1)
         second = await publish_one(engine, channel, n=2)
@@ -718,7 +804,10 @@ async def test_two_listeners_on_one_topic_both_get_every_event(
     engine: Engine, channel: ChannelKey
 ) -> None:
     one, two = Recorder(), Recorder()
-    async with engine.listen(Topic.of(channel), one), engine.listen(Topic.of(channel), two):
+    async with (
+        engine.listen(Topic.of(channel), one, one.missed),
+        engine.listen(Topic.of(channel), two, two.missed),
+    ):
         acks = await engine.publish(channel, [draft({"n": n}) for n in range(3)], KEEP_ALL)
         await one.wait_for(3)
         await two.wait_for(3)
@@ -731,7 +820,10 @@ async def test_listener_on_one_channel_ignores_other_channels(
 ) -> None:
     other = ChannelKey(channel.tenant, "/event/Other__e")
     recorder, witness = Recorder(), Recorder()
-    async with engine.listen(Topic.of(channel), recorder), engine.listen(Topic.of(other), witness):
+    async with (
+        engine.listen(Topic.of(channel), recorder, recorder.missed),
+        engine.listen(Topic.of(other), witness, witness.missed),
+    ):
         await publish_one(engine, other)
         mine = await publish_one(engine, channel)
         await witness.wait_for(1)

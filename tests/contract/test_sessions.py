@@ -43,6 +43,7 @@ async def test_created_session_reads_back_equal(engine: Engine, tenant: str) -> 
         subscriptions={A: 100, "/event/*": 200},
         positions={A: 1_700_000_000_000_000, B: 5},
         pending={6: {A: 1_700_000_000_000_001}, 7: {B: 9}},
+        sweep=B,
     )
 
     stored = await engine.session_create(created, TTL_US, PLENTY)
@@ -161,6 +162,7 @@ async def test_update_applies_every_field_of_the_change(engine: Engine, tenant: 
             stage={A: 80},
             commit_through=1,
             connected=True,
+            sweep="/event/C__e",
         ),
         TTL_US,
     )
@@ -168,6 +170,7 @@ async def test_update_applies_every_field_of_the_change(engine: Engine, tenant: 
 
     assert returned == read
     assert read is not None
+    assert read.sweep == "/event/C__e"
     assert read.subscriptions == {A: 100, "/event/C__e": 300}
     assert read.positions == {A: 60, B: 90, "/event/C__e": 10}
     assert read.pending == {2: {A: 80}}

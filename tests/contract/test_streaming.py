@@ -6,17 +6,21 @@ from __future__ import annotations
 from collections import Counter
 from contextlib import AbstractAsyncContextManager
 
+import pytest
+
 from app.delivery import Delivery
 from app.engine import Engine
-from app.hub import Hub
-from app.model import ChannelKey, Retention, Topic
+from app.hub import Hub, Mailbox, SubscriberOverflow
+from app.model import ChannelKey, EventDraft, Retention, Topic
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap
 from app.streaming import ChannelStream, open_stream
 from tests.contract._support import (
     KEEP_ALL,
+    WAIT_S,
     assert_nothing_more,
     collect,
     draft,
+    drain,
     flatten,
     publish_one,
 )
@@ -32,7 +36,9 @@ def stream(
     requested: int,
     *,
     capacity: int = 100,
+    queue_bytes: int = 1 << 20,
     page_size: int = 100,
+    page_bytes: int = 1 << 20,
 ) -> AbstractAsyncContextManager[ChannelStream]:
     return open_stream(
         engine,
@@ -41,7 +47,9 @@ def stream(
         requested,
         is_wildcard=False,
         capacity=capacity,
+        queue_bytes=queue_bytes,
         page_size=page_size,
+        page_bytes=page_bytes,
     )
 
 
@@ -211,6 +219,62 @@ async def test_live_capacity_is_not_used_up_by_events_already_delivered_from_his
         assert flatten(await collect(subscriber, 4)) == live
 
 
+async def publish_sized(engine: Engine, channel: ChannelKey, count: int, size: int) -> list[int]:
+    """`count` separate publishes of `size`-byte payloads."""
+    payload = b'{"p":"' + b"x" * (size - 8) + b'"}'
+    ids = []
+    for n in range(count):
+        [ack] = await engine.publish(channel, [EventDraft(str(n), payload, "test")], KEEP_ALL)
+        ids.append(ack.replay_id)
+    return ids
+
+
+async def test_catch_up_in_pages_full_in_bytes_reaches_the_top_then_goes_live(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    """A page that is short because it is full in bytes is not the end of history."""
+    ids = await publish_sized(engine, channel, 7, 1000)
+    async with stream(
+        engine, hub, channel, ALL_RETAINED, page_size=100, page_bytes=2500
+    ) as subscriber:
+        first = await subscriber.next_batch(timeout=1.0)
+        assert flatten(first) == ids[:2]
+        assert subscriber.catching_up
+        items = first + await collect(subscriber, 5)
+
+        assert flatten(items) == ids
+        await assert_nothing_more(subscriber)
+        live = await publish_many(engine, channel, 2)
+        assert flatten(await collect(subscriber, 2)) == live
+
+
+async def test_live_subscriber_over_its_byte_bound_is_cut_off_at_a_resumable_position(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    ids = await publish_sized(engine, channel, 1, 1000)
+    async with (
+        stream(engine, hub, channel, ALL_RETAINED, capacity=100, queue_bytes=3500) as subscriber,
+        hub.subscribe(Topic.of(channel), Mailbox(100, 1 << 20)) as witness,
+    ):
+        assert flatten(await collect(subscriber, 1)) == ids
+        await assert_nothing_more(subscriber)  # live now
+        ids += await publish_sized(engine, channel, 5, 1000)  # 5000 bytes behind, bound 3500
+        # Each event is offered to every mailbox at once: once the witness has all five, the
+        # subscriber's mailbox has been offered all five too.
+        await drain(witness, 5)
+
+        # What fitted its 3500 bytes is handed over, then it is cut off where it stands.
+        assert flatten(await subscriber.next_batch(timeout=WAIT_S)) == ids[1:4]
+        with pytest.raises(SubscriberOverflow):
+            await subscriber.next_batch(timeout=WAIT_S)
+        position = subscriber.position
+
+    assert position == ids[3]
+    async with stream(engine, hub, channel, position) as resumed:
+        assert flatten(await collect(resumed, 2)) == ids[4:]
+        await assert_nothing_more(resumed)
+
+
 async def test_eviction_during_catch_up_reports_a_gap_in_band(
     engine: Engine, hub: Hub, channel: ChannelKey
 ) -> None:
@@ -247,7 +311,9 @@ async def test_wildcard_stream_delivers_live_events_from_several_channels(
         ALL_RETAINED,
         is_wildcard=True,
         capacity=100,
+        queue_bytes=1 << 20,
         page_size=100,
+        page_bytes=1 << 20,
     ) as subscriber:
         expected = []
         for key in (a, b, deeper, b, a):

@@ -9,7 +9,7 @@ from app.hub import Mailbox
 
 
 async def test_a_wake_ends_a_wait_with_nothing_to_take() -> None:
-    mailbox = Mailbox(10)
+    mailbox = Mailbox(10, 1024)
     waiting = asyncio.create_task(mailbox.take(None))
     await asyncio.sleep(0)  # the task is now waiting on the mailbox
     assert not waiting.done()

@@ -80,7 +80,9 @@ def test_durations_are_seconds(raw: str, seconds: float) -> None:
     ],
 )
 def test_sizes_are_bytes(raw: str, size: int) -> None:
-    settings = Settings.from_env({"REPLAYBUS_MAX_EVENT_SIZE": raw})
+    settings = Settings.from_env(
+        {"REPLAYBUS_MAX_EVENT_SIZE": raw, "REPLAYBUS_HISTORY_MAX_BYTES": "4MiB"}
+    )
 
     assert settings.max_event_size == size
 
@@ -263,7 +265,11 @@ def test_known_log_levels_are_accepted(level: str) -> None:
 
 def test_request_size_equal_to_event_size_is_accepted() -> None:
     settings = Settings.from_env(
-        {"REPLAYBUS_MAX_REQUEST_SIZE": "2MiB", "REPLAYBUS_MAX_EVENT_SIZE": "2MiB"}
+        {
+            "REPLAYBUS_MAX_REQUEST_SIZE": "2MiB",
+            "REPLAYBUS_MAX_EVENT_SIZE": "2MiB",
+            "REPLAYBUS_HISTORY_MAX_BYTES": "2MiB",
+        }
     )
 
     assert settings.max_request_size == settings.max_event_size == 2_097_152
@@ -374,6 +380,20 @@ def test_subscriber_queue_must_hold_two_full_batches() -> None:
     with pytest.raises(SettingsError, match=r"^REPLAYBUS_SUBSCRIBER_QUEUE_SIZE \(1999\)"):
         Settings.from_env(env)
     assert Settings.from_env({**env, "REPLAYBUS_SUBSCRIBER_QUEUE_SIZE": "2000"})
+
+
+def test_subscriber_queue_bytes_must_hold_one_full_request() -> None:
+    env = {"REPLAYBUS_MAX_REQUEST_SIZE": "4MiB", "REPLAYBUS_SUBSCRIBER_QUEUE_BYTES": "4194303"}
+    with pytest.raises(SettingsError, match=r"^REPLAYBUS_SUBSCRIBER_QUEUE_BYTES \(4194303\)"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "REPLAYBUS_SUBSCRIBER_QUEUE_BYTES": "4MiB"})
+
+
+def test_history_page_bytes_must_hold_the_largest_event() -> None:
+    env = {"REPLAYBUS_MAX_EVENT_SIZE": "2MiB", "REPLAYBUS_HISTORY_MAX_BYTES": "1MiB"}
+    with pytest.raises(SettingsError, match=r"^REPLAYBUS_HISTORY_MAX_BYTES \(1048576\)"):
+        Settings.from_env(env)
+    assert Settings.from_env({**env, "REPLAYBUS_HISTORY_MAX_BYTES": "2MiB"})
 
 
 def test_shutdown_grace_below_one_second_is_refused() -> None:

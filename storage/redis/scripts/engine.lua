@@ -97,7 +97,8 @@ local now = now_us()
 
 if command == 'publish' then
   -- ARGV[3..]: max_age_us, max_count, idempotency_ttl_us, live channel, event count, then per
-  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none).
+  -- event: uuid, payload, created_by, schema ('' = none), idempotency key ('' = none); then
+  -- 'sharded' | 'classic' and the tenant's announcement channel.
   -- Returns {fresh (1 if the channel was new to this Redis, else 0), acknowledgements}.
   local max_age, max_count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local ttl, live, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
@@ -135,12 +136,15 @@ if command == 'publish' then
       -- The live announcement: fields separated by \31, the payload last.
       local message = number(replay) .. '\31' .. uuid .. '\31' .. number(now) .. '\31' ..
         author .. '\31' .. schema .. '\31' .. payload
-      if ARGV[#ARGV] == 'sharded' then
-        -- Redis Cluster: channel listeners use sharded pub/sub (this slot's node only);
-        -- pattern listeners need the classic, cluster-wide announcement too.
+      if ARGV[#ARGV - 1] == 'sharded' then
+        -- Redis Cluster: channel listeners use sharded pub/sub (this slot's node only).
         redis.call('SPUBLISH', live, message)
+      else
+        redis.call('PUBLISH', live, message)
       end
-      redis.call('PUBLISH', live, message)
+      -- Wildcard listeners follow the tenant's channel and match names themselves. Classic
+      -- PUBLISH, since SPUBLISH from a script may only name this slot.
+      redis.call('PUBLISH', ARGV[#ARGV], live .. '\31' .. message)
     end
   end
   redis.call('HSET', meta, 'top', number(top))
@@ -148,9 +152,43 @@ if command == 'publish' then
   return {1 - existed, results}
 end
 
+-- The payload's length: what read budgets count (`Event.size`).
+local function payload_size(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do
+    if fields[i] == 'p' then return #fields[i + 1] end
+  end
+  return 0
+end
+
+-- At most `limit` entries after `after`, ending before the first entry that would take the
+-- payload bytes over `budget` (the first entry always comes, however large). Entries are
+-- fetched in chunks sized from the budget left, so a page of large events never loads much
+-- more than it returns.
+local function entries_after(after, limit, budget)
+  local entries, used = {}, 0
+  local start = '(' .. to_id(after)
+  local chunk = math.min(limit, 16)
+  while #entries < limit do
+    local got = redis.call('XRANGE', stream, start, '+', 'COUNT', chunk)
+    for _, entry in ipairs(got) do
+      local size = payload_size(entry)
+      if #entries > 0 and used + size > budget then return entries end
+      entries[#entries + 1] = entry
+      used = used + size
+    end
+    if #got < chunk or used >= budget then return entries end
+    start = '(' .. got[#got][1]
+    local average = math.max(1, used / #entries)
+    chunk = math.max(1, math.min(limit - #entries, math.floor((budget - used) / average) + 1))
+  end
+  return entries
+end
+
 if command == 'read' then
-  -- ARGV[3..]: after (ReplayId), limit. Returns {window, entries}.
+  -- ARGV[3..]: after (ReplayId), limit, byte budget ('' = none). Returns {window, entries}.
   local after, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local budget = tonumber(ARGV[5] or '') or math.huge
   local max_age = tonumber(redis.call('HGET', meta, 'max_age') or '0')
   local low
   if max_age > 0 then
@@ -160,7 +198,11 @@ if command == 'read' then
   end
   local entries = {}
   if limit > 0 then
-    entries = redis.call('XRANGE', stream, '(' .. to_id(after), '+', 'COUNT', limit)
+    if budget == math.huge then
+      entries = redis.call('XRANGE', stream, '(' .. to_id(after), '+', 'COUNT', limit)
+    else
+      entries = entries_after(after, limit, budget)
+    end
   end
   return {window(low), entries}
 end
