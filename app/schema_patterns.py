@@ -1,0 +1,104 @@
+"""Schema patterns (`pattern`, `patternProperties`) on RE2, a linear-time engine: matching a
+text costs time proportional to its length whatever the pattern, so no payload can make
+validation backtrack (`^(a+)+$` against `aaaa…!` is as quick as against `a`).
+
+Patterns are ECMA-262 regular expressions as JSON Schema says, run by RE2 as they are, with
+ECMA's `\\uXXXX` (surrogate pairs included), `\\u{X…}` and `\\cX` escapes rewritten to RE2's
+`\\x{…}`. A pattern RE2 cannot run in linear time — lookahead and lookbehind, backreferences —
+or whose compiled form exceeds `MAX_PATTERN_MEMORY` is refused, saying why. Where ECMA-262 and
+RE2 differ otherwise: `\\s` is ASCII whitespace without `\\v` (ECMA: any Unicode space), `.`
+matches `\\r`, U+2028 and U+2029 (ECMA: not), `$` is the end of the text (as ECMA, unlike
+Python's `re`), `\\d`, `\\w` and `\\b` are ASCII (as ECMA), and `\\p{…}` classes work."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Protocol
+
+import re2
+
+__all__ = [
+    "MAX_PATTERN_MEMORY",
+    "Pattern",
+    "PatternRefused",
+    "compile_pattern",
+    "pattern_weight",
+]
+
+#: RE2's memory budget for one compiled pattern (its program and its matching caches).
+MAX_PATTERN_MEMORY = 1 << 20
+#: Bytes of memory per RE2 instruction, for weighing a compiled pattern.
+BYTES_PER_INSTRUCTION = 16
+
+_ECMA_ESCAPE = re.compile(
+    r"\\(?:u([0-9A-Fa-f]{4})(?:\\u([0-9A-Fa-f]{4}))?|u\{([0-9A-Fa-f]{1,6})\}|c([A-Za-z])|(.))",
+    re.DOTALL,
+)
+_LOOKAROUND = re.compile(r"\(\?<?[=!]")
+_BACKREFERENCE = re.compile(r"\\(?:[1-9]|k<)")
+
+
+class Pattern(Protocol):
+    """A compiled pattern: `search` finds a match anywhere in the text, or returns None."""
+
+    def search(self, text: str) -> Any: ...
+
+
+class PatternRefused(ValueError):
+    """A pattern RE2 cannot run; the message says why, for the schema's author."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    high, low, braced, control, other = match.groups()
+    if other is not None:
+        return match.group(0)  # RE2 reads every other escape as ECMA does, or refuses it
+    if control is not None:
+        return f"\\x{{{ord(control.upper()) % 32:02X}}}"
+    if braced is not None:
+        return f"\\x{{{braced}}}"
+    first = int(high, 16)
+    if low is not None:
+        second = int(low, 16)
+        if 0xD800 <= first <= 0xDBFF and 0xDC00 <= second <= 0xDFFF:
+            return f"\\x{{{0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00):X}}}"
+        return f"\\x{{{first:X}}}\\x{{{second:X}}}"
+    return f"\\x{{{first:X}}}"
+
+
+def _why(pattern: str, error: str) -> str:
+    if _LOOKAROUND.search(pattern):
+        return "it uses lookahead or lookbehind ((?=, (?!, (?<=, (?<!), which RE2 cannot run"
+    if _BACKREFERENCE.search(pattern):
+        return r"it uses a backreference (\1, \k<name>), which RE2 cannot run"
+    if "too large" in error:
+        return (
+            f"it compiles to more than {MAX_PATTERN_MEMORY // 1024} KiB (large counted "
+            "repetitions such as {1,100} of a wide class); bound the length with maxLength instead"
+        )
+    return f"RE2 cannot compile it: {error}"
+
+
+def compile_pattern(pattern: str) -> Pattern:
+    """`pattern` compiled by RE2; PatternRefused saying why when it cannot be.
+
+    Each call compiles anew (no module-wide cache): the caller keeps what it needs, so what a
+    tenant's patterns cost in memory stays with the validators that use them."""
+    options = re2.Options()
+    options.max_mem = MAX_PATTERN_MEMORY
+    options.log_errors = False  # a tenant's bad pattern is its answer, not a node log line
+    try:
+        # re2.compile would also keep the pattern in the module's own cache of 128, outside
+        # any bound of ours: the class it wraps compiles without caching.
+        compiled: Pattern = re2._Regexp(_ECMA_ESCAPE.sub(_escape, pattern), options)
+    except re2.error as error:
+        text = error.args[0] if error.args else ""
+        reason = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+        raise PatternRefused(_why(pattern, reason)) from None
+    return compiled
+
+
+def pattern_weight(compiled: Pattern) -> int:
+    """Approximate bytes a compiled pattern holds (its program, and as much again for the
+    matching caches it grows)."""
+    size = getattr(compiled, "programsize", 0)
+    return 2 * BYTES_PER_INSTRUCTION * size if isinstance(size, int) else MAX_PATTERN_MEMORY
