@@ -38,6 +38,8 @@ __all__ = [
     "TooManyChannels",
     "TooManySubscribers",
     "UnknownChannel",
+    "UnusableSchema",
+    "ValidationTooCostly",
 ]
 
 
@@ -89,6 +91,11 @@ class SchemaViolation(BadRequest):
     @property
     def details(self) -> dict[str, object]:
         return {"violations": self.violations} if self.violations else {}
+
+
+class ValidationTooCostly(BadRequest):
+    """Validating the request's payloads against their channel's schema would take more steps
+    than a request may; nothing was stored."""
 
 
 class InvalidChannel(ReplaybusError):
@@ -165,6 +172,11 @@ class IncompatibleSchema(Conflict):
     @property
     def details(self) -> dict[str, object]:
         return {"problems": self.problems} if self.problems else {}
+
+
+class UnusableSchema(Conflict):
+    """The channel's stored schema cannot be applied (it refers outside itself, or uses a
+    pattern the regular-expression engine cannot run); publishing waits for a new version."""
 
 
 class QuotaExceeded(ReplaybusError):
