@@ -28,6 +28,7 @@ from app.hub import Hub
 from app.metrics import Metrics
 from app.publishing import PublishService
 from app.readiness import ReadinessProbe
+from app.schemas import SchemaLimits
 from app.settings import Settings
 from storage.memory import MemoryCatalog, MemoryEngine
 from storage.postgres import PostgresCatalog
@@ -137,6 +138,7 @@ def create_app(
                     directory,
                     clock,
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
+                    schema_limits=SchemaLimits.of(settings),
                 ),
                 metrics=metrics,
                 replays=Admission(

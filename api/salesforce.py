@@ -173,6 +173,7 @@ async def composite_sobjects(request: Request) -> Response:
         if len(records) > MAX_COLLECTION:
             raise errors.BatchTooLarge(f"at most {MAX_COLLECTION} records per request")
         results: list[dict[str, Any] | None] = [None] * len(records)
+        budget = services.publisher.validation_budget()  # one for the whole request
         groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = defaultdict(list)
         retention: dict[ChannelKey, Retention] = {}
         for index, record in enumerate(records):
@@ -185,7 +186,7 @@ async def composite_sobjects(request: Request) -> Response:
             fields = {k: v for k, v in record.items() if k != "attributes"}
             try:
                 prepared = await services.publisher.prepare(
-                    principal, tenant, f"/event/{kind}", fields
+                    principal, tenant, f"/event/{kind}", fields, budget
                 )
             except errors.ReplaybusError as error:
                 results[index] = _failed(SALESFORCE_ERRORS[type(error)][1], error.message)

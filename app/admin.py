@@ -28,7 +28,13 @@ from app.errors import (
     PermissionDenied,
 )
 from app.readiness import CANARY_TENANT
-from app.schemas import canonical, check_schema, compatibility_problems, new_schema_id
+from app.schemas import (
+    SchemaLimits,
+    canonical,
+    check_schema,
+    compatibility_problems,
+    new_schema_id,
+)
 from app.tenancy import TENANT_ID, check_setting, settings_from_json, updated_settings
 
 __all__ = ["Admin", "AdminService", "ChannelChange", "IssuedClient"]
@@ -98,11 +104,13 @@ class AdminService:
         clock: Clock,
         *,
         process_local_catalog: bool = False,
+        schema_limits: SchemaLimits | None = None,
     ) -> None:
         """`process_local_catalog`: the catalog lives in this process while others serve the
         same clients (the embedded catalog with several workers), so changes are refused:
-        they would reach one process only."""
+        they would reach one process only. `schema_limits` bound channel schemas."""
         self._process_local = process_local_catalog
+        self._schema_limits = schema_limits or SchemaLimits()
         self._catalog = catalog
         self._engine = engine
         self._directory = directory
@@ -295,11 +303,14 @@ class AdminService:
             definition = dataclasses.replace(definition, schema=None)
         elif "schema" in body:
             document = body["schema"]
-            check_schema(document)
+            # Checking and comparing a large schema takes a while: off the event loop.
+            await asyncio.to_thread(check_schema, document, self._schema_limits)
             text = canonical(document)
             if current.schema is None or current.schema.document != text:
                 problems = (
-                    compatibility_problems(orjson.loads(current.schema.document), document)
+                    await asyncio.to_thread(
+                        compatibility_problems, orjson.loads(current.schema.document), document
+                    )
                     if current.schema is not None
                     else []
                 )

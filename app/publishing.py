@@ -31,12 +31,13 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.model import ChannelKey, EventDraft, Published, Retention
-from app.schemas import violations
+from app.schemas import ValidationBudget, prepare_validation, violations
 from app.settings import Settings
 
 __all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "Prepared", "PublishService"]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+_MAX_VIOLATIONS = 100  # per request: the refusal lists them all
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
@@ -80,6 +81,7 @@ class PublishService:
         self._directory = directory
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
+        self._max_validation_steps = settings.max_validation_steps
         self._retention = Retention(
             max_age_us=int(settings.retention_max_age * 1_000_000),
             max_count=settings.retention_max_count,
@@ -113,19 +115,32 @@ class PublishService:
             )
         return definition
 
+    def validation_budget(self) -> ValidationBudget:
+        """A new budget for the schema validation of one request."""
+        return ValidationBudget(self._max_validation_steps)
+
     @staticmethod
     def _check_schema(
-        definition: ChannelDefinition | None, payloads: Sequence[object], *, batch: bool
+        definition: ChannelDefinition | None,
+        payloads: Sequence[object],
+        budget: ValidationBudget,
+        *,
+        batch: bool,
     ) -> str | None:
-        """The schema id the events will carry; SchemaViolation listing every violation."""
+        """The schema id the events will carry; SchemaViolation listing the violations (at
+        most 100 in all), ValidationTooCostly when `budget` runs out, UnusableSchema when the
+        stored schema cannot be applied."""
         schema = definition.schema if definition is not None else None
         if schema is None:
             return None
         found: list[dict[str, object]] = []
         for index, payload in enumerate(payloads):
-            for violation in violations(schema.schema_id, schema.document, payload):
+            for violation in violations(schema.schema_id, schema.document, payload, budget):
                 entry: dict[str, object] = {"path": violation.path, "message": violation.message}
                 found.append({"event": index, **entry} if batch else entry)
+            if len(found) >= _MAX_VIOLATIONS:
+                del found[_MAX_VIOLATIONS:]
+                break
         if found:
             listed = "; ".join(f"{v['path']}: {v['message']}" for v in found[:5])
             more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
@@ -196,10 +211,16 @@ class PublishService:
         return await self.store(prepared, tenant, transport=transport)
 
     async def prepare(
-        self, principal: Principal, tenant: Tenant, channel: str, payload: object
+        self,
+        principal: Principal,
+        tenant: Tenant,
+        channel: str,
+        payload: object,
+        budget: ValidationBudget | None = None,
     ) -> Prepared:
-        """Validate and encode one event without storing it (for all-or-nothing requests)."""
-        return await self._prepare(principal, tenant, channel, [payload], None)
+        """Validate and encode one event without storing it (for all-or-nothing requests);
+        a request preparing several shares one `budget` among them."""
+        return await self._prepare(principal, tenant, channel, [payload], None, budget)
 
     async def _prepare(
         self,
@@ -208,6 +229,7 @@ class PublishService:
         channel: str,
         payloads: Sequence[object],
         idempotency_key: str | None,
+        budget: ValidationBudget | None = None,
     ) -> Prepared:
         name = publishable_name(channel)
         principal.require("publish", name)
@@ -228,7 +250,11 @@ class PublishService:
             for index, payload in enumerate(payloads)
         ]
         definition = await self.definition(tenant, name)
-        schema_id = self._check_schema(definition, payloads, batch=batch)
+        if definition is not None and definition.schema is not None:
+            await prepare_validation(definition.schema.schema_id, definition.schema.document)
+        schema_id = self._check_schema(
+            definition, payloads, budget or self.validation_budget(), batch=batch
+        )
         if schema_id is not None:
             drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
         key = ChannelKey(principal.tenant, name)
