@@ -123,6 +123,7 @@ class PublishService:
     def _check_schema(
         definition: ChannelDefinition | None,
         payloads: Sequence[object],
+        drafts: Sequence[EventDraft],
         budget: ValidationBudget,
         *,
         batch: bool,
@@ -134,8 +135,11 @@ class PublishService:
         if schema is None:
             return None
         found: list[dict[str, object]] = []
-        for index, payload in enumerate(payloads):
-            for violation in violations(schema.schema_id, schema.document, payload, budget):
+        for index, (payload, draft) in enumerate(zip(payloads, drafts, strict=True)):
+            found_here = violations(
+                schema.schema_id, schema.document, payload, budget, len(draft.payload)
+            )
+            for violation in found_here:
                 entry: dict[str, object] = {"path": violation.path, "message": violation.message}
                 found.append({"event": index, **entry} if batch else entry)
             if len(found) >= _MAX_VIOLATIONS:
@@ -253,7 +257,7 @@ class PublishService:
         if definition is not None and definition.schema is not None:
             await prepare_validation(definition.schema.schema_id, definition.schema.document)
         schema_id = self._check_schema(
-            definition, payloads, budget or self.validation_budget(), batch=batch
+            definition, payloads, drafts, budget or self.validation_budget(), batch=batch
         )
         if schema_id is not None:
             drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]

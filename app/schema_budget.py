@@ -5,7 +5,8 @@ each property or item it checks (`properties`, `items`, `uniqueItems`, `addition
 ...), each value an `enum` or `required` lists, each property name tried against each of
 `patternProperties`, and each KiB of text a `pattern` scans. Interpreted validation counts its
 steps as it goes; compiled validation is charged, before it runs, a bound computed from the
-schema and the payload's shape (`CostPlan`), and runs only when that bound fits."""
+schema and the payload's size or, when that does not fit, its shape (`CostPlan`), and runs
+only when that bound fits."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ _FREE = frozenset(
     }
 )
 _KIB = 1024
+_CONTAINERS = (dict, list)
 _REFERENCES = frozenset({"$ref", "$dynamicRef"})
 _REFERENCE_STEPS = 4  # following a reference costs jsonschema about four other steps
 
@@ -81,8 +83,12 @@ class ValidationBudget:
         self.limit = limit
         self.spent = 0
 
-    def fits(self, steps: int) -> bool:
-        return self.spent + steps <= self.limit
+    def take(self, steps: int) -> bool:
+        """Spend `steps` if they fit; whether they did."""
+        if self.spent + steps > self.limit:
+            return False
+        self.spent += steps
+        return True
 
     def spend(self, steps: int) -> None:
         self.spent += steps
@@ -125,26 +131,42 @@ class CostPlan:
 
     per_value: tuple[int, ...]
     per_kib: tuple[int, ...]
+    widest: int  # max(per_value)
+    all_kib: int  # sum(per_kib)
+
+    def quick_bound(self, size: int) -> int:
+        """A looser bound from the payload's compact JSON size alone: it holds at most
+        (size + 1) / 2 values, and at most `size` bytes of text at any depth."""
+        return self.widest * ((size + 1) >> 1) + self.all_kib * (size >> 10)
 
     def bound(self, payload: Any) -> int:
-        steps = 0
-        level: list[Any] = [payload]
-        for depth, (per_value, per_kib) in enumerate(
-            zip(self.per_value, self.per_kib, strict=True)
-        ):
-            steps += per_value * len(level)
-            if per_kib:
-                text = sum(len(value) for value in level if isinstance(value, str))
-                steps += per_kib * (text // _KIB)
-            if depth + 1 < len(self.per_value):
-                below: list[Any] = []
-                for value in level:
-                    if isinstance(value, dict):
-                        below.extend(value.values())
-                    elif isinstance(value, list):
-                        below.extend(value)
-                level = below
-        return steps
+        """The bound for `payload`: its values counted down to the deepest level a subschema
+        reaches."""
+        last = len(self.per_value) - 1
+        steps = self.per_value[0]
+        level: Sequence[Any] = (payload,)
+        for depth in range(1, last + 1):
+            if depth == last and not self.per_kib[depth]:
+                # Only how many values there are, without listing them.
+                count = sum(len(value) for value in level if type(value) in _CONTAINERS)
+                return steps + self.per_value[depth] * count + self._kib(depth - 1, level)
+            below: list[Any] = []
+            for value in level:
+                if type(value) is dict:
+                    below.extend(value.values())
+                elif type(value) is list:
+                    below.extend(value)
+            steps += self._kib(depth - 1, level)
+            level = below
+            steps += self.per_value[depth] * len(level)
+        return steps + self._kib(last, level)
+
+    def _kib(self, depth: int, level: Sequence[Any]) -> int:
+        """The steps of the patterns at `depth` on the text of `level`."""
+        if not self.per_kib[depth]:
+            return 0
+        text = sum(len(value) for value in level if type(value) is str)
+        return self.per_kib[depth] * (text // _KIB)
 
 
 #: Keywords of `$ref`-free schemas whose subschemas apply to the value itself, or to its
@@ -157,8 +179,8 @@ _DEEPER = ("additionalProperties", "items", "contains", "propertyNames")
 
 def plan_cost(schema: Any) -> CostPlan:
     """The cost plan of a schema without references (`$ref`, `$dynamicRef`)."""
-    per_value: list[int] = []
-    per_kib: list[int] = []
+    per_value: list[int] = [0]
+    per_kib: list[int] = [0]
 
     def add(depth: int, steps: int, kib: int = 0) -> None:
         while len(per_value) <= depth:
@@ -191,9 +213,9 @@ def plan_cost(schema: Any) -> CostPlan:
         pending.extend((node[key], depth) for key in _SAME_DEPTH if key in node)
         pending.extend((node[key], depth + 1) for key in _DEEPER if key in node)
         for key in _SAME_DEPTH_LISTS:
-            if isinstance(node.get(key), Sequence):
+            if isinstance(node.get(key), list):
                 pending.extend((part, depth) for part in node[key])
         for key in _DEEPER_MAPS:
             if isinstance(node.get(key), dict):
                 pending.extend((part, depth + 1) for part in node[key].values())
-    return CostPlan(tuple(per_value), tuple(per_kib))
+    return CostPlan(tuple(per_value), tuple(per_kib), max(per_value), sum(per_kib))

@@ -56,6 +56,8 @@ PORTABLE: list[Any] = [
         "patternProperties": {"^x": {}},
         "additionalProperties": False,
     },
+    {"properties": {"s": {"pattern": "a$"}, "l": {"items": {"pattern": "^x"}}}},
+    {"properties": {"s": {"pattern": "a$"}, "l": {"items": {}}}},
     # uniqueItems as JSON Schema compares: 1 and 1.0 equal, true and 1 not, key order irrelevant
     {"type": "array", "uniqueItems": True},
     {"type": "object", "properties": {"list": {"uniqueItems": True}}},
@@ -125,6 +127,9 @@ PAYLOADS: list[Any] = [
     {"list": [1, True]},
     {"next": {"next": {}}},
     {"next": 3},
+    {"s": "a" * 3000, "l": [1, "x" * 5000]},
+    {"s": "a" * 100_000, "l": []},
+    ["a" * 2000, "b" * 2000],
 ]
 #: Where Python's `re` (stock jsonschema) and ECMA-262 disagree, RE2 answers as ECMA-262 does.
 ECMA: list[Any] = [
