@@ -37,7 +37,7 @@ from app.settings import Settings
 __all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "Prepared", "PublishService"]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
-_MAX_VIOLATIONS = 100  # per request: the refusal lists them all
+_MAX_VIOLATIONS = 100  # listed by one refusal, for all the events of a request
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 

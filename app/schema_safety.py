@@ -247,7 +247,6 @@ def shape_of(document: Any, nodes: dict[Location, Any]) -> Shape:
                 edges.append(_Edge(child, keyword in _SAME_VALUE))
     for location, at, value in references:
         fragment = value[1:]
-        target = _pointer(document, fragment) if not fragment or fragment.startswith("/") else None
         if fragment and not fragment.startswith("/"):
             target = anchors.get(fragment)
             if target is None:
@@ -255,6 +254,8 @@ def shape_of(document: Any, nodes: dict[Location, Any]) -> Shape:
                     f"schema: {at[-1]} at {where(at)} names the anchor {fragment!r}, which no "
                     "subschema defines"
                 )
+        else:
+            target = _pointer(document, fragment)
         if target is None or target not in nodes:
             raise SchemaRefused(
                 f"schema: {at[-1]} at {where(at)} points to {value!r}, which is not a "
