@@ -70,7 +70,10 @@ def _issued_json(issued: IssuedClient) -> dict[str, Any]:
 
 
 async def _object(request: Request) -> dict[str, Any]:
-    body = await read_json(request, _MAX_BODY)
+    # A channel definition carries a schema of up to REPLAYBUS_MAX_SCHEMA_SIZE, perhaps
+    # indented: room for it on top of the rest.
+    limit = _MAX_BODY + 2 * request.app.state.services.settings.max_schema_size
+    body = await read_json(request, limit)
     if not isinstance(body, dict):
         raise InvalidBody("the request body must be a JSON object")
     return body

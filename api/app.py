@@ -30,6 +30,7 @@ from app.hub import Hub
 from app.metrics import Metrics
 from app.publishing import PublishService
 from app.readiness import ReadinessProbe
+from app.schemas import SchemaLimits
 from app.settings import Settings
 from app.tenancy import ServerLimits
 from storage.memory import MemoryCatalog, MemoryEngine
@@ -155,6 +156,7 @@ def create_app(
                     tenant_id_reuse_delay=2 * settings.catalog_cache_ttl + settings.bayeux_timeout,
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
                     limits=ServerLimits.of(settings),
+                    schema_limits=SchemaLimits.of(settings),
                 ),
                 metrics=metrics,
                 replays=Admission(

@@ -60,6 +60,8 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.IncompatibleSchema: (409, "DUPLICATE_VALUE"),
     errors.TenantRecentlyDeleted: (409, "DUPLICATE_VALUE"),
     errors.SchemaViolation: (400, "FIELD_INTEGRITY_EXCEPTION"),
+    errors.ValidationTooCostly: (400, "LIMIT_EXCEEDED"),
+    errors.UnusableSchema: (400, "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY"),
     errors.QuotaExceeded: (429, "REQUEST_LIMIT_EXCEEDED"),
     errors.RateLimited: (429, "REQUEST_LIMIT_EXCEEDED"),
     errors.TooManySubscribers: (429, "REQUEST_LIMIT_EXCEEDED"),

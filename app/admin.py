@@ -37,7 +37,13 @@ from app.errors import (
     TenantRecentlyDeleted,
 )
 from app.readiness import CANARY_TENANT
-from app.schemas import canonical, check_schema, compatibility_problems, new_schema_id
+from app.schemas import (
+    SchemaLimits,
+    canonical,
+    check_schema,
+    compatibility_problems,
+    new_schema_id,
+)
 from app.settings import Settings
 from app.tenancy import (
     TENANT_ID,
@@ -118,6 +124,7 @@ class AdminService:
         tenant_id_reuse_delay: float,
         process_local_catalog: bool = False,
         limits: ServerLimits | None = None,
+        schema_limits: SchemaLimits | None = None,
     ) -> None:
         """`tenant_id_reuse_delay`: seconds after a tenant's deletion before its id may be
         created again; at least as long as any node may still serve the deleted tenant from
@@ -127,10 +134,12 @@ class AdminService:
         `process_local_catalog`: the catalog lives in this process while others serve the
         same clients (the embedded catalog with several workers), so changes are refused:
         they would reach one process only. `limits`: the server's bounds on tenant settings
-        and channel definitions (default: those of the default settings)."""
+        and channel definitions (default: those of the default settings). `schema_limits`
+        bound channel schemas."""
         self._reuse_delay_us = int(tenant_id_reuse_delay * 1_000_000)
         self._process_local = process_local_catalog
         self._limits = limits or ServerLimits.of(Settings())
+        self._schema_limits = schema_limits or SchemaLimits()
         self._catalog = catalog
         self._engine = engine
         self._directory = directory
@@ -347,11 +356,14 @@ class AdminService:
             definition = dataclasses.replace(definition, schema=None)
         elif "schema" in body:
             document = body["schema"]
-            check_schema(document)
+            # Checking and comparing a large schema takes a while: off the event loop.
+            await asyncio.to_thread(check_schema, document, self._schema_limits)
             text = canonical(document)
             if current.schema is None or current.schema.document != text:
                 problems = (
-                    compatibility_problems(orjson.loads(current.schema.document), document)
+                    await asyncio.to_thread(
+                        compatibility_problems, orjson.loads(current.schema.document), document
+                    )
                     if current.schema is not None
                     else []
                 )

@@ -40,6 +40,8 @@ __all__ = [
     "TooManyChannels",
     "TooManySubscribers",
     "UnknownChannel",
+    "UnusableSchema",
+    "ValidationTooCostly",
 ]
 
 
@@ -91,6 +93,11 @@ class SchemaViolation(BadRequest):
     @property
     def details(self) -> dict[str, object]:
         return {"violations": self.violations} if self.violations else {}
+
+
+class ValidationTooCostly(BadRequest):
+    """Validating the request's payloads against their channel's schema would take more steps
+    than a request may; nothing was stored."""
 
 
 class InvalidChannel(ReplaybusError):
@@ -176,6 +183,11 @@ class TenantRecentlyDeleted(Conflict):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class UnusableSchema(Conflict):
+    """The channel's stored schema cannot be applied (it refers outside itself, or uses a
+    pattern the regular-expression engine cannot run); publishing waits for a new version."""
 
 
 class QuotaExceeded(ReplaybusError):

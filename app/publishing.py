@@ -33,13 +33,14 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.model import ChannelKey, EventDraft, Published, Retention
-from app.schemas import violations
+from app.schemas import ValidationBudget, prepare_validation, violations
 from app.settings import Settings
 from app.tenancy import ServerLimits, channel_retention
 
 __all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "PublishService", "Refused", "RolledBack"]
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+_MAX_VIOLATIONS = 100  # listed by one refusal, for all the events of a request
 _IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}")
 
 
@@ -103,6 +104,7 @@ class PublishService:
         self._directory = directory
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
+        self._max_validation_steps = settings.max_validation_steps
         self._retention = ServerLimits.of(settings).retention
         self._new_uuid = new_uuid or _RandomUuids()
         # Channels known to exist, per tenant, so the channel quota costs no engine read on
@@ -126,19 +128,36 @@ class PublishService:
             )
         return definition
 
+    def validation_budget(self) -> ValidationBudget:
+        """A new budget for the schema validation of one request."""
+        return ValidationBudget(self._max_validation_steps)
+
     @staticmethod
     def _check_schema(
-        definition: ChannelDefinition | None, payloads: Sequence[object], *, batch: bool
+        definition: ChannelDefinition | None,
+        payloads: Sequence[object],
+        drafts: Sequence[EventDraft],
+        budget: ValidationBudget,
+        *,
+        batch: bool,
     ) -> str | None:
-        """The schema id the events will carry; SchemaViolation listing every violation."""
+        """The schema id the events will carry; SchemaViolation listing the violations (at
+        most 100 in all), ValidationTooCostly when `budget` runs out, UnusableSchema when the
+        stored schema cannot be applied."""
         schema = definition.schema if definition is not None else None
         if schema is None:
             return None
         found: list[dict[str, object]] = []
-        for index, payload in enumerate(payloads):
-            for violation in violations(schema.schema_id, schema.document, payload):
+        for index, (payload, draft) in enumerate(zip(payloads, drafts, strict=True)):
+            found_here = violations(
+                schema.schema_id, schema.document, payload, budget, len(draft.payload)
+            )
+            for violation in found_here:
                 entry: dict[str, object] = {"path": violation.path, "message": violation.message}
                 found.append({"event": index, **entry} if batch else entry)
+            if len(found) >= _MAX_VIOLATIONS:
+                del found[_MAX_VIOLATIONS:]
+                break
         if found:
             listed = "; ".join(f"{v['path']}: {v['message']}" for v in found[:5])
             more = f" (and {len(found) - 5} more)" if len(found) > 5 else ""
@@ -236,12 +255,13 @@ class PublishService:
         a channel was stored (only possible with several channels), it refuses that channel's
         records and those not yet stored, while the stored ones are reported as stored.
         """
+        budget = self.validation_budget()  # one for the whole request
         outcomes: list[Published | Refused | RolledBack | None] = [None] * len(records)
         groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = {}
         retention: dict[ChannelKey, Retention] = {}
         for index, (channel, payload) in enumerate(records):
             try:
-                prepared = await self._prepare(principal, tenant, channel, [payload], None)
+                prepared = await self._prepare(principal, tenant, channel, [payload], None, budget)
             except ReplaybusError as error:
                 outcomes[index] = Refused(error)
                 continue
@@ -283,6 +303,7 @@ class PublishService:
         channel: str,
         payloads: Sequence[object],
         idempotency_key: str | None,
+        budget: ValidationBudget | None = None,
     ) -> _Prepared:
         name = publishable_name(channel)
         principal.require("publish", name)
@@ -303,7 +324,11 @@ class PublishService:
             for index, payload in enumerate(payloads)
         ]
         definition = await self.definition(tenant, name)
-        schema_id = self._check_schema(definition, payloads, batch=batch)
+        if definition is not None and definition.schema is not None:
+            await prepare_validation(definition.schema.schema_id, definition.schema.document)
+        schema_id = self._check_schema(
+            definition, payloads, drafts, budget or self.validation_budget(), batch=batch
+        )
         if schema_id is not None:
             drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
         key = ChannelKey(principal.tenant, name)

@@ -221,6 +221,36 @@ class Settings:
     max_batch_events: int = _setting(
         1000, "int", "Most events in one batch publish.", minimum=1, maximum=100_000
     )
+    max_schema_size: int = _setting(
+        64 * 1024,
+        "size",
+        "Largest channel schema, as compact JSON (400 invalid_body above).",
+        minimum=1024,
+        maximum=1024 * 1024,
+    )
+    max_schema_depth: int = _setting(
+        32,
+        "int",
+        "Deepest nesting of objects and arrays in a channel schema (400 invalid_body above).",
+        minimum=4,
+        maximum=64,
+    )
+    max_schema_subschemas: int = _setting(
+        5000,
+        "int",
+        "Most subschemas in a channel schema, and that validation may apply to one value once "
+        "its $refs are followed (400 invalid_body above).",
+        minimum=10,
+        maximum=100_000,
+    )
+    max_validation_steps: int = _setting(
+        50_000,
+        "int",
+        "Most schema validation steps one publish request may take (400 validation_too_costly "
+        "above).",
+        minimum=1000,
+        maximum=100_000_000,
+    )
     history_max_limit: int = _setting(
         1000, "int", "Most events per history page and per catch-up read.", minimum=1
     )

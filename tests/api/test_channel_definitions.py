@@ -8,7 +8,8 @@ from typing import Any
 
 import httpx
 
-from tests.api._support import Node, bearer, error_code
+from tests.api._support import Node, bearer, error_code, running_node
+from tests.harness.recording_http import recording_http_server
 
 ORDER = "/event/Order__e"
 INVOICE = "/event/Invoice__e"
@@ -206,6 +207,73 @@ async def test_an_invalid_schema_document_is_refused_naming_the_problem(node: No
     assert shown["schema"]["version"] == 1
     assert shown["schema"]["schema"] == SCHEMA_V1
     assert [v["version"] for v in shown["versions"]] == [1]
+
+
+async def test_a_schema_referring_outside_itself_is_refused_and_nothing_is_fetched(
+    node: Node,
+) -> None:
+    await node.create_tenant("acme")
+    with recording_http_server() as server:
+        for schema, where in (
+            ({"properties": {"a": {"$ref": f"{server.url}a.json"}}}, "properties/a/$ref"),
+            ({"$ref": "file:///dev/zero"}, "at $ref"),
+            ({"items": {"$dynamicRef": f"{server.url}b.json#meta"}}, "items/$dynamicRef"),
+            ({"$defs": {"a": {"$id": f"{server.url}c.json"}}}, "$defs/a/$id"),
+        ):
+            refused = await _define(node, ORDER, {"schema": schema})
+            assert refused.status_code == 400, refused.text
+            assert error_code(refused) == "invalid_body"
+            assert where in refused.json()["message"], refused.text
+
+        assert server.paths == []
+    missing = await node.admin("GET", _channel_path("acme", ORDER))
+    assert missing.status_code == 404, missing.text
+
+
+async def test_schemas_whose_validation_would_not_end_or_explode_are_refused(node: Node) -> None:
+    await node.create_tenant("acme")
+    loop = {"$defs": {"a": {"allOf": [{"$ref": "#/$defs/a"}]}}, "$ref": "#/$defs/a"}
+    doubling: dict[str, Any] = {"$defs": {"d0": {"type": "string"}}}
+    for n in range(1, 40):
+        doubling["$defs"][f"d{n}"] = {"anyOf": [{"$ref": f"#/$defs/d{n - 1}"}] * 2}
+    doubling["$ref"] = "#/$defs/d39"
+    backtracking = {"properties": {"code": {"type": "string", "pattern": "^(?=a)(a+)+$"}}}
+
+    for schema, fragment in (
+        (loop, "would never end"),
+        (doubling, "expands to more than 5000 subschemas"),
+        (backtracking, "lookahead"),
+    ):
+        refused = await _define(node, ORDER, {"schema": schema})
+        assert refused.status_code == 400, refused.text
+        assert error_code(refused) == "invalid_body"
+        assert fragment in refused.json()["message"], refused.text
+
+    # A recursive schema going into the payload, and a pattern RE2 runs, are fine.
+    tree = {
+        "$defs": {"n": {"type": "object", "properties": {"next": {"$ref": "#/$defs/n"}}}},
+        "$ref": "#/$defs/n",
+        "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}},
+    }
+    await _defined(node, ORDER, {"schema": tree})
+
+
+async def test_the_schema_limits_are_the_nodes_settings() -> None:
+    async with running_node(
+        max_schema_size=2048, max_schema_depth=6, max_schema_subschemas=20
+    ) as node:
+        await node.create_tenant("acme")
+        deep: Any = {"type": "string"}
+        for _ in range(6):
+            deep = {"items": deep}
+        for schema, fragment in (
+            ({"description": "x" * 3000}, "the limit is 2048"),
+            (deep, "deeper than 6 levels"),
+            ({"$defs": {f"d{n}": {} for n in range(20)}}, "21 subschemas; the limit is 20"),
+        ):
+            refused = await _define(node, ORDER, {"schema": schema})
+            assert refused.status_code == 400, refused.text
+            assert fragment in refused.json()["message"], refused.text
 
 
 async def test_unknown_fields_and_bad_values_are_refused(node: Node) -> None:

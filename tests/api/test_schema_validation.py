@@ -4,9 +4,13 @@ Salesforce REST API."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
-from tests.api._support import Node, bearer, error_code
+from app.catalog import SchemaVersion
+from app.schemas import canonical, new_schema_id
+from tests.api._support import Node, bearer, error_code, running_node
+from tests.harness.recording_http import recording_http_server
 
 ORDER = "/event/Order__e"
 ALL = ["publish", "subscribe"]
@@ -185,4 +189,94 @@ async def test_an_all_or_none_composite_with_a_violation_stores_nothing(node: No
     assert [result["success"] for result in results] == [False, False]
     assert results[0]["errors"][0]["statusCode"] == "ALL_OR_NONE_OPERATION_ROLLED_BACK"
     assert results[1]["errors"][0]["statusCode"] == "FIELD_INTEGRITY_EXCEPTION"
+    assert await node.history_events(token, ORDER) == []
+
+
+# -- what validating may cost -------------------------------------------------------------------
+
+
+async def test_a_pattern_that_backtracks_in_python_answers_at_once(node: Node) -> None:
+    # Python's re takes about 2^30 steps for this payload (the whole node stalls meanwhile);
+    # the per-test timeout stands guard.
+    token, _ = await _tenant_with_schema(
+        node, {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}}
+    )
+
+    refused = await node.publish(token, ORDER, {"code": "a" * 30 + "!"})
+    assert refused.status_code == 400, refused.text
+    assert [v["path"] for v in refused.json()["violations"]] == ["$.code"]
+    assert (await node.publish(token, ORDER, {"code": "a" * 30})).status_code == 201
+
+
+#: jsonschema alone validates it (`dependentRequired` is not in the compiled path's draft):
+#: one step per keyword and per item, so 600 items cost some 1200 steps.
+COSTLY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"items": {"type": "array", "items": {"type": "integer"}}},
+    "dependentRequired": {},
+}
+
+
+async def test_a_publish_costing_more_than_the_budget_is_refused_and_nothing_stored() -> None:
+    async with running_node(max_validation_steps=1000) as node:
+        token, _ = await _tenant_with_schema(node, COSTLY)
+        payload = {"items": list(range(600))}
+
+        refused = await node.publish(token, ORDER, payload)
+        assert refused.status_code == 400, refused.text
+        assert error_code(refused) == "validation_too_costly"
+        assert "1000 steps" in refused.json()["message"]
+
+        salesforce = await node.http.post(
+            "/services/data/v58.0/sobjects/Order__e", json=payload, headers=bearer(token)
+        )
+        assert salesforce.status_code == 400, salesforce.text
+        assert salesforce.json()[0]["errorCode"] == "LIMIT_EXCEEDED"
+
+        # Half of it fits, but not twice in one request: a batch shares one budget.
+        half = {"items": list(range(300))}
+        assert (await node.publish(token, ORDER, half)).status_code == 201
+        batch = await node.http.post("/v1/events" + ORDER, json=[half, half], headers=bearer(token))
+        assert batch.status_code == 400, batch.text
+        assert error_code(batch) == "validation_too_costly"
+        composite = await node.http.post(
+            "/services/data/v58.0/composite/sobjects",
+            json={"allOrNone": False, "records": [_record(half), _record(half)]},
+            headers=bearer(token),
+        )
+        assert composite.status_code == 200, composite.text
+        assert [result["success"] for result in composite.json()] == [True, False]
+        assert composite.json()[1]["errors"][0]["statusCode"] == "LIMIT_EXCEEDED"
+
+        assert len(await node.history_events(token, ORDER)) == 2
+
+
+async def test_a_stored_schema_referring_outside_itself_refuses_publishes_and_fetches_nothing(
+    node: Node,
+) -> None:
+    token, _ = await _tenant_with_schema(node)
+    services = node.app.state.services
+    with recording_http_server() as server:
+        # As if written straight into the catalog by an older version (or by hand).
+        text = canonical({"type": "object", "properties": {"orderId": {"$ref": server.url}}})
+        stored = SchemaVersion(
+            new_schema_id("acme", ORDER, 2, text), "acme", ORDER, 2, text, created_us=1
+        )
+        definition = await services.catalog.channel("acme", ORDER)
+        await services.catalog.save_channel(dataclasses.replace(definition, schema=stored), stored)
+        services.directory.forget(channel=("acme", ORDER))
+
+        refused = await node.publish(token, ORDER, VALID)
+        assert refused.status_code == 409, refused.text
+        assert error_code(refused) == "unusable_schema"
+        assert stored.schema_id in refused.json()["message"]
+        assert server.url in refused.json()["message"]
+
+        salesforce = await node.http.post(
+            "/services/data/v58.0/sobjects/Order__e", json=VALID, headers=bearer(token)
+        )
+        assert salesforce.status_code == 400, salesforce.text
+        assert salesforce.json()[0]["errorCode"] == "CANNOT_INSERT_UPDATE_ACTIVATE_ENTITY"
+
+        assert server.paths == []
     assert await node.history_events(token, ORDER) == []

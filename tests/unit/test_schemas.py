@@ -677,24 +677,6 @@ UNSOUND: list[Any] = [
         [1],
         id="items-removed-under-unevaluated-items-false",
     ),
-    pytest.param(
-        {
-            "properties": {
-                "a": {"$id": "https://example.com/p", "type": "string"},
-                "c": {"$id": "https://example.com/q", "type": "integer"},
-                "b": {"$ref": "https://example.com/p"},
-            }
-        },
-        {
-            "properties": {
-                "a": {"$id": "https://example.com/q", "type": "string"},
-                "c": {"$id": "https://example.com/p", "type": "integer"},
-                "b": {"$ref": "https://example.com/p"},
-            }
-        },
-        {"b": "s"},
-        id="id-treated-as-annotation-retargets-ref",
-    ),
 ]
 
 
