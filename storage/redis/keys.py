@@ -13,6 +13,7 @@ __all__ = [
     "channel_from_live",
     "channel_keys",
     "channels_of",
+    "claim_key",
     "live_channel",
     "live_pattern",
     "rate_of",
@@ -78,3 +79,9 @@ def session_key(client_id: str) -> str:
 def sessions_of(tenant: str) -> str:
     """A sorted set of a tenant's Bayeux sessions, scored by expiry (µs)."""
     return PREFIX + "{" + tenant + "}:sessions"
+
+
+def claim_key(scope: str, name: str) -> str:
+    """A single-use claim (`Engine.claim_once`); it holds its expiry in µs. Not tenant data:
+    `name` is a credential's id or a digest of it."""
+    return PREFIX + "claim:" + scope + ":" + name
