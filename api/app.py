@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -14,13 +15,14 @@ from api import admin, bayeux, events, oauth, openapi, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
 from api.errors import exception_handlers
 from api.services import Lifecycle, Services
-from api.tokens import TokenService, load_signing_key, load_verification_keys
+from api.tokens import DEFAULT_AUDIENCE, TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
 from app.admin import AdminService
 from app.admission import Admission
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
+from app.credential_guard import CredentialGuard
 from app.credentials import hash_secret
 from app.directory import Directory
 from app.engine import Engine
@@ -29,6 +31,7 @@ from app.metrics import Metrics
 from app.publishing import PublishService
 from app.readiness import ReadinessProbe
 from app.settings import Settings
+from app.throttle import Throttle
 from storage.memory import MemoryCatalog, MemoryEngine
 from storage.postgres import PostgresCatalog
 from storage.redis import RedisEngine
@@ -76,6 +79,20 @@ def create_app(
         clock,
         settings.refresh_token_ttl,
         load_verification_keys(settings),
+        audience=settings.public_url or DEFAULT_AUDIENCE,
+    )
+    credentials = CredentialGuard(
+        clock,
+        concurrency=settings.token_hash_concurrency or os.cpu_count() or 1,
+        cache_ttl=settings.token_secret_cache_ttl,
+        rate=settings.token_rate_per_client,
+        burst=settings.token_burst_per_client,
+        retry_spread=settings.reconnect_jitter,
+        on_check=lambda result: metrics.credential_checks.labels(result).inc(),
+        on_refused=lambda reason: metrics.token_refused.labels(reason).inc(),
+    )
+    token_addresses = Throttle(
+        clock, settings.token_rate_per_address, settings.token_burst_per_address
     )
 
     @asynccontextmanager
@@ -146,12 +163,15 @@ def create_app(
                     metrics.admission_refused.labels("replay").inc,
                 ),
                 readiness=ReadinessProbe(engine, hub, settings.ready_timeout),
+                credentials=credentials,
+                token_addresses=token_addresses,
             )
             yield
 
     routes = [
         Route("/services/oauth2/token", oauth.token, methods=["POST"]),
         Route("/v1/oauth/token", oauth.token, methods=["POST"]),
+        Route("/services/oauth2/revoke", oauth.revoke, methods=["POST"]),
         Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
         Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
         Route("/v1/events/{channel:path}", events.history, methods=["GET"]),

@@ -242,6 +242,43 @@ class Settings:
     token_ttl: float = _setting(
         3600.0, "duration", "Lifetime of issued access tokens.", minimum=10, maximum=7 * 86400
     )
+    token_rate_per_address: int = _setting(
+        20,
+        "int",
+        "Token-endpoint requests (token and revoke) per second from one client address, "
+        "sustained, per node; above it 429 with Retry-After.",
+        minimum=1,
+    )
+    token_burst_per_address: int = _setting(
+        200, "int", "Token-endpoint requests one client address may make at once.", minimum=1
+    )
+    token_rate_per_client: int = _setting(
+        2,
+        "int",
+        "Secret checks per second for one client id (or username, or assertion issuer), "
+        "sustained, per node; above it 429. A secret proven within "
+        "REPLAYBUS_TOKEN_SECRET_CACHE_TTL needs no check and does not count.",
+        minimum=1,
+    )
+    token_burst_per_client: int = _setting(
+        10, "int", "Secret checks one client id may need at once.", minimum=1
+    )
+    token_hash_concurrency: int | None = _setting(
+        None,
+        "int",
+        "Secret hashes (scrypt, about 16 MiB each) a node computes at once; more get 503 with "
+        "Retry-After at once. Default: the number of cores.",
+        minimum=1,
+        maximum=256,
+    )
+    token_secret_cache_ttl: float = _setting(
+        300.0,
+        "duration",
+        "How long a node remembers a client secret or password it has proven, so the same "
+        "client asking again is not hashed again (0: never). Rotating the secret ends it.",
+        minimum=0,
+        maximum=3600,
+    )
     signing_key: str | None = _setting(
         None,
         "text",
