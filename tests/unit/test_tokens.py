@@ -167,6 +167,62 @@ def test_token_signed_by_another_key_type_is_invalid(
         service.verify(token)
 
 
+def test_a_token_carries_this_service_as_its_audience(clock: FakeClock) -> None:
+    key = load_signing_key(Settings())
+    token = TokenService(key, TTL, clock).issue("acme", "c", ("publish",)).access_token
+
+    assert jwt.decode(token, key).claims["aud"] == "replaybus"
+
+
+def test_a_token_for_another_audience_is_invalid(clock: FakeClock) -> None:
+    key = load_signing_key(Settings())
+    here = TokenService(key, TTL, clock, audience="https://events.example.com")
+    elsewhere = TokenService(key, TTL, clock, audience="https://other.example.com")
+    token = elsewhere.issue("acme", "c", ("publish",)).access_token
+    refresh = elsewhere.issue_refresh("acme", "c", ("publish",), "ada")
+
+    with pytest.raises(TokenInvalid, match="not issued for this service"):
+        here.verify(token)
+    with pytest.raises(TokenInvalid):
+        here.verify_refresh(refresh)
+    assert here.verify(here.issue("acme", "c", ("publish",)).access_token).client_id == "c"
+
+
+def test_a_token_without_an_audience_is_invalid(clock: FakeClock) -> None:
+    key = load_signing_key(Settings())
+    service = TokenService(key, TTL, clock)
+    claims = {
+        "iss": "replaybus",
+        "sub": "c",
+        "tid": "acme",
+        "scope": "publish",
+        "use": "access",
+        "iat": NOW,
+        "exp": NOW + TTL,
+        "jti": "j",
+    }
+    token = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=["ES256"])
+
+    with pytest.raises(TokenInvalid):
+        service.verify(token)
+
+
+def test_a_refresh_token_names_its_id_and_can_be_cut_to_an_earlier_expiry(
+    service: TokenService, clock: FakeClock
+) -> None:
+    first = service.verify_refresh(service.issue_refresh("acme", "c", ("publish",), "ada"))
+    clock.advance(100)
+    successor = service.verify_refresh(
+        service.issue_refresh(
+            "acme", "c", ("publish",), "ada", expires_at=first.principal.expires_at
+        )
+    )
+
+    assert first.token_id != successor.token_id
+    assert successor.principal.expires_at == first.principal.expires_at
+    assert successor.principal.user == "ada"
+
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
