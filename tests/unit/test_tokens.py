@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from api.access_log import redact_query
 from api.auth import token_from_header
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import Principal
@@ -433,3 +434,9 @@ def test_verification_keys_accept_public_pems_and_name_the_setting_on_garbage() 
     assert len(keys) == 2
     with pytest.raises(SettingsError, match=r"^REPLAYBUS_VERIFICATION_KEYS"):
         load_verification_keys(Settings(verification_keys="not a key"))
+
+
+def test_a_token_sent_to_the_revoke_endpoint_in_the_query_is_redacted_from_logs() -> None:
+    assert redact_query("token=abc&token_type_hint=refresh_token") == (
+        "token=[redacted]&token_type_hint=refresh_token"
+    )
