@@ -119,7 +119,10 @@ class Settings:
         "off with many channels).",
     )
     public_url: str | None = _setting(
-        None, "text", "Base URL clients use (`instance_url`); default: the request's own base URL."
+        None,
+        "text",
+        "Base URL clients use (`instance_url`), the tokens' `aud` and the JWT-bearer audience; "
+        "default: the request's own base URL, the audience the node's socket address.",
     )
     cors_allowed_origins: str = _setting(
         "",
@@ -296,10 +299,13 @@ class Settings:
     )
     bootstrap_tenant: str = _setting("default", "text", "Tenant created at start-up.")
     bootstrap_client_id: str | None = _setting(
-        None, "text", "Client id of the start-up OAuth client; default: generated and printed."
+        None,
+        "text",
+        "Client id of the start-up OAuth client, created if absent and never changed; default: "
+        "generated and printed, on the embedded dev catalog only.",
     )
     bootstrap_client_secret: str | None = _setting(
-        None, "text", "Its secret; default: generated and printed once.", secret=True
+        None, "text", "Its secret, used when the client is created.", secret=True
     )
     bootstrap_client_jwt_key: str | None = _setting(
         None,
@@ -307,26 +313,34 @@ class Settings:
         "PEM public key of the start-up client, enabling its JWT-bearer grant.",
     )
     bootstrap_username: str | None = _setting(
-        None, "text", "A user of the start-up tenant, for the password and JWT-bearer grants."
+        None,
+        "text",
+        "A user of the start-up tenant, for the password and JWT-bearer grants; created if "
+        "absent and never changed.",
     )
     bootstrap_password: str | None = _setting(None, "text", "That user's password.", secret=True)
     operator_key: str | None = _setting(
         None,
         "text",
         "The platform operator's credential for /v1/admin and the CLI (sent as a Bearer token; "
-        "24+ characters). Default: none, or generated and printed by a dev `replaybus serve`.",
+        "24+ characters). Default: none, or generated and printed by a dev `replaybus serve` "
+        "(embedded catalog).",
         secret=True,
     )
     catalog_cache_ttl: float = _setting(
         5.0,
         "duration",
-        "How stale a node's view of tenants and clients may get: suspensions and revocations "
-        "reach every node within this time.",
+        "How stale a node's view of tenants, clients and users may get: suspensions, "
+        "revocations and rotated secrets reach every node within this time.",
         minimum=0.1,
         maximum=300,
     )
     refresh_token_ttl: float = _setting(
-        30 * 86400.0, "duration", "Lifetime of refresh tokens (password grant).", minimum=60
+        30 * 86400.0,
+        "duration",
+        "Lifetime of refresh tokens (password grant); each one works once, and the next one "
+        "keeps its expiry.",
+        minimum=60,
     )
     keep_alive: float = _setting(
         120.0,
