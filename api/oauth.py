@@ -33,7 +33,7 @@ from api.oauth_server import CLOCK_SKEW, JWT_BEARER, Proven, TokenEndpoint, Toke
 from api.responses import JSONBytesResponse
 from api.services import Services
 from api.tokens import RefreshToken
-from app.catalog import ClientRecord, UserRecord
+from app.catalog import ClientRecord
 from app.errors import (
     AuthenticationFailed,
     CatalogUnavailable,
@@ -193,10 +193,10 @@ async def _prove(
     client_secret: str | None,
     record: ClientRecord | None,
     form: dict[str, str],
-    user: UserRecord | None,
 ) -> Proven:
-    """Check the client's secret, then (password grant) the user's password, through the
-    credential guard. Raises QuotaExceeded or Overloaded when a check may not run now."""
+    """Check the client's secret, then (password grant) look the user up and check the
+    password, through the credential guard. Raises QuotaExceeded or Overloaded when a check
+    may not run now, CatalogUnavailable when the user cannot be looked up."""
     guard = services.credentials
     if grant_type == JWT_BEARER and client_id:
         guard.limit("client:" + client_id)  # an assertion's signature check, per issuer
@@ -211,6 +211,9 @@ async def _prove(
     username, password = form.get("username"), form.get("password")
     if grant_type != "password" or not username or password is None:
         return Proven(client_secret)
+    if len(username) > _MAX_NAME:
+        return Proven(client_secret)
+    user = await services.directory.user(username)
     if user is None or user.tenant != record.tenant:
         await guard.refuse_unknown("user:" + username)
         return Proven(client_secret)
@@ -262,7 +265,7 @@ async def token(request: Request) -> Response:
             return _oauth_error(401, "invalid_client", "malformed HTTP Basic credentials")
         client_id, client_secret = basic
     grant_type = form.get("grant_type")
-    username = form.get("username")
+    username: str | None = None  # the user a refresh token or an assertion names
     refresh: RefreshToken | None = None
     if grant_type == JWT_BEARER:
         claims = _unverified_claims(form.get("assertion", ""))
@@ -281,8 +284,10 @@ async def token(request: Request) -> Response:
         return _oauth_error(400, "invalid_grant", "authentication failure")
     try:
         record = await services.directory.client(client_id) if client_id else None
-        user = await services.directory.user(username) if username else None
-        proven = await _prove(services, grant_type, client_id, client_secret, record, form, user)
+        proven = await _prove(services, grant_type, client_id, client_secret, record, form)
+        user = proven.user
+        if username is not None and record is not None:
+            user = await services.directory.user(username)
     except (CatalogUnavailable, QuotaExceeded, Overloaded) as error:
         return _refusal(error)
     endpoint = TokenEndpoint(
