@@ -101,14 +101,20 @@ def _address(connection: HTTPConnection) -> str:
     return str(address)
 
 
-def _limit_address(connection: HTTPConnection, services: Services) -> Response | None:
+def _admit(connection: HTTPConnection, services: Services) -> Response | None:
+    """The refusal of a request over its address's rate or on an insecure transport, or
+    None: what every OAuth endpoint checks before reading the body."""
     wait = services.token_addresses.take(_address(connection))
-    if wait <= 0:
-        return None
-    services.metrics.token_refused.labels("address_limit").inc()
-    return _oauth_error(
-        429, "rate_limited", "too many token requests from this address: retry later", wait
-    )
+    if wait > 0:
+        services.metrics.token_refused.labels("address_limit").inc()
+        return _oauth_error(
+            429, "rate_limited", "too many token requests from this address: retry later", wait
+        )
+    if not _secure_transport(connection, services.settings):
+        return _oauth_error(
+            400, "insecure_transport", "OAuth 2 MUST utilize https (or a loopback client)"
+        )
+    return None
 
 
 def _secure_transport(connection: HTTPConnection, settings: Settings) -> bool:
@@ -118,7 +124,7 @@ def _secure_transport(connection: HTTPConnection, settings: Settings) -> bool:
     says it was), or come from a loopback address."""
     if settings.public_url is not None and settings.public_url.startswith("https://"):
         return True
-    if connection.url.scheme == "https":
+    if connection.scope.get("scheme") == "https":
         return True
     host = connection.client.host if connection.client is not None else ""
     try:
@@ -134,7 +140,7 @@ def _audiences(connection: HTTPConnection, settings: Settings) -> frozenset[str]
     if settings.public_url is not None:
         bases = {settings.public_url}
     else:
-        scheme = connection.url.scheme
+        scheme = connection.scope.get("scheme", "http")
         server = connection.scope.get("server")
         if not server:
             return frozenset()
@@ -222,6 +228,14 @@ async def _prove(
     return Proven(client_secret)
 
 
+async def _claim_refresh(services: Services, refresh: RefreshToken) -> bool:
+    """Use up (or revoke) a refresh token on every node until it expires; False if it was
+    already. Raises EngineUnavailable."""
+    seconds_left = refresh.principal.expires_at - services.clock.now_us() / 1_000_000
+    ttl_us = max(1, int(seconds_left * 1_000_000))
+    return await services.engine.claim_once("refresh", refresh.token_id, ttl_us)
+
+
 def _assertion_name(issuer: str, assertion_id: str) -> str:
     return hashlib.sha256(f"{issuer}\n{assertion_id}".encode()).hexdigest()
 
@@ -231,12 +245,9 @@ async def _claim_single_use(
 ) -> bool:
     """Claim the refresh token or assertion just used, on every node: False if an earlier
     request had already used it (or it was revoked). Raises EngineUnavailable."""
-    now = services.clock.now_us() / 1_000_000
     if refresh is not None:
-        ttl = refresh.principal.expires_at - now
-        return await services.engine.claim_once(
-            "refresh", refresh.token_id, max(1, int(ttl * 1_000_000))
-        )
+        return await _claim_refresh(services, refresh)
+    now = services.clock.now_us() / 1_000_000
     if endpoint.assertion is not None:
         assertion = endpoint.assertion
         ttl = assertion.expires - now + CLOCK_SKEW  # nodes' clocks may differ that much
@@ -248,13 +259,9 @@ async def _claim_single_use(
 async def token(request: Request) -> Response:
     """`POST /services/oauth2/token` and `POST /v1/oauth/token`."""
     services: Services = request.app.state.services
-    limited = _limit_address(request, services)
-    if limited is not None:
-        return limited
-    if not _secure_transport(request, services.settings):
-        return _oauth_error(
-            400, "insecure_transport", "OAuth 2 MUST utilize https (or a loopback client)"
-        )
+    refused = _admit(request, services)
+    if refused is not None:
+        return refused
     form = await _form(request)
     if isinstance(form, Response):
         return form
@@ -340,13 +347,9 @@ async def revoke(request: Request) -> Response:
     the client ends them all. A token that is not valid anyway is answered 200, as RFC 7009
     asks."""
     services: Services = request.app.state.services
-    limited = _limit_address(request, services)
-    if limited is not None:
-        return limited
-    if not _secure_transport(request, services.settings):
-        return _oauth_error(
-            400, "insecure_transport", "OAuth 2 MUST utilize https (or a loopback client)"
-        )
+    refused = _admit(request, services)
+    if refused is not None:
+        return refused
     form = await _form(request)
     if isinstance(form, Response):
         return form
@@ -366,10 +369,8 @@ async def revoke(request: Request) -> Response:
             "access tokens cannot be revoked one by one: they expire within their lifetime; "
             "revoke the client to end all of its tokens",
         )
-    now = services.clock.now_us() / 1_000_000
-    ttl_us = max(1, int((refresh.principal.expires_at - now) * 1_000_000))
     try:
-        await services.engine.claim_once("refresh", refresh.token_id, ttl_us)
+        await _claim_refresh(services, refresh)  # already used or revoked: just as well
     except EngineUnavailable as error:
         return _refusal(error)
     return Response(status_code=200)

@@ -1,7 +1,7 @@
 """Measure what anonymous token requests cost a node: start `replaybus serve` (embedded
-defaults), send N concurrent token requests naming unknown client ids, then N concurrent
-`GET /healthz`, and report both wall times, the answers' status codes and the node's peak
-resident memory (VmHWM).
+defaults), send N concurrent `GET /healthz`, then N concurrent token requests naming unknown
+client ids, then N concurrent `GET /healthz` twice more, and report each burst's wall time and
+status codes and the node's peak resident memory (VmHWM). Run from the repository root.
 
     .venv/bin/python scripts/measure_token_endpoint.py [--requests 100]
 """
