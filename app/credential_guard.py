@@ -5,7 +5,9 @@ the token endpoint is where an anonymous caller could spend a node's CPU and mem
 
 - a secret proven correct is remembered for a short while under a keyed digest of (identity,
   secret, stored hash), so a well-behaved client asking again is not hashed again, and a
-  rotated secret (a new stored hash) is never found under the old entry;
+  rotated secret (a new stored hash) is never found under the old entry; requests with the
+  same credentials while their check runs share it (many workers of one client starting at
+  once cost one hash);
 - at most `concurrency` hashes run at once, in threads; one more is refused at once with
   Overloaded, never queued;
 - checks that would hash, and attempts naming identities that do not exist, are limited per
@@ -75,6 +77,7 @@ class CredentialGuard:
         )
         self._hash_seconds: float | None = None
         self._calibration: asyncio.Future[bool] | None = None
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}  # at most `concurrency`
 
     @property
     def hash_seconds(self) -> float | None:
@@ -102,15 +105,28 @@ class CredentialGuard:
             self._cache.move_to_end(digest)
             self._on_check("cached")
             return True
+        checking = self._checking.get(digest)
+        if checking is not None:
+            self._on_check("cached")
+            return await asyncio.shield(checking)
         self.limit(identity)
+        checking = self._start_hash(secret, stored_hash)
         self._on_check("hashed")
-        matches = await self._hash(secret, stored_hash)
-        if matches and self._cache_ttl > 0:
+        self._checking[digest] = checking
+        checking.add_done_callback(lambda done: self._checked(digest, done))
+        return await asyncio.shield(checking)
+
+    def _checked(self, digest: bytes, done: asyncio.Future[bool]) -> None:
+        """Remember a proven secret (even if its caller has gone) before the check stops
+        being shared, so nobody misses both."""
+        del self._checking[digest]
+        if done.cancelled() or done.exception() is not None or not done.result():
+            return
+        if self._cache_ttl > 0:
             self._cache.pop(digest, None)
             self._cache[digest] = self._clock.monotonic() + self._cache_ttl
             if len(self._cache) > _CACHE_ENTRIES:
                 self._cache.popitem(last=False)
-        return matches
 
     async def refuse_unknown(self, identity: str) -> None:
         """Take as long as checking a secret of `identity` would, without hashing, for an
@@ -127,7 +143,7 @@ class CredentialGuard:
         rest. Overloaded like any check when the hashing places are taken."""
         calibration = self._calibration
         if calibration is None:
-            calibration = asyncio.ensure_future(self._hash("", unmatchable_hash()))
+            calibration = self._start_hash("", unmatchable_hash())
             calibration.add_done_callback(self._calibrated)
             self._calibration = calibration
         await asyncio.shield(calibration)
@@ -136,8 +152,10 @@ class CredentialGuard:
         if done.cancelled() or done.exception() is not None:
             self._calibration = None  # the next unknown identity tries again
 
-    async def _hash(self, secret: str, stored_hash: str) -> bool:
-        place = self._hashing.enter()  # Overloaded past the limit: refused, never queued
+    def _start_hash(self, secret: str, stored_hash: str) -> asyncio.Future[bool]:
+        """The hash check, started in a thread; raises Overloaded at once past the limit
+        (refused, never queued)."""
+        place = self._hashing.enter()
         started = self._timer()
 
         def finished(done: asyncio.Future[bool]) -> None:
@@ -149,7 +167,7 @@ class CredentialGuard:
 
         task = asyncio.ensure_future(asyncio.to_thread(self._verify, secret, stored_hash))
         task.add_done_callback(finished)
-        return await asyncio.shield(task)
+        return task
 
     def _measured(self, seconds: float) -> None:
         previous = self._hash_seconds

@@ -141,7 +141,8 @@ class Metrics:
         self.credential_checks = Counter(
             "replaybus_credential_checks",
             "Client secret and password checks at the token endpoint: hashed (scrypt ran), "
-            "cached (proven recently), unknown (no such client or user: refused unhashed).",
+            "cached (proven recently, or sharing a running check), unknown (no such client or "
+            "user: refused unhashed).",
             ["result"],
             registry=registry,
         )

@@ -207,6 +207,17 @@ async def test_hash_checks_beyond_the_limit_are_answered_503_at_once(scrypt: Scr
     assert _metric(node, "replaybus_token_requests_refused_total", reason="busy") == 1
 
 
+async def test_many_workers_of_one_client_starting_at_once_cost_one_hash(scrypt: Scrypt) -> None:
+    async with token_node(token_hash_concurrency=1, token_burst_per_client=1) as node:
+        secret = await _client(node, "svc")
+        before = scrypt.calls
+
+        answers = await asyncio.gather(*(node.token_response("svc", secret) for _ in range(11)))
+
+    assert [a.status_code for a in answers] == [200] * 11
+    assert scrypt.calls - before == 1
+
+
 async def test_requests_per_address_are_limited_with_429_and_retry_after() -> None:
     async with (
         token_node(token_burst_per_address=3, token_rate_per_address=1) as node,

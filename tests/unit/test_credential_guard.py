@@ -176,6 +176,29 @@ async def test_the_first_unknown_identities_share_one_calibrating_hash(clock: Fa
     assert sleeps.waits == [pytest.approx(0.04)] * 21
 
 
+async def test_concurrent_checks_of_the_same_credentials_share_one_hash(
+    clock: FakeClock, stored: str
+) -> None:
+    hashing = CountingHash(hold=True)
+    checks: list[str] = []
+    guard = _guard(clock, hashing, concurrency=1, burst=1, checks=checks)
+    first = asyncio.create_task(guard.verify("client:app", SECRET, stored))
+    await asyncio.to_thread(hashing.entered.acquire)
+    others = [asyncio.create_task(guard.verify("client:app", SECRET, stored)) for _ in range(9)]
+    wrong = asyncio.create_task(guard.verify("client:app", "guess", stored))
+
+    hashing.release.set()
+    results = await asyncio.gather(first, *others)
+
+    assert results == [True] * 10  # no place and no allowance needed beyond the first
+    assert len(hashing.calls) == 1
+    assert checks == ["hashed"] + ["cached"] * 9
+    with pytest.raises(QuotaExceeded):  # other credentials are not shared: they count
+        await wrong
+    assert await guard.verify("client:app", SECRET, stored)  # and now it is remembered
+    assert len(hashing.calls) == 1
+
+
 async def test_hashes_beyond_the_concurrency_limit_are_refused_at_once(
     clock: FakeClock, stored: str
 ) -> None:
