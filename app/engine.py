@@ -130,7 +130,8 @@ class Engine(LiveSource, Protocol):
         """Claim `name` within `scope` for `ttl_us` from now, shared by every node: True for
         the first claim, False (nothing changed) while an earlier claim holds. For single-use
         credentials (a JWT assertion's `jti`, a refresh token) remembered until they expire.
-        `scope` and `name` are short and hold no whitespace."""
+        `scope` and `name` are short and hold no whitespace. Raises EngineUnavailable when it
+        cannot tell (never True for a name already claimed)."""
         ...
 
     async def ping(self) -> None:
