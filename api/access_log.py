@@ -15,7 +15,7 @@ __all__ = ["AccessLogMiddleware", "redact_query"]
 
 log = logging.getLogger("replaybus.access")
 _SECRET_PARAMETERS = frozenset(
-    {"access_token", "client_secret", "password", "assertion", "refresh_token", "code"}
+    {"access_token", "client_secret", "password", "assertion", "refresh_token", "code", "token"}
 )
 
 

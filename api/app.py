@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -16,13 +20,14 @@ from api.body import BodyDeadlineMiddleware
 from api.errors import exception_handlers
 from api.forwarded import ForwardedMiddleware
 from api.services import Lifecycle, Services
-from api.tokens import TokenService, load_signing_key, load_verification_keys
+from api.tokens import DEFAULT_AUDIENCE, TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
 from app.admin import AdminService
 from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
+from app.credential_guard import CredentialGuard
 from app.credentials import hash_secret
 from app.directory import Directory
 from app.engine import Engine
@@ -33,34 +38,62 @@ from app.readiness import ReadinessProbe
 from app.schemas import SchemaLimits
 from app.settings import Settings
 from app.tenancy import ServerLimits
+from app.throttle import Throttle
 from storage.memory import MemoryCatalog, MemoryEngine
 from storage.postgres import PostgresCatalog
 from storage.redis import RedisEngine
 
 __all__ = ["create_app"]
 
+log = logging.getLogger("replaybus.bootstrap")
+
 
 async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
-    """Create the start-up tenant and, when configured, its OAuth client with every scope."""
-    await catalog.add_tenant(Tenant(settings.bootstrap_tenant))
-    if settings.bootstrap_client_id is not None and settings.bootstrap_client_secret is not None:
-        await catalog.add_client(
-            ClientRecord(
-                client_id=settings.bootstrap_client_id,
-                tenant=settings.bootstrap_tenant,
-                secret_hash=hash_secret(settings.bootstrap_client_secret),
-                scopes=SCOPES,
-                jwt_public_key=settings.bootstrap_client_jwt_key,
+    """Seed the start-up tenant, OAuth client (every scope) and user, each only if it does not
+    exist yet, so a restart never undoes an operator's revocation, rotation or scope change.
+
+    On the embedded catalog (development: no REPLAYBUS_DATABASE_URL) the tenant is always
+    created; on PostgreSQL only when a bootstrap client or user is configured.
+    """
+    dev = settings.database_url is None
+    client_id, secret = settings.bootstrap_client_id, settings.bootstrap_client_secret
+    username, password = settings.bootstrap_username, settings.bootstrap_password
+    if not dev and client_id is None and username is None:
+        return
+    tenant = settings.bootstrap_tenant
+    await catalog.add_tenant(Tenant(tenant))
+    # Processes starting together on a fresh database may each find a name free and write
+    # it: the same credentials, differing only in salt and generation. The last write stands;
+    # a token issued meanwhile under another generation is refused and its client asks again.
+    if client_id is not None and secret is not None:
+        if await catalog.client(client_id) is None:
+            await catalog.add_client(
+                ClientRecord(
+                    client_id=client_id,
+                    tenant=tenant,
+                    secret_hash=await asyncio.to_thread(hash_secret, secret),
+                    scopes=SCOPES,
+                    jwt_public_key=settings.bootstrap_client_jwt_key,
+                    # Each process seeds its own embedded catalog, and every worker must take
+                    # the others' tokens: a generation only where the catalog is shared.
+                    generation="" if dev else secrets.token_hex(8),
+                )
             )
-        )
-    if settings.bootstrap_username is not None and settings.bootstrap_password is not None:
-        await catalog.add_user(
-            UserRecord(
-                username=settings.bootstrap_username,
-                tenant=settings.bootstrap_tenant,
-                password_hash=hash_secret(settings.bootstrap_password),
+            log.info("bootstrap client %s created in tenant %s", client_id, tenant)
+        else:
+            log.info("bootstrap client %s exists: left as it is", client_id)
+    if username is not None and password is not None:
+        if await catalog.user(username) is None:
+            await catalog.add_user(
+                UserRecord(
+                    username=username,
+                    tenant=tenant,
+                    password_hash=await asyncio.to_thread(hash_secret, password),
+                )
             )
-        )
+            log.info("bootstrap user %s created in tenant %s", username, tenant)
+        else:
+            log.info("bootstrap user %s exists: left as it is", username)
 
 
 def create_app(
@@ -80,6 +113,20 @@ def create_app(
         clock,
         settings.refresh_token_ttl,
         load_verification_keys(settings),
+        audience=settings.public_url or DEFAULT_AUDIENCE,
+    )
+    credentials = CredentialGuard(
+        clock,
+        concurrency=settings.token_hash_concurrency or os.cpu_count() or 1,
+        cache_ttl=settings.token_secret_cache_ttl,
+        rate=settings.token_rate_per_client,
+        burst=settings.token_burst_per_client,
+        retry_spread=settings.reconnect_jitter,
+        on_check=lambda result: metrics.credential_checks.labels(result).inc(),
+        on_refused=lambda reason: metrics.token_refused.labels(reason).inc(),
+    )
+    token_addresses = Throttle(
+        clock, settings.token_rate_per_address, settings.token_burst_per_address
     )
 
     @asynccontextmanager
@@ -171,12 +218,15 @@ def create_app(
                     metrics.admission_refused.labels("stream").inc,
                 ),
                 readiness=ReadinessProbe(engine, hub, settings.ready_timeout),
+                credentials=credentials,
+                token_addresses=token_addresses,
             )
             yield
 
     routes = [
         Route("/services/oauth2/token", oauth.token, methods=["POST"]),
         Route("/v1/oauth/token", oauth.token, methods=["POST"]),
+        Route("/services/oauth2/revoke", oauth.revoke, methods=["POST"]),
         Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
         Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
         Route("/v1/events/{channel:path}", events.history, methods=["GET"]),

@@ -108,7 +108,10 @@ def _shared_key_pem() -> str:
 
 
 def serve(settings: Settings) -> int:
-    generated = settings.bootstrap_client_id is None
+    # Credentials are generated and printed only on the embedded dev defaults (the in-memory
+    # catalog, gone with the process); a PostgreSQL catalog gets what it is explicitly given.
+    dev = settings.database_url is None
+    generated = dev and settings.bootstrap_client_id is None
     if generated:
         settings = settings.replace(
             bootstrap_client_id=generate_client_id(), bootstrap_client_secret=generate_secret()
@@ -127,17 +130,28 @@ def serve(settings: Settings) -> int:
 
     def announce() -> None:
         _say(f"replaybus listening on {base}")
-        _say(f"  tenant:        {settings.bootstrap_tenant}")
-        _say(f"  client_id:     {settings.bootstrap_client_id}")
-        if generated:
-            _say(f"  client_secret: {settings.bootstrap_client_secret}  (shown once)")
-        else:
-            _say("  client_secret: from REPLAYBUS_BOOTSTRAP_CLIENT_SECRET")
+        if settings.bootstrap_client_id is not None:
+            _say(f"  tenant:        {settings.bootstrap_tenant}")
+            _say(f"  client_id:     {settings.bootstrap_client_id}")
+            if generated:
+                _say(f"  client_secret: {settings.bootstrap_client_secret}  (shown once)")
+            else:
+                _say("  client_secret: from REPLAYBUS_BOOTSTRAP_CLIENT_SECRET")
+        if not dev:
+            _say("  catalog:       PostgreSQL; a bootstrap client or user is created only if")
+            _say("                 absent, never changed; other credentials come from")
+            _say("                 `replaybus clients create` or /v1/admin")
         if generated_operator_key:
             _say(f"  operator key:  {settings.operator_key}  (for /v1/admin and the CLI)")
-        _say(f"  get a token:   curl -s {base}/services/oauth2/token \\")
-        _say("                   -d grant_type=client_credentials \\")
-        _say("                   -d client_id=<client_id> -d client_secret=<client_secret>")
+        elif settings.operator_key is not None:
+            _say("  operator key:  from REPLAYBUS_OPERATOR_KEY")
+        else:
+            _say("  operator key:  not set (REPLAYBUS_OPERATOR_KEY): /v1/admin serves tenant")
+            _say("                 admin clients only")
+        if dev:
+            _say(f"  get a token:   curl -s {base}/services/oauth2/token \\")
+            _say("                   -d grant_type=client_credentials \\")
+            _say("                   -d client_id=<client_id> -d client_secret=<client_secret>")
 
     if settings.workers > 1:
         announce()  # connections wait in the listening socket's backlog for the workers

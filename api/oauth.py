@@ -1,10 +1,16 @@
-"""OAuth 2.0 token endpoint (authlib's authorization server) and the JWKS document.
+"""OAuth 2.0 endpoints: token (authlib's rules, `api.oauth_server`), revoke, and the JWKS.
 
 Grants: `client_credentials`, `password`, `refresh_token` and the JWT bearer assertion
 (`urn:ietf:params:oauth:grant-type:jwt-bearer`), answered in Salesforce's shape
 (`access_token`, `instance_url`, `id` ending `/<tenant>/<user or client>`, `token_type`,
 `issued_at` as an epoch-ms string, `scope`, plus `signature` for the password and refresh flows)
-and the standard `expires_in`. The password grant also returns a `refresh_token`.
+and the standard `expires_in`. The password and refresh grants return a `refresh_token`; each
+refresh token works once (the answer carries the next one) and can be revoked.
+
+What a token request may cost a node is bounded before anything expensive happens: requests
+per client address (429), secret checks per client id or user (429), hashes at once (503), and
+unknown clients and users are refused after a timer instead of a hash (`app.credential_guard`).
+Clients and users are looked up through the Directory, which caches absent ones too.
 """
 
 from __future__ import annotations
@@ -12,301 +18,154 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import hmac
+import ipaddress
+import math
 from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 import orjson
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749 import AuthorizationServer, ClientMixin, OAuth2Request
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
-from authlib.oauth2.rfc6749.grants import (
-    BaseGrant,
-    ClientCredentialsGrant,
-    RefreshTokenGrant,
-    ResourceOwnerPasswordCredentialsGrant,
-    TokenEndpointMixin,
-)
-from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, OKPKey, RSAKey
-from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from api.body import read_body
+from api.oauth_server import CLOCK_SKEW, JWT_BEARER, Proven, TokenEndpoint, TokenRequest
 from api.responses import JSONBytesResponse
 from api.services import Services
-from app.access import SCOPES, Principal
-from app.catalog import ClientRecord, UserRecord
-from app.credentials import generate_secret, hash_secret, verify_secret
-from app.errors import AuthenticationFailed, CatalogUnavailable, RequestTooLarge
+from api.tokens import RefreshToken
+from app.catalog import ClientRecord
+from app.errors import (
+    AuthenticationFailed,
+    CatalogUnavailable,
+    EngineUnavailable,
+    Overloaded,
+    QuotaExceeded,
+    ReplaybusError,
+    RequestTooLarge,
+)
+from app.settings import Settings
 
-__all__ = ["jwks", "token"]
+__all__ = ["jwks", "revoke", "token"]
 
 _MAX_TOKEN_REQUEST = 16 * 1024
-_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-_GRANTS = ("client_credentials", "password", "refresh_token", JWT_BEARER)
-_ASSERTION_MAX_LIFE = 300 + 60  # Salesforce: at most 3 minutes; allow for clock skew
-_CLOCK_SKEW = 60
-_ASSERTION_ALGORITHMS = ["RS256", "ES256", "Ed25519"]
-_UNKNOWN_HASH = hash_secret(generate_secret())
-_DESCRIPTIONS = {
-    "unsupported_grant_type": "grant type not supported",
-    "invalid_client": "invalid client credentials",
-    "invalid_grant": "authentication failure",
+_MAX_NAME = 255  # client ids and usernames: longer ones exist nowhere, so nothing is looked up
+_SECRET_GRANTS = ("client_credentials", "password", "refresh_token")
+_TOKEN_PATH = "/services/oauth2/token"
+#: The OAuth protocol's one error table: domain errors to status and `error` code.
+_OAUTH_ERRORS: dict[type[ReplaybusError], tuple[int, str]] = {
+    QuotaExceeded: (429, "rate_limited"),
+    Overloaded: (503, "temporarily_unavailable"),
+    CatalogUnavailable: (503, "temporarily_unavailable"),
+    EngineUnavailable: (503, "temporarily_unavailable"),
+}
+_UNAVAILABLE_TEXT: dict[type[ReplaybusError], str] = {
+    CatalogUnavailable: "credentials cannot be checked right now: retry",
+    EngineUnavailable: "single-use credentials cannot be checked right now: retry",
 }
 
 
-class _Client(ClientMixin):  # type: ignore[misc]
-    def __init__(self, record: ClientRecord) -> None:
-        self.record = record
-
-    def get_client_id(self) -> str:
-        return self.record.client_id
-
-    def get_default_redirect_uri(self) -> None:
-        return None
-
-    def get_allowed_scope(self, scope: str | None) -> str:
-        allowed = self.record.scopes
-        if not scope:
-            return " ".join(allowed)
-        return " ".join(s for s in scope.split() if s in allowed)
-
-    def check_client_secret(self, client_secret: str) -> bool:
-        record: ClientRecord = self.record
-        matches = verify_secret(client_secret, record.secret_hash)  # same cost when revoked
-        return bool(matches and not record.revoked)
-
-    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
-        return endpoint == "token" and method in _AUTH_METHODS
-
-    def check_grant_type(self, grant_type: str) -> bool:
-        if grant_type == JWT_BEARER:
-            return bool(self.record.jwt_public_key)
-        return grant_type in _GRANTS
+def _oauth_error(
+    status: int, error: str, description: str, retry_after: float | None = None
+) -> Response:
+    headers = None
+    if retry_after is not None or status == 503:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after or 1)))}
+    return JSONBytesResponse({"error": error, "error_description": description}, status, headers)
 
 
-class _ClientCredentialsGrant(ClientCredentialsGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = _AUTH_METHODS
+def _refusal(error: ReplaybusError) -> Response:
+    for cls in type(error).__mro__:
+        if cls in _OAUTH_ERRORS:
+            status, code = _OAUTH_ERRORS[cls]
+            retry_after = getattr(error, "retry_after", None)
+            description = _UNAVAILABLE_TEXT.get(cls, error.message)
+            return _oauth_error(status, code, description, retry_after)
+    raise error
 
 
-class _PasswordGrant(ResourceOwnerPasswordCredentialsGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = _AUTH_METHODS
-
-    def authenticate_user(self, username: str, password: str) -> UserRecord | None:
-        endpoint: _TokenEndpoint = self.server
-        return endpoint.check_user(username, password)
+# -- the caller ------------------------------------------------------------------------------
 
 
-class _RefreshCredential:
-    """A verified refresh token, as authlib's refresh grant wants to see it."""
+def _address(connection: HTTPConnection) -> str:
+    """The client's address for its rate limit (as uvicorn reports it: a trusted proxy's
+    X-Forwarded-For applies). An IPv6 client is one /64, since it holds the whole block."""
+    host = connection.client.host if connection.client is not None else ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
-    def __init__(self, principal: Principal) -> None:
-        self.principal = principal
 
-    def check_client(self, client: _Client) -> bool:
-        return bool(
-            client.record.client_id == self.principal.client_id
-            and client.record.tenant == self.principal.tenant
-            and client.record.generation == self.principal.client_generation
+def _admit(connection: HTTPConnection, services: Services) -> Response | None:
+    """The refusal of a request over its address's rate or on an insecure transport, or
+    None: what every OAuth endpoint checks before reading the body."""
+    wait = services.token_addresses.take(_address(connection))
+    if wait > 0:
+        services.metrics.token_refused.labels("address_limit").inc()
+        return _oauth_error(
+            429, "rate_limited", "too many token requests from this address: retry later", wait
         )
-
-    def get_scope(self) -> str:
-        return " ".join(sorted(self.principal.scopes))
-
-
-class _RefreshGrant(RefreshTokenGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = _AUTH_METHODS
-
-    def authenticate_refresh_token(self, refresh_token: str) -> _RefreshCredential | None:
-        endpoint: _TokenEndpoint = self.server
-        return endpoint.refresh
-
-    def authenticate_user(self, credential: _RefreshCredential) -> UserRecord | None:
-        endpoint: _TokenEndpoint = self.server
-        user = endpoint.user
-        if user is None or user.username != credential.principal.user:
-            return None
-        return user
-
-    def revoke_old_credential(self, refresh_token: object) -> None:
-        return None  # refresh tokens are stateless and simply expire
-
-
-class _JwtBearerGrant(BaseGrant, TokenEndpointMixin):  # type: ignore[misc]
-    """RFC 7523 §2.1, as Salesforce's JWT bearer flow: `iss` = client id, `sub` = username,
-    `aud` = this server (or Salesforce's login hosts, for clients that hard-code them)."""
-
-    GRANT_TYPE = JWT_BEARER
-    TOKEN_ENDPOINT_AUTH_METHODS = ["none", *_AUTH_METHODS]
-
-    def validate_token_request(self) -> None:
-        assertion = self.request.form.get("assertion")
-        if not assertion:
-            raise InvalidRequestError("Missing 'assertion' in request.")
-        endpoint: _TokenEndpoint = self.server
-        client, user = endpoint.check_assertion(assertion)
-        self.request.client = _Client(client)
-        self.request.user = user
-        self.validate_requested_scope()
-
-    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
-        token = self.generate_token(
-            user=self.request.user, scope=self.request.payload.scope, include_refresh_token=False
+    if not _secure_transport(connection, services.settings):
+        return _oauth_error(
+            400, "insecure_transport", "OAuth 2 MUST utilize https (or a loopback client)"
         )
-        return 200, token, self.TOKEN_RESPONSE_HEADER
+    return None
 
 
-class _TokenRequest(OAuth2Request):  # type: ignore[misc]
-    def __init__(self, method: str, uri: str, headers: Headers, form: dict[str, str]):
-        super().__init__(method, uri, headers=headers)
-        self.payload = BasicOAuth2Payload(form)
-        self._form = form
-
-    @property
-    def args(self) -> dict[str, str]:
-        return {}
-
-    @property
-    def form(self) -> dict[str, str]:
-        return self._form
-
-
-class _TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
-    """One request's authorization server. authlib is synchronous, so everything it needs from
-    the (asynchronous) catalog is fetched first, and the grant runs in a worker thread."""
-
-    def __init__(
-        self,
-        services: Services,
-        instance_url: str,
-        client: ClientRecord | None,
-        user: UserRecord | None,
-        refresh: Principal | None,
-        client_secret: str | None,
-    ) -> None:
-        super().__init__(scopes_supported=list(SCOPES))
-        self._services = services
-        self._instance_url = instance_url
-        self._client = client
-        self.user = user
-        self.refresh = _RefreshCredential(refresh) if refresh is not None else None
-        self._client_secret = client_secret
-        for grant in (_ClientCredentialsGrant, _PasswordGrant, _RefreshGrant, _JwtBearerGrant):
-            self.register_grant(grant)
-        self.register_token_generator("default", self._generate)
-
-    def query_client(self, client_id: str) -> _Client | None:
-        if self._client is None or self._client.client_id != client_id:
-            return None
-        return _Client(self._client)
-
-    def check_user(self, username: str, password: str) -> UserRecord | None:
-        user = self.user
-        if user is None or user.username != username or self._client is None:
-            verify_secret(password, _UNKNOWN_HASH)  # the same cost whether or not it exists
-            return None
-        matches = verify_secret(password, user.password_hash)  # same cost in any tenant
-        return user if matches and user.tenant == self._client.tenant else None
-
-    def check_assertion(self, assertion: str) -> tuple[ClientRecord, UserRecord]:
-        client, user = self._client, self.user
-        if client is None or client.revoked or not client.jwt_public_key:
-            raise InvalidGrantError("invalid assertion: unknown issuer")
-        try:
-            key = _public_key(client.jwt_public_key)
-            claims = jwt.decode(assertion, key, algorithms=_ASSERTION_ALGORITHMS).claims
-        except (JoseError, ValueError, TypeError):
-            raise InvalidGrantError("invalid assertion: bad signature") from None
-        audiences = claims.get("aud")
-        audiences = audiences if isinstance(audiences, list) else [audiences]
-        accepted = {self._instance_url, self._instance_url + "/services/oauth2/token"}
-        expires, not_before = claims.get("exp"), claims.get("nbf", 0)
-        now = self._services.clock.now_us() / 1_000_000
-        if claims.get("iss") != client.client_id or not accepted.intersection(audiences):
-            raise InvalidGrantError("invalid assertion: wrong issuer or audience")
-        if not isinstance(expires, int | float) or not now < expires <= now + _ASSERTION_MAX_LIFE:
-            raise InvalidGrantError("invalid assertion: expired, or valid for over 5 minutes")
-        if not isinstance(not_before, int | float) or not_before > now + _CLOCK_SKEW:
-            raise InvalidGrantError("invalid assertion: not valid yet")
-        if user is None or claims.get("sub") != user.username or user.tenant != client.tenant:
-            raise InvalidGrantError("invalid assertion: unknown user")
-        return client, user
-
-    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
-        return None  # tokens are self-contained JWTs: nothing to store
-
-    def create_oauth2_request(self, request: _TokenRequest) -> _TokenRequest:
-        return request
-
-    def send_signal(self, name: str, *args: object, **kwargs: object) -> None:
-        return None
-
-    def handle_response(
-        self, status: int, body: Any, headers: list[tuple[str, str]]
-    ) -> tuple[int, Any, list[tuple[str, str]]]:
-        if isinstance(body, dict) and "error" in body:
-            # One text per error: details would tell a prober which clients and users exist.
-            fixed = _DESCRIPTIONS.get(body["error"])
-            if fixed is not None or not body.get("error_description"):
-                body["error_description"] = fixed or body["error"]
-        return status, body, headers
-
-    def _generate(
-        self,
-        grant_type: str,
-        client: _Client,
-        user: UserRecord | None = None,
-        scope: str | None = None,
-        expires_in: int | None = None,
-        include_refresh_token: bool = True,
-    ) -> dict[str, Any]:
-        record = client.record
-        scopes = tuple(client.get_allowed_scope(scope).split())
-        username = user.username if user is not None else None
-        tokens = self._services.tokens
-        issued = tokens.issue(
-            record.tenant, record.client_id, scopes, user=username, generation=record.generation
-        )
-        issued_at = str(int(issued.issued_at * 1000))
-        identity = f"{self._instance_url}/id/{record.tenant}/{username or record.client_id}"
-        response: dict[str, Any] = {
-            "access_token": issued.access_token,
-            "instance_url": self._instance_url,
-            "id": identity,
-            "token_type": "Bearer",
-            "issued_at": issued_at,
-            "scope": " ".join(scopes),
-            "expires_in": issued.expires_in,
-        }
-        if grant_type in ("password", "refresh_token") and self._client_secret:
-            response["signature"] = _signature(identity + issued_at, self._client_secret)
-        if grant_type == "password" and username is not None and include_refresh_token:
-            response["refresh_token"] = tokens.issue_refresh(
-                record.tenant, record.client_id, scopes, username, record.generation
-            )
-        return response
+def _secure_transport(connection: HTTPConnection, settings: Settings) -> bool:
+    """Whether credentials may travel on this request. Never judged from the Host header: an
+    https REPLAYBUS_PUBLIC_URL says clients reach the service over TLS (terminated in front of
+    the node); otherwise the connection must be TLS (or a trusted proxy's X-Forwarded-Proto
+    says it was), or come from a loopback address."""
+    if settings.public_url is not None and settings.public_url.startswith("https://"):
+        return True
+    if connection.scope.get("scheme") == "https":
+        return True
+    host = connection.client.host if connection.client is not None else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-def _public_key(pem: str) -> ECKey | RSAKey | OKPKey:
-    for key_type in (RSAKey, ECKey, OKPKey):
-        try:
-            return key_type.import_key(pem)
-        except (ValueError, TypeError, JoseError):
-            continue
-    raise ValueError("unusable public key")
+def _audiences(connection: HTTPConnection, settings: Settings) -> frozenset[str]:
+    """The `aud` a JWT-bearer assertion may name: REPLAYBUS_PUBLIC_URL (or its token endpoint)
+    when set; otherwise the address this connection reached, as the socket has it (never the
+    Host header), with and without a default port."""
+    if settings.public_url is not None:
+        bases = {settings.public_url}
+    else:
+        scheme = connection.scope.get("scheme", "http")
+        server = connection.scope.get("server")
+        if not server:
+            return frozenset()
+        host, port = server[0], server[1]
+        host = f"[{host}]" if ":" in host else host
+        bases = {f"{scheme}://{host}:{port}"}
+        if (scheme, port) in (("http", 80), ("https", 443)):
+            bases.add(f"{scheme}://{host}")
+    return frozenset({*bases, *(base + _TOKEN_PATH for base in bases)})
 
 
-def _signature(message: str, client_secret: str) -> str:
-    """Salesforce's `signature`: base64 HMAC-SHA256 of `id + issued_at`, keyed with the client
-    secret, so the client can check the response came from the server that knows its secret."""
-    digest = hmac.new(client_secret.encode(), message.encode(), hashlib.sha256).digest()
-    return base64.b64encode(digest).decode()
+# -- the request ---------------------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, str] | Response:
+    try:
+        body = await read_body(request, _MAX_TOKEN_REQUEST)
+    except RequestTooLarge as error:
+        return _oauth_error(413, "invalid_request", error.message)
+    form = dict(parse_qsl(request.url.query))
+    try:
+        form.update(parse_qsl(body.decode(), keep_blank_values=True))
+    except UnicodeDecodeError:
+        return _oauth_error(400, "invalid_request", "the body must be UTF-8 form fields")
+    return form
 
 
 def _uses_basic(request: Request) -> bool:
@@ -333,34 +192,79 @@ def _unverified_claims(assertion: str) -> dict[str, Any]:
     return claims if isinstance(claims, dict) else {}
 
 
-def _oauth_error(status: int, error: str, description: str) -> Response:
-    headers = {"Retry-After": "1"} if status == 503 else None
-    return JSONBytesResponse({"error": error, "error_description": description}, status, headers)
+async def _prove(
+    services: Services,
+    grant_type: str | None,
+    client_id: str | None,
+    client_secret: str | None,
+    record: ClientRecord | None,
+    form: dict[str, str],
+) -> Proven:
+    """Check the client's secret, then (password grant) look the user up and check the
+    password, through the credential guard. Raises QuotaExceeded or Overloaded when a check
+    may not run now, CatalogUnavailable when the user cannot be looked up."""
+    guard = services.credentials
+    if grant_type == JWT_BEARER and client_id:
+        guard.limit("client:" + client_id)  # an assertion's signature check, per issuer
+    if grant_type not in _SECRET_GRANTS or not client_id:
+        return Proven()  # nothing to hash: authlib refuses or the assertion decides
+    if record is None:
+        await guard.refuse_unknown("client:" + client_id)
+        return Proven()
+    matches = await guard.verify("client:" + client_id, client_secret or "", record.secret_hash)
+    if not matches or record.revoked:
+        return Proven()
+    username, password = form.get("username"), form.get("password")
+    if grant_type != "password" or not username or password is None:
+        return Proven(client_secret)
+    if len(username) > _MAX_NAME:
+        return Proven(client_secret)
+    user = await services.directory.user(username)
+    if user is None or user.tenant != record.tenant:
+        await guard.refuse_unknown("user:" + username)
+        return Proven(client_secret)
+    if await guard.verify("user:" + username, password, user.password_hash):
+        return Proven(client_secret, user, password)
+    return Proven(client_secret)
 
 
-async def _client_record(services: Services, client_id: str | None) -> ClientRecord | None:
-    """The client as the catalog has it now (so a rotated secret stops working at once); while
-    the catalog is unreachable, as this node last saw it, so clients it knows still get tokens."""
-    if not client_id:
-        return None
-    try:
-        return await services.catalog.client(client_id)
-    except CatalogUnavailable:
-        return await services.directory.client(client_id)
+async def _claim_refresh(services: Services, refresh: RefreshToken) -> bool:
+    """Use up (or revoke) a refresh token on every node until it expires; False if it was
+    already. Raises EngineUnavailable."""
+    seconds_left = refresh.principal.expires_at - services.clock.now_us() / 1_000_000
+    ttl_us = max(1, int(seconds_left * 1_000_000))
+    return await services.engine.claim_once("refresh", refresh.token_id, ttl_us)
+
+
+def _assertion_name(issuer: str, assertion_id: str) -> str:
+    return hashlib.sha256(f"{issuer}\n{assertion_id}".encode()).hexdigest()
+
+
+async def _claim_single_use(
+    services: Services, endpoint: TokenEndpoint, refresh: RefreshToken | None
+) -> bool:
+    """Claim the refresh token or assertion just used, on every node: False if an earlier
+    request had already used it (or it was revoked). Raises EngineUnavailable."""
+    if refresh is not None:
+        return await _claim_refresh(services, refresh)
+    now = services.clock.now_us() / 1_000_000
+    if endpoint.assertion is not None:
+        assertion = endpoint.assertion
+        ttl = assertion.expires - now + CLOCK_SKEW  # nodes' clocks may differ that much
+        name = _assertion_name(assertion.issuer, assertion.assertion_id)
+        return await services.engine.claim_once("assertion", name, int(ttl * 1_000_000))
+    return True
 
 
 async def token(request: Request) -> Response:
     """`POST /services/oauth2/token` and `POST /v1/oauth/token`."""
     services: Services = request.app.state.services
-    try:
-        body = await read_body(request, _MAX_TOKEN_REQUEST)
-    except RequestTooLarge as error:
-        return _oauth_error(413, "invalid_request", error.message)
-    form = dict(parse_qsl(request.url.query))
-    try:
-        form.update(parse_qsl(body.decode(), keep_blank_values=True))
-    except UnicodeDecodeError:
-        return _oauth_error(400, "invalid_request", "the body must be UTF-8 form fields")
+    refused = _admit(request, services)
+    if refused is not None:
+        return refused
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
     client_id, client_secret = form.get("client_id"), form.get("client_secret")
     if _uses_basic(request):
         basic = _basic_credentials(request)
@@ -368,8 +272,8 @@ async def token(request: Request) -> Response:
             return _oauth_error(401, "invalid_client", "malformed HTTP Basic credentials")
         client_id, client_secret = basic
     grant_type = form.get("grant_type")
-    username = form.get("username")
-    refresh: Principal | None = None
+    username: str | None = None  # the user a refresh token or an assertion names
+    refresh: RefreshToken | None = None
     if grant_type == JWT_BEARER:
         claims = _unverified_claims(form.get("assertion", ""))
         issuer, subject = claims.get("iss"), claims.get("sub")
@@ -380,42 +284,96 @@ async def token(request: Request) -> Response:
             refresh = services.tokens.verify_refresh(form["refresh_token"])
         except AuthenticationFailed:
             return _oauth_error(400, "invalid_grant", "expired access/refresh token")
-        username = refresh.user
+        username = refresh.principal.user
+    if client_id is not None and len(client_id) > _MAX_NAME:
+        return _oauth_error(400, "invalid_client", "invalid client credentials")
+    if username is not None and len(username) > _MAX_NAME:
+        return _oauth_error(400, "invalid_grant", "authentication failure")
     try:
-        record = await _client_record(services, client_id)
-        user = await services.catalog.user(username) if username else None
-    except CatalogUnavailable:
-        return _oauth_error(
-            503, "temporarily_unavailable", "credentials cannot be checked right now: retry"
-        )
-    if record is None and client_id:
-        # Answer an unknown client as slowly as a known one, so ids cannot be probed by timing.
-        await run_in_threadpool(verify_secret, "", _UNKNOWN_HASH)
-    endpoint = _TokenEndpoint(
-        services, services.instance_url(request), record, user, refresh, client_secret
+        record = await services.directory.client(client_id) if client_id else None
+        proven = await _prove(services, grant_type, client_id, client_secret, record, form)
+        user = proven.user
+        if username is not None and record is not None:
+            user = await services.directory.user(username)
+    except (CatalogUnavailable, QuotaExceeded, Overloaded) as error:
+        return _refusal(error)
+    endpoint = TokenEndpoint(
+        services.tokens,
+        services.clock,
+        services.instance_url(request),
+        _audiences(request, services.settings),
+        record,
+        user,
+        refresh,
+        proven,
     )
     try:
-        oauth_request = _TokenRequest(request.method, str(request.url), request.headers, form)
+        oauth_request = TokenRequest(request.method, request.headers, form)
+        status, payload, response_headers = endpoint.create_token_response(oauth_request)
     except OAuth2Error as error:
         return _oauth_error(400, error.error, error.description or error.error)
-    try:
-        status, payload, response_headers = await run_in_threadpool(
-            endpoint.create_token_response, oauth_request
-        )
     except UnicodeDecodeError:
         return _oauth_error(400, "invalid_request", "credentials must be UTF-8")
     if status == 200 and record is not None:
         # Checked only after the credentials verified, so a suspension is not revealed to
         # whoever merely knows a client id; the issued token is discarded.
-        tenant = await services.directory.tenant(record.tenant)
+        try:
+            tenant = await services.directory.tenant(record.tenant)
+        except CatalogUnavailable as error:
+            return _refusal(error)
         if tenant is None or tenant.suspended:
             return _oauth_error(400, "invalid_grant", f"tenant {record.tenant} is suspended")
+        try:
+            first_use = await _claim_single_use(services, endpoint, refresh)
+        except EngineUnavailable as error:
+            return _refusal(error)
+        if not first_use:
+            what = "refresh token" if refresh is not None else "assertion"
+            return _oauth_error(400, "invalid_grant", f"this {what} was already used or revoked")
     headers = dict(response_headers)
     if status == 401 and not _uses_basic(request):
         # RFC 6749 §5.2: 401 only when the client authenticated with the Authorization header.
         status = 400
         headers.pop("WWW-Authenticate", None)
     return JSONBytesResponse(payload, status, headers)
+
+
+async def revoke(request: Request) -> Response:
+    """`POST /services/oauth2/revoke` (RFC 7009, as Salesforce serves it): form `token=`.
+
+    A refresh token is revoked on every node until it expires; the token itself is the
+    credential, as at Salesforce. Access tokens are not tracked, so they cannot be revoked one
+    by one (400 `unsupported_token_type`): they expire within REPLAYBUS_TOKEN_TTL, and revoking
+    the client ends them all. A token that is not valid anyway is answered 200, as RFC 7009
+    asks."""
+    services: Services = request.app.state.services
+    refused = _admit(request, services)
+    if refused is not None:
+        return refused
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    text = form.get("token")
+    if not text:
+        return _oauth_error(400, "invalid_request", "send the token to revoke as token=")
+    try:
+        refresh = services.tokens.verify_refresh(text)
+    except AuthenticationFailed:
+        try:
+            services.tokens.verify(text)
+        except AuthenticationFailed:
+            return Response(status_code=200)
+        return _oauth_error(
+            400,
+            "unsupported_token_type",
+            "access tokens cannot be revoked one by one: they expire within their lifetime; "
+            "revoke the client to end all of its tokens",
+        )
+    try:
+        await _claim_refresh(services, refresh)  # already used or revoked: just as well
+    except EngineUnavailable as error:
+        return _refusal(error)
+    return Response(status_code=200)
 
 
 async def jwks(request: Request) -> Response:

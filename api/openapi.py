@@ -323,6 +323,12 @@ def _paths() -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ANY_OBJECT, "an access token"),
                     "400": _json(_ANY_OBJECT, "OAuth error"),
+                    "401": _json(_ANY_OBJECT, "OAuth error: bad HTTP Basic client credentials"),
+                    "413": _json(_ANY_OBJECT, "OAuth error: a body over 16 KiB"),
+                    "429": _json(_ANY_OBJECT, "rate_limited: per address or client; Retry-After"),
+                    "503": _json(
+                        _ANY_OBJECT, "temporarily_unavailable: busy or catalog down; Retry-After"
+                    ),
                 },
             }
         },

@@ -13,6 +13,7 @@ from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog
 from app.clock import Clock
+from app.credential_guard import CredentialGuard
 from app.directory import Directory
 from app.engine import Engine
 from app.hub import Hub
@@ -20,6 +21,7 @@ from app.metrics import Metrics
 from app.publishing import PublishService
 from app.readiness import ReadinessProbe
 from app.settings import Settings
+from app.throttle import Throttle
 
 __all__ = ["Lifecycle", "Services"]
 
@@ -48,6 +50,8 @@ class Services:
     replays: Admission
     streams: StreamCaps
     readiness: ReadinessProbe
+    credentials: CredentialGuard  # the token endpoint's secret checks, bounded
+    token_addresses: Throttle  # the token endpoint's requests per client address
 
     def instance_url(self, connection: HTTPConnection) -> str:
         """The base URL clients should use: the configured one, else this request's own."""

@@ -1,8 +1,10 @@
 """Access tokens: JWTs signed with an asymmetric key, verified by any node without a catalog call.
 
-Claims: `sub` (client id), `tid` (tenant), `usr` (user, for user grants), `scope`
-(space-separated), `use` (`access` or `refresh`), `iat`, `exp`, `jti`. Refresh tokens are
-signed the same way and are never accepted where an access token is expected.
+Claims: `iss` (`replaybus`), `aud` (this service: REPLAYBUS_PUBLIC_URL, else `replaybus`),
+`sub` (client id), `tid` (tenant), `usr` (user, for user grants), `cgn` (the client's
+generation), `scope` (space-separated), `use` (`access` or `refresh`), `iat`, `exp`, `jti`. A
+token for another audience is refused. Refresh tokens are signed the same way and are never
+accepted where an access token is expected; their `jti` makes each one single use.
 """
 
 from __future__ import annotations
@@ -24,10 +26,18 @@ from app.clock import Clock
 from app.errors import TokenExpired, TokenInvalid
 from app.settings import Settings, SettingsError
 
-__all__ = ["IssuedToken", "TokenService", "load_signing_key", "load_verification_keys"]
+__all__ = [
+    "DEFAULT_AUDIENCE",
+    "IssuedToken",
+    "RefreshToken",
+    "TokenService",
+    "load_signing_key",
+    "load_verification_keys",
+]
 
 SigningKey = ECKey | RSAKey | OKPKey
 _ISSUER = "replaybus"
+DEFAULT_AUDIENCE = "replaybus"
 _CACHE_SIZE = 4096
 
 
@@ -106,6 +116,14 @@ class IssuedToken:
     scopes: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshToken:
+    """A verified refresh token: whom it names, and its id (`jti`), which a use claims."""
+
+    principal: Principal
+    token_id: str
+
+
 class TokenService:
     def __init__(
         self,
@@ -114,8 +132,11 @@ class TokenService:
         clock: Clock,
         refresh_ttl: float = 30 * 86400,
         verification_keys: Sequence[SigningKey] = (),
+        audience: str = DEFAULT_AUDIENCE,
     ) -> None:
-        """Signs with `key`; verifies with it and `verification_keys`, chosen by `kid`."""
+        """Signs with `key`; verifies with it and `verification_keys`, chosen by `kid`, only
+        tokens whose `aud` is `audience`."""
+        self._audience = audience
         self._refresh_ttl = int(refresh_ttl)
         self._key = key
         self._algorithm = _algorithm(key)
@@ -155,9 +176,14 @@ class TokenService:
         scopes: tuple[str, ...],
         user: str,
         generation: str = "",
+        expires_at: float | None = None,
     ) -> str:
+        """A refresh token valid for the refresh TTL, or until `expires_at` if that is sooner
+        (a rotated refresh token keeps the expiry of the one it replaces)."""
         now = self._clock.now_us() / 1_000_000
         ttl = self._refresh_ttl
+        if expires_at is not None:
+            ttl = max(0, min(ttl, int(expires_at) - int(now)))
         return self._sign(tenant, client_id, scopes, user, generation, "refresh", now, ttl)
 
     def _sign(
@@ -173,6 +199,7 @@ class TokenService:
     ) -> str:
         claims: dict[str, object] = {
             "iss": _ISSUER,
+            "aud": self._audience,
             "sub": client_id,
             "tid": tenant,
             "scope": " ".join(scopes),
@@ -188,12 +215,17 @@ class TokenService:
         header = {"alg": self._algorithm, "kid": self._key.kid}
         return jwt.encode(header, claims, self._key, algorithms=[self._algorithm])
 
-    def verify_refresh(self, token: str) -> Principal:
-        """The principal a refresh token names; raises TokenInvalid or TokenExpired."""
-        principal = self._decode(token, use="refresh")
+    def verify_refresh(self, token: str) -> RefreshToken:
+        """The principal a refresh token names, and its id; raises TokenInvalid or
+        TokenExpired. Whether it was used or revoked already is the caller's to check."""
+        claims = self._claims(token)
+        principal = self._principal(claims, use="refresh")
         if principal.expires_at <= self._clock.now_us() / 1_000_000:
             raise TokenExpired("the refresh token has expired")
-        return principal
+        token_id = claims.get("jti")
+        if not isinstance(token_id, str) or not token_id:
+            raise TokenInvalid("the refresh token is not valid")
+        return RefreshToken(principal, token_id)
 
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises TokenInvalid or TokenExpired.
@@ -203,7 +235,7 @@ class TokenService:
         """
         principal = self._verified.get(token)
         if principal is None:
-            principal = self._decode(token, use="access")
+            principal = self._principal(self._claims(token), use="access")
             self._verified[token] = principal
             if len(self._verified) > _CACHE_SIZE:
                 self._verified.popitem(last=False)
@@ -213,15 +245,22 @@ class TokenService:
             raise TokenExpired("the access token has expired: request a new one")
         return principal
 
-    def _decode(self, token: str, use: str) -> Principal:
+    def _claims(self, token: str) -> dict[str, Any]:
         try:
-            claims = jwt.decode(token, self._keys, algorithms=self._algorithms).claims
+            claims: dict[str, Any] = jwt.decode(
+                token, self._keys, algorithms=self._algorithms
+            ).claims
         except (JoseError, ValueError, TypeError):
             raise TokenInvalid("the access token is not valid") from None
+        return claims
+
+    def _principal(self, claims: dict[str, Any], use: str) -> Principal:
         tenant, client_id = claims.get("tid"), claims.get("sub")
         scope, expires = claims.get("scope"), claims.get("exp")
         if claims.get("iss") != _ISSUER or not isinstance(tenant, str) or not tenant:
             raise TokenInvalid("the access token is not valid")
+        if claims.get("aud") != self._audience:
+            raise TokenInvalid("the access token was not issued for this service")
         if not isinstance(client_id, str) or not isinstance(scope, str):
             raise TokenInvalid("the access token is not valid")
         if not isinstance(expires, int) or claims.get("use", "access") != use:

@@ -292,8 +292,9 @@ class AdminService:
         return record
 
     async def rotate_secret(self, admin: Admin, tenant_id: str, client_id: str) -> IssuedClient:
-        """A new secret; the old one stops working at once for new tokens. Tokens already
-        issued stay valid until they expire (revoke the client to end them)."""
+        """A new secret; the old one stops getting new tokens at once on this node, on every
+        node within the catalog cache TTL. Tokens already issued stay valid until they expire
+        (revoke the client to end them)."""
         self._writable()
         record = await self.get_client(admin, tenant_id, client_id)
         if record.revoked:
@@ -303,6 +304,7 @@ class AdminService:
             record, secret_hash=await asyncio.to_thread(hash_secret, secret)
         )
         await self._catalog.add_client(rotated)
+        self._directory.forget(client=client_id)
         return IssuedClient(rotated, secret)
 
     async def revoke_client(self, admin: Admin, tenant_id: str, client_id: str) -> ClientRecord:

@@ -8,7 +8,13 @@ import hashlib
 import hmac
 import secrets
 
-__all__ = ["generate_client_id", "generate_secret", "hash_secret", "verify_secret"]
+__all__ = [
+    "generate_client_id",
+    "generate_secret",
+    "hash_secret",
+    "unmatchable_hash",
+    "verify_secret",
+]
 
 _N, _R, _P = 2**14, 8, 1
 
@@ -31,6 +37,13 @@ def hash_secret(secret: str) -> str:
     digest = _derive(secret, salt, _N, _R, _P)
     encode = base64.b64encode
     return f"scrypt${_N}${_R}${_P}${encode(salt).decode()}${encode(digest).decode()}"
+
+
+def unmatchable_hash() -> str:
+    """A well-formed hash that checking costs as much as a real one, and that no secret
+    matches short of inverting scrypt (its digest is all zeros)."""
+    encode = base64.b64encode
+    return f"scrypt${_N}${_R}${_P}${encode(bytes(16)).decode()}${encode(bytes(32)).decode()}"
 
 
 def verify_secret(secret: str, stored: str) -> bool:

@@ -1,4 +1,5 @@
-"""The hot path's view of the catalog: tenants and clients cached with bounded staleness.
+"""The hot path's view of the catalog: tenants, clients, users and channel definitions cached
+with bounded staleness (absent ones too, so unknown names cost one catalog read per TTL).
 
 Every entry is re-read once it is older than the TTL, so a suspension or a revocation reaches
 every node within the TTL (plus one request's round trip to the catalog). While the catalog is
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from app.access import Principal
-from app.catalog import Catalog, ChannelDefinition, ClientRecord, Tenant
+from app.catalog import Catalog, ChannelDefinition, ClientRecord, Tenant, UserRecord
 from app.clock import Clock
 from app.errors import CatalogUnavailable, TenantSuspended, TokenInvalid
 
@@ -115,6 +116,7 @@ class Directory:
         ttl_us = int(ttl * 1_000_000)
         self._tenants: _Cache[Tenant] = _Cache(clock, ttl_us, catalog.tenant, on_lookup)
         self._clients: _Cache[ClientRecord] = _Cache(clock, ttl_us, catalog.client, on_lookup)
+        self._users: _Cache[UserRecord] = _Cache(clock, ttl_us, catalog.user, on_lookup)
 
         async def load_channel(key: str) -> ChannelDefinition | None:
             tenant, _, name = key.partition(" ")
@@ -124,11 +126,12 @@ class Directory:
 
     @property
     def hits(self) -> int:
-        return self._tenants.hits + self._clients.hits + self._channels.hits
+        return self._tenants.hits + self._clients.hits + self._users.hits + self._channels.hits
 
     @property
     def misses(self) -> int:
-        return self._tenants.misses + self._clients.misses + self._channels.misses
+        caches = (self._tenants, self._clients, self._users, self._channels)
+        return sum(cache.misses for cache in caches)
 
     async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None:
         """The channel's definition (tenant ids and channel names hold no spaces)."""
@@ -139,6 +142,9 @@ class Directory:
 
     async def client(self, client_id: str) -> ClientRecord | None:
         return await self._clients.get(client_id)
+
+    async def user(self, username: str) -> UserRecord | None:
+        return await self._users.get(username)
 
     async def admit(self, principal: Principal) -> Tenant:
         """The caller's tenant, once its client is known to be live and the tenant active.
@@ -163,6 +169,7 @@ class Directory:
         *,
         tenant: str | None = None,
         client: str | None = None,
+        user: str | None = None,
         channel: tuple[str, str] | None = None,
     ) -> None:
         """Drop cached entries this node has just changed, so its own next read is fresh."""
@@ -170,5 +177,7 @@ class Directory:
             self._tenants.forget(tenant)
         if client is not None:
             self._clients.forget(client)
+        if user is not None:
+            self._users.forget(user)
         if channel is not None:
             self._channels.forget(" ".join(channel))

@@ -151,6 +151,14 @@ class Engine(LiveSource, Protocol):
         seconds until it could be, and nothing is taken."""
         ...
 
+    async def claim_once(self, scope: str, name: str, ttl_us: int) -> bool:
+        """Claim `name` within `scope` for `ttl_us` from now, shared by every node: True for
+        the first claim, False (nothing changed) while an earlier claim holds. For single-use
+        credentials (a JWT assertion's `jti`, a refresh token) remembered until they expire.
+        `scope` and `name` are short and hold no whitespace. Raises EngineUnavailable when it
+        cannot tell (never True for a name already claimed)."""
+        ...
+
     async def ping(self) -> None:
         """Raise EngineUnavailable unless the engine can serve requests."""
         ...

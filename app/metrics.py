@@ -138,6 +138,21 @@ class Metrics:
             ["kind"],
             registry=registry,
         )
+        self.credential_checks = Counter(
+            "replaybus_credential_checks",
+            "Client secret and password checks at the token endpoint: hashed (scrypt ran), "
+            "cached (proven recently, or sharing a running check), unknown (no such client or "
+            "user: refused unhashed).",
+            ["result"],
+            registry=registry,
+        )
+        self.token_refused = Counter(
+            "replaybus_token_requests_refused",
+            "Token-endpoint requests refused by this node's limits: address_limit and "
+            "identity_limit (429), busy (503, every hashing place taken).",
+            ["reason"],
+            registry=registry,
+        )
         self._bayeux_clients: dict[str, float] = {}
         # Labelled children by label values: `labels()` validates and locks on every call,
         # which shows on the publish and delivery paths.

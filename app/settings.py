@@ -119,7 +119,10 @@ class Settings:
         "off with many channels).",
     )
     public_url: str | None = _setting(
-        None, "text", "Base URL clients use (`instance_url`); default: the request's own base URL."
+        None,
+        "text",
+        "Base URL clients use (`instance_url`), the tokens' `aud` and the JWT-bearer audience; "
+        "default: the request's own base URL, the audience the node's socket address.",
     )
     cors_allowed_origins: str = _setting(
         "",
@@ -368,6 +371,43 @@ class Settings:
     token_ttl: float = _setting(
         3600.0, "duration", "Lifetime of issued access tokens.", minimum=10, maximum=7 * 86400
     )
+    token_rate_per_address: int = _setting(
+        20,
+        "int",
+        "Token-endpoint requests (token and revoke) per second from one client address, "
+        "sustained, per node; above it 429 with Retry-After.",
+        minimum=1,
+    )
+    token_burst_per_address: int = _setting(
+        200, "int", "Token-endpoint requests one client address may make at once.", minimum=1
+    )
+    token_rate_per_client: int = _setting(
+        2,
+        "int",
+        "Secret checks per second for one client id (or username, or assertion issuer), "
+        "sustained, per node; above it 429. A secret proven within "
+        "REPLAYBUS_TOKEN_SECRET_CACHE_TTL needs no check and does not count.",
+        minimum=1,
+    )
+    token_burst_per_client: int = _setting(
+        10, "int", "Secret checks one client id may need at once.", minimum=1
+    )
+    token_hash_concurrency: int | None = _setting(
+        None,
+        "int",
+        "Secret hashes (scrypt, about 16 MiB each) a node computes at once; more get 503 with "
+        "Retry-After at once. Default: the number of cores.",
+        minimum=1,
+        maximum=256,
+    )
+    token_secret_cache_ttl: float = _setting(
+        300.0,
+        "duration",
+        "How long a node remembers a client secret or password it has proven, so the same "
+        "client asking again is not hashed again (0: never). Rotating the secret ends it.",
+        minimum=0,
+        maximum=3600,
+    )
     signing_key: str | None = _setting(
         None,
         "text",
@@ -385,10 +425,13 @@ class Settings:
     )
     bootstrap_tenant: str = _setting("default", "text", "Tenant created at start-up.")
     bootstrap_client_id: str | None = _setting(
-        None, "text", "Client id of the start-up OAuth client; default: generated and printed."
+        None,
+        "text",
+        "Client id of the start-up OAuth client, created if absent and never changed; default: "
+        "generated and printed, on the embedded dev catalog only.",
     )
     bootstrap_client_secret: str | None = _setting(
-        None, "text", "Its secret; default: generated and printed once.", secret=True
+        None, "text", "Its secret, used when the client is created.", secret=True
     )
     bootstrap_client_jwt_key: str | None = _setting(
         None,
@@ -396,26 +439,34 @@ class Settings:
         "PEM public key of the start-up client, enabling its JWT-bearer grant.",
     )
     bootstrap_username: str | None = _setting(
-        None, "text", "A user of the start-up tenant, for the password and JWT-bearer grants."
+        None,
+        "text",
+        "A user of the start-up tenant, for the password and JWT-bearer grants; created if "
+        "absent and never changed.",
     )
     bootstrap_password: str | None = _setting(None, "text", "That user's password.", secret=True)
     operator_key: str | None = _setting(
         None,
         "text",
         "The platform operator's credential for /v1/admin and the CLI (sent as a Bearer token; "
-        "24+ characters). Default: none, or generated and printed by a dev `replaybus serve`.",
+        "24+ characters). Default: none, or generated and printed by a dev `replaybus serve` "
+        "(embedded catalog).",
         secret=True,
     )
     catalog_cache_ttl: float = _setting(
         5.0,
         "duration",
-        "How stale a node's view of tenants and clients may get: suspensions and revocations "
-        "reach every node within this time.",
+        "How stale a node's view of tenants, clients and users may get: suspensions, "
+        "revocations and rotated secrets reach every node within this time.",
         minimum=0.1,
         maximum=300,
     )
     refresh_token_ttl: float = _setting(
-        30 * 86400.0, "duration", "Lifetime of refresh tokens (password grant).", minimum=60
+        30 * 86400.0,
+        "duration",
+        "Lifetime of refresh tokens (password grant); each one works once, and the next one "
+        "keeps its expiry.",
+        minimum=60,
     )
     keep_alive: float = _setting(
         120.0,

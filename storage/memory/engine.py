@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 import itertools
 import logging
 from collections import deque
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from app.channels import ChannelPattern, parse_pattern
 from app.clock import Clock
 from app.engine import TRIM_STEP, LiveCallback, MissedCallback
+from app.errors import EngineUnavailable
 from app.model import (
     ChannelKey,
     Event,
@@ -33,6 +35,7 @@ __all__ = ["MemoryEngine"]
 log = logging.getLogger("replaybus.memory")
 
 _COMPACT_AFTER = 4096
+_MAX_CLAIMS = 200_000  # about 60 MB
 
 
 @dataclass(slots=True)
@@ -119,6 +122,8 @@ class MemoryEngine:
         self._signal_listeners: list[Callable[[str, str], None]] = []
         self._streams: dict[str, dict[str, int]] = {}  # tenant -> stream id -> expiry (µs)
         self._buckets: dict[str, tuple[float, int]] = {}  # tenant -> (allowance, as of µs)
+        self._claims: dict[tuple[str, str], int] = {}  # (scope, name) -> expiry (µs)
+        self._claim_expiries: list[tuple[int, tuple[str, str]]] = []  # a heap
 
     async def __aenter__(self) -> MemoryEngine:
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -345,6 +350,23 @@ class MemoryEngine:
             return (count - tokens) / rate
         self._buckets[tenant] = (tokens - count, at)
         return 0.0
+
+    async def claim_once(self, scope: str, name: str, ttl_us: int) -> bool:
+        now = self._clock.now_us()
+        while self._claim_expiries and self._claim_expiries[0][0] <= now:
+            expires, key = heapq.heappop(self._claim_expiries)
+            if self._claims.get(key) == expires:
+                del self._claims[key]
+        key = (scope, name)
+        held = self._claims.get(key)
+        if held is not None and held > now:
+            return False
+        if len(self._claims) >= _MAX_CLAIMS:
+            # Forgetting a live claim would let a credential be used twice: refuse instead.
+            raise EngineUnavailable("too many single-use credentials are remembered: retry later")
+        self._claims[key] = now + ttl_us
+        heapq.heappush(self._claim_expiries, (now + ttl_us, key))
+        return True
 
     async def ping(self) -> None:
         return None

@@ -86,6 +86,21 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
+# A single-use claim. KEYS[1]: the claim; ARGV: now in µs ("" = this server's clock), its
+# lifetime in µs. The key holds its expiry, so a test clock decides too; Redis drops it then.
+_CLAIM = """
+local now = tonumber(ARGV[1])
+if not now then
+  local time = redis.call('TIME')
+  now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+end
+local held = tonumber(redis.call('GET', KEYS[1]))
+if held and held > now then return 0 end
+local ttl = tonumber(ARGV[2])
+local expires = string.format('%.0f', now + ttl)
+redis.call('SET', KEYS[1], expires, 'PX', math.max(1, math.ceil(ttl / 1000)))
+return 1
+"""
 _SESSION_GRACE_US = 60_000_000  # Redis keeps a session this long past its expiry, then drops it
 # A group commit round: enough events to amortise a round trip, small enough to keep one
 # script call short (Redis runs nothing else meanwhile).
@@ -139,6 +154,7 @@ class RedisEngine:
         self._reserve: Any = None
         self._compare_and_set: Any = None
         self._rate: Any = None
+        self._claim: Any = None
         self._live: LiveFeed | None = None
         self._known_channels: set[ChannelKey] = set()
         self._group_commit: GroupCommit[tuple[ChannelKey, Retention], EventDraft, Published] = (
@@ -181,6 +197,7 @@ class RedisEngine:
         self._reserve = self._client.register_script(_RESERVE)
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._rate = self._client.register_script(_RATE)
+        self._claim = self._client.register_script(_CLAIM)
         self._live = LiveFeed(
             self._client,
             sharded=self._cluster,
@@ -523,6 +540,12 @@ class RedisEngine:
             lambda: self._rate(keys=[keys.rate_of(tenant)], args=[count, repr(rate), burst])
         )
         return float(wait)
+
+    async def claim_once(self, scope: str, name: str, ttl_us: int) -> bool:
+        claimed = await self._call(
+            lambda: self._claim(keys=[keys.claim_key(scope, name)], args=[self._now(), ttl_us])
+        )
+        return bool(claimed)
 
 
 def _window(fields: list[Any]) -> Window:

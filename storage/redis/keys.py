@@ -14,6 +14,7 @@ __all__ = [
     "channel_from_live",
     "channel_keys",
     "channels_of",
+    "claim_key",
     "live_channel",
     "live_tenant",
     "rate_of",
@@ -102,3 +103,9 @@ def channel_from_key(key: str) -> ChannelKey | None:
         return None
     tenant, _, name = tag_of(key).partition(":")
     return ChannelKey(tenant, name) if tenant and name.startswith("/") else None
+
+
+def claim_key(scope: str, name: str) -> str:
+    """A single-use claim (`Engine.claim_once`); it holds its expiry in µs. Not tenant data:
+    `name` is a credential's id or a digest of it."""
+    return PREFIX + "claim:" + scope + ":" + name

@@ -36,6 +36,7 @@ def _expired_token(signing_key_pem: str) -> str:
     now = int(time.time())
     claims = {
         "iss": "replaybus",
+        "aud": "replaybus",
         "sub": "e2e-client",
         "tid": "default",
         "scope": "publish subscribe",

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 from joserfc import jwt
 from joserfc.jwk import ECKey
 
+from api.access_log import redact_query
 from api.auth import token_from_header
 from api.tokens import TokenService, load_signing_key, load_verification_keys
 from app.access import Principal
@@ -165,6 +166,62 @@ def test_token_signed_by_another_key_type_is_invalid(
 
     with pytest.raises(TokenInvalid):
         service.verify(token)
+
+
+def test_a_token_carries_this_service_as_its_audience(clock: FakeClock) -> None:
+    key = load_signing_key(Settings())
+    token = TokenService(key, TTL, clock).issue("acme", "c", ("publish",)).access_token
+
+    assert jwt.decode(token, key).claims["aud"] == "replaybus"
+
+
+def test_a_token_for_another_audience_is_invalid(clock: FakeClock) -> None:
+    key = load_signing_key(Settings())
+    here = TokenService(key, TTL, clock, audience="https://events.example.com")
+    elsewhere = TokenService(key, TTL, clock, audience="https://other.example.com")
+    token = elsewhere.issue("acme", "c", ("publish",)).access_token
+    refresh = elsewhere.issue_refresh("acme", "c", ("publish",), "ada")
+
+    with pytest.raises(TokenInvalid, match="not issued for this service"):
+        here.verify(token)
+    with pytest.raises(TokenInvalid):
+        here.verify_refresh(refresh)
+    assert here.verify(here.issue("acme", "c", ("publish",)).access_token).client_id == "c"
+
+
+def test_a_token_without_an_audience_is_invalid(clock: FakeClock) -> None:
+    key = load_signing_key(Settings())
+    service = TokenService(key, TTL, clock)
+    claims = {
+        "iss": "replaybus",
+        "sub": "c",
+        "tid": "acme",
+        "scope": "publish",
+        "use": "access",
+        "iat": NOW,
+        "exp": NOW + TTL,
+        "jti": "j",
+    }
+    token = jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=["ES256"])
+
+    with pytest.raises(TokenInvalid):
+        service.verify(token)
+
+
+def test_a_refresh_token_names_its_id_and_can_be_cut_to_an_earlier_expiry(
+    service: TokenService, clock: FakeClock
+) -> None:
+    first = service.verify_refresh(service.issue_refresh("acme", "c", ("publish",), "ada"))
+    clock.advance(100)
+    successor = service.verify_refresh(
+        service.issue_refresh(
+            "acme", "c", ("publish",), "ada", expires_at=first.principal.expires_at
+        )
+    )
+
+    assert first.token_id != successor.token_id
+    assert successor.principal.expires_at == first.principal.expires_at
+    assert successor.principal.user == "ada"
 
 
 def _b64(data: bytes) -> str:
@@ -377,3 +434,9 @@ def test_verification_keys_accept_public_pems_and_name_the_setting_on_garbage() 
     assert len(keys) == 2
     with pytest.raises(SettingsError, match=r"^REPLAYBUS_VERIFICATION_KEYS"):
         load_verification_keys(Settings(verification_keys="not a key"))
+
+
+def test_a_token_sent_to_the_revoke_endpoint_in_the_query_is_redacted_from_logs() -> None:
+    assert redact_query("token=abc&token_type_hint=refresh_token") == (
+        "token=[redacted]&token_type_hint=refresh_token"
+    )
