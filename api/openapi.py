@@ -47,6 +47,10 @@ _ADMIN: tuple[ErrorClass, ...] = (*_TOKEN, *_SCOPE, errors.NotFound)
 _ADMIN_WRITE: tuple[ErrorClass, ...] = (*_ADMIN, errors.Conflict)
 _DEFINITION: tuple[ErrorClass, ...] = (errors.InvalidChannel, errors.ChannelNotPublishable)
 
+#: A path parameter no route matches (a line break in a channel, a slash in a tenant id) is
+#: answered by the router itself: 404 `not_found`, the code of a missing resource.
+_UNROUTED: tuple[ErrorClass, ...] = (errors.NotFound,)
+
 #: Error classes no `/v1` operation answers with: abstract bases never raised themselves, the
 #: status of a client that went away (nobody reads it), and the Bayeux transport's own.
 UNDOCUMENTED_ERRORS: frozenset[ErrorClass] = frozenset(
@@ -155,6 +159,8 @@ def _operation(
     query: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
     status, schema = ok
+    if path:
+        raises = (*raises, *_UNROUTED)
     responses = {str(status): _json(schema, "success"), **_error_responses(raises)}
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
@@ -248,6 +254,58 @@ def _schemas() -> dict[str, Any]:
                 "channel": {"type": "string"},
                 "version": {"type": "integer"},
                 "schema": {"description": "the JSON Schema (draft 2020-12) document"},
+            },
+        },
+        "Published": {
+            "type": "object",
+            "required": ["channel", "replayId", "uuid", "createdDate", "duplicate"],
+            "properties": {
+                "channel": {"type": "string"},
+                "replayId": {"type": "integer"},
+                "uuid": {"type": "string"},
+                "createdDate": {"type": "string"},
+                "duplicate": {"type": "boolean"},
+            },
+        },
+        "Envelope": {
+            "type": "object",
+            "required": ["channel", "replayId", "uuid", "createdDate", "schema", "payload"],
+            "properties": {
+                "channel": {"type": "string"},
+                "replayId": {"type": "integer"},
+                "uuid": {"type": "string"},
+                "createdDate": {"type": "string"},
+                "schema": {"type": ["string", "null"]},
+                "payload": {"type": "object"},
+            },
+        },
+        "History": {
+            "type": "object",
+            "required": ["channel", "events", "next", "window"],
+            "properties": {
+                "channel": {"type": "string"},
+                "events": {"type": "array", "items": _ref("Envelope")},
+                "next": {"type": "integer"},
+                "window": {"type": "object"},
+                "gap": {"type": "object"},
+            },
+        },
+        "ChannelWindow": {
+            "type": "object",
+            "required": ["channel", "earliest", "latest", "lowWaterMark", "count", "retention"],
+            "properties": {
+                "channel": {"type": "string"},
+                "earliest": {"type": ["integer", "null"]},
+                "latest": {"type": "integer"},
+                "lowWaterMark": {"type": "integer"},
+                "count": {"type": "integer"},
+                "retention": {
+                    "type": "object",
+                    "properties": {
+                        "maxAgeSeconds": {"type": "number"},
+                        "maxCount": {"type": "integer"},
+                    },
+                },
             },
         },
         "ChannelDefinition": {
@@ -396,9 +454,28 @@ def _paths() -> dict[str, Any]:
         path=channel_path,
         query=(replay_id, access_token, last_event_id),
     )
+    gap = {
+        "type": "object",
+        "required": ["requested", "earliest", "latest"],
+        "description": "`event: gap`: events between these positions are no longer retained",
+    }
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"enum": ["message", "gap"]},
+            "id": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"anyOf": [_ref("Envelope"), gap]},
+            },
+        },
+    }
     stream["responses"]["200"] = {
-        "description": "an event stream",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "description": "an event stream: each event's data is an envelope (or, for "
+        "`event: gap`, the positions no longer retained)",
+        "content": {"text/event-stream": {"schema": event}},
     }
     return {
         tenant + "/channels": {
@@ -433,8 +510,9 @@ def _paths() -> dict[str, Any]:
         },
         "/v1/channels/{channel}/schema": {
             "get": _operation(
-                "The channel's current payload schema",
-                (200, _ref("SchemaVersion")),
+                "The channel's current payload schema (a channel literally named like "
+                "/event/schema, of two segments, is served its window instead)",
+                (200, {"anyOf": [_ref("SchemaVersion"), _ref("ChannelWindow")]}),
                 (*_TOKEN, *_SCOPE, *_CHANNEL, errors.NotFound, *_ENGINE),
                 path=channel_path,
             )
@@ -512,7 +590,10 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "Publish an event (object) or a batch (array); Idempotency-Key dedupes retries;"
                 " 400 schema_violation lists every violation with its JSON path",
-                (201, {"oneOf": [_ANY_OBJECT, {"type": "array", "items": _ANY_OBJECT}]}),
+                (
+                    201,
+                    {"oneOf": [_ref("Published"), {"type": "array", "items": _ref("Published")}]},
+                ),
                 (
                     *_TOKEN,
                     *_SCOPE,
@@ -533,7 +614,7 @@ def _paths() -> dict[str, Any]:
             ),
             "get": _operation(
                 "History: retained events after ?after=N, at most ?limit=L",
-                (200, _ANY_OBJECT),
+                (200, _ref("History")),
                 (
                     *_TOKEN,
                     *_SCOPE,
@@ -549,7 +630,7 @@ def _paths() -> dict[str, Any]:
         "/v1/channels/{channel}": {
             "get": _operation(
                 "A channel's retention window",
-                (200, _ANY_OBJECT),
+                (200, _ref("ChannelWindow")),
                 (*_TOKEN, *_SCOPE, *_CHANNEL, *_ENGINE),
                 path=channel_path,
             )
