@@ -69,7 +69,7 @@ UNDOCUMENTED_ERRORS: frozenset[ErrorClass] = frozenset(
 #: What an OAuth error status means on the token endpoint (RFC 6749 §5.2 bodies).
 _OAUTH_ERRORS = {
     400: "invalid_request, invalid_client, invalid_grant, unsupported_grant_type, "
-    "unauthorized_client or invalid_scope",
+    "unauthorized_client, invalid_scope, or insecure_transport (plain HTTP from afar)",
     401: "invalid_client: bad credentials sent with HTTP Basic",
     413: "invalid_request: the form is too large",
     429: "too many token requests: retry after Retry-After seconds",
