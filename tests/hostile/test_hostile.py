@@ -17,8 +17,6 @@ from tests.harness.redis import RunningRedis
 from tests.hostile.arena import Backing, arena, under_attack
 from tests.hostile.attacks import ATTACKS
 
-pytestmark = pytest.mark.e2e
-
 ATTACK_S = 4.0
 #: Attacks whose cost lands in the engine or the catalog, so they run on Redis and PostgreSQL
 #: too; the others cost the same in front of any storage (validation, HTTP, the token hash).
