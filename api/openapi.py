@@ -37,8 +37,7 @@ _TOKEN: tuple[ErrorClass, ...] = (
     errors.CatalogUnavailable,
 )
 _SCOPE: tuple[ErrorClass, ...] = (errors.InsufficientScope,)
-_JSON_BODY: tuple[ErrorClass, ...] = (errors.MalformedJson, errors.RequestTooLarge)
-_OBJECT_BODY: tuple[ErrorClass, ...] = (*_JSON_BODY, errors.InvalidBody)
+_BODY: tuple[ErrorClass, ...] = (errors.MalformedJson, errors.RequestTooLarge, errors.InvalidBody)
 _ENGINE: tuple[ErrorClass, ...] = (errors.EngineUnavailable,)
 _CHANNEL: tuple[ErrorClass, ...] = (errors.InvalidChannel, errors.UnknownChannel)
 #: The operator key or an `admin`-scoped token; another tenant's resources look absent.
@@ -110,10 +109,6 @@ def _error_responses(raises: Iterable[ErrorClass]) -> dict[str, Any]:
     return responses
 
 
-def _parameters(path: tuple[str, ...], query: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
-    return [_PATH_PARAMETERS[name] for name in path] + list(query)
-
-
 _NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
 _CHANNEL_TEXT = "a channel name without its leading slash: event/Order_Placed__e"
 _PATH_PARAMETERS: dict[str, dict[str, Any]] = {
@@ -130,24 +125,13 @@ _PATH_PARAMETERS: dict[str, dict[str, Any]] = {
 _POSITION = {"type": "integer", "minimum": -2, "maximum": MAX_REPLAY_ID}
 
 
-def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
+def _parameters(path: tuple[str, ...], query: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    return [_PATH_PARAMETERS[name] for name in path] + list(query)
 
 
-def _header(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "header",
-        "required": False,
-        "schema": schema,
-        "description": description,
-    }
+def _optional(where: str, name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
+    """An optional query or header parameter."""
+    return {"name": name, "in": where, "required": False, "schema": schema, "description": text}
 
 
 def _operation(
@@ -424,17 +408,25 @@ def _paths() -> dict[str, Any]:
         },
     }
     publish = {"oneOf": [_ANY_OBJECT, {"type": "array", "items": _ANY_OBJECT}]}
-    idempotency_key = _header(
+    idempotency_key = _optional(
+        "header",
         "Idempotency-Key",
         {"type": "string", "pattern": f"^[\\x21-\\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"},
         "a retry with the same key within the idempotency TTL stores nothing new",
     )
-    after = _query("after", _POSITION, "-2 (default: from the oldest retained) or a ReplayId")
-    limit = _query("limit", {"type": "integer", "minimum": 1}, "events per page")
-    replay_id = _query("replayId", _POSITION, "-1 (default: new events), -2 or a ReplayId")
-    last_event_id = _header("Last-Event-ID", {"type": "string"}, "wins over replayId")
-    access_token = _query(
-        "access_token", {"type": "string"}, "the token, for clients that cannot set headers"
+    after = _optional(
+        "query", "after", _POSITION, "-2 (default: from the oldest retained) or a ReplayId"
+    )
+    limit = _optional("query", "limit", {"type": "integer", "minimum": 1}, "events per page")
+    replay_id = _optional(
+        "query", "replayId", _POSITION, "-1 (default: new events), -2 or a ReplayId"
+    )
+    last_event_id = _optional("header", "Last-Event-ID", {"type": "string"}, "wins over replayId")
+    access_token = _optional(
+        "query",
+        "access_token",
+        {"type": "string"},
+        "the token, for clients that cannot set headers",
     )
     tenant_path, client_path = ("tenant",), ("tenant", "client")
     channel_path, definition_path = ("channel",), ("tenant", "channel")
@@ -491,7 +483,7 @@ def _paths() -> dict[str, Any]:
                 "Create or update a channel definition; a new schema must be backward "
                 "compatible unless forced (409 incompatible_schema lists the problems)",
                 (200, _ref("ChannelDefinition")),
-                (*_ADMIN_WRITE, *_OBJECT_BODY, *_DEFINITION, errors.IncompatibleSchema),
+                (*_ADMIN_WRITE, *_BODY, *_DEFINITION, errors.IncompatibleSchema),
                 define,
                 definition_path,
             ),
@@ -524,7 +516,7 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "Create a tenant (operator)",
                 (201, _ref("Tenant")),
-                (*_ADMIN_WRITE, *_OBJECT_BODY),
+                (*_ADMIN_WRITE, *_BODY),
                 new_tenant,
             ),
         },
@@ -533,7 +525,7 @@ def _paths() -> dict[str, Any]:
             "patch": _operation(
                 "Change a tenant's settings (operator)",
                 (200, _ref("Tenant")),
-                (*_ADMIN_WRITE, *_OBJECT_BODY),
+                (*_ADMIN_WRITE, *_BODY),
                 {"type": "object", "properties": {"settings": _ref("TenantSettings")}},
                 tenant_path,
             ),
@@ -561,7 +553,7 @@ def _paths() -> dict[str, Any]:
             "post": _operation(
                 "Create a client; its secret is shown once",
                 (201, _ref("IssuedClient")),
-                (*_ADMIN_WRITE, *_OBJECT_BODY),
+                (*_ADMIN_WRITE, *_BODY),
                 new_client,
                 tenant_path,
             ),
@@ -597,7 +589,7 @@ def _paths() -> dict[str, Any]:
                 (
                     *_TOKEN,
                     *_SCOPE,
-                    *_OBJECT_BODY,
+                    *_BODY,
                     *_CHANNEL,
                     errors.ChannelNotPublishable,
                     errors.InvalidParameter,
