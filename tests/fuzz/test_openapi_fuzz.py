@@ -9,6 +9,7 @@ server really has, so the fuzzing reaches the paths past "not found".
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -60,18 +61,22 @@ _CONFIG = schemathesis.Config.from_dict(
     }
 )
 schema = schemathesis.openapi.from_dict(document(), config=_CONFIG)
+_TURNS = itertools.count()
 #: Filled by the server fixture: the credential behind each placeholder.
 _CREDENTIALS: dict[str, str] = {}
 
 
 @schema.auth(refresh_interval=None)
 class _Bearer:
-    """The operator key on /v1/admin, a token of the bootstrap client (every scope) elsewhere;
-    schemathesis also sends requests without it, and with a wrong one. Some cases are built
-    before the server runs, so they carry a placeholder the test swaps for the credential."""
+    """A token of the bootstrap client (every scope, `admin` of its own tenant included), and on
+    /v1/admin half the time the operator key instead; schemathesis also sends requests without
+    a credential, and with a wrong one. Some cases are built before the server runs, so they
+    carry a placeholder the test swaps for the credential."""
 
     def get(self, case: Case[Any], context: object) -> str:
-        return "<operator>" if case.path.startswith("/v1/admin") else "<token>"
+        if not case.path.startswith("/v1/admin"):
+            return "<token>"
+        return ("<operator>", "<token>")[next(_TURNS) % 2]
 
     def set(self, case: Case[Any], data: str, context: object) -> None:
         case.headers["Authorization"] = f"Bearer {data}"

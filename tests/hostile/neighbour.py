@@ -17,7 +17,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,7 +195,11 @@ class _Workload:
     async def bayeux_post(
         self, http: httpx.AsyncClient, message: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        response = await http.post("/cometd/58.0", json=[message], headers=self.headers)
+        try:
+            response = await http.post("/cometd/58.0", json=[message], headers=self.headers)
+        except httpx.HTTPError as failure:
+            self.error(f"Bayeux {message['channel']}: {failure!r}")
+            return []
         if response.status_code != 200:
             self.error(f"Bayeux {message['channel']}: {response.status_code} {response.text[:200]}")
             return []
@@ -239,6 +243,14 @@ class _Workload:
 
     # -- the run -------------------------------------------------------------------------------
 
+    async def guarded(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        """`work`, with a failure of its own recorded as one of B's errors."""
+        try:
+            await work
+        except httpx.HTTPError as failure:
+            if not self.stopping.is_set():
+                self.error(f"{name}: {failure!r}")
+
     async def until(self, condition: Callable[[], bool]) -> None:
         """Until `condition` holds, looking again at each delivery."""
         while not condition():
@@ -259,8 +271,8 @@ class _Workload:
         ):
             opened, subscribed = asyncio.Event(), asyncio.Event()
             tasks = [
-                asyncio.create_task(self.stream(sse_http, opened)),
-                asyncio.create_task(self.long_poll(poll_http, subscribed)),
+                asyncio.create_task(self.guarded("SSE", self.stream(sse_http, opened))),
+                asyncio.create_task(self.guarded("Bayeux", self.long_poll(poll_http, subscribed))),
             ]
             async with asyncio.timeout(_READY_S):
                 await opened.wait()
