@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import jsonschema
 import orjson
 from starlette.routing import Route
 
@@ -185,6 +186,9 @@ async def _refusals(node: Node) -> list[tuple[str, str, httpx.Response | StreamS
     await node.admin("PUT", "/tenants/strict/channels/event/Other__e", {})
     await post(events, "/v1/events/event/Other__e", json={}, headers=bearer(strict))
 
+    # A line break in a channel: no route takes it, the router answers 404.
+    await post(events, "/v1/events/event/a%0Ab", json={"n": 1}, headers=auth)
+
     # Reading.
     await get(events, "/v1/events/event/A__e?after=x")
     await get(events, "/v1/events/event/A__e?limit=0")
@@ -280,3 +284,50 @@ def test_every_error_class_is_listed_by_an_operation_or_set_aside() -> None:
         if cls not in UNDOCUMENTED_ERRORS and code not in listed
     ]
     assert missing == [], "error classes no operation lists (add them to a route's raises)"
+
+
+def _validator(document: dict[str, Any], method: str, path: str, status: int) -> Any:
+    """A validator of the documented body of `status` (JSON or the SSE event) for the operation."""
+    content = document["paths"][path][method.lower()]["responses"][str(status)]["content"]
+    (media,) = content.values()
+    return jsonschema.Draft202012Validator(
+        {**media["schema"], "components": document["components"]},
+        format_checker=None,
+    )
+
+
+async def test_success_bodies_match_their_documented_schemas(node: Node) -> None:
+    document = await _document(node)
+    await node.create_tenant("acme")
+    token = await node.client_token("acme", ["publish", "subscribe"])
+    await node.admin("PUT", "/tenants/acme/channels/event/Typed__e", {"schema": _SCHEMA})
+    http, auth = node.http, bearer(token)
+    events, channels = "/v1/events/{channel}", "/v1/channels/{channel}"
+    answers = [
+        (
+            "POST",
+            events,
+            201,
+            await http.post("/v1/events/event/A__e", json={"n": 1}, headers=auth),
+        ),
+        ("POST", events, 201, await http.post("/v1/events/event/A__e", json=[{}], headers=auth)),
+        ("GET", events, 200, await http.get("/v1/events/event/A__e", headers=auth)),
+        ("GET", channels, 200, await http.get("/v1/channels/event/A__e", headers=auth)),
+        # A channel of two segments named like the schema route is served its window.
+        (
+            "GET",
+            channels + "/schema",
+            200,
+            await http.get("/v1/channels/event/schema", headers=auth),
+        ),
+        (
+            "GET",
+            channels + "/schema",
+            200,
+            await http.get("/v1/channels/event/Typed__e/schema", headers=auth),
+        ),
+    ]
+    for method, path, status, response in answers:
+        assert response.status_code == status, response.text
+        errors = list(_validator(document, method, path, status).iter_errors(response.json()))
+        assert errors == [], (method, path, [error.message for error in errors])
