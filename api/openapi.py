@@ -1,16 +1,84 @@
-"""`GET /openapi.json`: the OpenAPI 3.1 description of the native `/v1` API."""
+"""`GET /openapi.json`: the OpenAPI 3.1 description of the native `/v1` API.
+
+Every operation names the domain errors its route can raise; each one's status and `error` code
+come from the one HTTP error table (`api.errors.HTTP_ERRORS`), so an operation documents every
+status it can answer, and under each status exactly the `error` codes it can carry. A new
+refusal in a route is one more class in its `raises` below.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.errors import HTTP_ERRORS
 from api.responses import JSONBytesResponse
+from app import errors
+from app.publishing import MAX_IDEMPOTENCY_KEY_LENGTH
+from app.recovery import MAX_REPLAY_ID
 from app.tenancy import describe_settings
 
-__all__ = ["document", "openapi"]
+__all__ = ["UNDOCUMENTED_ERRORS", "document", "openapi", "route_errors"]
+
+ErrorClass = type[errors.ReplaybusError]
+
+#: A token checked: none sent, one that does not verify or has expired, its client revoked or
+#: its tenant deleted, its tenant suspended, a browser origin the tenant does not allow, or a
+#: client this node has never seen while the catalog database is unreachable.
+_TOKEN: tuple[ErrorClass, ...] = (
+    errors.TokenMissing,
+    errors.TokenInvalid,
+    errors.TokenExpired,
+    errors.TenantSuspended,
+    errors.PermissionDenied,
+    errors.CatalogUnavailable,
+)
+_SCOPE: tuple[ErrorClass, ...] = (errors.InsufficientScope,)
+_BODY: tuple[ErrorClass, ...] = (
+    errors.MalformedJson,
+    errors.RequestTooLarge,
+    errors.InvalidBody,
+    errors.RequestTimeout,
+)
+_ENGINE: tuple[ErrorClass, ...] = (errors.EngineUnavailable,)
+_CHANNEL: tuple[ErrorClass, ...] = (errors.InvalidChannel, errors.UnknownChannel)
+#: The operator key or an `admin`-scoped token; another tenant's resources look absent.
+_ADMIN: tuple[ErrorClass, ...] = (*_TOKEN, *_SCOPE, errors.NotFound)
+#: Changes are refused (409) by a node whose embedded catalog lives in several workers.
+_ADMIN_WRITE: tuple[ErrorClass, ...] = (*_ADMIN, errors.Conflict)
+_DEFINITION: tuple[ErrorClass, ...] = (errors.InvalidChannel, errors.ChannelNotPublishable)
+
+#: A path parameter no route matches (a line break in a channel, a slash in a tenant id) is
+#: answered by the router itself: 404 `not_found`, the code of a missing resource.
+_UNROUTED: tuple[ErrorClass, ...] = (errors.NotFound,)
+
+#: Error classes no `/v1` operation answers with: abstract bases never raised themselves, the
+#: status of a client that went away (nobody reads it), and the Bayeux transport's own.
+UNDOCUMENTED_ERRORS: frozenset[ErrorClass] = frozenset(
+    {
+        errors.ReplaybusError,
+        errors.BadRequest,
+        errors.TooLarge,
+        errors.AuthenticationFailed,
+        errors.QuotaExceeded,
+        errors.ServiceUnavailable,
+        errors.ClientGone,
+        errors.MalformedBayeux,
+    }
+)
+
+#: What an OAuth error status means on the token endpoint (RFC 6749 §5.2 bodies).
+_OAUTH_ERRORS = {
+    400: "invalid_request, invalid_client, invalid_grant, unsupported_grant_type, "
+    "unauthorized_client, invalid_scope, or insecure_transport (plain HTTP from afar)",
+    401: "invalid_client: bad credentials sent with HTTP Basic",
+    413: "invalid_request: the form is too large",
+    429: "too many token requests: retry after Retry-After seconds",
+    503: "temporarily_unavailable: credentials cannot be checked right now (Retry-After)",
+}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -21,45 +89,98 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    texts = {
-        400: "invalid request",
-        401: "missing, invalid or expired token",
-        403: "forbidden (scope, suspended tenant, operator-only)",
-        404: "no such tenant, client or channel",
-        409: "already exists, or the resource's state forbids it",
-        413: "too large",
-        503: "engine or catalog unavailable (Retry-After)",
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "seconds to wait before retrying",
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
     }
-    return {str(status): _json(_ref("Error"), texts[status]) for status in statuses}
+}
+
+
+def _error_responses(raises: Iterable[ErrorClass]) -> dict[str, Any]:
+    """One response per status the classes map to, its `error` limited to their codes."""
+    codes: dict[int, list[str]] = {}
+    for cls in raises:
+        status, code = HTTP_ERRORS[cls]
+        if code not in codes.setdefault(status, []):
+            codes[status].append(code)
+    responses: dict[str, Any] = {}
+    for status, listed in sorted(codes.items()):
+        schema = {"allOf": [_ref("Error"), {"properties": {"error": {"enum": listed}}}]}
+        response = _json(schema, ", ".join(listed))
+        if status in (429, 503):
+            response["headers"] = _RETRY_AFTER
+        responses[str(status)] = response
+    return responses
+
+
+_NAME = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+_CHANNEL_TEXT = "a channel name without its leading slash: event/Order_Placed__e"
+_PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "tenant": {"name": "tenant", "in": "path", "required": True, "schema": _NAME},
+    "client": {"name": "client", "in": "path", "required": True, "schema": _NAME},
+    "channel": {
+        "name": "channel",
+        "in": "path",
+        "required": True,
+        "description": _CHANNEL_TEXT,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 254},
+    },
+}
+_POSITION = {"type": "integer", "minimum": -2, "maximum": MAX_REPLAY_ID}
+
+
+def _parameters(path: tuple[str, ...], query: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    return [_PATH_PARAMETERS[name] for name in path] + list(query)
+
+
+def _optional(where: str, name: str, schema: dict[str, Any], text: str) -> dict[str, Any]:
+    """An optional query or header parameter."""
+    return {"name": name, "in": where, "required": False, "schema": schema, "description": text}
 
 
 def _operation(
     summary: str,
-    ok: tuple[int, dict[str, Any]] | None,
-    errors: tuple[int, ...],
+    ok: tuple[int, dict[str, Any]],
+    raises: tuple[ErrorClass, ...],
     body: dict[str, Any] | None = None,
-    parameters: tuple[str, ...] = (),
+    path: tuple[str, ...] = (),
+    query: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any]:
-    operation: dict[str, Any] = {"summary": summary, "responses": _errors(*errors)}
-    if ok is not None:
-        operation["responses"][str(ok[0])] = _json(ok[1], "success")
+    status, schema = ok
+    if path:
+        raises = (*raises, *_UNROUTED)
+    responses = {str(status): _json(schema, "success"), **_error_responses(raises)}
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:
         operation["requestBody"] = {
             "required": True,
             "content": {"application/json": {"schema": body}},
         }
+    parameters = _parameters(path, query)
     if parameters:
-        operation["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in parameters
-        ]
+        operation["parameters"] = parameters
     return operation
 
 
-_ADMIN_ERRORS = (400, 401, 403, 404, 503)
-_TENANT = ("tenant",)
-_CLIENT = ("tenant", "client")
+def route_errors(document: dict[str, Any]) -> dict[tuple[str, str], dict[int, set[str]]]:
+    """(method, path) of each operation of `document`, to its error statuses and, for each,
+    the `error` codes it may carry (empty where the codes are not enumerated)."""
+    found: dict[tuple[str, str], dict[int, set[str]]] = {}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            statuses: dict[int, set[str]] = {}
+            for status, response in operation["responses"].items():
+                if int(status) < 400:
+                    continue
+                schema = response["content"]["application/json"]["schema"]
+                parts = schema.get("allOf", [schema])
+                enum = parts[-1].get("properties", {}).get("error", {}).get("enum", [])
+                statuses[int(status)] = set(enum)
+            found[(method.upper(), path)] = statuses
+    return found
+
+
 _ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
@@ -75,6 +196,14 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["error", "message"],
             "properties": {"error": {"type": "string"}, "message": {"type": "string"}},
+        },
+        "OAuthError": {
+            "type": "object",
+            "required": ["error", "error_description"],
+            "properties": {
+                "error": {"type": "string"},
+                "error_description": {"type": "string"},
+            },
         },
         "TenantSettings": {
             "type": "object",
@@ -116,6 +245,58 @@ def _schemas() -> dict[str, Any]:
                 "schema": {"description": "the JSON Schema (draft 2020-12) document"},
             },
         },
+        "Published": {
+            "type": "object",
+            "required": ["channel", "replayId", "uuid", "createdDate", "duplicate"],
+            "properties": {
+                "channel": {"type": "string"},
+                "replayId": {"type": "integer"},
+                "uuid": {"type": "string"},
+                "createdDate": {"type": "string"},
+                "duplicate": {"type": "boolean"},
+            },
+        },
+        "Envelope": {
+            "type": "object",
+            "required": ["channel", "replayId", "uuid", "createdDate", "schema", "payload"],
+            "properties": {
+                "channel": {"type": "string"},
+                "replayId": {"type": "integer"},
+                "uuid": {"type": "string"},
+                "createdDate": {"type": "string"},
+                "schema": {"type": ["string", "null"]},
+                "payload": {"type": "object"},
+            },
+        },
+        "History": {
+            "type": "object",
+            "required": ["channel", "events", "next", "window"],
+            "properties": {
+                "channel": {"type": "string"},
+                "events": {"type": "array", "items": _ref("Envelope")},
+                "next": {"type": "integer"},
+                "window": {"type": "object"},
+                "gap": {"type": "object"},
+            },
+        },
+        "ChannelWindow": {
+            "type": "object",
+            "required": ["channel", "earliest", "latest", "lowWaterMark", "count", "retention"],
+            "properties": {
+                "channel": {"type": "string"},
+                "earliest": {"type": ["integer", "null"]},
+                "latest": {"type": "integer"},
+                "lowWaterMark": {"type": "integer"},
+                "count": {"type": "integer"},
+                "retention": {
+                    "type": "object",
+                    "properties": {
+                        "maxAgeSeconds": {"type": "number"},
+                        "maxCount": {"type": "integer"},
+                    },
+                },
+            },
+        },
         "ChannelDefinition": {
             "type": "object",
             "required": ["channel", "description", "owner", "retention", "schema"],
@@ -148,9 +329,44 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+def _token_operation() -> dict[str, Any]:
+    """The OAuth token endpoint answers in RFC 6749's shapes, not the native error table's."""
+    form = {
+        "type": "object",
+        "properties": {
+            name: {"type": "string"}
+            for name in (
+                "grant_type",
+                "client_id",
+                "client_secret",
+                "scope",
+                "username",
+                "password",
+                "refresh_token",
+                "assertion",
+            )
+        },
+    }
+    responses: dict[str, Any] = {"200": _json(_ANY_OBJECT, "an access token")}
+    for status, text in _OAUTH_ERRORS.items():
+        responses[str(status)] = _json(_ref("OAuthError"), text)
+        if status in (429, 503):
+            responses[str(status)]["headers"] = _RETRY_AFTER
+    return {
+        "summary": "OAuth 2.0 token endpoint (all grants)",
+        "security": [],
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": form}},
+        },
+        "responses": responses,
+    }
+
+
 def _paths() -> dict[str, Any]:
     tenant = "/v1/admin/tenants/{tenant}"
     client = tenant + "/clients/{client}"
+    definition = tenant + "/channels/{channel}"
     tenants_list = {
         "type": "object",
         "properties": {"tenants": {"type": "array", "items": _ref("Tenant")}},
@@ -158,6 +374,10 @@ def _paths() -> dict[str, Any]:
     clients_list = {
         "type": "object",
         "properties": {"clients": {"type": "array", "items": _ref("Client")}},
+    }
+    channels_list = {
+        "type": "object",
+        "properties": {"channels": {"type": "array", "items": _ref("ChannelDefinition")}},
     }
     new_tenant = {
         "type": "object",
@@ -181,14 +401,9 @@ def _paths() -> dict[str, Any]:
             "droppedChannels": {"type": "integer"},
         },
     }
-    channel = ("channel",)
-    definition = tenant + "/channels/{channel}"
-    channels_list = {
-        "type": "object",
-        "properties": {"channels": {"type": "array", "items": _ref("ChannelDefinition")}},
-    }
     define = {
         "type": "object",
+        "additionalProperties": False,
         "properties": {
             "description": {"type": "string"},
             "owner": {"type": "string"},
@@ -197,13 +412,75 @@ def _paths() -> dict[str, Any]:
             "force": {"type": "boolean", "description": "accept a backward-incompatible schema"},
         },
     }
+    publish = {"oneOf": [_ANY_OBJECT, {"type": "array", "items": _ANY_OBJECT}]}
+    idempotency_key = _optional(
+        "header",
+        "Idempotency-Key",
+        {"type": "string", "pattern": f"^[\\x21-\\x7e]{{1,{MAX_IDEMPOTENCY_KEY_LENGTH}}}$"},
+        "a retry with the same key within the idempotency TTL stores nothing new",
+    )
+    after = _optional(
+        "query", "after", _POSITION, "-2 (default: from the oldest retained) or a ReplayId"
+    )
+    limit = _optional("query", "limit", {"type": "integer", "minimum": 1}, "events per page")
+    replay_id = _optional(
+        "query", "replayId", _POSITION, "-1 (default: new events), -2 or a ReplayId"
+    )
+    last_event_id = _optional("header", "Last-Event-ID", {"type": "string"}, "wins over replayId")
+    access_token = _optional(
+        "query",
+        "access_token",
+        {"type": "string"},
+        "the token, for clients that cannot set headers",
+    )
+    tenant_path, client_path = ("tenant",), ("tenant", "client")
+    channel_path, definition_path = ("channel",), ("tenant", "channel")
+    stream = _operation(
+        "Server-Sent Events from ?replayId=-1|-2|N or Last-Event-ID",
+        (200, {"type": "string"}),
+        (
+            *_TOKEN,
+            *_SCOPE,
+            *_CHANNEL,
+            errors.InvalidReplayId,
+            errors.Draining,
+            errors.Overloaded,
+            errors.TooManySubscribers,
+            *_ENGINE,
+        ),
+        path=channel_path,
+        query=(replay_id, access_token, last_event_id),
+    )
+    gap = {
+        "type": "object",
+        "required": ["requested", "earliest", "latest"],
+        "description": "`event: gap`: events between these positions are no longer retained",
+    }
+    event = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"enum": ["message", "gap"]},
+            "id": {"type": "string"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"anyOf": [_ref("Envelope"), gap]},
+            },
+        },
+    }
+    stream["responses"]["200"] = {
+        "description": "an event stream: each event's data is an envelope (or, for "
+        "`event: gap`, the positions no longer retained)",
+        "content": {"text/event-stream": {"schema": event}},
+    }
     return {
         tenant + "/channels": {
             "get": _operation(
                 "List a tenant's channel definitions",
                 (200, channels_list),
-                _ADMIN_ERRORS,
-                parameters=_TENANT,
+                _ADMIN,
+                path=tenant_path,
             )
         },
         definition: {
@@ -211,168 +488,154 @@ def _paths() -> dict[str, Any]:
                 "Create or update a channel definition; a new schema must be backward "
                 "compatible unless forced (409 incompatible_schema lists the problems)",
                 (200, _ref("ChannelDefinition")),
-                (*_ADMIN_ERRORS, 409),
+                (*_ADMIN_WRITE, *_BODY, *_DEFINITION, errors.IncompatibleSchema),
                 define,
-                ("tenant", "channel"),
+                definition_path,
             ),
             "get": _operation(
                 "Show a channel definition with its schema versions",
                 (200, _ref("ChannelDefinition")),
-                _ADMIN_ERRORS,
-                parameters=("tenant", "channel"),
+                (*_ADMIN, *_DEFINITION),
+                path=definition_path,
             ),
             "delete": _operation(
                 "Delete a channel definition and its schema history (events stay)",
                 (200, _ANY_OBJECT),
-                _ADMIN_ERRORS,
-                parameters=("tenant", "channel"),
+                (*_ADMIN_WRITE, *_DEFINITION),
+                path=definition_path,
             ),
         },
         "/v1/channels/{channel}/schema": {
             "get": _operation(
-                "The channel's current payload schema",
-                (200, _ref("SchemaVersion")),
-                (401, 403, 404, 503),
-                parameters=channel,
+                "The channel's current payload schema (a channel literally named like "
+                "/event/schema, of two segments, is served its window instead)",
+                (200, {"anyOf": [_ref("SchemaVersion"), _ref("ChannelWindow")]}),
+                (*_TOKEN, *_SCOPE, *_CHANNEL, errors.NotFound, *_ENGINE),
+                path=channel_path,
             )
         },
         "/v1/admin/tenants": {
             "get": _operation(
-                "List tenants (a tenant admin sees its own)", (200, tenants_list), _ADMIN_ERRORS
+                "List tenants (a tenant admin sees its own)", (200, tenants_list), _ADMIN
             ),
             "post": _operation(
-                "Create a tenant (operator)",
+                "Create a tenant (operator); an id deleted moments ago rests first (409 "
+                "tenant_recently_deleted with Retry-After)",
                 (201, _ref("Tenant")),
-                (*_ADMIN_ERRORS, 409),
+                (*_ADMIN_WRITE, *_BODY, errors.TenantRecentlyDeleted),
                 new_tenant,
             ),
         },
         tenant: {
-            "get": _operation(
-                "Show a tenant", (200, _ref("Tenant")), _ADMIN_ERRORS, parameters=_TENANT
-            ),
+            "get": _operation("Show a tenant", (200, _ref("Tenant")), _ADMIN, path=tenant_path),
             "patch": _operation(
                 "Change a tenant's settings (operator)",
                 (200, _ref("Tenant")),
-                _ADMIN_ERRORS,
+                (*_ADMIN_WRITE, *_BODY),
                 {"type": "object", "properties": {"settings": _ref("TenantSettings")}},
-                _TENANT,
+                tenant_path,
             ),
             "delete": _operation(
                 "Delete a tenant, its clients and its retained events (operator)",
                 (200, deleted),
-                _ADMIN_ERRORS,
-                parameters=_TENANT,
+                (*_ADMIN_WRITE, *_ENGINE),
+                path=tenant_path,
             ),
         },
         tenant + "/suspend": {
             "post": _operation(
-                "Suspend a tenant (operator)",
-                (200, _ref("Tenant")),
-                _ADMIN_ERRORS,
-                parameters=_TENANT,
+                "Suspend a tenant (operator)", (200, _ref("Tenant")), _ADMIN_WRITE, path=tenant_path
             )
         },
         tenant + "/resume": {
             "post": _operation(
-                "Resume a tenant (operator)",
-                (200, _ref("Tenant")),
-                _ADMIN_ERRORS,
-                parameters=_TENANT,
+                "Resume a tenant (operator)", (200, _ref("Tenant")), _ADMIN_WRITE, path=tenant_path
             )
         },
         tenant + "/clients": {
             "get": _operation(
-                "List a tenant's clients", (200, clients_list), _ADMIN_ERRORS, parameters=_TENANT
+                "List a tenant's clients", (200, clients_list), _ADMIN, path=tenant_path
             ),
             "post": _operation(
                 "Create a client; its secret is shown once",
                 (201, _ref("IssuedClient")),
-                (*_ADMIN_ERRORS, 409),
+                (*_ADMIN_WRITE, *_BODY),
                 new_client,
-                _TENANT,
+                tenant_path,
             ),
         },
         client: {
-            "get": _operation(
-                "Show a client", (200, _ref("Client")), _ADMIN_ERRORS, parameters=_CLIENT
-            )
+            "get": _operation("Show a client", (200, _ref("Client")), _ADMIN, path=client_path)
         },
         client + "/rotate": {
             "post": _operation(
                 "Give a client a new secret (shown once)",
                 (200, _ref("IssuedClient")),
-                (*_ADMIN_ERRORS, 409),
-                parameters=_CLIENT,
+                _ADMIN_WRITE,
+                path=client_path,
             )
         },
         client + "/revoke": {
             "post": _operation(
                 "Revoke a client: new tokens at once, issued ones within the catalog cache TTL",
                 (200, _ref("Client")),
-                _ADMIN_ERRORS,
-                parameters=_CLIENT,
+                _ADMIN_WRITE,
+                path=client_path,
             )
         },
-        "/v1/oauth/token": {
-            "post": {
-                "summary": "OAuth 2.0 token endpoint (all grants)",
-                "requestBody": {
-                    "content": {"application/x-www-form-urlencoded": {"schema": _ANY_OBJECT}}
-                },
-                "responses": {
-                    "200": _json(_ANY_OBJECT, "an access token"),
-                    "400": _json(_ANY_OBJECT, "OAuth error"),
-                    "401": _json(_ANY_OBJECT, "OAuth error: bad HTTP Basic client credentials"),
-                    "413": _json(_ANY_OBJECT, "OAuth error: a body over 16 KiB"),
-                    "429": _json(_ANY_OBJECT, "rate_limited: per address or client; Retry-After"),
-                    "503": _json(
-                        _ANY_OBJECT, "temporarily_unavailable: busy or catalog down; Retry-After"
-                    ),
-                },
-            }
-        },
+        "/v1/oauth/token": {"post": _token_operation()},
         "/v1/events/{channel}": {
             "post": _operation(
                 "Publish an event (object) or a batch (array); Idempotency-Key dedupes retries;"
                 " 400 schema_violation lists every violation with its JSON path",
-                (201, _ANY_OBJECT),
-                (400, 401, 403, 413, 503),
-                {"oneOf": [_ANY_OBJECT, {"type": "array", "items": _ANY_OBJECT}]},
-                channel,
+                (
+                    201,
+                    {"oneOf": [_ref("Published"), {"type": "array", "items": _ref("Published")}]},
+                ),
+                (
+                    *_TOKEN,
+                    *_SCOPE,
+                    *_BODY,
+                    *_CHANNEL,
+                    errors.ChannelNotPublishable,
+                    errors.InvalidParameter,
+                    errors.EventTooLarge,
+                    errors.BatchTooLarge,
+                    errors.SchemaViolation,
+                    errors.ValidationTooCostly,
+                    errors.UnusableSchema,
+                    errors.RateLimited,
+                    errors.TooManyChannels,
+                    *_ENGINE,
+                ),
+                publish,
+                channel_path,
+                (idempotency_key,),
             ),
             "get": _operation(
                 "History: retained events after ?after=N, at most ?limit=L",
-                (200, _ANY_OBJECT),
-                (400, 401, 403, 503),
-                parameters=channel,
+                (200, _ref("History")),
+                (
+                    *_TOKEN,
+                    *_SCOPE,
+                    *_CHANNEL,
+                    errors.InvalidReplayId,
+                    errors.InvalidParameter,
+                    *_ENGINE,
+                ),
+                path=channel_path,
+                query=(after, limit),
             ),
         },
         "/v1/channels/{channel}": {
             "get": _operation(
                 "A channel's retention window",
-                (200, _ANY_OBJECT),
-                (401, 403, 503),
-                parameters=channel,
+                (200, _ref("ChannelWindow")),
+                (*_TOKEN, *_SCOPE, *_CHANNEL, *_ENGINE),
+                path=channel_path,
             )
         },
-        "/v1/stream/{channel}": {
-            "get": {
-                **_operation(
-                    "Server-Sent Events from ?replayId=-1|-2|N or Last-Event-ID",
-                    None,
-                    (400, 401, 403, 404, 503),
-                    parameters=channel,
-                ),
-                "responses": {
-                    "200": {
-                        "description": "an event stream",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(400, 401, 403, 404, 503),
-                },
-            }
-        },
+        "/v1/stream/{channel}": {"get": stream},
     }
 
 

@@ -1,0 +1,54 @@
+"""The hostile neighbour: while tenant A attacks a node, tenant B's steady workload on the same
+node loses nothing (every published event delivered once, in order, to its SSE and its Bayeux
+subscriber), sees no error, and keeps receiving events in every one-second window. And A gets
+no answer it should not (a 5xx other than 503, metrics naming B).
+
+No timing thresholds: B's latency figures come from `python -m tests.hostile.measure`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.harness.postgres import RunningPostgres
+from tests.harness.redis import RunningRedis
+from tests.hostile.arena import Backing, arena, under_attack
+from tests.hostile.attacks import ATTACKS
+
+ATTACK_S = 4.0
+#: Attacks whose cost lands in the engine or the catalog, so they run on Redis and PostgreSQL
+#: too; the others cost the same in front of any storage (validation, HTTP, the token hash).
+_STORAGE_BOUND = (
+    "publish_flood",
+    "stream_flood",
+    "bayeux_garbage",
+    "token_abuse",
+    "history_reads",
+    "wildcard_subscriptions",
+)
+_RUNS = [(name, "memory") for name in ATTACKS] + [
+    (name, "redis+postgres") for name in ATTACKS if name in _STORAGE_BOUND
+]
+
+
+@pytest.fixture
+def backing(request: pytest.FixtureRequest) -> Iterator[Backing]:
+    if request.param == "memory":
+        yield Backing()
+        return
+    redis: RunningRedis = request.getfixturevalue("redis_server")
+    postgres: RunningPostgres = request.getfixturevalue("postgres_server")
+    yield Backing(redis, postgres)
+
+
+@pytest.mark.parametrize(
+    ("attack", "backing"), _RUNS, ids=[f"{a}-{b}" for a, b in _RUNS], indirect=["backing"]
+)
+async def test_the_neighbour_is_unharmed(attack: str, backing: Backing) -> None:
+    async with arena(backing) as node:
+        report = await under_attack(node, ATTACKS[attack], ATTACK_S)
+    problems = [f"B: {problem}" for problem in report.problems()]
+    problems += [f"A: {finding}" for finding in node.findings]
+    assert not problems, "\n".join(problems)
