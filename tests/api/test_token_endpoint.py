@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
 
 import app.credentials
-from api.app import create_app
-from app.settings import Settings
-from tests.api._support import CACHE_TTL, OPERATOR_KEY, Node
+from tests.api._support import Node, running_node
 from tests.fakes import FakeClock
 
 REMOTE = "203.0.113.7"
@@ -55,31 +51,11 @@ def scrypt(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scrypt]:
     counting.release.set()
 
 
-class TokenNode(Node):
-    def caller(self, address: str) -> httpx.AsyncClient:
-        """An HTTP client whose requests come from `address` (plain HTTP)."""
-        transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
-        return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
-
-
-@asynccontextmanager
-async def token_node(clock: FakeClock | None = None, **overrides: Any) -> AsyncIterator[TokenNode]:
-    settings = Settings(
-        **{
-            "operator_key": OPERATOR_KEY,
-            "catalog_cache_ttl": CACHE_TTL,
-            "access_log": False,
-            "token_secret_cache_ttl": SECRET_CACHE_TTL,
-            **overrides,
-        }
-    )
-    application: Starlette = create_app(settings, clock=clock or FakeClock())
-    transport = httpx.ASGITransport(app=application)
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http,
-    ):
-        yield TokenNode(application, http)
+def token_node(
+    clock: FakeClock | None = None, **overrides: Any
+) -> AbstractAsyncContextManager[Node]:
+    """A node on a test clock whose proven secrets are remembered SECRET_CACHE_TTL."""
+    return running_node(clock or FakeClock(), token_secret_cache_ttl=SECRET_CACHE_TTL, **overrides)
 
 
 def _form(client_id: str, secret: str) -> dict[str, str]:
