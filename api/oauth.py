@@ -29,6 +29,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from api.body import read_body
+from api.forwarded import is_forwarded, peer_host
 from api.oauth_server import CLOCK_SKEW, JWT_BEARER, Proven, TokenEndpoint, TokenRequest
 from api.responses import JSONBytesResponse
 from api.services import Services
@@ -87,8 +88,9 @@ def _refusal(error: ReplaybusError) -> Response:
 
 
 def _address(connection: HTTPConnection) -> str:
-    """The client's address for its rate limit (as uvicorn reports it: a trusted proxy's
-    X-Forwarded-For applies). An IPv6 client is one /64, since it holds the whole block."""
+    """The client's address for its rate limit (as `api.forwarded` reports it: the address a
+    trusted proxy received the request from). An IPv6 client is one /64, since it holds the
+    whole block."""
     host = connection.client.host if connection.client is not None else ""
     try:
         address = ipaddress.ip_address(host)
@@ -121,14 +123,16 @@ def _secure_transport(connection: HTTPConnection, settings: Settings) -> bool:
     """Whether credentials may travel on this request. Never judged from the Host header: an
     https REPLAYBUS_PUBLIC_URL says clients reach the service over TLS (terminated in front of
     the node); otherwise the connection must be TLS (or a trusted proxy's X-Forwarded-Proto
-    says it was), or come from a loopback address."""
+    says it was), or be a loopback client's own: the TCP peer on loopback and no forwarded
+    header, since a proxy on the same host relays callers from anywhere."""
     if settings.public_url is not None and settings.public_url.startswith("https://"):
         return True
     if connection.scope.get("scheme") == "https":
         return True
-    host = connection.client.host if connection.client is not None else ""
+    if is_forwarded(connection.headers):
+        return False
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(peer_host(connection.scope)).is_loopback
     except ValueError:
         return False
 

@@ -265,6 +265,56 @@ async def test_plain_http_from_afar_is_refused_whatever_the_host_header() -> Non
     assert loopback_any_host.status_code == 200, loopback_any_host.text
 
 
+async def test_a_forged_loopback_address_from_afar_is_still_plain_http() -> None:
+    # Every peer trusted as a proxy (the chart's former default): the forged entry is the
+    # client's own, and the TCP peer is not on loopback anyway.
+    async with token_node(forwarded_allow_ips="*") as node:
+        secret = await _client(node, "svc")
+        async with node.caller(REMOTE) as remote:
+            forged = await remote.post(
+                "/services/oauth2/token",
+                data=_form("svc", secret),
+                headers={"X-Forwarded-For": "127.0.0.1"},
+            )
+        relayed_locally = await node.http.post(
+            "/services/oauth2/token",
+            data=_form("svc", secret),
+            headers={"X-Forwarded-For": f"127.0.0.1, {REMOTE}"},
+        )
+
+    assert forged.status_code == 400, forged.text
+    assert forged.json()["error"] == "insecure_transport"
+    # A proxy on the node's own host relays callers from anywhere: not loopback-secure either.
+    assert relayed_locally.status_code == 400, relayed_locally.text
+    assert relayed_locally.json()["error"] == "insecure_transport"
+
+
+async def test_rotating_the_leftmost_forwarded_address_does_not_escape_the_address_limit() -> None:
+    async with (
+        token_node(
+            forwarded_allow_ips="*", token_burst_per_address=2, token_rate_per_address=1
+        ) as node,
+        node.caller("10.0.0.5") as proxy,
+    ):
+        answers = [
+            await proxy.post(
+                "/services/oauth2/token",
+                data=_form("x", "y"),
+                headers={"X-Forwarded-For": f"192.0.2.{n}, {REMOTE}"},
+            )
+            for n in range(5)
+        ]
+        # Naming another caller's address on the left does not spend that caller's bucket.
+        other = await proxy.post(
+            "/services/oauth2/token",
+            data=_form("x", "y"),
+            headers={"X-Forwarded-For": f"{REMOTE}, 198.51.100.9"},
+        )
+
+    assert [a.status_code for a in answers] == [400, 400, 429, 429, 429]
+    assert other.status_code == 400, other.text
+
+
 async def test_an_https_public_url_says_clients_arrive_over_tls() -> None:
     async with token_node(public_url="https://events.example.com") as node:
         secret = await _client(node, "svc")
