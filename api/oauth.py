@@ -38,10 +38,12 @@ from app.catalog import ClientRecord
 from app.errors import (
     AuthenticationFailed,
     CatalogUnavailable,
+    ClientGone,
     EngineUnavailable,
     Overloaded,
     QuotaExceeded,
     ReplaybusError,
+    RequestTimeout,
     RequestTooLarge,
 )
 from app.settings import Settings
@@ -164,6 +166,11 @@ async def _form(request: Request) -> dict[str, str] | Response:
         body = await read_body(request, _MAX_TOKEN_REQUEST)
     except RequestTooLarge as error:
         return _oauth_error(413, "invalid_request", error.message)
+    except (RequestTimeout, ClientGone) as error:
+        status = 408 if isinstance(error, RequestTimeout) else 499
+        refusal = _oauth_error(status, "invalid_request", error.message)
+        refusal.headers["Connection"] = "close"  # the rest of the body may still be on its way
+        return refusal
     form = dict(parse_qsl(request.url.query))
     try:
         form.update(parse_qsl(body.decode(), keep_blank_values=True))
