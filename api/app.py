@@ -27,7 +27,7 @@ from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
-from app.credential_guard import CredentialGuard
+from app.credential_guard import CredentialGuard, hash_concurrency
 from app.credentials import hash_secret
 from app.directory import Directory
 from app.engine import Engine
@@ -117,7 +117,9 @@ def create_app(
     )
     credentials = CredentialGuard(
         clock,
-        concurrency=settings.token_hash_concurrency or os.cpu_count() or 1,
+        concurrency=hash_concurrency(
+            settings.token_hash_concurrency, os.cpu_count(), settings.workers
+        ),
         cache_ttl=settings.token_secret_cache_ttl,
         rate=settings.token_rate_per_client,
         burst=settings.token_burst_per_client,

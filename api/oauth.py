@@ -7,9 +7,10 @@ Grants: `client_credentials`, `password`, `refresh_token` and the JWT bearer ass
 and the standard `expires_in`. The password and refresh grants return a `refresh_token`; each
 refresh token works once (the answer carries the next one) and can be revoked.
 
-What a token request may cost a node is bounded before anything expensive happens: requests
-per client address (429), secret checks per client id or user (429), hashes at once (503), and
-unknown clients and users are refused after a timer instead of a hash (`app.credential_guard`).
+What a token request may cost a worker process is bounded before anything expensive happens:
+requests per client address (429), secret checks per client id or user (429), hashes at once
+(503), and unknown clients and users are refused after a timer instead of a hash
+(`app.credential_guard`).
 Clients and users are looked up through the Directory, which caches absent ones too.
 """
 

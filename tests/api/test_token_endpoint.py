@@ -10,6 +10,7 @@ the HTTPS check looks at the connection, never at the Host header."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -20,6 +21,7 @@ import pytest
 import app.credentials
 from tests.api._support import Node, running_node
 from tests.fakes import FakeClock
+from tests.harness.redis import RunningRedis
 
 REMOTE = "203.0.113.7"
 SECRET_CACHE_TTL = 60.0
@@ -181,6 +183,34 @@ async def test_hash_checks_beyond_the_limit_are_answered_503_at_once(scrypt: Scr
     assert granted.status_code == 200
     assert later.status_code == 200
     assert _metric(node, "replaybus_token_requests_refused_total", reason="busy") == 1
+
+
+async def test_by_default_each_worker_process_hashes_its_share_of_the_cores(
+    scrypt: Scrypt, monkeypatch: pytest.MonkeyPatch, redis_server: RunningRedis
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    # Two workers (which need Redis): this process may run 4 // 2 = 2 hashes at once.
+    async with token_node(
+        workers=2,
+        redis_url=redis_server.url,
+        bootstrap_client_id="boot",
+        bootstrap_client_secret="boot-secret",
+    ) as node:
+        scrypt.entered = threading.Semaphore(0)  # count only from here: bootstrap hashed too
+        scrypt.hold = True
+        held = [asyncio.create_task(node.token_response("boot", f"guess-{n}")) for n in range(2)]
+        for _ in held:
+            await asyncio.to_thread(scrypt.entered.acquire)  # both hashes are running
+
+        async with asyncio.timeout(10):  # answered while the two still hash
+            busy = await node.token_response("boot", "guess-3")
+        scrypt.hold = False
+        scrypt.release.set()
+        refused = await asyncio.gather(*held)
+
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["error"] == "temporarily_unavailable"
+    assert [r.status_code for r in refused] == [400, 400]
 
 
 async def test_many_workers_of_one_client_starting_at_once_cost_one_hash(scrypt: Scrypt) -> None:
