@@ -54,6 +54,7 @@ __all__ = ["jwks", "revoke", "token"]
 _MAX_TOKEN_REQUEST = 16 * 1024
 _MAX_NAME = 255  # client ids and usernames: longer ones exist nowhere, so nothing is looked up
 _SECRET_GRANTS = ("client_credentials", "password", "refresh_token")
+_REVOKED = -1  # a refresh family's generation once revoked: no token of it has it
 _TOKEN_PATH = "/services/oauth2/token"
 #: The OAuth protocol's one error table: domain errors to status and `error` code.
 _OAUTH_ERRORS: dict[type[ReplaybusError], tuple[int, str]] = {
@@ -240,12 +241,17 @@ async def _prove(
     return Proven(client_secret)
 
 
-async def _claim_refresh(services: Services, refresh: RefreshToken) -> bool:
-    """Use up (or revoke) a refresh token on every node until it expires; False if it was
-    already. Raises EngineUnavailable."""
+async def _claim_refresh(
+    services: Services, refresh: RefreshToken, *, revoke: bool = False
+) -> bool:
+    """Use up a refresh token on every node, moving its family on to the next generation (or,
+    with `revoke`, to none: the family ends); False if it was used or revoked already.
+    Remembered until the family expires (every token of it ends then). Raises
+    EngineUnavailable."""
     seconds_left = refresh.principal.expires_at - services.clock.now_us() / 1_000_000
     ttl_us = max(1, int(seconds_left * 1_000_000))
-    return await services.engine.claim_once("refresh", refresh.token_id, ttl_us)
+    to = _REVOKED if revoke else refresh.generation + 1
+    return await services.engine.advance_family(refresh.family, refresh.generation, to, ttl_us)
 
 
 def _assertion_name(issuer: str, assertion_id: str) -> str:
@@ -253,10 +259,11 @@ def _assertion_name(issuer: str, assertion_id: str) -> str:
 
 
 async def _claim_single_use(
-    services: Services, endpoint: TokenEndpoint, refresh: RefreshToken | None
+    services: Services, endpoint: TokenEndpoint, refresh: RefreshToken | None, tenant: str
 ) -> bool:
-    """Claim the refresh token or assertion just used, on every node: False if an earlier
-    request had already used it (or it was revoked). Raises EngineUnavailable."""
+    """Claim the refresh token or assertion (of a client of `tenant`) just used, on every
+    node: False if an earlier request had already used it (or it was revoked). Raises
+    EngineUnavailable, or QuotaExceeded when the tenant has too many assertions unexpired."""
     if refresh is not None:
         return await _claim_refresh(services, refresh)
     now = services.clock.now_us() / 1_000_000
@@ -264,7 +271,15 @@ async def _claim_single_use(
         assertion = endpoint.assertion
         ttl = assertion.expires - now + CLOCK_SKEW  # nodes' clocks may differ that much
         name = _assertion_name(assertion.issuer, assertion.assertion_id)
-        return await services.engine.claim_once("assertion", name, int(ttl * 1_000_000))
+        limit = services.settings.token_assertions_per_tenant
+        try:
+            return await services.engine.claim_once(tenant, name, int(ttl * 1_000_000), limit)
+        except QuotaExceeded as full:
+            raise QuotaExceeded(
+                f"this tenant has {limit} JWT-bearer assertions accepted and not yet expired "
+                "(REPLAYBUS_TOKEN_ASSERTIONS_PER_TENANT): retry later",
+                full.retry_after,
+            ) from None
     return True
 
 
@@ -336,8 +351,8 @@ async def token(request: Request) -> Response:
         if tenant is None or tenant.suspended:
             return _oauth_error(400, "invalid_grant", f"tenant {record.tenant} is suspended")
         try:
-            first_use = await _claim_single_use(services, endpoint, refresh)
-        except EngineUnavailable as error:
+            first_use = await _claim_single_use(services, endpoint, refresh, record.tenant)
+        except (EngineUnavailable, QuotaExceeded) as error:
             return _refusal(error)
         if not first_use:
             what = "refresh token" if refresh is not None else "assertion"
@@ -382,7 +397,7 @@ async def revoke(request: Request) -> Response:
             "revoke the client to end all of its tokens",
         )
     try:
-        await _claim_refresh(services, refresh)  # already used or revoked: just as well
+        await _claim_refresh(services, refresh, revoke=True)  # used or revoked: just as well
     except EngineUnavailable as error:
         return _refusal(error)
     return Response(status_code=200)

@@ -409,6 +409,15 @@ class Settings:
         minimum=0,
         maximum=3600,
     )
+    token_assertions_per_tenant: int = _setting(
+        10_000,
+        "int",
+        "JWT-bearer assertions of one tenant remembered at once, shared by every node, each "
+        "until it expires (at most 7 min), so each is accepted once; one more is answered 429 "
+        "with Retry-After, in that tenant only.",
+        minimum=1,
+        maximum=1_000_000,
+    )
     signing_key: str | None = _setting(
         None,
         "text",
