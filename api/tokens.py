@@ -192,9 +192,7 @@ class TokenService:
         if replaces is not None:
             ttl = max(0, min(ttl, int(replaces.principal.expires_at) - int(now)))
             lineage = {"fam": replaces.family, "gen": replaces.generation + 1}
-        return self._sign(
-            tenant, client_id, scopes, user, generation, "refresh", now, ttl, lineage
-        )
+        return self._sign(tenant, client_id, scopes, user, generation, "refresh", now, ttl, lineage)
 
     def _sign(
         self,
