@@ -7,10 +7,12 @@ import ipaddress
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["ForwardedMiddleware", "forwarded_hosts", "is_forwarded", "peer_host"]
+__all__ = ["ForwardedMiddleware", "forwarded_hosts", "from_this_host", "peer_host"]
 
 #: The scope key holding the connection's own peer `(host, port)`, before any rewrite.
 _PEER = "replaybus.peer"
+#: The scope key saying the peer is a trusted proxy (its forwarded headers were applied).
+_TRUSTED_PEER = "replaybus.trusted_peer"
 _SCHEMES = frozenset({"http", "https"})
 #: Headers by which a request says it was relayed for someone else.
 _FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "forwarded", "x-real-ip")
@@ -53,8 +55,8 @@ class ForwardedMiddleware:
     - The scheme is the last `X-Forwarded-Proto` entry (what the peer says), when it is `http`
       or `https`.
 
-    The peer itself stays in the scope: a check that must trust no header (`/metrics`, the
-    loopback exemption of the token endpoint) judges `peer_host` instead."""
+    The peer itself stays in the scope: a check that must trust no header (`/metrics`) judges
+    `peer_host` instead, and `from_this_host` both."""
 
     def __init__(self, app: ASGIApp, trusted: str) -> None:
         self._app = app
@@ -65,6 +67,7 @@ class ForwardedMiddleware:
             peer = scope.get("client")
             scope[_PEER] = peer
             if peer is not None and peer[0] in self._trusted:
+                scope[_TRUSTED_PEER] = True
                 self._rewrite(scope)
         await self._app(scope, receive, send)
 
@@ -89,10 +92,25 @@ def _entries(values: list[str]) -> list[str]:
     return [entry.strip() for value in values for entry in value.split(",") if entry.strip()]
 
 
-def is_forwarded(headers: Headers) -> bool:
-    """Whether the request says it was relayed (any X-Forwarded-For/-Proto, Forwarded or
-    X-Real-IP header, whoever sent it)."""
-    return any(name in headers for name in _FORWARDING_HEADERS)
+def from_this_host(scope: Scope) -> bool:
+    """Whether the request comes from a program on this host: the TCP peer on loopback, and,
+    if the request says it was forwarded (any X-Forwarded-For/-Proto, Forwarded or X-Real-IP
+    header), a trusted proxy that names a loopback client. A proxy on this host relays
+    callers from anywhere, so its word counts only when it is trusted, and forwarded headers
+    from anyone else are never taken for it."""
+    if not _is_loopback(peer_host(scope)):
+        return False
+    if not any(name in Headers(scope=scope) for name in _FORWARDING_HEADERS):
+        return True
+    client = scope.get("client")
+    return bool(scope.get(_TRUSTED_PEER)) and client is not None and _is_loopback(client[0])
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def peer_host(scope: Scope) -> str:

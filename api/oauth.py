@@ -30,7 +30,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from api.body import read_body
-from api.forwarded import is_forwarded, peer_host
+from api.forwarded import from_this_host
 from api.oauth_server import CLOCK_SKEW, JWT_BEARER, Proven, TokenEndpoint, TokenRequest
 from api.responses import JSONBytesResponse
 from api.services import Services
@@ -127,18 +127,13 @@ def _secure_transport(connection: HTTPConnection, settings: Settings) -> bool:
     """Whether credentials may travel on this request. Never judged from the Host header: an
     https REPLAYBUS_PUBLIC_URL says clients reach the service over TLS (terminated in front of
     the node); otherwise the connection must be TLS (or a trusted proxy's X-Forwarded-Proto
-    says it was), or be a loopback client's own: the TCP peer on loopback and no forwarded
-    header, since a proxy on the same host relays callers from anywhere."""
+    says it was), or come from this host (`api.forwarded.from_this_host`: never from a
+    forwarded address alone)."""
     if settings.public_url is not None and settings.public_url.startswith("https://"):
         return True
     if connection.scope.get("scheme") == "https":
         return True
-    if is_forwarded(connection.headers):
-        return False
-    try:
-        return ipaddress.ip_address(peer_host(connection.scope)).is_loopback
-    except ValueError:
-        return False
+    return from_this_host(connection.scope)
 
 
 def _audiences(connection: HTTPConnection, settings: Settings) -> frozenset[str]:

@@ -306,17 +306,31 @@ async def test_a_forged_loopback_address_from_afar_is_still_plain_http() -> None
                 data=_form("svc", secret),
                 headers={"X-Forwarded-For": "127.0.0.1"},
             )
-        relayed_locally = await node.http.post(
-            "/services/oauth2/token",
-            data=_form("svc", secret),
-            headers={"X-Forwarded-For": f"127.0.0.1, {REMOTE}"},
-        )
 
     assert forged.status_code == 400, forged.text
     assert forged.json()["error"] == "insecure_transport"
-    # A proxy on the node's own host relays callers from anywhere: not loopback-secure either.
-    assert relayed_locally.status_code == 400, relayed_locally.text
-    assert relayed_locally.json()["error"] == "insecure_transport"
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded_for", "status"),
+    [
+        ("127.0.0.1", "127.0.0.1", 200),  # a trusted proxy on this host, for a local client
+        ("127.0.0.1", f"127.0.0.1, {REMOTE}", 400),  # ... for a client from afar
+        ("10.0.0.1", "127.0.0.1", 400),  # an untrusted one: it relays callers from anywhere
+    ],
+)
+async def test_a_proxy_on_this_host_is_loopback_only_when_trusted_and_relaying_a_local_client(
+    trusted: str, forwarded_for: str, status: int
+) -> None:
+    async with token_node(forwarded_allow_ips=trusted) as node:
+        secret = await _client(node, "svc")
+        relayed = await node.http.post(
+            "/services/oauth2/token",
+            data=_form("svc", secret),
+            headers={"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "http"},
+        )
+
+    assert relayed.status_code == status, relayed.text
 
 
 async def test_rotating_the_leftmost_forwarded_address_does_not_escape_the_address_limit() -> None:

@@ -9,7 +9,7 @@ import pytest
 from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 
-from api.forwarded import ForwardedMiddleware, forwarded_hosts, is_forwarded, peer_host
+from api.forwarded import ForwardedMiddleware, forwarded_hosts, from_this_host, peer_host
 
 
 @pytest.mark.parametrize(
@@ -52,8 +52,8 @@ def test_the_peer_is_the_connection_before_any_rewrite() -> None:
     assert peer_host({"type": "http", "client": None}) == ""
 
 
-async def _seen(trusted: str, peer: str, headers: list[tuple[str, str]]) -> tuple[str, str]:
-    """(client host, scheme) the app behind ForwardedMiddleware sees for one request."""
+async def _scope(trusted: str, peer: str, headers: list[tuple[str, str]]) -> dict[str, Any]:
+    """The scope the app behind ForwardedMiddleware sees for one request."""
     seen: dict[str, Any] = {}
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -73,6 +73,12 @@ async def _seen(trusted: str, peer: str, headers: list[tuple[str, str]]) -> tupl
     }
     await ForwardedMiddleware(app, trusted)(scope, receive, send)
     assert peer_host(seen) == peer  # the peer itself is always kept
+    return seen
+
+
+async def _seen(trusted: str, peer: str, headers: list[tuple[str, str]]) -> tuple[str, str]:
+    """(client host, scheme) the app behind ForwardedMiddleware sees for one request."""
+    seen = await _scope(trusted, peer, headers)
     return seen["client"][0], seen["scheme"]
 
 
@@ -138,18 +144,28 @@ async def test_the_client_and_scheme_are_what_a_trusted_proxy_wrote(
 
 
 @pytest.mark.parametrize(
-    ("headers", "forwarded"),
+    ("trusted", "peer", "headers", "local"),
     [
-        ([], False),
-        ([("x-forwarded-for", "127.0.0.1")], True),
-        ([("x-forwarded-proto", "http")], True),
-        ([("forwarded", "for=127.0.0.1")], True),
-        ([("x-real-ip", "127.0.0.1")], True),
-        ([("x-forwarded-host", "example.com")], False),
+        ("127.0.0.1", "127.0.0.1", [], True),
+        ("127.0.0.1", "::1", [], True),
+        ("*", CLIENT, [], False),
+        # A forged loopback address from afar, whoever is trusted.
+        ("*", CLIENT, [("x-forwarded-for", "127.0.0.1")], False),
+        ("127.0.0.1", CLIENT, [("x-forwarded-for", "127.0.0.1")], False),
+        # A trusted proxy on this host: its client decides.
+        ("127.0.0.1", "127.0.0.1", [("x-forwarded-for", "127.0.0.1")], True),
+        ("127.0.0.1", "127.0.0.1", [("x-forwarded-for", f"127.0.0.1, {CLIENT}")], False),
+        ("*", "127.0.0.1", [("x-forwarded-for", f"127.0.0.1, {CLIENT}")], False),
+        ("*", "127.0.0.1", [("x-forwarded-proto", "http")], True),
+        # A proxy on this host that is not trusted relays callers from anywhere.
+        ("10.0.0.0/8", "127.0.0.1", [("x-forwarded-for", "127.0.0.1")], False),
+        ("10.0.0.0/8", "127.0.0.1", [("x-forwarded-proto", "http")], False),
+        ("10.0.0.0/8", "127.0.0.1", [("forwarded", "for=127.0.0.1")], False),
+        ("10.0.0.0/8", "127.0.0.1", [("x-real-ip", "127.0.0.1")], False),
+        ("10.0.0.0/8", "127.0.0.1", [("x-forwarded-host", "example.com")], True),
     ],
 )
-def test_a_request_is_forwarded_when_any_forwarding_header_is_present(
-    headers: list[tuple[str, str]], forwarded: bool
+async def test_a_request_is_from_this_host_only_by_its_peer_and_a_trusted_proxys_word(
+    trusted: str, peer: str, headers: list[tuple[str, str]], local: bool
 ) -> None:
-    raw = [(name.encode(), value.encode()) for name, value in headers]
-    assert is_forwarded(Headers(raw=raw)) is forwarded
+    assert from_this_host(await _scope(trusted, peer, headers)) is local
