@@ -27,7 +27,7 @@ from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
-from app.credential_guard import CredentialGuard
+from app.credential_guard import CredentialGuard, hash_concurrency
 from app.credentials import hash_secret
 from app.directory import Directory
 from app.engine import Engine
@@ -49,8 +49,11 @@ log = logging.getLogger("replaybus.bootstrap")
 
 
 async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
-    """Seed the start-up tenant, OAuth client (every scope) and user, each only if it does not
-    exist yet, so a restart never undoes an operator's revocation, rotation or scope change.
+    """Seed the start-up tenant, OAuth client (every scope) and user, each inserted only if
+    absent (in one step), so a restart never undoes an operator's revocation, rotation or scope
+    change; processes starting together on a fresh database create each once (one client
+    generation, whose tokens all of them take); and a change made between one process's look
+    and its write stands.
 
     On the embedded catalog (development: no REPLAYBUS_DATABASE_URL) the tenant is always
     created; on PostgreSQL only when a bootstrap client or user is configured.
@@ -62,12 +65,10 @@ async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
         return
     tenant = settings.bootstrap_tenant
     await catalog.add_tenant(Tenant(tenant))
-    # Processes starting together on a fresh database may each find a name free and write
-    # it: the same credentials, differing only in salt and generation. The last write stands;
-    # a token issued meanwhile under another generation is refused and its client asks again.
     if client_id is not None and secret is not None:
-        if await catalog.client(client_id) is None:
-            await catalog.add_client(
+        created = False
+        if await catalog.client(client_id) is None:  # spares the hash on every later start
+            created = await catalog.add_client_if_absent(
                 ClientRecord(
                     client_id=client_id,
                     tenant=tenant,
@@ -79,18 +80,21 @@ async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
                     generation="" if dev else secrets.token_hex(8),
                 )
             )
+        if created:
             log.info("bootstrap client %s created in tenant %s", client_id, tenant)
         else:
             log.info("bootstrap client %s exists: left as it is", client_id)
     if username is not None and password is not None:
+        created = False
         if await catalog.user(username) is None:
-            await catalog.add_user(
+            created = await catalog.add_user_if_absent(
                 UserRecord(
                     username=username,
                     tenant=tenant,
                     password_hash=await asyncio.to_thread(hash_secret, password),
                 )
             )
+        if created:
             log.info("bootstrap user %s created in tenant %s", username, tenant)
         else:
             log.info("bootstrap user %s exists: left as it is", username)
@@ -117,7 +121,9 @@ def create_app(
     )
     credentials = CredentialGuard(
         clock,
-        concurrency=settings.token_hash_concurrency or os.cpu_count() or 1,
+        concurrency=hash_concurrency(
+            settings.token_hash_concurrency, os.cpu_count(), settings.workers
+        ),
         cache_ttl=settings.token_secret_cache_ttl,
         rate=settings.token_rate_per_client,
         burst=settings.token_burst_per_client,

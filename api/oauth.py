@@ -7,9 +7,10 @@ Grants: `client_credentials`, `password`, `refresh_token` and the JWT bearer ass
 and the standard `expires_in`. The password and refresh grants return a `refresh_token`; each
 refresh token works once (the answer carries the next one) and can be revoked.
 
-What a token request may cost a node is bounded before anything expensive happens: requests
-per client address (429), secret checks per client id or user (429), hashes at once (503), and
-unknown clients and users are refused after a timer instead of a hash (`app.credential_guard`).
+What a token request may cost a worker process is bounded before anything expensive happens:
+requests per client address (429), secret checks per client id or user (429), hashes at once
+(503), and unknown clients and users are refused after a timer instead of a hash
+(`app.credential_guard`).
 Clients and users are looked up through the Directory, which caches absent ones too.
 """
 
@@ -29,6 +30,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from api.body import read_body
+from api.forwarded import from_this_host
 from api.oauth_server import CLOCK_SKEW, JWT_BEARER, Proven, TokenEndpoint, TokenRequest
 from api.responses import JSONBytesResponse
 from api.services import Services
@@ -37,10 +39,12 @@ from app.catalog import ClientRecord
 from app.errors import (
     AuthenticationFailed,
     CatalogUnavailable,
+    ClientGone,
     EngineUnavailable,
     Overloaded,
     QuotaExceeded,
     ReplaybusError,
+    RequestTimeout,
     RequestTooLarge,
 )
 from app.settings import Settings
@@ -50,6 +54,7 @@ __all__ = ["jwks", "revoke", "token"]
 _MAX_TOKEN_REQUEST = 16 * 1024
 _MAX_NAME = 255  # client ids and usernames: longer ones exist nowhere, so nothing is looked up
 _SECRET_GRANTS = ("client_credentials", "password", "refresh_token")
+_REVOKED = -1  # a refresh family's generation once revoked: no token of it has it
 _TOKEN_PATH = "/services/oauth2/token"
 #: The OAuth protocol's one error table: domain errors to status and `error` code.
 _OAUTH_ERRORS: dict[type[ReplaybusError], tuple[int, str]] = {
@@ -87,8 +92,9 @@ def _refusal(error: ReplaybusError) -> Response:
 
 
 def _address(connection: HTTPConnection) -> str:
-    """The client's address for its rate limit (as uvicorn reports it: a trusted proxy's
-    X-Forwarded-For applies). An IPv6 client is one /64, since it holds the whole block."""
+    """The client's address for its rate limit (as `api.forwarded` reports it: the address a
+    trusted proxy received the request from). An IPv6 client is one /64, since it holds the
+    whole block."""
     host = connection.client.host if connection.client is not None else ""
     try:
         address = ipaddress.ip_address(host)
@@ -121,16 +127,13 @@ def _secure_transport(connection: HTTPConnection, settings: Settings) -> bool:
     """Whether credentials may travel on this request. Never judged from the Host header: an
     https REPLAYBUS_PUBLIC_URL says clients reach the service over TLS (terminated in front of
     the node); otherwise the connection must be TLS (or a trusted proxy's X-Forwarded-Proto
-    says it was), or come from a loopback address."""
+    says it was), or come from this host (`api.forwarded.from_this_host`: never from a
+    forwarded address alone)."""
     if settings.public_url is not None and settings.public_url.startswith("https://"):
         return True
     if connection.scope.get("scheme") == "https":
         return True
-    host = connection.client.host if connection.client is not None else ""
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return from_this_host(connection.scope)
 
 
 def _audiences(connection: HTTPConnection, settings: Settings) -> frozenset[str]:
@@ -160,6 +163,11 @@ async def _form(request: Request) -> dict[str, str] | Response:
         body = await read_body(request, _MAX_TOKEN_REQUEST)
     except RequestTooLarge as error:
         return _oauth_error(413, "invalid_request", error.message)
+    except (RequestTimeout, ClientGone) as error:
+        status = 408 if isinstance(error, RequestTimeout) else 499
+        refusal = _oauth_error(status, "invalid_request", error.message)
+        refusal.headers["Connection"] = "close"  # the rest of the body may still be on its way
+        return refusal
     form = dict(parse_qsl(request.url.query))
     try:
         form.update(parse_qsl(body.decode(), keep_blank_values=True))
@@ -228,12 +236,17 @@ async def _prove(
     return Proven(client_secret)
 
 
-async def _claim_refresh(services: Services, refresh: RefreshToken) -> bool:
-    """Use up (or revoke) a refresh token on every node until it expires; False if it was
-    already. Raises EngineUnavailable."""
+async def _claim_refresh(
+    services: Services, refresh: RefreshToken, *, revoke: bool = False
+) -> bool:
+    """Use up a refresh token on every node, moving its family on to the next generation (or,
+    with `revoke`, to none: the family ends); False if it was used or revoked already.
+    Remembered until the family expires (every token of it ends then). Raises
+    EngineUnavailable."""
     seconds_left = refresh.principal.expires_at - services.clock.now_us() / 1_000_000
     ttl_us = max(1, int(seconds_left * 1_000_000))
-    return await services.engine.claim_once("refresh", refresh.token_id, ttl_us)
+    to = _REVOKED if revoke else refresh.generation + 1
+    return await services.engine.advance_family(refresh.family, refresh.generation, to, ttl_us)
 
 
 def _assertion_name(issuer: str, assertion_id: str) -> str:
@@ -241,10 +254,11 @@ def _assertion_name(issuer: str, assertion_id: str) -> str:
 
 
 async def _claim_single_use(
-    services: Services, endpoint: TokenEndpoint, refresh: RefreshToken | None
+    services: Services, endpoint: TokenEndpoint, refresh: RefreshToken | None, tenant: str
 ) -> bool:
-    """Claim the refresh token or assertion just used, on every node: False if an earlier
-    request had already used it (or it was revoked). Raises EngineUnavailable."""
+    """Claim the refresh token or assertion (of a client of `tenant`) just used, on every
+    node: False if an earlier request had already used it (or it was revoked). Raises
+    EngineUnavailable, or QuotaExceeded when the tenant has too many assertions unexpired."""
     if refresh is not None:
         return await _claim_refresh(services, refresh)
     now = services.clock.now_us() / 1_000_000
@@ -252,7 +266,15 @@ async def _claim_single_use(
         assertion = endpoint.assertion
         ttl = assertion.expires - now + CLOCK_SKEW  # nodes' clocks may differ that much
         name = _assertion_name(assertion.issuer, assertion.assertion_id)
-        return await services.engine.claim_once("assertion", name, int(ttl * 1_000_000))
+        limit = services.settings.token_assertions_per_tenant
+        try:
+            return await services.engine.claim_once(tenant, name, int(ttl * 1_000_000), limit)
+        except QuotaExceeded as full:
+            raise QuotaExceeded(
+                f"this tenant has {limit} JWT-bearer assertions accepted and not yet expired "
+                "(REPLAYBUS_TOKEN_ASSERTIONS_PER_TENANT): retry later",
+                full.retry_after,
+            ) from None
     return True
 
 
@@ -324,8 +346,8 @@ async def token(request: Request) -> Response:
         if tenant is None or tenant.suspended:
             return _oauth_error(400, "invalid_grant", f"tenant {record.tenant} is suspended")
         try:
-            first_use = await _claim_single_use(services, endpoint, refresh)
-        except EngineUnavailable as error:
+            first_use = await _claim_single_use(services, endpoint, refresh, record.tenant)
+        except (EngineUnavailable, QuotaExceeded) as error:
             return _refusal(error)
         if not first_use:
             what = "refresh token" if refresh is not None else "assertion"
@@ -370,7 +392,7 @@ async def revoke(request: Request) -> Response:
             "revoke the client to end all of its tokens",
         )
     try:
-        await _claim_refresh(services, refresh)  # already used or revoked: just as well
+        await _claim_refresh(services, refresh, revoke=True)  # used or revoked: just as well
     except EngineUnavailable as error:
         return _refusal(error)
     return Response(status_code=200)

@@ -316,10 +316,8 @@ class TokenEndpoint(AuthorizationServer):  # type: ignore[misc]
         if grant_type in ("password", "refresh_token") and secret:
             response["signature"] = _signature(identity + issued_at, secret)
         if grant_type in ("password", "refresh_token") and username and include_refresh_token:
-            # A rotated refresh token ends when the one it replaces would have.
-            until = self._refresh.principal.expires_at if self._refresh is not None else None
             response["refresh_token"] = tokens.issue_refresh(
-                record.tenant, record.client_id, scopes, username, record.generation, until
+                record.tenant, record.client_id, scopes, username, record.generation, self._refresh
             )
         return response
 

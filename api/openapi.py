@@ -75,6 +75,8 @@ _OAUTH_ERRORS = {
     400: "invalid_request, invalid_client, invalid_grant, unsupported_grant_type, "
     "unauthorized_client, invalid_scope, or insecure_transport (plain HTTP from afar)",
     401: "invalid_client: bad credentials sent with HTTP Basic",
+    408: "invalid_request: the form did not arrive within REPLAYBUS_BODY_TIMEOUT (the "
+    "connection is closed)",
     413: "invalid_request: the form is too large",
     429: "too many token requests: retry after Retry-After seconds",
     503: "temporarily_unavailable: credentials cannot be checked right now (Retry-After)",

@@ -4,7 +4,9 @@ Claims: `iss` (`replaybus`), `aud` (this service: REPLAYBUS_PUBLIC_URL, else `re
 `sub` (client id), `tid` (tenant), `usr` (user, for user grants), `cgn` (the client's
 generation), `scope` (space-separated), `use` (`access` or `refresh`), `iat`, `exp`, `jti`. A
 token for another audience is refused. Refresh tokens are signed the same way and are never
-accepted where an access token is expected; their `jti` makes each one single use.
+accepted where an access token is expected; they also carry `fam` (their family: the password
+grant that began the chain of rotations) and `gen` (their place in it, from 0), which make each
+one single use: a use moves the family from its generation to the next.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
 ]
 
 SigningKey = ECKey | RSAKey | OKPKey
+_FAMILY = re.compile(r"[A-Za-z0-9_-]{1,64}")  # as `secrets.token_urlsafe` makes them
 _ISSUER = "replaybus"
 DEFAULT_AUDIENCE = "replaybus"
 _CACHE_SIZE = 4096
@@ -118,10 +121,12 @@ class IssuedToken:
 
 @dataclass(frozen=True, slots=True)
 class RefreshToken:
-    """A verified refresh token: whom it names, and its id (`jti`), which a use claims."""
+    """A verified refresh token: whom it names, its family and its generation in it (a token
+    from before families is a family of its own, its `jti`, at generation 0)."""
 
     principal: Principal
-    token_id: str
+    family: str
+    generation: int
 
 
 class TokenService:
@@ -176,15 +181,18 @@ class TokenService:
         scopes: tuple[str, ...],
         user: str,
         generation: str = "",
-        expires_at: float | None = None,
+        replaces: RefreshToken | None = None,
     ) -> str:
-        """A refresh token valid for the refresh TTL, or until `expires_at` if that is sooner
-        (a rotated refresh token keeps the expiry of the one it replaces)."""
+        """A refresh token valid for the refresh TTL, beginning a new family; or, replacing
+        `replaces` (a rotation), the next generation of its family, ending when it would have
+        if that is sooner."""
         now = self._clock.now_us() / 1_000_000
         ttl = self._refresh_ttl
-        if expires_at is not None:
-            ttl = max(0, min(ttl, int(expires_at) - int(now)))
-        return self._sign(tenant, client_id, scopes, user, generation, "refresh", now, ttl)
+        lineage: dict[str, object] = {"fam": secrets.token_urlsafe(12), "gen": 0}
+        if replaces is not None:
+            ttl = max(0, min(ttl, int(replaces.principal.expires_at) - int(now)))
+            lineage = {"fam": replaces.family, "gen": replaces.generation + 1}
+        return self._sign(tenant, client_id, scopes, user, generation, "refresh", now, ttl, lineage)
 
     def _sign(
         self,
@@ -196,6 +204,7 @@ class TokenService:
         use: str,
         now: float,
         ttl: int,
+        extra: dict[str, object] | None = None,
     ) -> str:
         claims: dict[str, object] = {
             "iss": _ISSUER,
@@ -212,20 +221,23 @@ class TokenService:
             claims["usr"] = user
         if generation:
             claims["cgn"] = generation
+        claims.update(extra or {})
         header = {"alg": self._algorithm, "kid": self._key.kid}
         return jwt.encode(header, claims, self._key, algorithms=[self._algorithm])
 
     def verify_refresh(self, token: str) -> RefreshToken:
-        """The principal a refresh token names, and its id; raises TokenInvalid or
-        TokenExpired. Whether it was used or revoked already is the caller's to check."""
+        """The principal a refresh token names, its family and generation; raises TokenInvalid
+        or TokenExpired. Whether it was used or revoked already is the caller's to check."""
         claims = self._claims(token)
         principal = self._principal(claims, use="refresh")
         if principal.expires_at <= self._clock.now_us() / 1_000_000:
             raise TokenExpired("the refresh token has expired")
-        token_id = claims.get("jti")
-        if not isinstance(token_id, str) or not token_id:
+        family, generation = claims.get("fam", claims.get("jti")), claims.get("gen", 0)
+        if not isinstance(family, str) or not _FAMILY.fullmatch(family):
             raise TokenInvalid("the refresh token is not valid")
-        return RefreshToken(principal, token_id)
+        if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+            raise TokenInvalid("the refresh token is not valid")
+        return RefreshToken(principal, family, generation)
 
     def verify(self, token: str) -> Principal:
         """The principal a token names; raises TokenInvalid or TokenExpired.

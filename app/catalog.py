@@ -128,6 +128,11 @@ class Catalog(Protocol):
         """Create the client, or replace the one with its id."""
         ...
 
+    async def add_client_if_absent(self, client: ClientRecord) -> bool:
+        """Create the client unless its id is taken, in one step: True if created, False (and
+        the existing one untouched) otherwise, so of callers racing for one id one wins."""
+        ...
+
     async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None: ...
 
     async def channels(self, tenant_id: str) -> list[ChannelDefinition]:
@@ -155,4 +160,9 @@ class Catalog(Protocol):
 
     async def add_user(self, user: UserRecord) -> None:
         """Create the user, or replace the one with its name."""
+        ...
+
+    async def add_user_if_absent(self, user: UserRecord) -> bool:
+        """Create the user unless its name is taken, in one step: True if created, False (and
+        the existing one untouched) otherwise."""
         ...

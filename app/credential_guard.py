@@ -1,4 +1,4 @@
-"""Checking client secrets and user passwords at a bounded cost per node.
+"""Checking client secrets and user passwords at a bounded cost per worker process.
 
 A secret check is a deliberately slow scrypt hash (about 16 MiB and tens of milliseconds), so
 the token endpoint is where an anonymous caller could spend a node's CPU and memory. Here:
@@ -32,7 +32,7 @@ from app.credentials import unmatchable_hash, verify_secret
 from app.errors import QuotaExceeded
 from app.throttle import Throttle
 
-__all__ = ["CredentialGuard"]
+__all__ = ["CredentialGuard", "hash_concurrency"]
 
 _CACHE_ENTRIES = 10_000  # 32-byte digests: well under 2 MB
 _SMOOTHING = 0.2  # weight of the newest measurement in the moving average
@@ -40,6 +40,14 @@ _SMOOTHING = 0.2  # weight of the newest measurement in the moving average
 
 def _unobserved(result: str) -> None:
     pass
+
+
+def hash_concurrency(configured: int | None, cores: int | None, workers: int) -> int:
+    """Hashes one worker process may run at once: `configured`, or by default its share of the
+    node's `cores` (at least 1), since each of the `workers` processes has its own guard."""
+    if configured is not None:
+        return configured
+    return max(1, (cores or 1) // workers)
 
 
 class CredentialGuard:

@@ -5,12 +5,17 @@ Every entry is re-read once it is older than the TTL, so a suspension or a revoc
 every node within the TTL (plus one request's round trip to the catalog). While the catalog is
 unreachable, entries already known stay in use, so publishing and subscribing carry on; only a
 tenant or client this node has never seen gets CatalogUnavailable.
+
+Each cache is bounded: names found and names absent are kept apart, each table pushing out its
+least recently used entry when full, so a flood of names that exist nowhere (which anyone can
+send) only ever displaces other absent names, never the clients and tenants in use.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -24,7 +29,8 @@ __all__ = ["Directory"]
 
 log = logging.getLogger("replaybus.directory")
 T = TypeVar("T")
-_MAX_ENTRIES = 100_000
+_MAX_ENTRIES = 100_000  # names found, per cache
+_MAX_ABSENT = 20_000  # names absent, per cache
 _RETRY_US = 1_000_000  # while the catalog is down, how often one entry tries it again
 
 
@@ -47,15 +53,26 @@ class _Cache(Generic[T]):
         self._clock = clock
         self._ttl_us = ttl_us
         self._load = load
-        self._entries: dict[str, _Entry[T]] = {}
+        # Least recently used first; an entry is in one table or the other, never both.
+        self._found: OrderedDict[str, _Entry[T]] = OrderedDict()
+        self._absent: OrderedDict[str, _Entry[T]] = OrderedDict()
+        self._bounds = ((self._found, _MAX_ENTRIES), (self._absent, _MAX_ABSENT))
+        # One read per key at a time; `forget` drops a key's, so a read begun before it is
+        # neither joined nor cached after.
         self._loading: dict[str, asyncio.Future[tuple[T | None, bool]]] = {}
-        # Bumped by `forget`: a read begun before it must neither be joined nor cached after.
-        self._generations: dict[str, int] = {}
         self.hits = 0
         self.misses = 0
 
+    def _entry(self, key: str) -> _Entry[T] | None:
+        for table, _ in self._bounds:
+            entry = table.get(key)
+            if entry is not None:
+                table.move_to_end(key)
+                return entry
+        return None
+
     async def get(self, key: str) -> T | None:
-        entry = self._entries.get(key)
+        entry = self._entry(key)
         if entry is not None and entry.fresh_until_us > self._clock.now_us():
             self.hits += 1
             self._on_lookup("stale" if entry.stale else "hit")
@@ -76,7 +93,6 @@ class _Cache(Generic[T]):
 
     async def _refresh(self, key: str, stale: _Entry[T] | None) -> tuple[T | None, bool]:
         """The value read, or the cached one if the catalog is down; and whether it is that."""
-        generation = self._generations.get(key, 0)
         try:
             value = await self._load(key)
         except CatalogUnavailable as error:
@@ -86,18 +102,22 @@ class _Cache(Generic[T]):
             stale.fresh_until_us = self._clock.now_us() + _RETRY_US
             stale.stale = True
             return stale.value, True
-        if self._generations.get(key, 0) != generation:
+        if self._loading.get(key) is not asyncio.current_task():
             return value, False  # forgotten meanwhile: the value may predate the change
-        if len(self._entries) >= _MAX_ENTRIES:
-            self._entries.clear()
-            self._generations.clear()
-        self._entries[key] = _Entry(value, self._clock.now_us() + self._ttl_us)
+        self._forget_entry(key)
+        table, bound = self._bounds[1] if value is None else self._bounds[0]
+        table[key] = _Entry(value, self._clock.now_us() + self._ttl_us)
+        if len(table) > bound:
+            table.popitem(last=False)
         return value, False
 
+    def _forget_entry(self, key: str) -> None:
+        for table, _ in self._bounds:
+            table.pop(key, None)
+
     def forget(self, key: str) -> None:
-        self._entries.pop(key, None)
+        self._forget_entry(key)
         self._loading.pop(key, None)
-        self._generations[key] = self._generations.get(key, 0) + 1
 
 
 def _uncounted(result: str) -> None:

@@ -151,12 +151,24 @@ class Engine(LiveSource, Protocol):
         seconds until it could be, and nothing is taken."""
         ...
 
-    async def claim_once(self, scope: str, name: str, ttl_us: int) -> bool:
-        """Claim `name` within `scope` for `ttl_us` from now, shared by every node: True for
-        the first claim, False (nothing changed) while an earlier claim holds. For single-use
-        credentials (a JWT assertion's `jti`, a refresh token) remembered until they expire.
-        `scope` and `name` are short and hold no whitespace. Raises EngineUnavailable when it
-        cannot tell (never True for a name already claimed)."""
+    async def claim_once(self, owner: str, name: str, ttl_us: int, limit: int) -> bool:
+        """Claim `name` among `owner`'s single-use names (a tenant's JWT-bearer assertions)
+        for `ttl_us` from now, shared by every node: True for the first claim, False (nothing
+        changed) while an earlier claim holds. An owner holds at most `limit` unexpired
+        claims: one more raises QuotaExceeded, with `retry_after` the seconds until its oldest
+        expires, and other owners are unaffected. `owner` and `name` are short and hold no
+        whitespace. Raises EngineUnavailable when it cannot tell (never True for a name
+        already claimed)."""
+        ...
+
+    async def advance_family(self, family: str, generation: int, to: int, ttl_us: int) -> bool:
+        """Compare-and-set the current generation of refresh-token family `family`, shared by
+        every node: when it is `generation` (a family never advanced, or expired, is at 0),
+        set it to `to`, held for `ttl_us` from now (the family's expiry), and return True;
+        otherwise change nothing and return False. One entry per family, dropped once it
+        expires, so what is remembered is bounded by the live families, not by their uses.
+        `family` is short and holds no whitespace. Raises EngineUnavailable when it cannot
+        tell (never True unless the generation was `generation`)."""
         ...
 
     async def ping(self) -> None:

@@ -375,7 +375,7 @@ class Settings:
         20,
         "int",
         "Token-endpoint requests (token and revoke) per second from one client address, "
-        "sustained, per node; above it 429 with Retry-After.",
+        "sustained, per worker process; above it 429 with Retry-After.",
         minimum=1,
     )
     token_burst_per_address: int = _setting(
@@ -385,7 +385,7 @@ class Settings:
         2,
         "int",
         "Secret checks per second for one client id (or username, or assertion issuer), "
-        "sustained, per node; above it 429. A secret proven within "
+        "sustained, per worker process; above it 429. A secret proven within "
         "REPLAYBUS_TOKEN_SECRET_CACHE_TTL needs no check and does not count.",
         minimum=1,
     )
@@ -395,18 +395,28 @@ class Settings:
     token_hash_concurrency: int | None = _setting(
         None,
         "int",
-        "Secret hashes (scrypt, about 16 MiB each) a node computes at once; more get 503 with "
-        "Retry-After at once. Default: the number of cores.",
+        "Secret hashes (scrypt, about 16 MiB each) each worker process computes at once; more "
+        "get 503 with Retry-After at once. Default: the number of cores divided by "
+        "REPLAYBUS_WORKERS (at least 1), so a node's workers together run about one per core.",
         minimum=1,
         maximum=256,
     )
     token_secret_cache_ttl: float = _setting(
         300.0,
         "duration",
-        "How long a node remembers a client secret or password it has proven, so the same "
-        "client asking again is not hashed again (0: never). Rotating the secret ends it.",
+        "How long a worker process remembers a client secret or password it has proven, so the "
+        "same client asking again is not hashed again (0: never). Rotating the secret ends it.",
         minimum=0,
         maximum=3600,
+    )
+    token_assertions_per_tenant: int = _setting(
+        10_000,
+        "int",
+        "JWT-bearer assertions of one tenant remembered at once, shared by every node, each "
+        "until it expires (at most 7 min), so each is accepted once; one more is answered 429 "
+        "with Retry-After, in that tenant only.",
+        minimum=1,
+        maximum=1_000_000,
     )
     signing_key: str | None = _setting(
         None,

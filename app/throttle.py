@@ -1,9 +1,10 @@
 """Node-local token buckets, one per key (a client address, a client id), in a bounded
 least-recently-used table.
 
-Each node keeps its own buckets, so with N nodes behind a load balancer a key gets up to N
-times the rate. A key pushed out of a full table starts again with a full bucket, which only
-ever favours that key; the table's size bounds the memory an attacker can make it use.
+Each worker process keeps its own buckets, so with N nodes of W workers behind a load balancer
+a key gets up to N * W times the rate. A key pushed out of a full table starts again with a full
+bucket, which only ever favours that key; the table's size bounds the memory an attacker can make
+it use.
 """
 
 from __future__ import annotations

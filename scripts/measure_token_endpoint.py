@@ -11,10 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import os
-import re
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -22,7 +18,9 @@ from pathlib import Path
 
 import httpx
 
-_LISTENING = re.compile(r"replaybus listening on (http://\S+)")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.e2e.server import run_server
 
 
 def _peak_rss_mib(pid: int) -> float:
@@ -65,35 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=100)
     arguments = parser.parse_args()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("REPLAYBUS_")}
-    environment.update(
-        {"REPLAYBUS_PORT": "0", "REPLAYBUS_LOG_LEVEL": "warning", "REPLAYBUS_ACCESS_LOG": "false"}
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve"],
-        env=environment,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-    assert process.stdout is not None
-    try:
-        base_url = None
-        for line in process.stdout:
-            match = _LISTENING.search(line)
-            if match:
-                base_url = match.group(1)
-                break
-        if base_url is None:
-            raise RuntimeError("replaybus did not start")
-        idle = _peak_rss_mib(process.pid)
-        results = asyncio.run(measure(base_url, arguments.requests))
-        peak = _peak_rss_mib(process.pid)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-        process.stdout.close()
+    with run_server() as server:
+        idle = _peak_rss_mib(server.process.pid)
+        results = asyncio.run(measure(server.base_url, arguments.requests))
+        peak = _peak_rss_mib(server.process.pid)
     for request, elapsed, statuses in results:
         label = "token requests (unknown clients)" if request == "token" else "GET /healthz"
         shown = ", ".join(f"{status} x{count}" for status, count in sorted(statuses.items()))

@@ -67,6 +67,12 @@ class MemoryCatalog:
     async def add_client(self, client: ClientRecord) -> None:
         self._clients[client.client_id] = client
 
+    async def add_client_if_absent(self, client: ClientRecord) -> bool:
+        if client.client_id in self._clients:
+            return False
+        self._clients[client.client_id] = client
+        return True
+
     async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None:
         return self._channels.get((tenant_id, name))
 
@@ -100,3 +106,9 @@ class MemoryCatalog:
 
     async def add_user(self, user: UserRecord) -> None:
         self._users[user.username] = user
+
+    async def add_user_if_absent(self, user: UserRecord) -> bool:
+        if user.username in self._users:
+            return False
+        self._users[user.username] = user
+        return True

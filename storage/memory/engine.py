@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from app.channels import ChannelPattern, parse_pattern
 from app.clock import Clock
 from app.engine import TRIM_STEP, LiveCallback, MissedCallback
-from app.errors import EngineUnavailable
+from app.errors import QuotaExceeded
 from app.model import (
     ChannelKey,
     Event,
@@ -35,7 +35,6 @@ __all__ = ["MemoryEngine"]
 log = logging.getLogger("replaybus.memory")
 
 _COMPACT_AFTER = 4096
-_MAX_CLAIMS = 200_000  # about 60 MB
 
 
 @dataclass(slots=True)
@@ -122,8 +121,10 @@ class MemoryEngine:
         self._signal_listeners: list[Callable[[str, str], None]] = []
         self._streams: dict[str, dict[str, int]] = {}  # tenant -> stream id -> expiry (µs)
         self._buckets: dict[str, tuple[float, int]] = {}  # tenant -> (allowance, as of µs)
-        self._claims: dict[tuple[str, str], int] = {}  # (scope, name) -> expiry (µs)
-        self._claim_expiries: list[tuple[int, tuple[str, str]]] = []  # a heap
+        self._claims: dict[str, dict[str, int]] = {}  # owner -> name -> expiry (µs)
+        self._claim_expiries: dict[str, list[tuple[int, str]]] = {}  # owner -> a heap
+        self._families: dict[str, tuple[int, int]] = {}  # family -> (generation, expiry µs)
+        self._family_expiries: list[tuple[int, str]] = []  # a heap, one entry per family
 
     async def __aenter__(self) -> MemoryEngine:
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -351,21 +352,39 @@ class MemoryEngine:
         self._buckets[tenant] = (tokens - count, at)
         return 0.0
 
-    async def claim_once(self, scope: str, name: str, ttl_us: int) -> bool:
+    async def claim_once(self, owner: str, name: str, ttl_us: int, limit: int) -> bool:
         now = self._clock.now_us()
-        while self._claim_expiries and self._claim_expiries[0][0] <= now:
-            expires, key = heapq.heappop(self._claim_expiries)
-            if self._claims.get(key) == expires:
-                del self._claims[key]
-        key = (scope, name)
-        held = self._claims.get(key)
-        if held is not None and held > now:
+        claims = self._claims.setdefault(owner, {})
+        expiries = self._claim_expiries.setdefault(owner, [])
+        while expiries and expiries[0][0] <= now:
+            _, expired = heapq.heappop(expiries)
+            del claims[expired]  # one heap entry per claim: a held name is never pushed again
+        if name in claims:
             return False
-        if len(self._claims) >= _MAX_CLAIMS:
+        if len(claims) >= limit:
             # Forgetting a live claim would let a credential be used twice: refuse instead.
-            raise EngineUnavailable("too many single-use credentials are remembered: retry later")
-        self._claims[key] = now + ttl_us
-        heapq.heappush(self._claim_expiries, (now + ttl_us, key))
+            wait = (expiries[0][0] - now) / 1_000_000
+            raise QuotaExceeded(f"{owner} holds {limit} unexpired single-use names", wait)
+        claims[name] = now + ttl_us
+        heapq.heappush(expiries, (now + ttl_us, name))
+        return True
+
+    async def advance_family(self, family: str, generation: int, to: int, ttl_us: int) -> bool:
+        now = self._clock.now_us()
+        while self._family_expiries and self._family_expiries[0][0] <= now:
+            _, due = heapq.heappop(self._family_expiries)
+            expires = self._families[due][1]
+            if expires <= now:
+                del self._families[due]
+            else:  # held longer since it was queued: look again then
+                heapq.heappush(self._family_expiries, (expires, due))
+        held = self._families.get(family)
+        current = held[0] if held is not None and held[1] > now else 0
+        if current != generation:
+            return False
+        if family not in self._families:
+            heapq.heappush(self._family_expiries, (now + ttl_us, family))
+        self._families[family] = (to, now + ttl_us)
         return True
 
     async def ping(self) -> None:

@@ -325,14 +325,23 @@ class PostgresCatalog:
         return UserRecord(row["username"], row["tenant_id"], row["password_hash"]) if row else None
 
     async def add_client(self, client: ClientRecord) -> None:
-        """Create the client, or replace it (start-up re-seeds the bootstrap client)."""
-        await self._run(
+        """Create the client, or replace it (a rotation or a revocation)."""
+        await self._insert_client(
+            client,
+            "ON CONFLICT (client_id) DO UPDATE SET tenant_id = $2, secret_hash = $3, "
+            "scopes = $4, revoked = $5, jwt_public_key = $6, generation = $7",
+        )
+
+    async def add_client_if_absent(self, client: ClientRecord) -> bool:
+        status = await self._insert_client(client, "ON CONFLICT (client_id) DO NOTHING")
+        return status == "INSERT 0 1"
+
+    async def _insert_client(self, client: ClientRecord, on_conflict: str) -> str:
+        status: str = await self._run(
             lambda c: c.execute(
                 "INSERT INTO oauth_clients "
                 "(client_id, tenant_id, secret_hash, scopes, revoked, jwt_public_key, generation) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (client_id) DO UPDATE SET "
-                "tenant_id = $2, secret_hash = $3, scopes = $4, revoked = $5, "
-                "jwt_public_key = $6, generation = $7",
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7) {on_conflict}",
                 client.client_id,
                 client.tenant,
                 client.secret_hash,
@@ -342,14 +351,25 @@ class PostgresCatalog:
                 client.generation,
             )
         )
+        return status
 
     async def add_user(self, user: UserRecord) -> None:
-        await self._run(
+        await self._insert_user(
+            user, "ON CONFLICT (username) DO UPDATE SET tenant_id = $2, password_hash = $3"
+        )
+
+    async def add_user_if_absent(self, user: UserRecord) -> bool:
+        status = await self._insert_user(user, "ON CONFLICT (username) DO NOTHING")
+        return status == "INSERT 0 1"
+
+    async def _insert_user(self, user: UserRecord, on_conflict: str) -> str:
+        status: str = await self._run(
             lambda c: c.execute(
                 "INSERT INTO users (username, tenant_id, password_hash) VALUES ($1, $2, $3) "
-                "ON CONFLICT (username) DO UPDATE SET tenant_id = $2, password_hash = $3",
+                + on_conflict,
                 user.username,
                 user.tenant,
                 user.password_hash,
             )
         )
+        return status

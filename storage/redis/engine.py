@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 from app.channels import parse_pattern
 from app.clock import Clock
 from app.engine import LiveCallback, MissedCallback
-from app.errors import EngineUnavailable
+from app.errors import EngineUnavailable, QuotaExceeded
 from app.model import (
     ChannelKey,
     Event,
@@ -86,21 +86,58 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 """
-# A single-use claim. KEYS[1]: the claim; ARGV: now in µs ("" = this server's clock), its
-# lifetime in µs. The key holds its expiry, so a test clock decides too; Redis drops it then.
-_CLAIM = """
+_SERVER_NOW = """
 local now = tonumber(ARGV[1])
 if not now then
   local time = redis.call('TIME')
   now = tonumber(time[1]) * 1000000 + tonumber(time[2])
 end
-local held = tonumber(redis.call('GET', KEYS[1]))
-if held and held > now then return 0 end
-local ttl = tonumber(ARGV[2])
-local expires = string.format('%.0f', now + ttl)
-redis.call('SET', KEYS[1], expires, 'PX', math.max(1, math.ceil(ttl / 1000)))
+"""
+# A single-use claim among an owner's. KEYS[1]: the owner's claims, a sorted set of names
+# scored by expiry (µs); ARGV: now in µs ("" = this server's clock), the name, its lifetime in
+# µs, the owner's limit. 1: claimed; 0: held already; a negative number: the owner is at its
+# limit, and minus the µs until its oldest claim expires. The scores decide (so a test clock
+# does too); Redis drops the set once its last claim has expired.
+_CLAIM = (
+    _SERVER_NOW
+    + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) then return 0 end
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return -math.max(1, tonumber(oldest[2]) - now)
+end
+redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[3])), ARGV[2])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil((tonumber(last[2]) - now) / 1000)))
 return 1
 """
+)
+# A refresh-token family's generation, compare-and-set. KEYS[1]: the family; ARGV: now in µs
+# ("" = this server's clock), the expected generation, the new one, its lifetime in µs. The
+# key holds "<generation> <expiry µs>", so a test clock decides too; Redis drops it then. A
+# value without a generation is a refresh token's single-use claim from before families:
+# spent.
+_ADVANCE_FAMILY = (
+    _SERVER_NOW
+    + """
+local current = 0
+local held = redis.call('GET', KEYS[1])
+if held then
+  local generation, expires = string.match(held, '^(%-?%d+) (%d+)$')
+  if not generation then
+    current = nil
+  elseif tonumber(expires) > now then
+    current = tonumber(generation)
+  end
+end
+if current ~= tonumber(ARGV[2]) then return 0 end
+local ttl = tonumber(ARGV[4])
+local value = ARGV[3] .. ' ' .. string.format('%.0f', now + ttl)
+redis.call('SET', KEYS[1], value, 'PX', math.max(1, math.ceil(ttl / 1000)))
+return 1
+"""
+)
 _SESSION_GRACE_US = 60_000_000  # Redis keeps a session this long past its expiry, then drops it
 # A group commit round: enough events to amortise a round trip, small enough to keep one
 # script call short (Redis runs nothing else meanwhile).
@@ -155,6 +192,7 @@ class RedisEngine:
         self._compare_and_set: Any = None
         self._rate: Any = None
         self._claim: Any = None
+        self._advance_family: Any = None
         self._live: LiveFeed | None = None
         self._known_channels: set[ChannelKey] = set()
         self._group_commit: GroupCommit[tuple[ChannelKey, Retention], EventDraft, Published] = (
@@ -198,6 +236,7 @@ class RedisEngine:
         self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
         self._rate = self._client.register_script(_RATE)
         self._claim = self._client.register_script(_CLAIM)
+        self._advance_family = self._client.register_script(_ADVANCE_FAMILY)
         self._live = LiveFeed(
             self._client,
             sharded=self._cluster,
@@ -541,11 +580,28 @@ class RedisEngine:
         )
         return float(wait)
 
-    async def claim_once(self, scope: str, name: str, ttl_us: int) -> bool:
-        claimed = await self._call(
-            lambda: self._claim(keys=[keys.claim_key(scope, name)], args=[self._now(), ttl_us])
+    async def claim_once(self, owner: str, name: str, ttl_us: int, limit: int) -> bool:
+        claimed = int(
+            await self._call(
+                lambda: self._claim(
+                    keys=[keys.claims_of(owner)], args=[self._now(), name, ttl_us, limit]
+                )
+            )
         )
-        return bool(claimed)
+        if claimed < 0:
+            # Forgetting a live claim would let a credential be used twice: refuse instead.
+            raise QuotaExceeded(
+                f"{owner} holds {limit} unexpired single-use names", -claimed / 1_000_000
+            )
+        return claimed == 1
+
+    async def advance_family(self, family: str, generation: int, to: int, ttl_us: int) -> bool:
+        advanced = await self._call(
+            lambda: self._advance_family(
+                keys=[keys.family_key(family)], args=[self._now(), generation, to, ttl_us]
+            )
+        )
+        return bool(advanced)
 
 
 def _window(fields: list[Any]) -> Window:

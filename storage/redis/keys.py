@@ -14,7 +14,8 @@ __all__ = [
     "channel_from_live",
     "channel_keys",
     "channels_of",
-    "claim_key",
+    "claims_of",
+    "family_key",
     "live_channel",
     "live_tenant",
     "rate_of",
@@ -105,7 +106,15 @@ def channel_from_key(key: str) -> ChannelKey | None:
     return ChannelKey(tenant, name) if tenant and name.startswith("/") else None
 
 
-def claim_key(scope: str, name: str) -> str:
-    """A single-use claim (`Engine.claim_once`); it holds its expiry in µs. Not tenant data:
-    `name` is a credential's id or a digest of it."""
-    return PREFIX + "claim:" + scope + ":" + name
+def claims_of(owner: str) -> str:
+    """A sorted set of an owner's (a tenant's) single-use names (`Engine.claim_once`), scored
+    by expiry (µs). Outside the tenant's own keys, so deleting the tenant does not forget
+    which of its assertions were used."""
+    return PREFIX + "claims:{" + owner + "}"
+
+
+def family_key(family: str) -> str:
+    """A refresh-token family's current generation (`Engine.advance_family`). Not tenant data:
+    `family` is a random id; named as refresh tokens' single-use claims were before families
+    (the family of such a token is its id), so a token used before is still seen as used."""
+    return PREFIX + "claim:refresh:" + family

@@ -54,6 +54,11 @@ class Node:
         self.http = http
         self.operator = bearer(OPERATOR_KEY)
 
+    def caller(self, address: str) -> httpx.AsyncClient:
+        """Another HTTP client of the app, whose requests come from `address` (plain HTTP)."""
+        transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
+
     # -- administration --------------------------------------------------------------------
 
     async def admin(

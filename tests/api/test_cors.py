@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-import httpx
 import pytest
 
-from api.app import create_app
 from app.settings import Settings, SettingsError
+from tests.api._support import running_node
 
 PAGE = "https://app.example.test"
 PREFLIGHT = {
@@ -18,29 +14,12 @@ PREFLIGHT = {
 }
 
 
-@asynccontextmanager
-async def client(origins: str) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(
-        bootstrap_client_id="c",
-        bootstrap_client_secret="s",
-        access_log=False,
-        cors_allowed_origins=origins,
-    )
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=transport, base_url="http://replaybus") as http,
-    ):
-        yield http
-
-
 async def test_any_origin_gets_no_credentials() -> None:
-    async with client("*") as http:
-        preflight = await http.options(
+    async with running_node(cors_allowed_origins="*") as node:
+        preflight = await node.http.options(
             "/cometd/58.0", headers={"Origin": "https://anyone.test", **PREFLIGHT}
         )
-        simple = await http.get(
+        simple = await node.http.get(
             "/healthz", headers={"Origin": "https://anyone.test", "Cookie": "session=1"}
         )
 
@@ -52,10 +31,10 @@ async def test_any_origin_gets_no_credentials() -> None:
 
 
 async def test_listed_origins_get_credentials() -> None:
-    async with client(f"{PAGE}, https://other.test") as http:
-        preflight = await http.options("/cometd/58.0", headers={"Origin": PAGE, **PREFLIGHT})
-        simple = await http.get("/healthz", headers={"Origin": PAGE})
-        elsewhere = await http.options(
+    async with running_node(cors_allowed_origins=f"{PAGE}, https://other.test") as node:
+        preflight = await node.http.options("/cometd/58.0", headers={"Origin": PAGE, **PREFLIGHT})
+        simple = await node.http.get("/healthz", headers={"Origin": PAGE})
+        elsewhere = await node.http.options(
             "/cometd/58.0", headers={"Origin": "https://anyone.test", **PREFLIGHT}
         )
 

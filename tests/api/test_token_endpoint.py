@@ -10,20 +10,18 @@ the HTTPS check looks at the connection, never at the Host header."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import httpx
 import pytest
-from starlette.applications import Starlette
 
 import app.credentials
-from api.app import create_app
-from app.settings import Settings
-from tests.api._support import CACHE_TTL, OPERATOR_KEY, Node
+from tests.api._support import Node, running_node
 from tests.fakes import FakeClock
+from tests.harness.redis import RunningRedis
 
 REMOTE = "203.0.113.7"
 SECRET_CACHE_TTL = 60.0
@@ -55,31 +53,11 @@ def scrypt(monkeypatch: pytest.MonkeyPatch) -> Iterator[Scrypt]:
     counting.release.set()
 
 
-class TokenNode(Node):
-    def caller(self, address: str) -> httpx.AsyncClient:
-        """An HTTP client whose requests come from `address` (plain HTTP)."""
-        transport = httpx.ASGITransport(app=self.app, client=(address, 40000))
-        return httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1")
-
-
-@asynccontextmanager
-async def token_node(clock: FakeClock | None = None, **overrides: Any) -> AsyncIterator[TokenNode]:
-    settings = Settings(
-        **{
-            "operator_key": OPERATOR_KEY,
-            "catalog_cache_ttl": CACHE_TTL,
-            "access_log": False,
-            "token_secret_cache_ttl": SECRET_CACHE_TTL,
-            **overrides,
-        }
-    )
-    application: Starlette = create_app(settings, clock=clock or FakeClock())
-    transport = httpx.ASGITransport(app=application)
-    async with (
-        application.router.lifespan_context(application),
-        httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http,
-    ):
-        yield TokenNode(application, http)
+def token_node(
+    clock: FakeClock | None = None, **overrides: Any
+) -> AbstractAsyncContextManager[Node]:
+    """A node on a test clock whose proven secrets are remembered SECRET_CACHE_TTL."""
+    return running_node(clock or FakeClock(), token_secret_cache_ttl=SECRET_CACHE_TTL, **overrides)
 
 
 def _form(client_id: str, secret: str) -> dict[str, str]:
@@ -207,6 +185,34 @@ async def test_hash_checks_beyond_the_limit_are_answered_503_at_once(scrypt: Scr
     assert _metric(node, "replaybus_token_requests_refused_total", reason="busy") == 1
 
 
+async def test_by_default_each_worker_process_hashes_its_share_of_the_cores(
+    scrypt: Scrypt, monkeypatch: pytest.MonkeyPatch, redis_server: RunningRedis
+) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    # Two workers (which need Redis): this process may run 4 // 2 = 2 hashes at once.
+    async with token_node(
+        workers=2,
+        redis_url=redis_server.url,
+        bootstrap_client_id="boot",
+        bootstrap_client_secret="boot-secret",
+    ) as node:
+        scrypt.entered = threading.Semaphore(0)  # count only from here: bootstrap hashed too
+        scrypt.hold = True
+        held = [asyncio.create_task(node.token_response("boot", f"guess-{n}")) for n in range(2)]
+        for _ in held:
+            await asyncio.to_thread(scrypt.entered.acquire)  # both hashes are running
+
+        async with asyncio.timeout(10):  # answered while the two still hash
+            busy = await node.token_response("boot", "guess-3")
+        scrypt.hold = False
+        scrypt.release.set()
+        refused = await asyncio.gather(*held)
+
+    assert busy.status_code == 503, busy.text
+    assert busy.json()["error"] == "temporarily_unavailable"
+    assert [r.status_code for r in refused] == [400, 400]
+
+
 async def test_many_workers_of_one_client_starting_at_once_cost_one_hash(scrypt: Scrypt) -> None:
     async with token_node(token_hash_concurrency=1, token_burst_per_client=1) as node:
         secret = await _client(node, "svc")
@@ -287,6 +293,70 @@ async def test_plain_http_from_afar_is_refused_whatever_the_host_header() -> Non
     assert refused.status_code == 400, refused.text
     assert refused.json()["error"] == "insecure_transport"
     assert loopback_any_host.status_code == 200, loopback_any_host.text
+
+
+async def test_a_forged_loopback_address_from_afar_is_still_plain_http() -> None:
+    # Every peer trusted as a proxy (the chart's former default): the forged entry is the
+    # client's own, and the TCP peer is not on loopback anyway.
+    async with token_node(forwarded_allow_ips="*") as node:
+        secret = await _client(node, "svc")
+        async with node.caller(REMOTE) as remote:
+            forged = await remote.post(
+                "/services/oauth2/token",
+                data=_form("svc", secret),
+                headers={"X-Forwarded-For": "127.0.0.1"},
+            )
+
+    assert forged.status_code == 400, forged.text
+    assert forged.json()["error"] == "insecure_transport"
+
+
+@pytest.mark.parametrize(
+    ("trusted", "forwarded_for", "status"),
+    [
+        ("127.0.0.1", "127.0.0.1", 200),  # a trusted proxy on this host, for a local client
+        ("127.0.0.1", f"127.0.0.1, {REMOTE}", 400),  # ... for a client from afar
+        ("10.0.0.1", "127.0.0.1", 400),  # an untrusted one: it relays callers from anywhere
+    ],
+)
+async def test_a_proxy_on_this_host_is_loopback_only_when_trusted_and_relaying_a_local_client(
+    trusted: str, forwarded_for: str, status: int
+) -> None:
+    async with token_node(forwarded_allow_ips=trusted) as node:
+        secret = await _client(node, "svc")
+        relayed = await node.http.post(
+            "/services/oauth2/token",
+            data=_form("svc", secret),
+            headers={"X-Forwarded-For": forwarded_for, "X-Forwarded-Proto": "http"},
+        )
+
+    assert relayed.status_code == status, relayed.text
+
+
+async def test_rotating_the_leftmost_forwarded_address_does_not_escape_the_address_limit() -> None:
+    async with (
+        token_node(
+            forwarded_allow_ips="*", token_burst_per_address=2, token_rate_per_address=1
+        ) as node,
+        node.caller("10.0.0.5") as proxy,
+    ):
+        answers = [
+            await proxy.post(
+                "/services/oauth2/token",
+                data=_form("x", "y"),
+                headers={"X-Forwarded-For": f"192.0.2.{n}, {REMOTE}"},
+            )
+            for n in range(5)
+        ]
+        # Naming another caller's address on the left does not spend that caller's bucket.
+        other = await proxy.post(
+            "/services/oauth2/token",
+            data=_form("x", "y"),
+            headers={"X-Forwarded-For": f"{REMOTE}, 198.51.100.9"},
+        )
+
+    assert [a.status_code for a in answers] == [400, 400, 429, 429, 429]
+    assert other.status_code == 400, other.text
 
 
 async def test_an_https_public_url_says_clients_arrive_over_tls() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -90,6 +91,47 @@ _FULL_SETTINGS = TenantSettings(
     cors_origins=("https://app.example.com", "http://localhost:8080"),
     require_defined_channels=True,
 )
+
+
+async def test_adding_a_client_if_absent_never_replaces_one(catalog: Catalog) -> None:
+    tenant = Tenant(_unique("t"))
+    await catalog.add_tenant(tenant)
+    first = ClientRecord(_unique("c"), tenant.tenant_id, "first", ("publish",), generation="a")
+    later = dataclasses.replace(first, secret_hash="later", generation="b")
+    revoked = dataclasses.replace(first, revoked=True)
+
+    assert await catalog.add_client_if_absent(first) is True
+    assert await catalog.add_client_if_absent(later) is False
+    assert await catalog.client(first.client_id) == first
+    await catalog.add_client(revoked)
+    assert await catalog.add_client_if_absent(later) is False
+    assert await catalog.client(first.client_id) == revoked
+
+
+async def test_concurrent_adds_if_absent_of_one_client_have_one_winner(catalog: Catalog) -> None:
+    tenant = Tenant(_unique("t"))
+    await catalog.add_tenant(tenant)
+    client_id = _unique("c")
+    records = [
+        ClientRecord(client_id, tenant.tenant_id, f"hash-{n}", ("publish",), generation=str(n))
+        for n in range(8)
+    ]
+
+    created = await asyncio.gather(*(catalog.add_client_if_absent(r) for r in records))
+
+    assert sorted(created) == [False] * 7 + [True]
+    assert await catalog.client(client_id) == records[created.index(True)]
+
+
+async def test_adding_a_user_if_absent_never_replaces_one(catalog: Catalog) -> None:
+    tenant = Tenant(_unique("t"))
+    await catalog.add_tenant(tenant)
+    first = UserRecord(_unique("u"), tenant.tenant_id, "first")
+    records = [dataclasses.replace(first, password_hash=f"hash-{n}") for n in range(4)]
+
+    assert await catalog.add_user_if_absent(first) is True
+    assert await asyncio.gather(*(catalog.add_user_if_absent(r) for r in records)) == [False] * 4
+    assert await catalog.user(first.username) == first
 
 
 def test_full_settings_differ_from_the_defaults_in_every_field() -> None:

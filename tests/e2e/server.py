@@ -41,15 +41,19 @@ class RunningServer:
                 await asyncio.sleep(0.01)  # another process's state: nothing to await but it
         raise AssertionError(f"{self.base_url} never held {count} connect(s)")
 
-    def token(self, scope: str | None = None) -> str:
+    def token_response(self, **fields: str) -> httpx.Response:
+        """`POST /services/oauth2/token` as this server's client: the client credentials
+        grant, or whatever `fields` add or override (another grant, secret or scope)."""
         form = {
             "grant_type": "client_credentials",
             "client_id": self.client_id,
             "client_secret": self.client_secret,
+            **fields,
         }
-        if scope is not None:
-            form["scope"] = scope
-        response = httpx.post(f"{self.base_url}/services/oauth2/token", data=form)
+        return httpx.post(f"{self.base_url}/services/oauth2/token", data=form)
+
+    def token(self, scope: str | None = None) -> str:
+        response = self.token_response(**({} if scope is None else {"scope": scope}))
         response.raise_for_status()
         token: str = response.json()["access_token"]
         return token
@@ -122,15 +126,7 @@ def run_server(
 def fresh_catalog_database(postgres: RunningPostgres, prefix: str = "catalog") -> str:
     """A new database on `postgres`, migrated with `replaybus migrate`; its URL."""
     database = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    subprocess.run(
-        [
-            *("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"),
-            *("-d", "postgres", "-tAc", f"CREATE DATABASE {database}"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
+    postgres.query(f"CREATE DATABASE {database}")
     url = postgres.url(database)
     subprocess.run(
         [sys.executable, "-m", "api.cli", "migrate"],

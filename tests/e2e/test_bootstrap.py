@@ -5,8 +5,6 @@ secret and creates nothing it was not asked for. (The dev defaults' printed cred
 
 from __future__ import annotations
 
-import subprocess
-
 import httpx
 
 from tests.e2e.server import RunningServer, fresh_catalog_database, run_server
@@ -24,15 +22,6 @@ def _catalog(postgres: RunningPostgres) -> dict[str, str]:
     }
 
 
-def _token(server: RunningServer, secret: str | None = None) -> httpx.Response:
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": server.client_id,
-        "client_secret": secret or server.client_secret,
-    }
-    return httpx.post(server.base_url + "/services/oauth2/token", data=form)
-
-
 def _admin(server: RunningServer, path: str) -> httpx.Response:
     response = httpx.post(f"{server.base_url}/v1/admin{path}", headers=OPERATOR)
     assert response.status_code == 200, response.text
@@ -40,28 +29,17 @@ def _admin(server: RunningServer, path: str) -> httpx.Response:
 
 
 def _count(postgres: RunningPostgres, url: str, table: str) -> int:
-    database = url.rsplit("/", 1)[1]
-    result = subprocess.run(
-        [
-            *("psql", "-h", "127.0.0.1", "-p", str(postgres.port), "-U", "postgres"),
-            *("-d", database, "-tAc", f"SELECT count(*) FROM {table}"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return int(result.stdout.strip())
+    return int(postgres.query(f"SELECT count(*) FROM {table}", url.rsplit("/", 1)[1]))
 
 
 def test_a_restart_keeps_the_bootstrap_client_revoked(postgres_server: RunningPostgres) -> None:
     env = _catalog(postgres_server)
     with run_server(env) as first:
-        granted = _token(first)
+        granted = first.token_response()
         _admin(first, f"/tenants/default/clients/{first.client_id}/revoke")
 
     with run_server(env) as restarted:
-        refused = _token(restarted)
+        refused = restarted.token_response()
         shown = httpx.get(
             f"{restarted.base_url}/v1/admin/tenants/default/clients/{restarted.client_id}",
             headers=OPERATOR,
@@ -80,8 +58,8 @@ def test_a_restart_keeps_a_rotated_secret(postgres_server: RunningPostgres) -> N
     new_secret = rotated.json()["clientSecret"]
 
     with run_server(env) as restarted:
-        configured_secret = _token(restarted)
-        rotated_secret = _token(restarted, new_secret)
+        configured_secret = restarted.token_response()
+        rotated_secret = restarted.token_response(client_secret=new_secret)
 
     assert configured_secret.status_code == 400, configured_secret.text
     assert rotated_secret.status_code == 200, rotated_secret.text
@@ -100,8 +78,8 @@ def test_a_restart_with_other_bootstrap_secrets_changes_nothing(
 
     changed = {**env, "REPLAYBUS_BOOTSTRAP_PASSWORD": "second password"}
     with run_server(changed, client_secret="another-secret-0123456789") as restarted:
-        old_client_secret = _token(restarted, first_secret)
-        new_client_secret = _token(restarted)
+        old_client_secret = restarted.token_response(client_secret=first_secret)
+        new_client_secret = restarted.token_response()
         password_form = {
             "grant_type": "password",
             "client_id": restarted.client_id,

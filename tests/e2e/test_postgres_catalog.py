@@ -15,20 +15,6 @@ from tests.e2e.server import CLIENT_ID, run_server
 from tests.harness.postgres import RunningPostgres
 
 
-def _psql(server: RunningPostgres, sql: str, database: str = "postgres") -> str:
-    result = subprocess.run(
-        [
-            *("psql", "-h", "127.0.0.1", "-p", str(server.port)),
-            *("-U", "postgres", "-d", database, "-tAc", sql),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
 def _replaybus(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "api.cli", command],
@@ -43,7 +29,7 @@ def test_migrations_are_required_then_applied_once_and_the_catalog_lives_in_post
     postgres_server: RunningPostgres,
 ) -> None:
     database = f"catalog_{uuid.uuid4().hex[:10]}"
-    _psql(postgres_server, f"CREATE DATABASE {database}")
+    postgres_server.query(f"CREATE DATABASE {database}")
     env = {"REPLAYBUS_DATABASE_URL": postgres_server.url(database)}
 
     refused = _replaybus("serve", env)
@@ -62,9 +48,7 @@ def test_migrations_are_required_then_applied_once_and_the_catalog_lives_in_post
     assert all(name in first.stdout for name in migration_names())
     assert "nothing (up to date)" in again.stdout
     assert published.status_code == 201, published.text
-    stored = _psql(
-        postgres_server,
-        f"SELECT tenant_id FROM oauth_clients WHERE client_id = '{CLIENT_ID}'",
-        database,
+    stored = postgres_server.query(
+        f"SELECT tenant_id FROM oauth_clients WHERE client_id = '{CLIENT_ID}'", database
     )
     assert stored == "default"

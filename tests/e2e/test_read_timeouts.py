@@ -166,8 +166,12 @@ def test_a_token_request_body_that_stalls_gets_408(slow_server: RunningServer) -
             b"application/json", b"application/x-www-form-urlencoded"
         )
         sock.sendall(head + b"grant_type=client_")
-        status, _, _ = _split_response(_read_until_closed(sock))
+        status, headers, body = _split_response(_read_until_closed(sock))
     assert status == 408
+    assert headers["connection"] == "close"
+    refusal = orjson.loads(body)
+    assert refusal["error"] == "invalid_request"
+    assert "did not arrive within 1 s" in refusal["error_description"]
 
 
 def test_a_body_trickled_after_its_answer_does_not_hold_the_connection(

@@ -50,13 +50,8 @@ def nodes(
         yield node_a, node_b
 
 
-def _token(node: RunningServer, form: dict[str, str]) -> httpx.Response:
-    credentials = {"client_id": node.client_id, "client_secret": node.client_secret}
-    return httpx.post(node.base_url + "/services/oauth2/token", data={**credentials, **form})
-
-
 def _refresh_token(node: RunningServer) -> str:
-    granted = _token(node, {"grant_type": "password", "username": USER, "password": PASSWORD})
+    granted = node.token_response(grant_type="password", username=USER, password=PASSWORD)
     assert granted.status_code == 200, granted.text
     return str(granted.json()["refresh_token"])
 
@@ -67,10 +62,10 @@ def test_a_refresh_token_used_on_one_node_is_refused_on_the_other(
     node_a, node_b = nodes
     refresh_token = _refresh_token(node_a)
 
-    used = _token(node_a, {"grant_type": "refresh_token", "refresh_token": refresh_token})
-    replayed = _token(node_b, {"grant_type": "refresh_token", "refresh_token": refresh_token})
-    successor = _token(
-        node_b, {"grant_type": "refresh_token", "refresh_token": used.json()["refresh_token"]}
+    used = node_a.token_response(grant_type="refresh_token", refresh_token=refresh_token)
+    replayed = node_b.token_response(grant_type="refresh_token", refresh_token=refresh_token)
+    successor = node_b.token_response(
+        grant_type="refresh_token", refresh_token=used.json()["refresh_token"]
     )
 
     assert used.status_code == 200, used.text
@@ -86,7 +81,7 @@ def test_a_refresh_token_revoked_on_one_node_is_refused_on_the_other(
     refresh_token = _refresh_token(node_a)
 
     revoked = httpx.post(node_b.base_url + "/services/oauth2/revoke", data={"token": refresh_token})
-    refused = _token(node_a, {"grant_type": "refresh_token", "refresh_token": refresh_token})
+    refused = node_a.token_response(grant_type="refresh_token", refresh_token=refresh_token)
 
     assert revoked.status_code == 200, revoked.text
     assert refused.status_code == 400, refused.text

@@ -48,6 +48,21 @@ class RunningPostgres:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
+    def query(self, sql: str, database: str = "postgres") -> str:
+        """Run `sql` with psql as the superuser; its output, unaligned and without headers
+        (`-tA`: one row a line, fields separated by `|`), stripped. Raises on an error."""
+        result = subprocess.run(
+            [
+                *("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"),
+                *("-d", database, "-tAc", sql),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return result.stdout.strip()
+
     def stop(self) -> None:
         """Stop the server as an outage would (`pg_ctl stop -m fast`: sessions are cut)."""
         _stop(self.directory)

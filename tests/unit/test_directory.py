@@ -12,6 +12,7 @@ from typing import TypeVar
 
 import pytest
 
+import app.directory
 from app.access import Principal
 from app.catalog import ClientRecord, Tenant
 from app.directory import Directory
@@ -444,3 +445,75 @@ async def test_each_lookup_reports_one_result_hit_miss_or_stale() -> None:
     await directory.tenant("acme")  # read again
 
     assert results == ["miss", "hit", "stale", "stale", "miss"]
+
+
+# --- bounds --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small(monkeypatch: pytest.MonkeyPatch) -> World:
+    """A directory whose caches keep at most 3 names found and 2 absent, each."""
+    monkeypatch.setattr(app.directory, "_MAX_ENTRIES", 3)
+    monkeypatch.setattr(app.directory, "_MAX_ABSENT", 2)
+    catalog = CountingCatalog()
+    clock = FakeClock()
+    return World(catalog, clock, Directory(catalog, clock, TTL))
+
+
+async def _clients(world: World, count: int) -> list[str]:
+    ids = [f"app-{n}" for n in range(count)]
+    for client_id in ids:
+        await world.catalog.add_client(ClientRecord(client_id, "acme", "hash", ("publish",)))
+    return ids
+
+
+async def test_a_flood_of_unknown_names_does_not_push_out_the_known_ones(small: World) -> None:
+    known = await _clients(small, 3)
+    for client_id in known:
+        assert await small.directory.client(client_id) is not None
+
+    for n in range(100):
+        assert await small.directory.client(f"nobody-{n}") is None
+    for client_id in known:
+        assert await small.directory.client(client_id) is not None
+
+    assert all(small.catalog.reads["client", client_id] == 1 for client_id in known)
+
+
+async def test_absent_names_are_bounded_least_recently_used_first(small: World) -> None:
+    for name in ("nobody-0", "nobody-1"):
+        assert await small.directory.client(name) is None
+    assert await small.directory.client("nobody-0") is None  # used again: now the newest
+
+    assert await small.directory.client("nobody-2") is None  # pushes out nobody-1
+    for name in ("nobody-0", "nobody-2", "nobody-1"):
+        assert await small.directory.client(name) is None
+
+    assert small.catalog.reads["client", "nobody-0"] == 1
+    assert small.catalog.reads["client", "nobody-1"] == 2
+    assert small.catalog.reads["client", "nobody-2"] == 1
+
+
+async def test_known_names_are_bounded_least_recently_used_first(small: World) -> None:
+    first, second, third, fourth = await _clients(small, 4)
+    for client_id in (first, second, third, first):
+        await small.directory.client(client_id)
+
+    await small.directory.client(fourth)  # pushes out `second`, the least recently used
+    for client_id in (first, second):
+        await small.directory.client(client_id)
+
+    assert small.catalog.reads["client", first] == 1
+    assert small.catalog.reads["client", second] == 2
+
+
+async def test_a_name_found_later_leaves_the_absent_table(small: World) -> None:
+    assert await small.directory.client("late") is None
+    await small.catalog.add_client(ClientRecord("late", "acme", "hash", ("publish",)))
+    small.clock.advance(TTL + 1)
+    assert await small.directory.client("late") is not None
+    for n in range(5):  # churn the absent table
+        assert await small.directory.client(f"nobody-{n}") is None
+
+    assert await small.directory.client("late") is not None
+    assert small.catalog.reads["client", "late"] == 2

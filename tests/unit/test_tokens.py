@@ -208,20 +208,61 @@ def test_a_token_without_an_audience_is_invalid(clock: FakeClock) -> None:
         service.verify(token)
 
 
-def test_a_refresh_token_names_its_id_and_can_be_cut_to_an_earlier_expiry(
+def test_a_refresh_token_begins_a_family_and_its_successor_continues_it(
     service: TokenService, clock: FakeClock
 ) -> None:
     first = service.verify_refresh(service.issue_refresh("acme", "c", ("publish",), "ada"))
+    other = service.verify_refresh(service.issue_refresh("acme", "c", ("publish",), "ada"))
     clock.advance(100)
     successor = service.verify_refresh(
-        service.issue_refresh(
-            "acme", "c", ("publish",), "ada", expires_at=first.principal.expires_at
-        )
+        service.issue_refresh("acme", "c", ("publish",), "ada", replaces=first)
+    )
+    third = service.verify_refresh(
+        service.issue_refresh("acme", "c", ("publish",), "ada", replaces=successor)
     )
 
-    assert first.token_id != successor.token_id
+    assert (first.generation, successor.generation, third.generation) == (0, 1, 2)
+    assert first.family == successor.family == third.family != other.family
+    # A rotated refresh token ends when the one it replaces would have.
     assert successor.principal.expires_at == first.principal.expires_at
+    assert third.principal.expires_at == first.principal.expires_at
     assert successor.principal.user == "ada"
+
+
+def _reissued(key: ECKey, token: str, **changes: object) -> str:
+    """`token`'s claims with `changes` (a value of None drops the claim), signed again."""
+    claims = {**jwt.decode(token, key).claims, **changes}
+    claims = {name: value for name, value in claims.items() if value is not None}
+    return jwt.encode({"alg": "ES256", "kid": key.kid}, claims, key, algorithms=["ES256"])
+
+
+def test_a_refresh_token_from_before_families_is_its_own_family_at_generation_0(
+    clock: FakeClock,
+) -> None:
+    key = ECKey.generate_key("P-256", private=True)
+    key.ensure_kid()
+    service = TokenService(key, TTL, clock)
+    issued = service.issue_refresh("acme", "c", ("publish",), "ada")
+    legacy = _reissued(key, issued, fam=None, gen=None)
+
+    refresh = service.verify_refresh(legacy)
+
+    assert (refresh.family, refresh.generation) == (jwt.decode(issued, key).claims["jti"], 0)
+
+
+@pytest.mark.parametrize(
+    "lineage", [{"gen": -1}, {"gen": "1"}, {"gen": True}, {"fam": ""}, {"fam": "a b"}]
+)
+def test_a_refresh_token_with_a_malformed_lineage_is_invalid(
+    clock: FakeClock, lineage: dict[str, object]
+) -> None:
+    key = ECKey.generate_key("P-256", private=True)
+    key.ensure_kid()
+    service = TokenService(key, TTL, clock)
+    token = _reissued(key, service.issue_refresh("acme", "c", ("publish",), "ada"), **lineage)
+
+    with pytest.raises(TokenInvalid):
+        service.verify_refresh(token)
 
 
 def _b64(data: bytes) -> str:
