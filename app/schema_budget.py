@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.errors import ValidationTooCostly
+from app.schema_keywords import SUBSCHEMA_KEYWORDS, children
 
 __all__ = [
     "COMPILED_STEPS_PER_STEP",
@@ -169,14 +170,6 @@ class CostPlan:
         return self.per_kib[depth] * (text // _KIB)
 
 
-#: Keywords of `$ref`-free schemas whose subschemas apply to the value itself, or to its
-#: members (one level deeper).
-_SAME_DEPTH_LISTS = ("allOf", "anyOf", "oneOf")
-_SAME_DEPTH = ("not", "if", "then", "else")
-_DEEPER_MAPS = ("properties", "patternProperties")
-_DEEPER = ("additionalProperties", "items", "contains", "propertyNames")
-
-
 def plan_cost(schema: Any) -> CostPlan:
     """The cost plan of a schema without references (`$ref`, `$dynamicRef`)."""
     per_value: list[int] = [0]
@@ -210,12 +203,8 @@ def plan_cost(schema: Any) -> CostPlan:
                 add(depth + 1, 1 + (len(patterns) if isinstance(patterns, dict) else 0))
             elif keyword == "patternProperties":
                 add(depth + 1, _size(value))
-        pending.extend((node[key], depth) for key in _SAME_DEPTH if key in node)
-        pending.extend((node[key], depth + 1) for key in _DEEPER if key in node)
-        for key in _SAME_DEPTH_LISTS:
-            if isinstance(node.get(key), list):
-                pending.extend((part, depth) for part in node[key])
-        for key in _DEEPER_MAPS:
-            if isinstance(node.get(key), dict):
-                pending.extend((part, depth + 1) for part in node[key].values())
+        for keyword, _, part in children(node):
+            applies = SUBSCHEMA_KEYWORDS[keyword].applies
+            if applies != "never":  # the value itself, or its members one level deeper
+                pending.append((part, depth if applies == "value" else depth + 1))
     return CostPlan(tuple(per_value), tuple(per_kib), max(per_value), sum(per_kib))
