@@ -136,7 +136,6 @@ class PublishService:
     def _check_schema(
         definition: ChannelDefinition | None,
         payloads: Sequence[object],
-        drafts: Sequence[EventDraft],
         budget: ValidationBudget,
         *,
         batch: bool,
@@ -148,11 +147,8 @@ class PublishService:
         if schema is None:
             return None
         found: list[dict[str, object]] = []
-        for index, (payload, draft) in enumerate(zip(payloads, drafts, strict=True)):
-            found_here = violations(
-                schema.schema_id, schema.document, payload, budget, len(draft.payload)
-            )
-            for violation in found_here:
+        for index, payload in enumerate(payloads):
+            for violation in violations(schema.schema_id, schema.document, payload, budget):
                 entry: dict[str, object] = {"path": violation.path, "message": violation.message}
                 found.append({"event": index, **entry} if batch else entry)
             if len(found) >= _MAX_VIOLATIONS:
@@ -327,7 +323,7 @@ class PublishService:
         if definition is not None and definition.schema is not None:
             await prepare_validation(definition.schema.schema_id, definition.schema.document)
         schema_id = self._check_schema(
-            definition, payloads, drafts, budget or self.validation_budget(), batch=batch
+            definition, payloads, budget or self.validation_budget(), batch=batch
         )
         if schema_id is not None:
             drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]

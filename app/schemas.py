@@ -211,24 +211,19 @@ def violations(
     text: str,
     payload: Any,
     budget: ValidationBudget | None = None,
-    size: int | None = None,
 ) -> list[Violation]:
     """Every way `payload` breaks the schema (at most 100), ordered by path.
 
     The work is charged to `budget` (the request's; without one, it is not bounded):
-    ValidationTooCostly when it runs out. `size`, the payload's length as compact JSON, if
-    known, makes the common case cheaper to charge. UnusableSchema when the stored schema
-    cannot be applied safely (it refers outside itself, or has a pattern RE2 cannot run)."""
+    ValidationTooCostly when it runs out. UnusableSchema when the stored schema cannot be
+    applied safely (it refers outside itself, or has a pattern RE2 cannot run)."""
     checker = _checker(schema_id, text)
     if checker.unusable is not None or checker.exact is None:
         raise UnusableSchema(_unusable(schema_id, checker.unusable))
     budget = budget or ValidationBudget(sys.maxsize)
     try:
         plan = checker.plan
-        if plan is not None and (
-            (size is not None and budget.take(_steps(plan.quick_bound(size))))
-            or budget.take(_steps(plan.bound(payload)))
-        ):
+        if plan is not None and budget.take(_steps(plan.bound(payload))):
             try:
                 checker.fast(payload)
                 return []
