@@ -5,12 +5,9 @@ whether a new version is backward compatible, `schema_compat`'s."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,46 +37,25 @@ from app.schema_validators import exact_validator, fast_validator, metered
 
 __all__ = [
     "SchemaLimits",
+    "SchemaValidator",
     "ValidationBudget",
     "Violation",
     "canonical",
     "check_schema",
     "compatibility_problems",
     "new_schema_id",
-    "prepare_validation",
-    "violations",
 ]
 
 _MAX_VIOLATIONS = 100
 _MAX_MESSAGE = 500  # characters of one violation's message (they quote the payload)
-_CACHE_ENTRIES = 1024
-#: Bytes the cached validators may hold, estimated from their schema's text (measured: about
-#: 20 times its size for jsonschema's objects, 100 times with compiled code) and patterns.
-_CACHE_BYTES = 64 * 1024 * 1024
+#: Bytes a validator holds, estimated from its schema's text (measured: about 20 times its
+#: size for jsonschema's objects, 100 times with compiled code) and its patterns.
 _BYTES_PER_SCHEMA_BYTE = 32
 _BYTES_PER_COMPILED_BYTE = 128
 #: Most subschemas (references inlined) of a schema compiled for the fast path: compiling
 #: takes about half a millisecond and 50 KiB of passing memory per subschema. Larger schemas,
 #: and schemas that recurse, are validated by jsonschema alone.
 _MAX_COMPILED = 500
-#: One schema's validators are built at a time, so their passing memory does not add up.
-_BUILDING = threading.Lock()
-
-
-@dataclass(slots=True)
-class _Checker:
-    """What validating against one stored schema needs, or why it cannot be done."""
-
-    exact: Validator | None = None
-    fast: Any = None  # a compiled fastjsonschema function, or None
-    plan: CostPlan | None = None  # the fast path's cost bound
-    patterns: Mapping[str, Pattern] = field(default_factory=dict)
-    unusable: str | None = None
-    weight: int = 0
-
-
-_CHECKERS: OrderedDict[str, _Checker] = OrderedDict()
-_CACHED_BYTES = [0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,63 +118,6 @@ def new_schema_id(tenant: str, channel: str, version: int, text: str) -> str:
     return base64.urlsafe_b64encode(digest[:16]).decode().rstrip("=")
 
 
-def _new_checker(text: str) -> _Checker:
-    """The validators of a stored schema, or why it cannot be used: it was checked when it
-    was defined, but perhaps under older rules (or written to the catalog some other way)."""
-    document = orjson.loads(text)
-    try:
-        shape = _shape(document)
-    except SchemaRefused as refused:
-        return _Checker(unusable=str(refused), weight=len(text))
-    flat = inlined(shape, _MAX_COMPILED)
-    fast = fast_validator(flat, shape.patterns) if flat is not None else None
-    weight = (_BYTES_PER_SCHEMA_BYTE if fast is None else _BYTES_PER_COMPILED_BYTE) * len(text)
-    weight += sum(pattern_weight(pattern) for pattern in shape.patterns.values())
-    return _Checker(
-        exact=exact_validator(document),
-        fast=fast,
-        plan=plan_cost(flat) if fast is not None else None,
-        patterns=shape.patterns,
-        weight=weight,
-    )
-
-
-def _cache(schema_id: str, checker: _Checker) -> None:
-    _CHECKERS[schema_id] = checker
-    _CACHED_BYTES[0] += checker.weight
-    while len(_CHECKERS) > 1 and (
-        len(_CHECKERS) > _CACHE_ENTRIES or _CACHED_BYTES[0] > _CACHE_BYTES
-    ):
-        _, evicted = _CHECKERS.popitem(last=False)
-        _CACHED_BYTES[0] -= evicted.weight
-
-
-def _checker(schema_id: str, text: str) -> _Checker:
-    checker = _CHECKERS.get(schema_id)
-    if checker is not None:
-        _CHECKERS.move_to_end(schema_id)
-        return checker
-    checker = _new_checker(text)
-    _cache(schema_id, checker)
-    return checker
-
-
-async def prepare_validation(schema_id: str, text: str) -> None:
-    """Build the validators of a stored schema in a worker thread, unless they are cached:
-    compiling a large schema takes long enough to stall every other request on the loop.
-    `violations` right after (with no await between) finds them ready."""
-    if schema_id in _CHECKERS:
-        return
-    checker = await asyncio.to_thread(_built_alone, text)
-    if schema_id not in _CHECKERS:
-        _cache(schema_id, checker)
-
-
-def _built_alone(text: str) -> _Checker:
-    with _BUILDING:
-        return _new_checker(text)
-
-
 def _unusable(schema_id: str, problem: str | None) -> str:
     return (
         f"the channel's schema {schema_id} cannot be applied ({problem}); an administrator "
@@ -206,41 +125,71 @@ def _unusable(schema_id: str, problem: str | None) -> str:
     )
 
 
-def violations(
-    schema_id: str,
-    text: str,
-    payload: Any,
-    budget: ValidationBudget | None = None,
-) -> list[Violation]:
-    """Every way `payload` breaks the schema (at most 100), ordered by path.
+@dataclass(frozen=True, slots=True)
+class SchemaValidator:
+    """What validating payloads against one stored schema needs, or why it cannot be done.
+    Building one can take a quarter of a second for a large schema: `schema_cache` builds
+    them off the event loop and keeps them."""
 
-    The work is charged to `budget` (the request's; without one, it is not bounded):
-    ValidationTooCostly when it runs out. UnusableSchema when the stored schema cannot be
-    applied safely (it refers outside itself, or has a pattern RE2 cannot run)."""
-    checker = _checker(schema_id, text)
-    if checker.unusable is not None or checker.exact is None:
-        raise UnusableSchema(_unusable(schema_id, checker.unusable))
-    budget = budget or ValidationBudget(sys.maxsize)
-    try:
-        plan = checker.plan
-        if plan is not None and budget.take(_steps(plan.bound(payload))):
-            try:
-                checker.fast(payload)
-                return []
-            except fastjsonschema.JsonSchemaException:
-                pass  # jsonschema says why (or, where they differ, that it is fine)
-        with metered(budget, checker.patterns):
-            found = _exact_violations(checker.exact, payload)
-    except RecursionError:
-        raise ValidationTooCostly(
-            "the payload nests too deeply to be validated against this channel's schema"
-        ) from None
-    except Unresolvable as error:
-        problem = f"it refers to {error.ref!r}, which is not in it, and nothing is ever fetched"
-        raise UnusableSchema(_unusable(schema_id, problem)) from None
-    except PatternRefused as error:
-        raise UnusableSchema(_unusable(schema_id, f"a pattern cannot be used: {error}")) from None
-    return found
+    schema_id: str
+    exact: Validator | None = None
+    fast: Any = None  # a compiled fastjsonschema function, or None
+    plan: CostPlan | None = None  # the fast path's cost bound
+    patterns: Mapping[str, Pattern] = field(default_factory=dict)
+    unusable: str | None = None
+    weight: int = 0  # approximate bytes held
+
+    @classmethod
+    def build(cls, schema_id: str, text: str) -> SchemaValidator:
+        """The validators of a stored schema (`text`, canonical JSON), or why it cannot be
+        used: it was checked when it was defined, but perhaps under older rules (or written
+        to the catalog some other way)."""
+        document = orjson.loads(text)
+        try:
+            shape = _shape(document)
+        except SchemaRefused as refused:
+            return cls(schema_id, unusable=str(refused), weight=len(text))
+        flat = inlined(shape, _MAX_COMPILED)
+        fast = fast_validator(flat, shape.patterns) if flat is not None else None
+        weight = (_BYTES_PER_SCHEMA_BYTE if fast is None else _BYTES_PER_COMPILED_BYTE) * len(text)
+        weight += sum(pattern_weight(pattern) for pattern in shape.patterns.values())
+        return cls(
+            schema_id,
+            exact=exact_validator(document),
+            fast=fast,
+            plan=plan_cost(flat) if fast is not None else None,
+            patterns=shape.patterns,
+            weight=weight,
+        )
+
+    def violations(self, payload: Any, budget: ValidationBudget | None = None) -> list[Violation]:
+        """Every way `payload` breaks the schema (at most 100), ordered by path.
+
+        The work is charged to `budget` (the request's; without one, it is not bounded):
+        ValidationTooCostly when it runs out. UnusableSchema when the stored schema cannot be
+        applied safely (it refers outside itself, or has a pattern RE2 cannot run)."""
+        if self.unusable is not None or self.exact is None:
+            raise UnusableSchema(_unusable(self.schema_id, self.unusable))
+        budget = budget or ValidationBudget(sys.maxsize)
+        try:
+            if self.plan is not None and budget.take(_steps(self.plan.bound(payload))):
+                try:
+                    self.fast(payload)
+                    return []
+                except fastjsonschema.JsonSchemaException:
+                    pass  # jsonschema says why (or, where they differ, that it is fine)
+            with metered(budget, self.patterns):
+                return _exact_violations(self.exact, payload)
+        except RecursionError:
+            raise ValidationTooCostly(
+                "the payload nests too deeply to be validated against this channel's schema"
+            ) from None
+        except Unresolvable as error:
+            problem = f"it refers to {error.ref!r}, which is not in it, and nothing is ever fetched"
+            raise UnusableSchema(_unusable(self.schema_id, problem)) from None
+        except PatternRefused as error:
+            problem = f"a pattern cannot be used: {error}"
+            raise UnusableSchema(_unusable(self.schema_id, problem)) from None
 
 
 def _steps(compiled_steps: int) -> int:

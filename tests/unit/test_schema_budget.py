@@ -18,12 +18,18 @@ from referencing.exceptions import Unresolvable
 from app.errors import UnusableSchema, ValidationTooCostly
 from app.schema_budget import ValidationBudget
 from app.schema_validators import exact_validator, metered
-from app.schemas import _checker, canonical, new_schema_id, violations
+from app.schemas import SchemaValidator, Violation, canonical, new_schema_id
 from tests.harness.recording_http import recording_http_server
 
 
 def _id(schema: Any) -> str:
     return new_schema_id("t", "/event/Budget__e", 1, canonical(schema))
+
+
+def violations(
+    schema_id: str, text: str, payload: Any, budget: ValidationBudget | None = None
+) -> list[Violation]:
+    return SchemaValidator.build(schema_id, text).violations(payload, budget)
 
 
 def _violations(schema: Any, payload: Any, budget: ValidationBudget | None = None) -> list[Any]:
@@ -43,12 +49,12 @@ def test_a_catastrophic_pattern_answers_without_backtracking(fast_path: bool) ->
         schema["dependentRequired"] = {}  # a keyword only jsonschema knows
     code = textwrap.dedent(
         f"""
-        from app.schemas import canonical, new_schema_id, violations, _checker
+        from app.schemas import SchemaValidator, canonical, new_schema_id
         schema = {schema!r}
         text = canonical(schema)
-        schema_id = new_schema_id("t", "/event/X", 1, text)
-        assert (_checker(schema_id, text).fast is not None) is {fast_path}
-        found = violations(schema_id, text, "a" * 50 + "!")
+        validator = SchemaValidator.build(new_schema_id("t", "/event/X", 1, text), text)
+        assert (validator.fast is not None) is {fast_path}
+        found = validator.violations("a" * 50 + "!")
         print([violation.path for violation in found])
         """
     )
@@ -74,7 +80,7 @@ def test_unique_items_never_compares_items_pairwise(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(jsonschema._utils, "equal", counted)
     schema = {"type": "array", "uniqueItems": True}
     items: list[Any] = [{"n": n} for n in range(5000)]
-    assert _checker(_id(schema), canonical(schema)).fast is not None
+    assert SchemaValidator.build(_id(schema), canonical(schema)).fast is not None
 
     found = _violations(schema, [*items, {"n": 4999}])  # the fast path refuses: a duplicate
 
@@ -118,7 +124,7 @@ def test_the_budget_refuses_a_large_payload_jsonschema_alone_validates() -> None
 
 def test_the_compiled_path_is_charged_its_bound_and_runs_only_within_the_budget() -> None:
     schema = {"type": "array", "items": {"type": "string"}}
-    checker = _checker(_id(schema), canonical(schema))
+    checker = SchemaValidator.build(_id(schema), canonical(schema))
     assert checker.fast is not None
     assert checker.plan is not None
     payload = ["x"] * 30_000

@@ -14,7 +14,7 @@ import re2
 from app import schema_meta, schema_patterns
 from app.errors import InvalidBody, UnusableSchema
 from app.schema_patterns import PatternRefused, compile_pattern, re2_binding
-from app.schemas import canonical, check_schema, violations
+from app.schemas import SchemaValidator, canonical, check_schema
 
 
 def test_the_installed_google_re2_has_the_interface_patterns_run_on() -> None:
@@ -86,4 +86,4 @@ def test_without_that_interface_every_pattern_is_refused_and_none_runs_elsewhere
     check_schema({"type": "string", "maxLength": 3})  # schemas without patterns are fine
     stored = canonical({"type": "string", "pattern": "^a+$"})  # defined on another node
     with pytest.raises(UnusableSchema, match="google-re2"):
-        violations("stored-on-a-supported-node", stored, "aaa")
+        SchemaValidator.build("stored-on-a-supported-node", stored).violations("aaa")
