@@ -36,10 +36,12 @@ class ValidatorCache:
 
     - One build per schema at a time: concurrent requests for a schema being built wait for
       that build (a waiter that is cancelled cancels nothing of it).
-    - Builds run on this cache's own `builders` threads, never the default executor (where
-      the token endpoint hashes secrets), and take turns between tenants: the next build is
-      of the waiting tenant served least recently (one with none under way, first), so a
-      tenant with many schemas to build delays another's by one build at a time.
+    - Builds run on this cache's own `builders` threads (one by default: a large schema's
+      build holds tens of MiB while it runs, which concurrent builds would add up), never the
+      default executor (where the token endpoint hashes secrets), and take turns between
+      tenants: the next build is of the waiting tenant served least recently (one with none
+      under way, first), so a tenant with many schemas to build delays another's by one
+      build at a time.
     - Kept validators hold at most `max_bytes`, each counting at least `min_weight`. When a new
       one does not fit, the tenant holding the most bytes gives up its least recently used
       validator first, so a tenant using many large schemas evicts its own validators before
