@@ -35,6 +35,7 @@ from app.hub import Hub
 from app.metrics import Metrics
 from app.publishing import PublishService
 from app.readiness import ReadinessProbe
+from app.schema_cache import ValidatorCache
 from app.schemas import SchemaLimits
 from app.settings import Settings
 from app.tenancy import ServerLimits
@@ -177,7 +178,10 @@ def create_app(
                 settings.catalog_cache_ttl,
                 on_lookup=metrics.catalog_lookup,
             )
-            publisher = PublishService(engine, settings, directory, metrics=metrics)
+            validators = await stack.enter_async_context(ValidatorCache())
+            publisher = PublishService(
+                engine, settings, directory, metrics=metrics, validators=validators
+            )
             bayeux_server = await stack.enter_async_context(
                 BayeuxServer(
                     engine,

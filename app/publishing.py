@@ -16,7 +16,7 @@ from urllib.parse import quote
 import orjson
 
 from app.access import Principal
-from app.catalog import ChannelDefinition, Tenant
+from app.catalog import ChannelDefinition, SchemaVersion, Tenant
 from app.channels import publishable_name
 from app.directory import Directory
 from app.engine import Engine
@@ -33,7 +33,8 @@ from app.errors import (
 )
 from app.metrics import Metrics
 from app.model import ChannelKey, EventDraft, Published, Retention
-from app.schemas import ValidationBudget, prepare_validation, violations
+from app.schema_cache import ValidatorCache
+from app.schemas import SchemaValidator, ValidationBudget
 from app.settings import Settings
 from app.tenancy import ServerLimits, channel_retention
 
@@ -97,9 +98,13 @@ class PublishService:
         directory: Directory | None = None,
         new_uuid: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
+        validators: ValidatorCache | None = None,
     ) -> None:
-        """Without a `directory`, no channel has a definition (so none has a schema)."""
+        """Without a `directory`, no channel has a definition (so none has a schema).
+        `validators` builds and keeps the schemas' validators (the caller owns it; without
+        one, the service has its own, open for as long as the process)."""
         self._engine = engine
+        self._validators = validators or ValidatorCache()
         self._metrics = metrics
         self._directory = directory
         self._server_max_event_size = settings.max_event_size
@@ -134,25 +139,19 @@ class PublishService:
 
     @staticmethod
     def _check_schema(
-        definition: ChannelDefinition | None,
+        schema: SchemaVersion,
+        validator: SchemaValidator,
         payloads: Sequence[object],
-        drafts: Sequence[EventDraft],
         budget: ValidationBudget,
         *,
         batch: bool,
-    ) -> str | None:
-        """The schema id the events will carry; SchemaViolation listing the violations (at
-        most 100 in all), ValidationTooCostly when `budget` runs out, UnusableSchema when the
-        stored schema cannot be applied."""
-        schema = definition.schema if definition is not None else None
-        if schema is None:
-            return None
+    ) -> None:
+        """SchemaViolation listing the violations of `payloads` (at most 100 in all),
+        ValidationTooCostly when `budget` runs out, UnusableSchema when the stored schema
+        cannot be applied."""
         found: list[dict[str, object]] = []
-        for index, (payload, draft) in enumerate(zip(payloads, drafts, strict=True)):
-            found_here = violations(
-                schema.schema_id, schema.document, payload, budget, len(draft.payload)
-            )
-            for violation in found_here:
+        for index, payload in enumerate(payloads):
+            for violation in validator.violations(payload, budget):
                 entry: dict[str, object] = {"path": violation.path, "message": violation.message}
                 found.append({"event": index, **entry} if batch else entry)
             if len(found) >= _MAX_VIOLATIONS:
@@ -166,7 +165,6 @@ class PublishService:
                 f"{schema.version}) of {schema.channel}: {listed}{more}",
                 found,
             )
-        return schema.schema_id
 
     def _max_event_size(self, tenant: Tenant) -> int:
         own = tenant.settings.max_event_size
@@ -324,13 +322,14 @@ class PublishService:
             for index, payload in enumerate(payloads)
         ]
         definition = await self.definition(tenant, name)
-        if definition is not None and definition.schema is not None:
-            await prepare_validation(definition.schema.schema_id, definition.schema.document)
-        schema_id = self._check_schema(
-            definition, payloads, drafts, budget or self.validation_budget(), batch=batch
-        )
-        if schema_id is not None:
-            drafts = [dataclasses.replace(draft, schema=schema_id) for draft in drafts]
+        schema = definition.schema if definition is not None else None
+        if schema is not None:
+            validator = await self._validators.validator(
+                schema.tenant, schema.schema_id, schema.document
+            )
+            budget = budget or self.validation_budget()
+            self._check_schema(schema, validator, payloads, budget, batch=batch)
+            drafts = [dataclasses.replace(draft, schema=schema.schema_id) for draft in drafts]
         key = ChannelKey(principal.tenant, name)
         return _Prepared(key, tuple(drafts), self.retention(tenant, definition))
 

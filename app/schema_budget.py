@@ -5,16 +5,16 @@ each property or item it checks (`properties`, `items`, `uniqueItems`, `addition
 ...), each value an `enum` or `required` lists, each property name tried against each of
 `patternProperties`, and each KiB of text a `pattern` scans. Interpreted validation counts its
 steps as it goes; compiled validation is charged, before it runs, a bound computed from the
-schema and the payload's size or, when that does not fit, its shape (`CostPlan`), and runs
-only when that bound fits."""
+schema and the payload's shape (`CostPlan`), and runs only when that bound fits."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from app.errors import ValidationTooCostly
+from app.schema_keywords import SUBSCHEMA_KEYWORDS, children
 
 __all__ = [
     "COMPILED_STEPS_PER_STEP",
@@ -131,50 +131,42 @@ class CostPlan:
 
     per_value: tuple[int, ...]
     per_kib: tuple[int, ...]
-    widest: int  # max(per_value)
-    all_kib: int  # sum(per_kib)
-
-    def quick_bound(self, size: int) -> int:
-        """A looser bound from the payload's compact JSON size alone: it holds at most
-        (size + 1) / 2 values, and at most `size` bytes of text at any depth."""
-        return self.widest * ((size + 1) >> 1) + self.all_kib * (size >> 10)
 
     def bound(self, payload: Any) -> int:
         """The bound for `payload`: its values counted down to the deepest level a subschema
-        reaches."""
-        last = len(self.per_value) - 1
-        steps = self.per_value[0]
-        level: Sequence[Any] = (payload,)
+        reaches. (A bound from the payload's size alone, with no walk, would be many times
+        larger for ordinary events: long texts hold few values, and that overcharge would
+        exhaust the budget of a batch of them.)"""
+        per_value, per_kib = self.per_value, self.per_kib
+        last = len(per_value) - 1
+        steps = per_value[0]
+        level: list[Any] = [payload]
         for depth in range(1, last + 1):
-            if depth == last and not self.per_kib[depth]:
+            if per_kib[depth - 1]:  # the patterns one level up, on the text there
+                steps += per_kib[depth - 1] * (_text(level) // _KIB)
+            if depth == last and not per_kib[depth]:
                 # Only how many values there are, without listing them.
-                count = sum(len(value) for value in level if type(value) in _CONTAINERS)
-                return steps + self.per_value[depth] * count + self._kib(depth - 1, level)
+                count = 0
+                for value in level:
+                    if type(value) in _CONTAINERS:
+                        count += len(value)
+                return steps + per_value[depth] * count
             below: list[Any] = []
             for value in level:
                 if type(value) is dict:
                     below.extend(value.values())
                 elif type(value) is list:
                     below.extend(value)
-            steps += self._kib(depth - 1, level)
             level = below
-            steps += self.per_value[depth] * len(level)
-        return steps + self._kib(last, level)
-
-    def _kib(self, depth: int, level: Sequence[Any]) -> int:
-        """The steps of the patterns at `depth` on the text of `level`."""
-        if not self.per_kib[depth]:
-            return 0
-        text = sum(len(value) for value in level if type(value) is str)
-        return self.per_kib[depth] * (text // _KIB)
+            steps += per_value[depth] * len(level)
+        if per_kib[last]:
+            steps += per_kib[last] * (_text(level) // _KIB)
+        return steps
 
 
-#: Keywords of `$ref`-free schemas whose subschemas apply to the value itself, or to its
-#: members (one level deeper).
-_SAME_DEPTH_LISTS = ("allOf", "anyOf", "oneOf")
-_SAME_DEPTH = ("not", "if", "then", "else")
-_DEEPER_MAPS = ("properties", "patternProperties")
-_DEEPER = ("additionalProperties", "items", "contains", "propertyNames")
+def _text(level: list[Any]) -> int:
+    """Characters of text among the values of `level`."""
+    return sum(len(value) for value in level if type(value) is str)
 
 
 def plan_cost(schema: Any) -> CostPlan:
@@ -210,12 +202,8 @@ def plan_cost(schema: Any) -> CostPlan:
                 add(depth + 1, 1 + (len(patterns) if isinstance(patterns, dict) else 0))
             elif keyword == "patternProperties":
                 add(depth + 1, _size(value))
-        pending.extend((node[key], depth) for key in _SAME_DEPTH if key in node)
-        pending.extend((node[key], depth + 1) for key in _DEEPER if key in node)
-        for key in _SAME_DEPTH_LISTS:
-            if isinstance(node.get(key), list):
-                pending.extend((part, depth) for part in node[key])
-        for key in _DEEPER_MAPS:
-            if isinstance(node.get(key), dict):
-                pending.extend((part, depth + 1) for part in node[key].values())
-    return CostPlan(tuple(per_value), tuple(per_kib), max(per_value), sum(per_kib))
+        for keyword, _, part in children(node):
+            applies = SUBSCHEMA_KEYWORDS[keyword].applies
+            if applies != "never":  # the value itself, or its members one level deeper
+                pending.append((part, depth if applies == "value" else depth + 1))
+    return CostPlan(tuple(per_value), tuple(per_kib))

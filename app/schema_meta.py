@@ -18,7 +18,7 @@ from typing import Any
 import fastjsonschema
 
 from app.schema_budget import ValidationBudget
-from app.schema_patterns import compile_pattern
+from app.schema_patterns import PatternRefused, compile_pattern
 from app.schema_validators import exact_validator, fast_validator, metered
 
 __all__ = ["FLAT_METASCHEMA", "meta_problem"]
@@ -118,8 +118,11 @@ FLAT_METASCHEMA: dict[str, Any] = {
     },
 }
 
-_PATTERNS = {pattern: compile_pattern(pattern) for pattern in ("^[^#]*#?$", _ANCHOR["pattern"])}
-_FAST = fast_validator(FLAT_METASCHEMA, _PATTERNS)
+try:
+    _PATTERNS = {pattern: compile_pattern(pattern) for pattern in ("^[^#]*#?$", _ANCHOR["pattern"])}
+except PatternRefused:  # no pattern runs on this google-re2: `$id` and anchors cannot be checked
+    _PATTERNS = {}
+_FAST = fast_validator(FLAT_METASCHEMA, _PATTERNS) if _PATTERNS else None
 _EXACT = exact_validator(FLAT_METASCHEMA)
 
 
@@ -133,8 +136,12 @@ def meta_problem(subschemas: Mapping[tuple[str | int, ...], Any]) -> str | None:
                 continue
             except fastjsonschema.JsonSchemaException:
                 pass
-        with metered(ValidationBudget(1 << 62), _PATTERNS):
-            error = next(iter(_EXACT.iter_errors(subschema)), None)
+        try:
+            with metered(ValidationBudget(1 << 62), _PATTERNS):
+                error = next(iter(_EXACT.iter_errors(subschema)), None)
+        except PatternRefused as refused:
+            where = "/".join(str(part) for part in location) or "(root)"
+            return f"schema cannot be checked at {where}: {refused}"
         if error is not None:
             where = "/".join(str(part) for part in (*location, *error.path)) or "(root)"
             return f"schema is not valid JSON Schema at {where}: {error.message}"

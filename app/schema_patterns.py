@@ -13,7 +13,7 @@ Python's `re`), `\\d`, `\\w` and `\\b` are ASCII (as ECMA), and `\\p{…}` class
 from __future__ import annotations
 
 import re
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import re2
 
@@ -23,6 +23,7 @@ __all__ = [
     "PatternRefused",
     "compile_pattern",
     "pattern_weight",
+    "re2_binding",
 ]
 
 #: RE2's memory budget for one compiled pattern (its program and its matching caches).
@@ -78,42 +79,70 @@ def _why(pattern: str, error: str) -> str:
     return f"RE2 cannot compile it: {error}"
 
 
+class _Binding(NamedTuple):
+    program: Any  # re2._re2.RE2
+    unanchored: Any  # re2._re2.RE2.Anchor.UNANCHORED
+
+
+def re2_binding() -> _Binding | None:
+    """google-re2's program class, `re2._re2.RE2`, with every member used here; None when the
+    installed google-re2 lacks one. It is private to google-re2 (hence the version range
+    pyproject.toml pins): without it every pattern is refused, never run on another engine."""
+    program = getattr(getattr(re2, "_re2", None), "RE2", None)
+    unanchored = getattr(getattr(program, "Anchor", None), "UNANCHORED", None)
+    members = ("Match", "ProgramSize", "ok", "error")
+    if unanchored is None or not all(callable(getattr(program, name, None)) for name in members):
+        return None
+    return _Binding(program, unanchored)
+
+
+_BINDING = re2_binding()
+_UNSUPPORTED = (
+    "this node's RE2 library (google-re2) is a version replaybus does not support, so it "
+    "runs no pattern"
+)
+
+
 class _Compiled:
     """An RE2 program that only says whether it matches. The `re2` module's own objects are
     not used: `re2.compile` keeps the 128 latest patterns in a module-wide cache, outside any
     bound of ours, and their `search` builds a match and maps its offsets back to characters,
     ten times the cost of matching a short text."""
 
-    __slots__ = ("_program", "size")
+    __slots__ = ("_program", "_unanchored", "size")
 
-    def __init__(self, program: Any) -> None:
+    def __init__(self, program: Any, unanchored: Any) -> None:
         self._program = program
+        self._unanchored = unanchored
         self.size: int = program.ProgramSize()
 
     def search(self, text: str) -> bool:
         encoded = text.encode()
-        return bool(self._program.Match(_UNANCHORED, encoded, 0, len(encoded))[0] != _NO_MATCH)
+        found = self._program.Match(self._unanchored, encoded, 0, len(encoded))
+        return bool(found[0] != _NO_MATCH)
 
 
-_UNANCHORED = re2._re2.RE2.Anchor.UNANCHORED
 _NO_MATCH = (-1, -1)
 
 
 def compile_pattern(pattern: str) -> Pattern:
-    """`pattern` compiled by RE2; PatternRefused saying why when it cannot be.
+    """`pattern` compiled by RE2; PatternRefused saying why when it cannot be (or when the
+    installed google-re2 lacks what this module uses: see `re2_binding`).
 
     Each call compiles anew: the caller keeps what it needs, so what a tenant's patterns cost
     in memory stays with the validators that use them."""
+    if _BINDING is None:
+        raise PatternRefused(_UNSUPPORTED)
     options = re2.Options()
     options.max_mem = MAX_PATTERN_MEMORY
     options.log_errors = False  # a tenant's bad pattern is its answer, not a node log line
     options.never_capture = True  # whether it matches is all that is asked
-    program = re2._re2.RE2(_ECMA_ESCAPE.sub(_escape, pattern).encode(), options)
+    program = _BINDING.program(_ECMA_ESCAPE.sub(_escape, pattern).encode(), options)
     if not program.ok():
         error = program.error()
         reason = error.decode(errors="replace") if isinstance(error, bytes) else str(error)
         raise PatternRefused(_why(pattern, reason))
-    return _Compiled(program)
+    return _Compiled(program, _BINDING.unanchored)
 
 
 def pattern_weight(compiled: Pattern) -> int:

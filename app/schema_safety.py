@@ -14,11 +14,13 @@ stored before these rules.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from app.schema_keywords import SUBSCHEMA_KEYWORDS, children, with_children
 from app.schema_patterns import Pattern, PatternRefused, compile_pattern
 from app.settings import Settings
 
@@ -38,15 +40,18 @@ __all__ = [
 
 Location = tuple[str | int, ...]
 
+_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in dataclasses.fields(Settings)}
+
 
 @dataclass(frozen=True, slots=True)
 class SchemaLimits:
     """How large a schema may be: `max_size` bytes of compact JSON, `max_depth` levels of
-    nested objects and arrays, `max_subschemas` subschemas once references are followed."""
+    nested objects and arrays, `max_subschemas` subschemas once references are followed.
+    By default, the defaults of the settings `of` reads."""
 
-    max_size: int = 64 * 1024
-    max_depth: int = 32
-    max_subschemas: int = 5000
+    max_size: int = _DEFAULTS["max_schema_size"]
+    max_depth: int = _DEFAULTS["max_schema_depth"]
+    max_subschemas: int = _DEFAULTS["max_schema_subschemas"]
 
     @classmethod
     def of(cls, settings: Settings) -> SchemaLimits:
@@ -64,41 +69,6 @@ def where(location: Location) -> str:
     return "/".join(str(part) for part in location) or "(root)"
 
 
-# Keywords holding subschemas in draft 2020-12, as `referencing` walks them for anchors.
-_IN_VALUE = (
-    "additionalProperties",
-    "contains",
-    "contentSchema",
-    "else",
-    "if",
-    "items",
-    "not",
-    "propertyNames",
-    "then",
-    "unevaluatedItems",
-    "unevaluatedProperties",
-)
-_IN_ARRAY = ("allOf", "anyOf", "oneOf", "prefixItems")
-_IN_OBJECT = ("$defs", "definitions", "dependentSchemas", "patternProperties", "properties")
-_KINDS = {keyword: kind for kind in (_IN_VALUE, _IN_ARRAY, _IN_OBJECT) for keyword in kind}
-# Of those, the keywords validation applies to the value itself (the rest apply to its members,
-# or, `$defs`, `definitions` and `contentSchema`, not at all).
-_SAME_VALUE = frozenset(
-    {"allOf", "anyOf", "oneOf", "not", "if", "then", "else", "dependentSchemas"}
-)
-_MEMBERS = frozenset(
-    {
-        "properties",
-        "patternProperties",
-        "additionalProperties",
-        "items",
-        "prefixItems",
-        "contains",
-        "propertyNames",
-        "unevaluatedItems",
-        "unevaluatedProperties",
-    }
-)
 _REFERENCES = ("$ref", "$dynamicRef")
 _ANCHORS = ("$anchor", "$dynamicAnchor")
 
@@ -136,20 +106,6 @@ def nesting_problem(document: Any, max_depth: int) -> str | None:
         elif isinstance(value, list):
             pending.extend((part, (*location, index)) for index, part in enumerate(value))
     return None
-
-
-def _children(node: dict[str, Any], location: Location) -> Iterator[tuple[str, Location, Any]]:
-    """(keyword, location, subschema) of each subschema directly inside `node`."""
-    for keyword, value in node.items():
-        kind = _KINDS.get(keyword)
-        if kind is _IN_VALUE:
-            yield keyword, (*location, keyword), value
-        elif kind is _IN_ARRAY and isinstance(value, list):
-            for index, part in enumerate(value):
-                yield keyword, (*location, keyword, index), part
-        elif kind is _IN_OBJECT and isinstance(value, dict):
-            for name, part in value.items():
-                yield keyword, (*location, keyword, name), part
 
 
 def _compile(pattern: str, location: Location, shape: Shape) -> None:
@@ -199,7 +155,7 @@ def subschemas(document: Any) -> dict[Location, Any]:
         if isinstance(node, dict | bool):
             found[location] = node
         if isinstance(node, dict):
-            pending.extend((child, part) for _, child, part in _children(node, location))
+            pending.extend(((*location, *step), part) for _, step, part in children(node))
     return found
 
 
@@ -242,9 +198,10 @@ def shape_of(document: Any, nodes: dict[Location, Any]) -> Shape:
             _compile(node["pattern"], (*location, "pattern"), shape)
         for pattern in node.get("patternProperties", {}):
             _compile(pattern, (*location, "patternProperties", pattern), shape)
-        for keyword, child, part in _children(node, location):
-            if isinstance(part, dict | bool) and (keyword in _SAME_VALUE or keyword in _MEMBERS):
-                edges.append(_Edge(child, keyword in _SAME_VALUE))
+        for keyword, step, part in children(node):
+            applies = SUBSCHEMA_KEYWORDS[keyword].applies
+            if isinstance(part, dict | bool) and applies != "never":
+                edges.append(_Edge((*location, *step), applies == "value"))
     for location, at, value in references:
         fragment = value[1:]
         if fragment and not fragment.startswith("/"):
@@ -386,19 +343,8 @@ def inlined(shape: Shape, max_subschemas: int) -> Any | None:
                 raise _NotInlined
             return copy
 
-        copy: dict[str, Any] = {}
-        for keyword, value in node.items():
-            kind = _KINDS.get(keyword)
-            if keyword in _LEFT_OUT:
-                continue
-            if kind is _IN_VALUE:
-                copy[keyword] = part((*location, keyword))
-            elif kind is _IN_ARRAY:
-                copy[keyword] = [part((*location, keyword, index)) for index in range(len(value))]
-            elif kind is _IN_OBJECT:
-                copy[keyword] = {name: part((*location, keyword, name)) for name in value}
-            else:
-                copy[keyword] = value
+        kept = {keyword: value for keyword, value in node.items() if keyword not in _LEFT_OUT}
+        copy = with_children(kept, lambda step, _: part((*location, *step)))
         references = [part(target) for target in shape.targets.get(location, ())]
         if references:
             copy["allOf"] = [*copy.get("allOf", ()), *references]

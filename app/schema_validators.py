@@ -24,6 +24,7 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource
 
 from app.schema_budget import ValidationBudget, keyword_steps
+from app.schema_keywords import children, with_children
 from app.schema_patterns import Pattern, compile_pattern
 
 __all__ = [
@@ -312,18 +313,6 @@ _PORTABLE = frozenset(
         "writeOnly",
     }
 )
-_SUBSCHEMA_MAPS = ("properties", "patternProperties")
-_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
-_SUBSCHEMAS = ("additionalProperties", "items", "not")
-
-
-def _subschemas(schema: dict[str, Any]) -> list[Any]:
-    parts: list[Any] = [schema[key] for key in _SUBSCHEMAS if key in schema]
-    for key in _SUBSCHEMA_MAPS:
-        parts += list(schema.get(key, {}).values())
-    for key in _SUBSCHEMA_LISTS:
-        parts += list(schema.get(key, []))
-    return parts
 
 
 def _kinds_compared(node: dict[str, Any]) -> frozenset[str] | None:
@@ -352,7 +341,7 @@ def portable(schema: Any) -> bool:
             return False
         if _kinds_compared(node) is None:
             return False
-        pending += _subschemas(node)
+        pending += [part for _, _, part in children(node)]
     return True
 
 
@@ -366,28 +355,17 @@ def _compilable(schema: Any, names: dict[str, str]) -> Any:
 
     if not isinstance(schema, dict):
         return schema
-    copy = dict(schema)
+    copy = with_children(schema, lambda _, part: _compilable(part, names))
     if isinstance(copy.get("pattern"), str):
         copy["pattern"] = name(copy["pattern"])
+    if "patternProperties" in copy:
+        copy["patternProperties"] = {
+            name(pattern): part for pattern, part in copy["patternProperties"].items()
+        }
     # Compiled code takes True for 1: values of the other kind are kept out by their type.
     for kind in _kinds_compared(copy) or ():
         other = "number" if kind == "boolean" else "boolean"
         copy["allOf"] = [*copy.get("allOf", ()), {"not": {"type": other}}]
-    if "patternProperties" in copy:
-        copy["patternProperties"] = {
-            name(pattern): _compilable(part, names)
-            for pattern, part in copy["patternProperties"].items()
-        }
-    if "properties" in copy:
-        copy["properties"] = {
-            key: _compilable(part, names) for key, part in copy["properties"].items()
-        }
-    for key in _SUBSCHEMA_LISTS:
-        if key in copy:
-            copy[key] = [_compilable(part, names) for part in copy[key]]
-    for key in _SUBSCHEMAS:
-        if key in copy:
-            copy[key] = _compilable(copy[key], names)
     return copy
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import orjson
+
 from app.catalog import SchemaVersion
 from app.schemas import canonical, new_schema_id
 from tests.api._support import Node, bearer, error_code, running_node
@@ -196,16 +198,16 @@ async def test_an_all_or_none_composite_with_a_violation_stores_nothing(node: No
 
 
 async def test_a_pattern_that_backtracks_in_python_answers_at_once(node: Node) -> None:
-    # Python's re takes about 2^30 steps for this payload (the whole node stalls meanwhile);
-    # the per-test timeout stands guard.
+    # Python's re takes about 2^50 steps for this payload (it doubles per "a"; 2^30 already
+    # take over a minute), and the whole node stalls meanwhile: the per-test timeout fails it.
     token, _ = await _tenant_with_schema(
         node, {"type": "object", "properties": {"code": {"type": "string", "pattern": "^(a+)+$"}}}
     )
 
-    refused = await node.publish(token, ORDER, {"code": "a" * 30 + "!"})
+    refused = await node.publish(token, ORDER, {"code": "a" * 50 + "!"})
     assert refused.status_code == 400, refused.text
     assert [v["path"] for v in refused.json()["violations"]] == ["$.code"]
-    assert (await node.publish(token, ORDER, {"code": "a" * 30})).status_code == 201
+    assert (await node.publish(token, ORDER, {"code": "a" * 50})).status_code == 201
 
 
 #: jsonschema alone validates it (`dependentRequired` is not in the compiled path's draft):
@@ -249,6 +251,55 @@ async def test_a_publish_costing_more_than_the_budget_is_refused_and_nothing_sto
         assert composite.json()[1]["errors"][0]["statusCode"] == "LIMIT_EXCEEDED"
 
         assert len(await node.history_events(token, ORDER)) == 2
+
+
+def _order(number: int, items: int, note: int) -> dict[str, Any]:
+    """A valid ORDER payload with `items` line items and a note of `note` characters."""
+    lines = [{"sku": f"sku-{n}", "qty": n} for n in range(items)]
+    return {"orderId": f"o-{number}", "customer": "c-1", "items": lines, "note": "x" * note}
+
+
+#: Requests of 1000 events of 10 KB are more than the default request size: 16 MiB here.
+LARGE_REQUESTS = 16 * 1024 * 1024
+
+
+async def test_a_full_batch_of_ordinary_events_fits_the_default_validation_budget() -> None:
+    async with running_node(max_request_size=LARGE_REQUESTS) as node:
+        token, _ = await _tenant_with_schema(node)
+        batch = [_order(n, items=20, note=9_500) for n in range(1000)]
+        assert all(10_000 < len(orjson.dumps(event)) < 11_000 for event in batch)
+
+        stored = await node.http.post("/v1/events" + ORDER, json=batch, headers=bearer(token))
+        assert stored.status_code == 201, stored.text[:500]
+        assert len(stored.json()) == 1000
+        assert (await node.window(token, ORDER)).json()["count"] == 1000
+
+
+async def test_a_full_composite_of_ordinary_records_fits_the_default_validation_budget() -> None:
+    async with running_node(max_request_size=LARGE_REQUESTS) as node:
+        token, _ = await _tenant_with_schema(node)
+        records = [_record(_order(n, items=100, note=38_000)) for n in range(200)]
+
+        stored = await node.http.post(
+            "/services/data/v58.0/composite/sobjects",
+            json={"allOrNone": True, "records": records},
+            headers=bearer(token),
+        )
+        assert stored.status_code == 200, stored.text[:500]
+        assert all(result["success"] for result in stored.json()), stored.text[:500]
+        assert (await node.window(token, ORDER)).json()["count"] == 200
+
+
+async def test_a_batch_costlier_than_the_default_budget_is_still_refused() -> None:
+    async with running_node(max_request_size=LARGE_REQUESTS) as node:
+        token, _ = await _tenant_with_schema(node)
+        costly = [_order(n, items=2_000, note=0) for n in range(100)]  # 200,000 line items
+
+        refused = await node.http.post("/v1/events" + ORDER, json=costly, headers=bearer(token))
+        assert refused.status_code == 400, refused.text[:500]
+        assert error_code(refused) == "validation_too_costly"
+        assert (await node.publish(token, ORDER, costly[0])).status_code == 201
+        assert (await node.window(token, ORDER)).json()["count"] == 1
 
 
 async def test_a_stored_schema_referring_outside_itself_refuses_publishes_and_fetches_nothing(

@@ -5,6 +5,7 @@ in turn are jsonschema's own wherever Python's `re` and ECMA-262 agree."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Any
 
@@ -14,7 +15,7 @@ from jsonschema import Draft202012Validator
 
 from app.schema_patterns import compile_pattern
 from app.schema_validators import metered
-from app.schemas import ValidationBudget, _checker, canonical, new_schema_id, violations
+from app.schemas import SchemaValidator, ValidationBudget, Violation, canonical, new_schema_id
 
 PORTABLE: list[Any] = [
     {"type": "integer"},
@@ -147,18 +148,25 @@ def _id(schema: Any) -> str:
     return new_schema_id("t", "/event/X", 1, canonical(schema))
 
 
+_validator = functools.cache(SchemaValidator.build)
+
+
+def violations(schema_id: str, text: str, payload: Any) -> list[Violation]:
+    return _validator(schema_id, text).violations(payload)
+
+
 @pytest.mark.parametrize("schema", PORTABLE, ids=[canonical(s) for s in PORTABLE])
 def test_portable_schemas_take_the_fast_path(schema: Any) -> None:
-    assert _checker(_id(schema), canonical(schema)).fast is not None
+    assert _validator(_id(schema), canonical(schema)).fast is not None
 
 
 @pytest.mark.parametrize("schema", NOT_PORTABLE, ids=[canonical(s) for s in NOT_PORTABLE])
 def test_other_schemas_are_checked_by_jsonschema_alone(schema: Any) -> None:
-    assert _checker(_id(schema), canonical(schema)).fast is None
+    assert _validator(_id(schema), canonical(schema)).fast is None
 
 
 def _exact_accepts(schema: Any, payload: Any) -> bool:
-    checker = _checker(_id(schema), canonical(schema))
+    checker = _validator(_id(schema), canonical(schema))
     assert checker.exact is not None
     with metered(ValidationBudget(10**9), checker.patterns):
         return bool(checker.exact.is_valid(payload))
@@ -166,7 +174,7 @@ def _exact_accepts(schema: Any, payload: Any) -> bool:
 
 @pytest.mark.parametrize(("schema", "payload"), list(itertools.product(PORTABLE, PAYLOADS)))
 def test_the_compiled_answer_is_the_exact_validators(schema: Any, payload: Any) -> None:
-    fast = _checker(_id(schema), canonical(schema)).fast
+    fast = _validator(_id(schema), canonical(schema)).fast
     try:
         fast(payload)
         compiled = True
@@ -199,7 +207,7 @@ def test_every_answer_is_jsonschemas(schema: Any, payload: Any) -> None:
 @pytest.mark.parametrize(("pattern", "text", "matches"), ECMA)
 def test_patterns_follow_ecma_262_on_both_paths(pattern: str, text: str, matches: bool) -> None:
     schema = {"type": "string", "pattern": pattern}
-    fast = _checker(_id(schema), canonical(schema)).fast
+    fast = _validator(_id(schema), canonical(schema)).fast
     assert fast is not None
 
     assert (violations(_id(schema), canonical(schema), text) == []) is matches
@@ -216,7 +224,7 @@ def test_the_fast_path_never_fills_in_defaults() -> None:
 
 def test_neither_path_uses_pythons_backtracking_engine() -> None:
     schema = {"type": "string", "pattern": "^(a+)+$"}
-    checker = _checker(_id(schema), canonical(schema))
+    checker = _validator(_id(schema), canonical(schema))
 
     on_re2 = type(compile_pattern("a"))
     compiled_patterns = checker.fast.__globals__["REGEX_PATTERNS"]
@@ -234,7 +242,7 @@ WITHOUT_REFERENCES = [schema for schema in PORTABLE if "$ref" not in canonical(s
 def test_the_compiled_paths_bound_covers_every_step_jsonschema_takes(
     schema: Any, payload: Any
 ) -> None:
-    checker = _checker(_id(schema), canonical(schema))
+    checker = _validator(_id(schema), canonical(schema))
     assert checker.exact is not None
     assert checker.plan is not None
     budget = ValidationBudget(10**9)

@@ -5,12 +5,14 @@ root and nested where subschemas go."""
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from app.schema_keywords import SUBSCHEMA_KEYWORDS
 from app.schema_meta import FLAT_METASCHEMA, meta_problem
 from app.schema_safety import subschemas
 
@@ -89,3 +91,21 @@ def test_a_problem_is_named_by_where_it_is_in_the_schema(schema: Any, where: str
     assert problem is not None
     assert problem.startswith("schema is not valid JSON Schema ")
     assert where in problem
+
+
+def test_the_flat_metaschema_holds_subschemas_where_the_keyword_table_says() -> None:
+    holding = {
+        json.dumps(shape, sort_keys=True): kind
+        for kind, shape in (
+            ("one", {"type": ["object", "boolean"]}),
+            ("list", {"type": "array", "minItems": 1, "items": {"type": ["object", "boolean"]}}),
+            ("map", {"type": "object", "additionalProperties": {"type": ["object", "boolean"]}}),
+        )
+    }
+    found = {
+        keyword: holding[json.dumps(rule, sort_keys=True)]
+        for keyword, rule in FLAT_METASCHEMA["properties"].items()
+        if json.dumps(rule, sort_keys=True) in holding
+    }
+
+    assert found == {keyword: spec.holds for keyword, spec in SUBSCHEMA_KEYWORDS.items()}
