@@ -168,9 +168,9 @@ async def test_events_published_while_history_is_paged_arrive_once_in_order(
 ) -> None:
     ids = await publish_many(engine, channel, 5)
     async with stream(engine, hub, channel, ALL_RETAINED, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         ids += await publish_many(engine, channel, 1)
-        items += await subscriber.next_batch(timeout=1.0)
+        items += await subscriber.next_batch(timeout=WAIT_S)
         ids += await publish_many(engine, channel, 1)
         items += await collect(subscriber, len(ids) - len(items))
 
@@ -187,9 +187,9 @@ async def test_mailbox_overflow_during_catch_up_still_delivers_everything_once_i
 ) -> None:
     ids = await publish_many(engine, channel, 4)
     async with stream(engine, hub, channel, ALL_RETAINED, capacity=10, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         ids += await publish_many(engine, channel, 25)  # overflows the 10-slot mailbox
-        items += await subscriber.next_batch(timeout=1.0)
+        items += await subscriber.next_batch(timeout=WAIT_S)
         ids += await publish_many(engine, channel, 25)  # and again
         items += await collect(subscriber, len(ids) - len(items))
 
@@ -209,7 +209,7 @@ async def test_live_capacity_is_not_used_up_by_events_already_delivered_from_his
     although it is only a few events behind."""
     ids = await publish_many(engine, channel, 4)
     async with stream(engine, hub, channel, ALL_RETAINED, capacity=10, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         ids += await publish_many(engine, channel, 7)  # fits the mailbox: no overflow
         items += await collect(subscriber, len(ids) - len(items))
         assert flatten(items) == ids  # caught up: history ended on a short page
@@ -237,7 +237,7 @@ async def test_catch_up_in_pages_full_in_bytes_reaches_the_top_then_goes_live(
     async with stream(
         engine, hub, channel, ALL_RETAINED, page_size=100, page_bytes=2500
     ) as subscriber:
-        first = await subscriber.next_batch(timeout=1.0)
+        first = await subscriber.next_batch(timeout=WAIT_S)
         assert flatten(first) == ids[:2]
         assert subscriber.catching_up
         items = first + await collect(subscriber, 5)
@@ -281,7 +281,7 @@ async def test_eviction_during_catch_up_reports_a_gap_in_band(
     keep_five = Retention(max_age_us=KEEP_ALL.max_age_us, max_count=5)
     ids = await publish_many(engine, channel, 5, keep_five)
     async with stream(engine, hub, channel, ALL_RETAINED, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         assert flatten(items) == ids[:2]
 
         ids += await publish_many(engine, channel, 10, keep_five)  # evicts ids[2:10]
