@@ -162,13 +162,15 @@ local function payload_size(entry)
 end
 
 -- At most `limit` entries after `after`, ending before the first entry that would take the
--- payload bytes over `budget` (the first entry always comes, however large). Entries are
--- fetched in chunks sized from the budget left, so a page of large events never loads much
--- more than it returns.
+-- payload bytes over `budget` (the first entry always comes, however large). Every XRANGE is
+-- sized from the bytes left: the first loads one entry, the next as many as the average so far
+-- says still fit (plus the one that shows the page is full), growing at most twofold, so entries
+-- of even size load at most one more than the page returns, and uneven ones at most about as
+-- many again.
 local function entries_after(after, limit, budget)
   local entries, used = {}, 0
   local start = '(' .. to_id(after)
-  local chunk = math.min(limit, 16)
+  local chunk = 1
   while #entries < limit do
     local got = redis.call('XRANGE', stream, start, '+', 'COUNT', chunk)
     for _, entry in ipairs(got) do
@@ -179,8 +181,8 @@ local function entries_after(after, limit, budget)
     end
     if #got < chunk or used >= budget then return entries end
     start = '(' .. got[#got][1]
-    local average = math.max(1, used / #entries)
-    chunk = math.max(1, math.min(limit - #entries, math.floor((budget - used) / average) + 1))
+    local fits = math.floor((budget - used) / math.max(1, used / #entries)) + 1
+    chunk = math.max(1, math.min(limit - #entries, 2 * chunk, fits))
   end
   return entries
 end
