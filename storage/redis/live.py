@@ -86,20 +86,39 @@ class _Listener:
         self.missed = missed
 
 
-def decode_announcement(channel: str, data: bytes) -> Event | None:
-    key = keys.channel_from_live(channel)
-    if key is None:
+_NAMED = (keys.PREFIX + "{").encode()  # how an announcement's live channel name begins
+
+
+def decode_announcement(data: bytes, channel: str | None) -> Event | None:
+    """The event of a live announcement: its channel's live channel name, ReplayId, uuid,
+    created (µs), author, schema and payload, separated by \\x1f. `channel` is the live
+    channel it came on when that is the channel's own (the name in front is then skipped; an
+    announcement without it, as earlier versions published there, is read too), None on a
+    tenant's announcement channel. None for anything but an announcement."""
+    try:
+        if data.startswith(_NAMED):
+            live, _, data = data.partition(b"\x1f")
+            channel = channel or live.decode()
+        key = None if channel is None else keys.channel_from_live(channel)
+        if key is None:
+            return None
+        replay, uuid, created, author, schema, payload = data.split(b"\x1f", 5)
+        return Event(
+            key=key,
+            replay_id=int(replay),
+            uuid=uuid.decode(),
+            created_us=int(created),
+            payload=payload,
+            created_by=author.decode(),
+            schema=schema.decode() or None,
+        )
+    except ValueError:  # too few fields, not a number, not UTF-8
         return None
-    replay, uuid, created, author, schema, payload = data.split(b"\x1f", 5)
-    return Event(
-        key=key,
-        replay_id=int(replay),
-        uuid=uuid.decode(),
-        created_us=int(created),
-        payload=payload,
-        created_by=author.decode(),
-        schema=schema.decode() or None,
-    )
+
+
+def _unreadable(channel: str) -> None:
+    # Not from the publish script: skipped, so the reader goes on for everyone else.
+    log.warning("live feed skipped a message it cannot read on %s", channel)
 
 
 class LiveFeed:
@@ -262,16 +281,21 @@ class LiveFeed:
             return
         tenant_listeners = self._tenants.get(channel)
         if tenant_listeners is not None:
-            # The channel's own live channel name first, then its usual announcement.
-            live, _, data = message["data"].partition(b"\x1f")
-            event = decode_announcement(live.decode(), data)
-            if event is not None:
-                for listener in list(tenant_listeners):
-                    listener.deliver(event)
+            event = decode_announcement(message["data"], None)
+            if event is None:
+                _unreadable(channel)
+                return
+            for listener in list(tenant_listeners):
+                listener.deliver(event)
             return
-        event = decode_announcement(channel, message["data"])
-        if event is not None:
-            self._dispatch(channel, event, self._channels.get(channel, []))
+        listeners = self._channels.get(channel)
+        if listeners is None:
+            return  # released meanwhile
+        event = decode_announcement(message["data"], channel)
+        if event is None:
+            _unreadable(channel)
+        else:
+            self._dispatch(channel, event, listeners)
 
     async def _read_forever(self) -> None:
         """Read announcements; on any failure, reconnect (with backoff) until it works. The

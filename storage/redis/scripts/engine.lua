@@ -133,9 +133,11 @@ if command == 'publish' then
         redis.call('ZADD', idem_expiry, number(now + ttl), key)
       end
       table.insert(results, ack .. '|0')
-      -- The live announcement: fields separated by \31, the payload last.
-      local message = number(replay) .. '\31' .. uuid .. '\31' .. number(now) .. '\31' ..
-        author .. '\31' .. schema .. '\31' .. payload
+      -- The live announcement, built once for both channels: fields separated by \31, the
+      -- channel's live channel name first (what wildcard listeners match on; a channel's own
+      -- listeners skip it) and the payload last.
+      local message = live .. '\31' .. number(replay) .. '\31' .. uuid .. '\31' ..
+        number(now) .. '\31' .. author .. '\31' .. schema .. '\31' .. payload
       if ARGV[#ARGV - 1] == 'sharded' then
         -- Redis Cluster: channel listeners use sharded pub/sub (this slot's node only).
         redis.call('SPUBLISH', live, message)
@@ -143,8 +145,10 @@ if command == 'publish' then
         redis.call('PUBLISH', live, message)
       end
       -- Wildcard listeners follow the tenant's channel and match names themselves. Classic
-      -- PUBLISH, since SPUBLISH from a script may only name this slot.
-      redis.call('PUBLISH', ARGV[#ARGV], live .. '\31' .. message)
+      -- PUBLISH, since SPUBLISH from a script may only name this slot. Always announced:
+      -- whether some node has a wildcard listener of the tenant is not known here (on a
+      -- cluster, any record of it lives in another slot, and a node may be subscribing now).
+      redis.call('PUBLISH', ARGV[#ARGV], message)
     end
   end
   redis.call('HSET', meta, 'top', number(top))
