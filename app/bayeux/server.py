@@ -34,7 +34,7 @@ from app.clock import Clock
 from app.delivery import DeliveryCache
 from app.engine import Engine
 from app.errors import InvalidChannel, Overloaded, UnknownChannel
-from app.hub import Hub, Mailbox, SubscriberOverflow
+from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
 from app.metrics import Metrics
 from app.model import ChannelKey, Topic
 from app.race import first_completed
@@ -463,7 +463,7 @@ class BayeuxServer:
                     return self._abandon(batch, ending), None
                 try:
                     deliveries = await mailbox.take(0)
-                except SubscriberOverflow:
+                except (SubscriberOverflow, EventsLost):
                     targets = await read_targets(self._engine, session)
                     return None, (await self._collect(session, batch, targets)).resume_at
                 patterns = wildcards(session)
