@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from app.delivery import Delivery
+from app.delivery import CACHED_DELIVERIES, Delivery, DeliveryCache
 from app.engine import LiveSource
 from app.model import Event, Topic
 
@@ -144,6 +144,9 @@ class Mailbox:
         return items
 
 
+_DEFAULT_CACHE_BYTES = 16 * 1024 * 1024
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -153,9 +156,10 @@ class _Feed:
     """One topic's engine listener and its mailboxes. `users` counts subscribers that hold or
     are still acquiring it; the last one to leave closes the listener (under `lock`)."""
 
-    __slots__ = ("listener", "listening", "lock", "mailboxes", "users")
+    __slots__ = ("deliveries", "listener", "listening", "lock", "mailboxes", "users")
 
-    def __init__(self) -> None:
+    def __init__(self, deliveries: DeliveryCache) -> None:
+        self.deliveries = deliveries
         self.mailboxes: set[Mailbox] = set()
         self.listener = AsyncExitStack()
         self.listening = False
@@ -163,7 +167,7 @@ class _Feed:
         self.users = 0
 
     def deliver(self, event: Event) -> None:
-        delivery = Delivery(event)
+        delivery = self.deliveries.get(event)
         for mailbox in self.mailboxes:
             mailbox.offer(delivery)
 
@@ -178,10 +182,19 @@ class _Feed:
 
 
 class Hub:
-    """Owns this node's engine listeners. Use as an async context manager (closes them all)."""
+    """Owns this node's engine listeners. Use as an async context manager (closes them all).
 
-    def __init__(self, engine: LiveSource) -> None:
+    `deliveries` is the node's cache of encoded events: every topic's feed takes its
+    Deliveries from it, and so do readers of the store (`deliveries`), so an event is encoded
+    once per node. Without one, the hub makes its own of default size."""
+
+    def __init__(self, engine: LiveSource, deliveries: DeliveryCache | None = None) -> None:
         self._engine = engine
+        self.deliveries = (
+            deliveries
+            if deliveries is not None
+            else DeliveryCache(CACHED_DELIVERIES, _DEFAULT_CACHE_BYTES)
+        )
         self._feeds: dict[Topic, _Feed] = {}
 
     @property
@@ -198,7 +211,7 @@ class Hub:
         mailbox can gather several topics."""
         feed = self._feeds.get(topic)
         if feed is None:
-            feed = self._feeds[topic] = _Feed()
+            feed = self._feeds[topic] = _Feed(self.deliveries)
         feed.users += 1
         try:
             async with feed.lock:

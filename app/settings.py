@@ -296,8 +296,8 @@ class Settings:
     bayeux_cache_size: int = _setting(
         16 * 1024 * 1024,
         "size",
-        "Bytes of encoded events a worker keeps so Bayeux connects reading the same events "
-        "encode each once (0: no cache).",
+        "Bytes of encoded events a worker keeps so that each is encoded once for all its "
+        "subscribers, SSE and Bayeux, live or reading from the store (0: no cache).",
         minimum=0,
     )
     bayeux_max_channel_reads: int = _setting(

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from app.delivery import Delivery
+from app.delivery import Delivery, DeliveryCache
 from app.engine import Engine
 from app.hub import EventsLost, Hub, Mailbox
 from app.model import ChannelKey, Topic
@@ -57,9 +57,13 @@ class ChannelStream:
         initial_gap: Gap | None,
         on_history_read: Callable[[], None] | None = None,
         *,
+        deliveries: DeliveryCache,
         pattern: str = "",
     ) -> None:
-        """`pattern`: what a wildcard stream (`key` None) follows, named in its LiveGaps."""
+        """`deliveries`: the node's cache, so events read from the store are encoded once for
+        every subscriber. `pattern`: what a wildcard stream (`key` None) follows, named in its
+        LiveGaps."""
+        self._deliveries = deliveries
         self._engine = engine
         self._page_bytes = page_bytes
         self._on_history_read = on_history_read
@@ -128,7 +132,7 @@ class ChannelStream:
                     resume_after=page.window.low_water,
                 )
             )
-        items.extend(Delivery(event) for event in page.events)
+        items.extend(self._deliveries.get(event) for event in page.events)
         if page.events:
             self.position = page.events[-1].replay_id
         self._mailbox.floor[self._key.name] = self.position
@@ -162,7 +166,15 @@ async def open_stream(
     async with hub.subscribe(topic, Mailbox(capacity, queue_bytes)) as mailbox:
         if is_wildcard:
             yield ChannelStream(
-                engine, None, mailbox, 0, page_size, page_bytes, None, pattern=topic.pattern
+                engine,
+                None,
+                mailbox,
+                0,
+                page_size,
+                page_bytes,
+                None,
+                deliveries=hub.deliveries,
+                pattern=topic.pattern,
             )
             return
         key = ChannelKey(topic.tenant, topic.pattern)
@@ -172,5 +184,13 @@ async def open_stream(
         else:
             after, gap = decision.after, None
         yield ChannelStream(
-            engine, key, mailbox, after, page_size, page_bytes, gap, on_history_read
+            engine,
+            key,
+            mailbox,
+            after,
+            page_size,
+            page_bytes,
+            gap,
+            on_history_read,
+            deliveries=hub.deliveries,
         )

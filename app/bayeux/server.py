@@ -31,7 +31,6 @@ from app.bayeux.collect import (
 from app.catalog import Tenant
 from app.channels import is_meta, is_service, parse_pattern, subscribable_pattern
 from app.clock import Clock
-from app.delivery import DeliveryCache
 from app.engine import Engine
 from app.errors import InvalidChannel, Overloaded, UnknownChannel
 from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
@@ -46,7 +45,6 @@ __all__ = ["BayeuxServer", "Credentials", "new_client_id"]
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _EVENT_UUID_SINCE = (52, 0)
-_ENCODED_CACHE = 10_000  # deliveries; REPLAYBUS_BAYEUX_CACHE_SIZE bounds their bytes
 
 
 def new_client_id() -> str:
@@ -187,7 +185,6 @@ class BayeuxServer:
         self._queue_bytes = settings.subscriber_queue_bytes
         self._holds: dict[str, _Hold] = {}
         self._signals: AbstractAsyncContextManager[None] | None = None
-        self._deliveries = DeliveryCache(_ENCODED_CACHE, settings.bayeux_cache_size)
 
     @property
     def held_connects(self) -> int:
@@ -411,7 +408,7 @@ class BayeuxServer:
     ) -> Sweep:
         return await collect(
             self._engine,
-            self._deliveries,
+            self._hub.deliveries,
             session,
             batch,
             targets,

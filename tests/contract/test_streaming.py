@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import pytest
 
+from app import delivery
 from app.delivery import Delivery
 from app.engine import Engine, LiveCallback, MissedCallback
 from app.hub import Hub, Mailbox, SubscriberOverflow
@@ -440,3 +442,35 @@ async def test_a_wildcard_stream_is_told_of_lost_live_events_and_goes_on(
 
         assert flatten(await collect(subscriber, 2)) == [LiveGap("/event/*"), *later]
         await assert_nothing_more(subscriber)
+
+
+async def test_an_event_is_encoded_once_for_exact_wildcard_and_catching_up_subscribers(
+    engine: Engine, hub: Hub, channel: ChannelKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encodings: Counter[str] = Counter()
+
+    def counted(name: str, encode: Callable[..., bytes]) -> Callable[..., bytes]:
+        def encode_counted(*args: Any, **kwargs: Any) -> bytes:
+            encodings[name] += 1
+            return encode(*args, **kwargs)
+
+        return encode_counted
+
+    for name in ("encode_envelope", "event_frame", "encode_event"):
+        monkeypatch.setattr(f"app.delivery.{name}", counted(name, getattr(delivery, name)))
+    async with (
+        hub.subscribe(Topic.of(channel), Mailbox(10, 1 << 20)) as exact,
+        hub.subscribe(Topic(channel.tenant, "/event/*"), Mailbox(10, 1 << 20)) as wildcard,
+    ):
+        ack = await publish_one(engine, channel)
+        [from_exact], [from_wildcard] = await drain(exact, 1), await drain(wildcard, 1)
+        async with stream(engine, hub, channel, ALL_RETAINED) as catching_up:
+            [from_history] = await collect(catching_up, 1)
+
+    received = [from_exact, from_wildcard, from_history]
+    for item in received:
+        assert isinstance(item, Delivery)
+        assert item.replay_id == ack.replay_id
+        item.sse_frame()
+        item.bayeux_message(with_uuid=True)
+    assert encodings == {"encode_envelope": 1, "event_frame": 1, "encode_event": 1}
