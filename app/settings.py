@@ -307,6 +307,15 @@ class Settings:
         "in turns over its following connects.",
         minimum=1,
     )
+    bayeux_partial_hold: float = _setting(
+        2.0,
+        "duration",
+        "How long a /meta/connect that found nothing is held when it could not read every "
+        "channel of its session (more than REPLAYBUS_BAYEUX_MAX_CHANNEL_READS): events on the "
+        "channels it did not read wait for the next connects.",
+        minimum=0.1,
+        maximum=600,
+    )
     sse_heartbeat: float = _setting(
         15.0, "duration", "Interval of SSE heartbeat comments.", minimum=0.05, maximum=3600
     )

@@ -253,6 +253,9 @@ class MemoryEngine:
     async def channel_names(self, tenant: str) -> list[str]:
         return list(self._channel_names.get(tenant, ()))
 
+    async def channel_count(self, tenant: str) -> int:
+        return len(self._channel_names.get(tenant, ()))
+
     async def session_create(
         self,
         record: SessionRecord,

@@ -357,6 +357,13 @@ class RedisEngine:
 
         return [name.decode() for name in await self._call(run)]
 
+    async def channel_count(self, tenant: str) -> int:
+        async def run() -> int:
+            count: int = await self._client.scard(keys.channels_of(tenant))
+            return count
+
+        return await self._call(run)
+
     async def drop_tenant(self, tenant: str) -> int:
         """Also drops channels no index lists (a node that still had the tenant cached may
         have published after an earlier drop; a process may have died between storing and
