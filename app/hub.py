@@ -185,8 +185,8 @@ class Hub:
     """Owns this node's engine listeners. Use as an async context manager (closes them all).
 
     `deliveries` is the node's cache of encoded events: every topic's feed takes its
-    Deliveries from it, and so do readers of the store (`deliveries`), so an event is encoded
-    once per node. Without one, the hub makes its own of default size."""
+    Deliveries from it, and readers of the store take theirs from `Hub.deliveries` too, so an
+    event is encoded once per node. Without one, the hub makes its own of default size."""
 
     def __init__(self, engine: LiveSource, deliveries: DeliveryCache | None = None) -> None:
         self._engine = engine

@@ -48,11 +48,6 @@ class ChannelNames:
         self._keep(tenant, names)
         return names
 
-    def invalidate(self, tenant: str) -> None:
-        """Load the tenant's names again on the next lookup."""
-        if tenant in self._lists:
-            self._forget(tenant)
-
     def _keep(self, tenant: str, names: list[str]) -> None:
         chars = sum(len(name) for name in names)
         if len(names) > _MAX_NAMES or chars > _MAX_CHARS:

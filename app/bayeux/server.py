@@ -363,9 +363,8 @@ class BayeuxServer:
             if ending == "gone":
                 return []  # nobody to answer; positions stay where they were
         else:
-            resume_at = (
-                await self._collect(updated, batch, await self._targets(updated))
-            ).resume_at
+            targets = await self._targets(updated)
+            resume_at = (await self._collect(updated, batch, targets)).resume_at
         reply = _reply(message, successful=True)
         if not updated.connected or ending == "draining":
             reply["advice"] = self._advice(spread=ending == "draining")
