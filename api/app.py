@@ -29,6 +29,7 @@ from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
 from app.clock import Clock, SystemClock
 from app.credential_guard import CredentialGuard, hash_concurrency
 from app.credentials import hash_secret
+from app.delivery import CACHED_DELIVERIES, DeliveryCache
 from app.directory import Directory
 from app.engine import Engine
 from app.hub import Hub
@@ -171,7 +172,8 @@ def create_app(
                 )
             else:
                 catalog = await stack.enter_async_context(MemoryCatalog())
-            hub = await stack.enter_async_context(Hub(engine))
+            deliveries = DeliveryCache(CACHED_DELIVERIES, settings.bayeux_cache_size)
+            hub = await stack.enter_async_context(Hub(engine, deliveries))
             directory = Directory(
                 catalog,
                 clock,

@@ -25,6 +25,7 @@ from app.access import Principal
 from app.admission import Place, jittered
 from app.catalog import Tenant
 from app.channels import subscribable_pattern
+from app.delivery import Delivery
 from app.errors import (
     AuthenticationFailed,
     Draining,
@@ -39,7 +40,7 @@ from app.model import Topic
 from app.race import first_completed
 from app.recovery import NEW_ONLY, Gap, parse_position
 from app.sse import comment_frame, event_frame, retry_frame
-from app.streaming import ChannelStream, StreamItem, open_stream
+from app.streaming import ChannelStream, LiveGap, StreamItem, open_stream
 
 __all__ = ["stream"]
 
@@ -73,8 +74,28 @@ _LIVE_ONLY_GAP = event_frame(
 )
 
 
+def live_gap_frame(gap: LiveGap) -> bytes:
+    data = {
+        "requested": None,
+        "earliest": None,
+        "latest": None,
+        "channels": gap.pattern,
+        "reason": "live events on these channels were lost on their way to this server and are "
+        "not replayed on a wildcard stream; subscribe to each channel to resume by ReplayId",
+    }
+    return event_frame(orjson.dumps(data), event="gap")
+
+
+def _frame(item: StreamItem) -> bytes:
+    if isinstance(item, Gap):
+        return gap_frame(item)
+    if isinstance(item, LiveGap):
+        return live_gap_frame(item)
+    return item.sse_frame()
+
+
 def _encode(items: list[StreamItem]) -> bytes:
-    return b"".join(gap_frame(i) if isinstance(i, Gap) else i.sse_frame() for i in items)
+    return b"".join(_frame(item) for item in items)
 
 
 def _requested_position(request: Request, wildcard: bool) -> int:
@@ -197,7 +218,7 @@ class _EventStreamResponse(Response):
                 self._record(items)
 
     def _record(self, items: list[StreamItem]) -> None:
-        deliveries = [item for item in items if not isinstance(item, Gap)]
+        deliveries = [item for item in items if isinstance(item, Delivery)]
         if deliveries:
             # Lag is observed on live writes only: a replay's events are as old as asked for.
             live = not self._stream.catching_up

@@ -9,7 +9,10 @@ from app.envelope import encode_envelope
 from app.model import ChannelKey, Event
 from app.sse import event_frame
 
-__all__ = ["Delivery", "DeliveryCache"]
+__all__ = ["CACHED_DELIVERIES", "Delivery", "DeliveryCache"]
+
+#: Most deliveries a node's cache keeps (REPLAYBUS_BAYEUX_CACHE_SIZE bounds their bytes).
+CACHED_DELIVERIES = 10_000
 
 #: What a cached Delivery is charged beyond twice its payload (the event and one encoding of
 #: it): the objects and the encoding's other fields.
@@ -55,9 +58,11 @@ class Delivery:
 
 
 class DeliveryCache:
-    """The most recently used Deliveries, so events many readers fetch from the store are
-    encoded once; bounded in entries and in bytes (each charged twice its payload, for the
-    event and an encoding, plus a fixed overhead). The least recently used go first."""
+    """The most recently used Deliveries, so an event is encoded once per node however it
+    reaches subscribers: live through several topics (a channel and the patterns matching it),
+    or read from the store by streams catching up and by Bayeux connects. Bounded in entries
+    and in bytes (each charged twice its payload, for the event and an encoding, plus a fixed
+    overhead); the least recently used go first."""
 
     __slots__ = ("_bytes", "_entries", "_max_bytes", "_max_entries")
 

@@ -84,6 +84,12 @@ class Engine(LiveSource, Protocol):
         """Every channel of `tenant` that has ever had an event published, in any order."""
         ...
 
+    async def channel_count(self, tenant: str) -> int:
+        """How many names `channel_names` lists, in O(1). Names are only ever added until the
+        tenant is dropped, so a caller holding the list can tell from this whether it is
+        still whole."""
+        ...
+
     async def drop_tenant(self, tenant: str) -> int:
         """Forget every retained event, window and idempotency key of `tenant`'s channels, and
         its Bayeux sessions, stream leases and publish allowance (the tenant is being deleted,

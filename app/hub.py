@@ -1,6 +1,8 @@
 """Per-node live fan-out: one engine listener per topic, reference-counted, feeding bounded
 mailboxes. The fan-out loop never waits on a subscriber: a full mailbox is marked overflowed and
-its subscriber is cut off (it resumes by ReplayId) instead of growing memory.
+its subscriber is cut off (it resumes by ReplayId) instead of growing memory. Events the engine
+lost on their way (an outage it could not catch up on) are no subscriber's fault: its mailbox is
+told so (`EventsLost`), and it re-reads from the store.
 
 Listeners are opened and closed under a lock per topic, so a slow engine listen for one topic
 never holds up subscribers of another (the readiness canary included).
@@ -13,15 +15,21 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from app.delivery import Delivery
+from app.delivery import CACHED_DELIVERIES, Delivery, DeliveryCache
 from app.engine import LiveSource
 from app.model import Event, Topic
 
-__all__ = ["Hub", "Mailbox", "SubscriberOverflow"]
+__all__ = ["EventsLost", "Hub", "Mailbox", "SubscriberOverflow"]
 
 
 class SubscriberOverflow(Exception):
     """The subscriber fell further behind than its mailbox allows; it must resume by ReplayId."""
+
+
+class EventsLost(Exception):
+    """Live events were lost on their way to this node (the engine could not catch up after an
+    outage); the subscriber must re-read from the store what it needs. Deliveries that arrive
+    after it are still buffered: the mailbox stays usable."""
 
 
 class Mailbox:
@@ -29,7 +37,16 @@ class Mailbox:
     (`max_bytes`, counted as `Event.size`; an empty mailbox takes one delivery however large,
     so it never exceeds the bound by more than one event)."""
 
-    __slots__ = ("_bytes", "_capacity", "_items", "_max_bytes", "_waiter", "floor", "overflowed")
+    __slots__ = (
+        "_bytes",
+        "_capacity",
+        "_items",
+        "_lost_at",
+        "_max_bytes",
+        "_waiter",
+        "floor",
+        "overflowed",
+    )
 
     def __init__(self, capacity: int, max_bytes: int) -> None:
         self._capacity = capacity
@@ -38,6 +55,7 @@ class Mailbox:
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
         self.overflowed = False
+        self._lost_at: int | None = None  # deliveries buffered before events were lost
         #: Per channel, the ReplayId its consumer already has: deliveries at or below it are
         #: dropped on arrival. Live copies of events read from history can arrive late (pub/sub
         #: is asynchronous); they must not take room, let alone overflow the mailbox.
@@ -57,11 +75,18 @@ class Mailbox:
             self._bytes += size
         self.wake()
 
-    def cut_off(self) -> None:
-        """Mark the mailbox overflowed: live events were lost on their way (the engine could
-        not catch up after an outage), so its subscriber must re-read from the store."""
-        self.overflowed = True
+    def lose(self) -> None:
+        """Live events were lost on their way (the engine could not catch up after an outage).
+        The deliveries buffered so far are still handed over first; then `take` raises
+        EventsLost, once, and goes on with what arrived after."""
+        if self._lost_at is None:
+            self._lost_at = len(self._items)
         self.wake()
+
+    @property
+    def lost(self) -> bool:
+        """Events were lost and the consumer has not been told yet."""
+        return self._lost_at is not None
 
     def wake(self) -> None:
         """End a wait with nothing delivered (its caller then has nothing to take)."""
@@ -70,14 +95,17 @@ class Mailbox:
             waiter.set_result(None)
 
     def reset(self) -> None:
-        """Forget buffered deliveries and the overflow (the caller re-reads history instead)."""
+        """Forget buffered deliveries, the overflow and any loss (the caller re-reads history
+        instead)."""
         self._items.clear()
         self._bytes = 0
         self.overflowed = False
+        self._lost_at = None
 
     async def wait(self, timeout: float | None) -> None:
-        """Return once a delivery (or an overflow) is waiting, or after `timeout` seconds."""
-        if self._items or self.overflowed:
+        """Return once a delivery (or an overflow, or a loss) is waiting, or after `timeout`
+        seconds."""
+        if self._items or self.overflowed or self._lost_at is not None:
             return
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
@@ -95,8 +123,17 @@ class Mailbox:
     async def take(self, timeout: float | None) -> list[Delivery]:
         """Everything buffered, waiting up to `timeout` seconds for at least one delivery
         (an empty list on timeout). Raises SubscriberOverflow once the buffer is drained after
-        an overflow, so the subscriber gets every delivery it had before being cut off."""
+        an overflow, so the subscriber gets every delivery it had before being cut off, and
+        EventsLost after the deliveries that came before a loss (`lose`)."""
         await self.wait(timeout)
+        if self._lost_at is not None:
+            before, self._lost_at = self._lost_at, 0
+            if not before:
+                self._lost_at = None
+                raise EventsLost
+            items = [self._items.popleft() for _ in range(before)]
+            self._bytes -= sum(delivery.event.size for delivery in items)
+            return items
         if not self._items:
             if self.overflowed:
                 raise SubscriberOverflow
@@ -105,6 +142,9 @@ class Mailbox:
         self._items.clear()
         self._bytes = 0
         return items
+
+
+_DEFAULT_CACHE_BYTES = 16 * 1024 * 1024
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -116,9 +156,10 @@ class _Feed:
     """One topic's engine listener and its mailboxes. `users` counts subscribers that hold or
     are still acquiring it; the last one to leave closes the listener (under `lock`)."""
 
-    __slots__ = ("listener", "listening", "lock", "mailboxes", "users")
+    __slots__ = ("deliveries", "listener", "listening", "lock", "mailboxes", "users")
 
-    def __init__(self) -> None:
+    def __init__(self, deliveries: DeliveryCache) -> None:
+        self.deliveries = deliveries
         self.mailboxes: set[Mailbox] = set()
         self.listener = AsyncExitStack()
         self.listening = False
@@ -126,13 +167,13 @@ class _Feed:
         self.users = 0
 
     def deliver(self, event: Event) -> None:
-        delivery = Delivery(event)
+        delivery = self.deliveries.get(event)
         for mailbox in self.mailboxes:
             mailbox.offer(delivery)
 
     def missed(self) -> None:
         for mailbox in self.mailboxes:
-            mailbox.cut_off()
+            mailbox.lose()
 
     async def close(self) -> None:
         if self.listening:
@@ -141,10 +182,19 @@ class _Feed:
 
 
 class Hub:
-    """Owns this node's engine listeners. Use as an async context manager (closes them all)."""
+    """Owns this node's engine listeners. Use as an async context manager (closes them all).
 
-    def __init__(self, engine: LiveSource) -> None:
+    `deliveries` is the node's cache of encoded events: every topic's feed takes its
+    Deliveries from it, and readers of the store take theirs from `Hub.deliveries` too, so an
+    event is encoded once per node. Without one, the hub makes its own of default size."""
+
+    def __init__(self, engine: LiveSource, deliveries: DeliveryCache | None = None) -> None:
         self._engine = engine
+        self.deliveries = (
+            deliveries
+            if deliveries is not None
+            else DeliveryCache(CACHED_DELIVERIES, _DEFAULT_CACHE_BYTES)
+        )
         self._feeds: dict[Topic, _Feed] = {}
 
     @property
@@ -161,7 +211,7 @@ class Hub:
         mailbox can gather several topics."""
         feed = self._feeds.get(topic)
         if feed is None:
-            feed = self._feeds[topic] = _Feed()
+            feed = self._feeds[topic] = _Feed(self.deliveries)
         feed.users += 1
         try:
             async with feed.lock:

@@ -10,7 +10,7 @@ import uuid
 
 from app.engine import Engine
 from app.errors import ServiceUnavailable
-from app.hub import Hub, Mailbox, SubscriberOverflow
+from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
 from app.model import ChannelKey, EventDraft, Retention, Topic
 
 __all__ = ["CANARY_TENANT", "ReadinessProbe"]
@@ -66,5 +66,7 @@ class ReadinessProbe:
             )
         except SubscriberOverflow:
             return "the canary's subscription overflowed"
+        except EventsLost:
+            return "live events were lost on their way to this node"
         except ServiceUnavailable as error:  # from subscribing: the live feed is down
             return f"the canary could not be received: {error.message}"

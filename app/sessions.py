@@ -9,13 +9,13 @@ can never be overwritten by that connect's position update.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from app.channels import ChannelPattern, parse_pattern
 from app.errors import InvalidChannel
 
-__all__ = ["SessionChange", "SessionRecord", "apply_change"]
+__all__ = ["Coverage", "SessionChange", "SessionRecord", "apply_change"]
 
 #: Unacknowledged batches kept per session; a client that never acknowledges cannot grow it.
 _MAX_PENDING = 16
@@ -83,17 +83,37 @@ def _pattern(name: str) -> ChannelPattern | None:
         return None
 
 
-def _coverage(subscriptions: Mapping[str, int]) -> Callable[[str], bool]:
-    """Whether some subscription selects a channel (a name that is no pattern only itself)."""
-    patterns = [(name, _pattern(name)) for name in subscriptions]
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """Which channels a session's subscriptions select: `exact` names themselves (a name that
+    is no valid pattern too), each of `wildcards` the channels it matches from the time (µs)
+    it was subscribed. Patterns come from a parse cache, so building one costs a lookup per
+    subscription."""
 
-    def covers(channel: str) -> bool:
-        return any(
-            name == channel if pattern is None else pattern.matches(channel)
-            for name, pattern in patterns
+    exact: frozenset[str]
+    wildcards: tuple[tuple[ChannelPattern, int], ...]
+
+    @classmethod
+    def of(cls, subscriptions: Mapping[str, int]) -> Coverage:
+        exact: set[str] = set()
+        wildcards: list[tuple[ChannelPattern, int]] = []
+        for name, since in subscriptions.items():
+            pattern = _pattern(name)
+            if pattern is not None and pattern.is_wildcard:
+                wildcards.append((pattern, since))
+            else:
+                exact.add(name)
+        return cls(frozenset(exact), tuple(wildcards))
+
+    def covers(self, channel: str) -> bool:
+        return channel in self.exact or any(
+            pattern.matches(channel) for pattern, _ in self.wildcards
         )
 
-    return covers
+    def wildcard_since(self, channel: str) -> int | None:
+        """When the first wildcard matching `channel` was subscribed (None: none matches)."""
+        starts = [since for pattern, since in self.wildcards if pattern.matches(channel)]
+        return min(starts) if starts else None
 
 
 def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
@@ -109,7 +129,7 @@ def apply_change(record: SessionRecord, change: SessionChange) -> SessionRecord:
     positions = dict(record.positions)
     pending = dict(record.pending)
     if removed:
-        covers = _coverage(subscriptions)
+        covers = Coverage.of(subscriptions).covers
         positions = {channel: at for channel, at in positions.items() if covers(channel)}
         pending = {
             number: {channel: at for channel, at in staged.items() if covers(channel)}

@@ -296,8 +296,8 @@ class Settings:
     bayeux_cache_size: int = _setting(
         16 * 1024 * 1024,
         "size",
-        "Bytes of encoded events a worker keeps so Bayeux connects reading the same events "
-        "encode each once (0: no cache).",
+        "Bytes of encoded events a worker keeps so that each is encoded once for all its "
+        "subscribers, SSE and Bayeux, live or reading from the store (0: no cache).",
         minimum=0,
     )
     bayeux_max_channel_reads: int = _setting(
@@ -306,6 +306,15 @@ class Settings:
         "Channels one /meta/connect reads; a wildcard session over more channels reads them "
         "in turns over its following connects.",
         minimum=1,
+    )
+    bayeux_partial_hold: float = _setting(
+        2.0,
+        "duration",
+        "How long a /meta/connect that found nothing is held when it could not read every "
+        "channel of its session (more than REPLAYBUS_BAYEUX_MAX_CHANNEL_READS): events on the "
+        "channels it did not read wait for the next connects.",
+        minimum=0.1,
+        maximum=600,
     )
     sse_heartbeat: float = _setting(
         15.0, "duration", "Interval of SSE heartbeat comments.", minimum=0.05, maximum=3600

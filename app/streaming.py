@@ -6,16 +6,28 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
-from app.delivery import Delivery
+from app.delivery import Delivery, DeliveryCache
 from app.engine import Engine
-from app.hub import Hub, Mailbox
+from app.hub import EventsLost, Hub, Mailbox
 from app.model import ChannelKey, Topic
 from app.recovery import Gap, recover
 
-__all__ = ["ChannelStream", "StreamItem", "open_stream"]
+__all__ = ["ChannelStream", "LiveGap", "StreamItem", "open_stream"]
 
-StreamItem = Delivery | Gap
+
+@dataclass(frozen=True, slots=True)
+class LiveGap:
+    """Live events on channels matching `pattern` were lost on their way to this node (its
+    live connection to the store was down for longer than it catches up on). A wildcard
+    stream is live-only, so it reports this in band and goes on; the events are in the store,
+    per channel."""
+
+    pattern: str
+
+
+StreamItem = Delivery | Gap | LiveGap
 
 
 class ChannelStream:
@@ -29,6 +41,9 @@ class ChannelStream:
     up ends once a read reaches the channel's top.
     If events are evicted while the subscriber is catching up, a Gap is reported in band before
     continuing from the oldest retained event.
+    When the engine lost live events on their way (`EventsLost`), the stream catches up from
+    the store again from its position, so nothing is missed (or an eviction meanwhile is
+    reported as a Gap); a wildcard stream reports a LiveGap instead.
     """
 
     def __init__(
@@ -41,11 +56,19 @@ class ChannelStream:
         page_bytes: int,
         initial_gap: Gap | None,
         on_history_read: Callable[[], None] | None = None,
+        *,
+        deliveries: DeliveryCache,
+        pattern: str = "",
     ) -> None:
+        """`deliveries`: the node's cache, so events read from the store are encoded once for
+        every subscriber. `pattern`: what a wildcard stream (`key` None) follows, named in its
+        LiveGaps."""
+        self._deliveries = deliveries
         self._engine = engine
         self._page_bytes = page_bytes
         self._on_history_read = on_history_read
         self._key = key
+        self._pattern = pattern
         self._mailbox = mailbox
         self._page_size = page_size
         self._pending: list[StreamItem] = [initial_gap] if initial_gap else []
@@ -76,9 +99,16 @@ class ChannelStream:
             items = await self._read_history()
             if items:
                 return items
+        try:
+            taken = await self._mailbox.take(timeout)
+        except EventsLost:
+            if self._key is None:
+                return [LiveGap(self._pattern)]
+            self._catching_up = True
+            return await self._read_history()
         if self._key is None:
-            return list(await self._mailbox.take(timeout))
-        fresh = [d for d in await self._mailbox.take(timeout) if d.replay_id > self.position]
+            return list(taken)
+        fresh = [d for d in taken if d.replay_id > self.position]
         if fresh:
             self.position = fresh[-1].replay_id
             self._mailbox.floor[self._key.name] = self.position
@@ -102,14 +132,14 @@ class ChannelStream:
                     resume_after=page.window.low_water,
                 )
             )
-        items.extend(Delivery(event) for event in page.events)
+        items.extend(self._deliveries.get(event) for event in page.events)
         if page.events:
             self.position = page.events[-1].replay_id
         self._mailbox.floor[self._key.name] = self.position
         # An empty page or the top, not a short page, says history is done (a page is also
         # short when full in bytes). Anything newer is in the mailbox, attached before.
         caught_up = not page.events or self.position >= page.window.latest
-        if caught_up and not self._mailbox.overflowed:
+        if caught_up and not self._mailbox.overflowed and not self._mailbox.lost:
             self._catching_up = False
         return items
 
@@ -135,7 +165,17 @@ async def open_stream(
     """
     async with hub.subscribe(topic, Mailbox(capacity, queue_bytes)) as mailbox:
         if is_wildcard:
-            yield ChannelStream(engine, None, mailbox, 0, page_size, page_bytes, None)
+            yield ChannelStream(
+                engine,
+                None,
+                mailbox,
+                0,
+                page_size,
+                page_bytes,
+                None,
+                deliveries=hub.deliveries,
+                pattern=topic.pattern,
+            )
             return
         key = ChannelKey(topic.tenant, topic.pattern)
         decision = recover(requested, await engine.window(key))
@@ -144,5 +184,13 @@ async def open_stream(
         else:
             after, gap = decision.after, None
         yield ChannelStream(
-            engine, key, mailbox, after, page_size, page_bytes, gap, on_history_read
+            engine,
+            key,
+            mailbox,
+            after,
+            page_size,
+            page_bytes,
+            gap,
+            on_history_read,
+            deliveries=hub.deliveries,
         )

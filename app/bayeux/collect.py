@@ -1,21 +1,20 @@
-"""What one `/meta/connect` reads from the store: the channels a session follows, read in turns
-so that one connect does a bounded amount of work, into a reply batch bounded in events and
-bytes (each read asks for no more than the reply can still carry)."""
+"""What one `/meta/connect` reads from the store: its target channels (`app.bayeux.targets`),
+into a reply batch bounded in events and bytes (each read asks for no more than the reply can
+still carry)."""
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app.channels import ChannelPattern, parse_pattern
+from app.bayeux.targets import Targets
 from app.delivery import Delivery, DeliveryCache
 from app.engine import Engine
 from app.model import ChannelKey
 from app.sessions import SessionRecord
 
-__all__ = ["ReplyBatch", "Sweep", "collect", "read_targets", "wildcard_after", "wildcards"]
+__all__ = ["ReplyBatch", "Sweep", "collect"]
 
 
 @dataclass(slots=True)
@@ -66,48 +65,13 @@ class Sweep:
 
     `read`: the channels this connect read (each up to its top at the time, unless the reply
     filled up on it). `resume_at`: the channel the session's next connect reads first (None:
-    keep where it is). `turned`: the reads reached the last channel in name order, so every
-    channel has been read since the previous turn; only then may a connect that found nothing
-    wait for live events."""
+    keep where it is). `complete`: this connect read every channel the session follows, so a
+    connect that found nothing may wait for live events as long as it likes: nothing it did
+    not read can be waiting in the store."""
 
     read: frozenset[str]
     resume_at: str | None
-    turned: bool
-
-
-def wildcards(session: SessionRecord) -> list[tuple[ChannelPattern, int]]:
-    """The session's wildcard subscriptions, with the time (µs) each was made."""
-    patterns = ((parse_pattern(name), since) for name, since in session.subscriptions.items())
-    return [(pattern, since) for pattern, since in patterns if pattern.is_wildcard]
-
-
-def wildcard_after(
-    session: SessionRecord, patterns: list[tuple[ChannelPattern, int]], channel: str
-) -> int | None:
-    """A channel reached only through patterns starts at its first pattern's subscription
-    time: ReplayIds are at least their publish time in µs, so that selects exactly the
-    events published after the subscription. None when no pattern matches it."""
-    starts = [since for pattern, since in patterns if pattern.matches(channel)]
-    if not starts:
-        return None
-    return session.positions.get(channel, min(starts) - 1)
-
-
-async def read_targets(engine: Engine, session: SessionRecord) -> dict[str, int]:
-    """Each concrete channel the session follows, with the ReplayId to read after."""
-    targets = {
-        name: session.positions.get(name, 0)
-        for name in session.subscriptions
-        if not parse_pattern(name).is_wildcard
-    }
-    patterns = wildcards(session)
-    if patterns:
-        for channel in await engine.channel_names(session.tenant):
-            if channel not in targets:
-                after = wildcard_after(session, patterns, channel)
-                if after is not None:
-                    targets[channel] = after
-    return targets
+    complete: bool
 
 
 async def collect(
@@ -115,25 +79,17 @@ async def collect(
     cache: DeliveryCache,
     session: SessionRecord,
     batch: ReplyBatch,
-    targets: dict[str, int],
-    max_reads: int,
+    targets: Targets,
     on_read: Callable[[], None],
 ) -> Sweep:
-    """Read target channels after their positions, in name order starting at the session's
-    `sweep` and wrapping around, until the reply is full, every channel is read, or
-    `max_reads` channels are. The next connect starts where this one stopped, so a busy
-    channel cannot starve the others of reply room, and a session following more channels
-    than one connect reads gets through them all in turns."""
-    names = sorted(targets)
-    if not names:
-        return Sweep(frozenset(), None, turned=True)
-    start = bisect.bisect_left(names, session.sweep) % len(names)
+    """Read the target channels after their positions, in order, until the reply is full or
+    every one is read. The next connect starts where this one stopped, so a busy channel
+    cannot starve the others of reply room, and a session following more channels than one
+    connect reads gets through them all in turns."""
     read: set[str] = set()
-    turned = False
-    for channel in names[start:] + names[:start]:
-        if batch.room <= 0 or len(read) >= max_reads:
-            return Sweep(frozenset(read), channel, turned)
-        after = targets[channel]
+    for channel, after in targets.after.items():
+        if batch.room <= 0:
+            return Sweep(frozenset(read), channel, complete=False)
         # Only what the reply can still carry: a backlog of large events is read once, not
         # once per connect that could take just one of them.
         page = await engine.read(
@@ -141,7 +97,6 @@ async def collect(
         )
         on_read()
         read.add(channel)
-        turned = turned or channel == names[-1]
         if after < page.window.low_water:
             batch.gaps.append(
                 {
@@ -154,7 +109,7 @@ async def collect(
             batch.reached[channel] = page.window.low_water
         for event in page.events:
             if not batch.add(cache.get(event)):
-                return Sweep(frozenset(read), channel, turned)
+                return Sweep(frozenset(read), channel, complete=False)
         if batch.room <= 0:
-            return Sweep(frozenset(read), channel, turned)  # it may hold more
-    return Sweep(frozenset(read), None, turned=True)
+            return Sweep(frozenset(read), channel, complete=False)  # it may hold more
+    return Sweep(frozenset(read), targets.following, complete=targets.following is None)

@@ -20,33 +20,26 @@ from app.access import Principal
 from app.admission import Admission, jittered
 from app.bayeux import codec
 from app.bayeux.codec import Message
-from app.bayeux.collect import (
-    ReplyBatch,
-    Sweep,
-    collect,
-    read_targets,
-    wildcard_after,
-    wildcards,
-)
+from app.bayeux.collect import ReplyBatch, Sweep, collect
+from app.bayeux.names import ChannelNames
+from app.bayeux.targets import Targets, matching, plan
 from app.catalog import Tenant
-from app.channels import is_meta, is_service, parse_pattern, subscribable_pattern
+from app.channels import ChannelPattern, is_meta, is_service, subscribable_pattern
 from app.clock import Clock
-from app.delivery import DeliveryCache
 from app.engine import Engine
 from app.errors import InvalidChannel, Overloaded, UnknownChannel
-from app.hub import Hub, Mailbox, SubscriberOverflow
+from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
 from app.metrics import Metrics
 from app.model import ChannelKey, Topic
 from app.race import first_completed
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
-from app.sessions import SessionChange, SessionRecord
+from app.sessions import Coverage, SessionChange, SessionRecord
 from app.settings import Settings
 
 __all__ = ["BayeuxServer", "Credentials", "new_client_id"]
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _EVENT_UUID_SINCE = (52, 0)
-_ENCODED_CACHE = 10_000  # deliveries; REPLAYBUS_BAYEUX_CACHE_SIZE bounds their bytes
 
 
 def new_client_id() -> str:
@@ -183,11 +176,12 @@ class BayeuxServer:
         self._max_clients = settings.bayeux_max_clients
         self._max_subscriptions = settings.bayeux_max_subscriptions
         self._max_reads = settings.bayeux_max_channel_reads
+        self._partial_hold = min(settings.bayeux_partial_hold, settings.bayeux_timeout)
+        self._names = ChannelNames(engine)
         self._capacity = settings.subscriber_queue_size
         self._queue_bytes = settings.subscriber_queue_bytes
         self._holds: dict[str, _Hold] = {}
         self._signals: AbstractAsyncContextManager[None] | None = None
-        self._deliveries = DeliveryCache(_ENCODED_CACHE, settings.bayeux_cache_size)
 
     @property
     def held_connects(self) -> int:
@@ -369,7 +363,7 @@ class BayeuxServer:
             if ending == "gone":
                 return []  # nobody to answer; positions stay where they were
         else:
-            targets = await read_targets(self._engine, updated)
+            targets = await self._targets(updated)
             resume_at = (await self._collect(updated, batch, targets)).resume_at
         reply = _reply(message, successful=True)
         if not updated.connected or ending == "draining":
@@ -406,16 +400,20 @@ class BayeuxServer:
             self._metrics.gaps.labels("bayeux").inc(len(batch.gaps))
         return [*batch.items, reply]
 
-    async def _collect(
-        self, session: SessionRecord, batch: ReplyBatch, targets: dict[str, int]
-    ) -> Sweep:
+    async def _targets(self, session: SessionRecord) -> Targets:
+        """What this connect reads (the tenant's names as of now: a hold plans after it
+        listens, so a channel missing from them has all its events on the way live)."""
+        coverage = Coverage.of(session.subscriptions)
+        names = await self._names.sorted_names(session.tenant) if coverage.wildcards else []
+        return plan(session, coverage, names, self._max_reads)
+
+    async def _collect(self, session: SessionRecord, batch: ReplyBatch, targets: Targets) -> Sweep:
         return await collect(
             self._engine,
-            self._deliveries,
+            self._hub.deliveries,
             session,
             batch,
             targets,
-            self._max_reads,
             self._metrics.replay_reads.labels("bayeux").inc,
         )
 
@@ -430,11 +428,12 @@ class BayeuxServer:
         Returns why the hold ended early (None: it did not) and where the next connect's
         reads start (None: where they did).
 
-        A session following more channels than one connect reads does not wait until its
-        reads have come round to the last channel: it answers at once and the next connect
-        reads on. Live events on a channel this connect did not read end the wait without
-        being delivered: the next connect reads them from the store, with anything
-        published on that channel before them."""
+        Only a connect that read every channel of its session waits the full timeout: one
+        that could not (more channels than it reads) waits REPLAYBUS_BAYEUX_PARTIAL_HOLD at
+        most, since events published on the channels it did not read, before it listened,
+        are in the store only; the next connects read on. Live events on a channel this
+        connect did not read end the wait without being delivered: a later connect reads
+        them from the store, with anything published on that channel before them."""
         hold = _Hold(session.generation)
         self._holds[session.client_id] = hold
         self._metrics.held_connects.inc()
@@ -452,33 +451,32 @@ class BayeuxServer:
                     return self._abandon(batch, "superseded"), None
                 if current.subscriptions != session.subscriptions:
                     return self._abandon(batch, "resubscribed"), None
-                targets = await read_targets(self._engine, session)
+                targets = await self._targets(session)
                 sweep = await self._collect(session, batch, targets)
                 if hold.reason is not None:
                     return self._abandon(batch, hold.reason), None
-                if batch.items or batch.gaps or not sweep.turned:
+                if batch.items or batch.gaps:
                     return None, sweep.resume_at
-                ending = await self._wait(hold, mailbox, client_gone)
+                timeout = self._timeout_ms / 1000 if sweep.complete else self._partial_hold
+                ending = await self._wait(hold, mailbox, client_gone, timeout)
                 if ending is not None:
                     return self._abandon(batch, ending), None
                 try:
                     deliveries = await mailbox.take(0)
-                except SubscriberOverflow:
-                    targets = await read_targets(self._engine, session)
+                except (SubscriberOverflow, EventsLost):
+                    targets = await self._targets(session)
                     return None, (await self._collect(session, batch, targets)).resume_at
-                patterns = wildcards(session)
+                latest = {channel: targets.after[channel] for channel in sweep.read}
                 for delivery in deliveries:
                     channel = delivery.event.key.name
-                    if channel in targets and channel not in sweep.read:
-                        continue
-                    after = targets.get(channel)
+                    after = latest.get(channel)
                     if after is None:
-                        after = wildcard_after(session, patterns, channel)
+                        after = targets.start_of_new(channel, session)
                     if after is None or delivery.replay_id <= after:
                         continue
                     if not batch.add(delivery):
                         break
-                    targets[channel] = delivery.replay_id
+                    latest[channel] = delivery.replay_id
                 return None, sweep.resume_at
         finally:
             self._metrics.held_connects.dec()
@@ -490,12 +488,13 @@ class BayeuxServer:
         hold: _Hold,
         mailbox: Mailbox,
         client_gone: Callable[[], Awaitable[None]] | None,
+        timeout: float,
     ) -> str | None:
-        """None when live events arrived (or the hold timed out); else why the hold ended. A
-        newer connect wins even when events woke this one at the same moment: they go only
-        to the newest connect."""
+        """None when live events arrived (or `timeout` seconds passed); else why the hold
+        ended. A newer connect wins even when events woke this one at the same moment: they
+        go only to the newest connect."""
         waits: list[Coroutine[Any, Any, Any]] = [
-            mailbox.wait(self._timeout_ms / 1000),
+            mailbox.wait(timeout),
             hold.wake.wait(),
             self._draining.wait(),
         ]
@@ -538,13 +537,13 @@ class BayeuxServer:
         unique: list[str] = list(dict.fromkeys(str(name) for name in names))
         if len(set(session.subscriptions) | set(unique)) > self._max_subscriptions:
             return _failure(message, codec.TOO_MANY_SUBSCRIPTIONS)
-        covering = [parse_pattern(name) for name in session.subscriptions]
+        coverage = Coverage.of(session.subscriptions)
+        added: list[ChannelPattern] = []
         subscribe: dict[str, int] = {}
         positions: dict[str, int] = {}
-        channels: list[str] | None = None
 
         def covered(channel: str) -> bool:
-            return any(pattern.matches(channel) for pattern in covering)
+            return coverage.covers(channel) or any(p.matches(channel) for p in added)
 
         for name in unique:
             if not name.startswith("/"):
@@ -570,10 +569,9 @@ class BayeuxServer:
             if pattern.is_wildcard:
                 if position != NEW_ONLY:
                     return _failure(message, codec.replay_id_invalid(raw))
-                if channels is None:
-                    channels = await self._engine.channel_names(session.tenant)
-                for existing in channels:
-                    if pattern.matches(existing) and not covered(existing):
+                names = await self._names.sorted_names(session.tenant)
+                for existing in matching(names, pattern):
+                    if not covered(existing):
                         key = ChannelKey(session.tenant, existing)
                         positions[existing] = (await self._engine.window(key)).latest
             elif position is None or position < ALL_RETAINED:
@@ -584,7 +582,7 @@ class BayeuxServer:
                 if isinstance(decision, Gap):
                     return _failure(message, codec.replay_id_invalid(raw))
                 positions[channel] = decision.after
-            covering.append(pattern)
+            added.append(pattern)
             subscribe[channel] = self._clock.now_us()
         change = SessionChange(subscribe=subscribe, set_positions=positions)
         if await self._update_subscriptions(session.client_id, change) is None:

@@ -7,7 +7,6 @@ import asyncio
 import bisect
 import contextlib
 import heapq
-import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -74,12 +73,16 @@ class _Channel:
             self.evict_oldest()
 
     def after(self, replay_id: int, limit: int, max_bytes: int | None) -> tuple[Event, ...]:
-        start = bisect.bisect_right(self.events, replay_id, lo=self.head, key=_replay_id)
+        """O(log n + page): only the page's own events are visited, wherever it starts."""
+        events = self.events
+        start = bisect.bisect_right(events, replay_id, lo=self.head, key=_replay_id)
+        stop = min(start + limit, len(events))
         if max_bytes is None:
-            return tuple(self.events[start : start + limit])
+            return tuple(events[start:stop])
         page: list[Event] = []
         used = 0
-        for event in itertools.islice(self.events, start, start + limit):
+        for index in range(start, stop):
+            event = events[index]
             if page and used + event.size > max_bytes:
                 break
             page.append(event)
@@ -250,6 +253,9 @@ class MemoryEngine:
 
     async def channel_names(self, tenant: str) -> list[str]:
         return list(self._channel_names.get(tenant, ()))
+
+    async def channel_count(self, tenant: str) -> int:
+        return len(self._channel_names.get(tenant, ()))
 
     async def session_create(
         self,

@@ -37,7 +37,7 @@ from app.sessions import SessionChange, SessionRecord, apply_change
 from storage.redis import keys
 from storage.redis.failures import unavailable
 from storage.redis.group_commit import GroupCommit
-from storage.redis.live import LiveFeed
+from storage.redis.live import CatchUp, LiveFeed
 
 __all__ = ["RedisEngine"]
 
@@ -364,25 +364,30 @@ class RedisEngine:
         key = keys.channel_from_live(channel)
         return 0 if key is None else (await self.window(key)).latest
 
-    async def _missed(self, channel: str, after: int) -> tuple[list[Event], bool]:
+    async def _missed(self, channel: str, after: int) -> CatchUp:
         """Events a listener may have missed while the live connection was down, up to the
-        catch-up bounds, and whether that was all of them."""
+        catch-up bounds. Incomplete past the bounds, and as soon as retention has evicted
+        events after `after` (the listener must hear of that hole, not skip it)."""
         key = keys.channel_from_live(channel)
         if key is None:
-            return [], True
+            return CatchUp([], True, 0)
         events: list[Event] = []
         size = 0
-        while len(events) < self._catch_up_events and size < self._catch_up_bytes:
+        while True:
             limit = min(_CATCH_UP_PAGE, self._catch_up_events - len(events))
             page = await self.read(key, after, limit, self._catch_up_bytes - size)
+            top = page.window.latest
+            if after < page.window.low_water:
+                return CatchUp(events, False, top)
             if not page.events:
-                return events, True
+                return CatchUp(events, True, top)
             events.extend(page.events)
             size += sum(event.size for event in page.events)
             after = page.events[-1].replay_id
-            if after >= page.window.latest:
-                return events, True
-        return events, False
+            if after >= top:
+                return CatchUp(events, True, top)
+            if len(events) >= self._catch_up_events or size >= self._catch_up_bytes:
+                return CatchUp(events, False, top)
 
     async def channel_names(self, tenant: str) -> list[str]:
         async def run() -> set[bytes]:
@@ -390,6 +395,13 @@ class RedisEngine:
             return names
 
         return [name.decode() for name in await self._call(run)]
+
+    async def channel_count(self, tenant: str) -> int:
+        async def run() -> int:
+            count: int = await self._client.scard(keys.channels_of(tenant))
+            return count
+
+        return await self._call(run)
 
     async def drop_tenant(self, tenant: str) -> int:
         """Also drops channels no index lists (a node that still had the tenant cached may

@@ -7,8 +7,9 @@ before is in the stream for the caller to read.
 If the connection drops, the feed reconnects with backoff and subscribes again; when Redis
 confirms each channel again, the feed reads from the stream what was published after the last
 event it delivered, so listeners miss nothing (the ReplayId order per channel is kept). That
-re-read is bounded (`on_resume` says whether it got everything); past the bound, and for tenant
-feeds, which have no stream to re-read, listeners are told they missed events instead.
+re-read is bounded (`on_resume` says whether it got everything); past the bound, when retention
+evicted events it would have delivered, and for tenant feeds, which have no stream to re-read,
+listeners are told they missed events instead.
 
 Wildcard listeners follow their tenant's one announcement channel (every publish of the tenant
 is announced there too) and match channel names here, so a wildcard subscription costs nothing
@@ -30,7 +31,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -40,14 +41,27 @@ from storage.failures import describe
 from storage.redis import keys
 from storage.redis.failures import unavailable
 
-__all__ = ["LiveFeed"]
+__all__ = ["CatchUp", "LiveFeed"]
 
 log = logging.getLogger("replaybus.redis.live")
 _CONTROL = keys.PREFIX + "control"
 Deliver = Callable[[Event], None]
 Missed = Callable[[], None]
-#: Events of a live channel after a ReplayId, and whether that was all of them.
-Resume = Callable[[str, int], Awaitable[tuple[list[Event], bool]]]
+
+
+class CatchUp(NamedTuple):
+    """What a re-read after a lost connection found on one live channel: the events after the
+    listeners' position, in order; whether they are all that was missed (False: beyond the
+    re-read's bound, or retention evicted some of them first); and the channel's top ReplayId
+    as the re-read saw it."""
+
+    events: list[Event]
+    complete: bool
+    top: int
+
+
+#: The catch-up of a live channel after a ReplayId.
+Resume = Callable[[str, int], Awaitable[CatchUp]]
 Top = Callable[[str], Awaitable[int]]
 _CONFIRMATIONS = ("subscribe", "ssubscribe")
 _PING = "replaybus-liveness"
@@ -86,20 +100,39 @@ class _Listener:
         self.missed = missed
 
 
-def decode_announcement(channel: str, data: bytes) -> Event | None:
-    key = keys.channel_from_live(channel)
-    if key is None:
+_NAMED = (keys.PREFIX + "{").encode()  # how an announcement's live channel name begins
+
+
+def decode_announcement(data: bytes, channel: str | None) -> Event | None:
+    """The event of a live announcement: its channel's live channel name, ReplayId, uuid,
+    created (µs), author, schema and payload, separated by \\x1f. `channel` is the live
+    channel it came on when that is the channel's own (the name in front is then skipped; an
+    announcement without it, as earlier versions published there, is read too), None on a
+    tenant's announcement channel. None for anything but an announcement."""
+    try:
+        if data.startswith(_NAMED):
+            live, _, data = data.partition(b"\x1f")
+            channel = channel or live.decode()
+        key = None if channel is None else keys.channel_from_live(channel)
+        if key is None:
+            return None
+        replay, uuid, created, author, schema, payload = data.split(b"\x1f", 5)
+        return Event(
+            key=key,
+            replay_id=int(replay),
+            uuid=uuid.decode(),
+            created_us=int(created),
+            payload=payload,
+            created_by=author.decode(),
+            schema=schema.decode() or None,
+        )
+    except ValueError:  # too few fields, not a number, not UTF-8
         return None
-    replay, uuid, created, author, schema, payload = data.split(b"\x1f", 5)
-    return Event(
-        key=key,
-        replay_id=int(replay),
-        uuid=uuid.decode(),
-        created_us=int(created),
-        payload=payload,
-        created_by=author.decode(),
-        schema=schema.decode() or None,
-    )
+
+
+def _unreadable(channel: str) -> None:
+    # Not from the publish script: skipped, so the reader goes on for everyone else.
+    log.warning("live feed skipped a message it cannot read on %s", channel)
 
 
 class LiveFeed:
@@ -262,16 +295,21 @@ class LiveFeed:
             return
         tenant_listeners = self._tenants.get(channel)
         if tenant_listeners is not None:
-            # The channel's own live channel name first, then its usual announcement.
-            live, _, data = message["data"].partition(b"\x1f")
-            event = decode_announcement(live.decode(), data)
-            if event is not None:
-                for listener in list(tenant_listeners):
-                    listener.deliver(event)
+            event = decode_announcement(message["data"], None)
+            if event is None:
+                _unreadable(channel)
+                return
+            for listener in list(tenant_listeners):
+                listener.deliver(event)
             return
-        event = decode_announcement(channel, message["data"])
-        if event is not None:
-            self._dispatch(channel, event, self._channels.get(channel, []))
+        listeners = self._channels.get(channel)
+        if listeners is None:
+            return  # released meanwhile
+        event = decode_announcement(message["data"], channel)
+        if event is None:
+            _unreadable(channel)
+        else:
+            self._dispatch(channel, event, listeners)
 
     async def _read_forever(self) -> None:
         """Read announcements; on any failure, reconnect (with backoff) until it works. The
@@ -394,10 +432,14 @@ class LiveFeed:
         if listeners is None:
             return
         after = max(self._last.get(source, 0), self._baseline.get(source, 0))
-        events, complete = await self._resume(source, after)
-        for event in events:
+        caught = await self._resume(source, after)
+        for event in caught.events:
             self._dispatch(source, event, listeners)
-        if not complete:
+        if not caught.complete:
+            # The listeners re-read from the store themselves, so the feed stands at the top
+            # now: a later outage's re-read starts there, not again at what this one could
+            # not carry (or at a hole retention made).
+            self._last[source] = max(self._last.get(source, 0), caught.top)
             self._lost(listeners)
 
     async def _read_one(self, read: Callable[[], Awaitable[Any]]) -> Any:

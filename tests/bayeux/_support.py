@@ -14,13 +14,15 @@ from app.access import Principal
 from app.bayeux.codec import Message, encode_replies
 from app.bayeux.server import BayeuxServer, Credentials
 from app.catalog import Tenant
-from app.model import Published
+from app.model import ChannelKey, HistoryPage, Published
 from app.publishing import PublishService
+from storage.memory import MemoryEngine
 
 __all__ = [
     "WAIT_S",
     "Background",
     "BayeuxClient",
+    "CountingEngine",
     "Publisher",
     "connect_reply",
     "event_ids",
@@ -230,3 +232,29 @@ async def hold(
     )
     assert not task.done(), f"the connect was answered at once: {task.result()}"
     return task
+
+
+class CountingEngine(MemoryEngine):
+    """The memory engine, counting history reads and the events they returned, and loads
+    and counts of a tenant's channel names."""
+
+    reads = 0
+    events_read = 0
+    name_loads = 0
+    name_counts = 0
+
+    async def read(
+        self, key: ChannelKey, after: int, limit: int, max_bytes: int | None = None
+    ) -> HistoryPage:
+        page = await super().read(key, after, limit, max_bytes)
+        self.reads += 1
+        self.events_read += len(page.events)
+        return page
+
+    async def channel_names(self, tenant: str) -> list[str]:
+        self.name_loads += 1
+        return await super().channel_names(tenant)
+
+    async def channel_count(self, tenant: str) -> int:
+        self.name_counts += 1
+        return await super().channel_count(tenant)

@@ -1,4 +1,5 @@
-"""`apply_change`, the pure rule every engine applies atomically to a Bayeux session."""
+"""`apply_change`, the pure rule every engine applies atomically to a Bayeux session, and
+`Coverage`, what a session's subscriptions select."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from app.sessions import SessionChange, SessionRecord, apply_change
+from app.sessions import Coverage, SessionChange, SessionRecord, apply_change
 
 A = "/event/A__e"
 B = "/event/B__e"
@@ -232,3 +233,27 @@ def test_unsubscribing_nothing_subscribed_leaves_positions_alone() -> None:
     updated = apply_change(BASE, SessionChange(unsubscribe=("/event/None__e",)))
 
     assert updated.positions == BASE.positions
+
+
+def test_coverage_selects_named_channels_and_wildcard_matches_from_their_first_subscription() -> (
+    None
+):
+    coverage = Coverage.of(
+        {A: 1, "/event/*": 300, "/event/**": 200, "/event/deep/*": 100, "not a pattern": 5}
+    )
+
+    assert coverage.exact == frozenset({A, "not a pattern"})
+    assert [(pattern.text, since) for pattern, since in coverage.wildcards] == [
+        ("/event/*", 300),
+        ("/event/**", 200),
+        ("/event/deep/*", 100),
+    ]
+    assert [coverage.covers(c) for c in (A, "not a pattern", "/event/x/y", "/other/x")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    assert coverage.wildcard_since(B) == 200
+    assert coverage.wildcard_since("/event/deep/x") == 100
+    assert coverage.wildcard_since("/other/x") is None

@@ -29,7 +29,7 @@ from app.model import (
     Topic,
 )
 from app.recovery import Gap
-from app.streaming import ChannelStream, StreamItem
+from app.streaming import ChannelStream, LiveGap, StreamItem
 
 __all__ = [
     "IDEMPOTENCY_TTL_S",
@@ -163,8 +163,8 @@ async def assert_nothing_more(stream: ChannelStream) -> None:
     assert flatten(rest) == []
 
 
-def flatten(items: Sequence[StreamItem]) -> list[int | Gap]:
-    """Stream items as comparable values: a delivery becomes its ReplayId, a Gap stays."""
+def flatten(items: Sequence[StreamItem]) -> list[int | Gap | LiveGap]:
+    """Stream items as comparable values: a delivery becomes its ReplayId, a gap stays."""
     return [item.replay_id if isinstance(item, Delivery) else item for item in items]
 
 

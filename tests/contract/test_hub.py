@@ -10,8 +10,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 
 from app.engine import Engine, LiveCallback, MissedCallback
-from app.hub import Hub, Mailbox, SubscriberOverflow
+from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
 from app.model import ChannelKey, EventDraft, Topic
+from app.readiness import ReadinessProbe
 from tests.contract._support import (
     KEEP_ALL,
     WAIT_S,
@@ -122,10 +123,10 @@ async def test_full_mailbox_hands_over_what_it_buffered_then_overflows(
         # the small mailbox has been offered all five too.
         await drain(witness, 5)
 
-        taken = await small.take(timeout=1.0)
+        taken = await small.take(timeout=WAIT_S)
         assert [d.replay_id for d in taken] == [ack.replay_id for ack in acks[:3]]
         with pytest.raises(SubscriberOverflow):
-            await small.take(timeout=1.0)
+            await small.take(timeout=WAIT_S)
 
 
 async def test_take_on_an_idle_mailbox_times_out_empty_and_stays_usable(
@@ -148,15 +149,15 @@ async def test_slow_subscribers_overflow_does_not_affect_another_subscriber(
     ):
         acks = [await publish_one(engine, channel, n=n) for n in range(5)]
         assert [d.replay_id for d in await drain(fast, 5)] == [a.replay_id for a in acks]
-        assert len(await slow.take(timeout=1.0)) == 3
+        assert len(await slow.take(timeout=WAIT_S)) == 3
         with pytest.raises(SubscriberOverflow):
-            await slow.take(timeout=1.0)
+            await slow.take(timeout=WAIT_S)
 
         later = await publish_one(engine, channel, n=5)
 
         assert [d.replay_id for d in await drain(fast, 1)] == [later.replay_id]
         with pytest.raises(SubscriberOverflow):
-            await slow.take(timeout=1.0)
+            await slow.take(timeout=WAIT_S)
         assert (hub.topic_count, hub.subscriber_count) == (1, 2)
 
 
@@ -198,7 +199,7 @@ async def test_a_slow_listen_on_one_topic_does_not_hold_up_another_topic(
         held = asyncio.create_task(stack.enter_async_context(hub.subscribe(slow, box(10))))
         await source.waiting.wait()
 
-        async with asyncio.timeout(WAIT_S):  # bounds a hang; the old hub lock hung here
+        async with asyncio.timeout(WAIT_S):  # the other topic never waits for the slow listen
             async with hub.subscribe(other, box(10)) as mailbox:
                 ack = await publish_one(engine, ChannelKey(other.tenant, other.pattern))
                 assert [d.replay_id for d in await drain(mailbox, 1)] == [ack.replay_id]
@@ -207,6 +208,26 @@ async def test_a_slow_listen_on_one_topic_does_not_hold_up_another_topic(
         source.gate.set()
         await held
         assert (source.opened, source.active, hub.topic_count) == (2, 1, 1)
+
+
+async def test_a_slow_listen_on_a_tenant_topic_does_not_hold_up_the_readiness_canary(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    source = GatedListen(engine, Topic.of(channel))
+    async with Hub(source) as hub, AsyncExitStack() as stack:
+        held = asyncio.create_task(
+            stack.enter_async_context(hub.subscribe(Topic.of(channel), box(10)))
+        )
+        await source.waiting.wait()
+
+        try:
+            async with asyncio.timeout(2 * WAIT_S):  # bounds a hang
+                # The canary makes its round trip within the probe's timeout, or this raises.
+                await ReadinessProbe(engine, hub, timeout=WAIT_S).check()
+            assert not held.done()
+        finally:
+            source.gate.set()
+        await held
 
 
 async def test_concurrent_subscribers_of_one_topic_share_one_listener(
@@ -246,8 +267,16 @@ async def test_a_subscriber_cancelled_while_its_topic_is_opening_leaves_the_coun
 
         staying = asyncio.create_task(stay())
         await source.waiting.wait()
-        cancelled = asyncio.create_task(hub.subscribe(topic, box(10)).__aenter__())
-        await asyncio.sleep(0)  # it is now queued behind the opening listen
+        entering = asyncio.Event()
+
+        async def enter() -> Mailbox:
+            entering.set()
+            # Nothing suspends between here and the wait behind the opening listen, so once
+            # the test sees `entering` set, this subscriber is queued on the topic.
+            return await hub.subscribe(topic, box(10)).__aenter__()
+
+        cancelled = asyncio.create_task(enter())
+        await entering.wait()
         cancelled.cancel()
         with pytest.raises(asyncio.CancelledError):
             await cancelled
@@ -282,7 +311,7 @@ async def test_a_subscriber_joining_while_the_last_one_leaves_keeps_the_listener
         assert (counter.active, hub.topic_count) == (0, 0)
 
 
-async def test_missed_live_events_cut_every_subscriber_of_the_topic_off(
+async def test_missed_live_events_are_reported_to_every_subscriber_without_cutting_it_off(
     engine: Engine, channel: ChannelKey
 ) -> None:
     misses: list[MissedCallback] = []
@@ -304,12 +333,17 @@ async def test_missed_live_events_cut_every_subscriber_of_the_topic_off(
             [missed] = misses
             missed()  # what an engine does when it cannot catch up after an outage
 
-            with pytest.raises(SubscriberOverflow):
+            with pytest.raises(EventsLost):
                 await one.take(timeout=WAIT_S)
             # What was buffered before is still handed over first.
             assert [d.replay_id for d in await two.take(timeout=WAIT_S)] == [ack.replay_id]
-            with pytest.raises(SubscriberOverflow):
+            with pytest.raises(EventsLost):
                 await two.take(timeout=WAIT_S)
+            # Told once; both stay subscribed and get what comes next.
+            later = await publish_one(engine, channel)
+            for mailbox in (one, two):
+                assert [d.replay_id for d in await drain(mailbox, 1)] == [later.replay_id]
+            assert hub.subscriber_count == 2
 
 
 async def test_a_mailbox_full_in_bytes_overflows_before_its_count(

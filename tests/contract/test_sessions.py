@@ -353,6 +353,22 @@ async def test_channel_names_lists_the_tenants_published_channels(
     assert sorted(names) == sorted([A, "/event/deep/B"])
     assert await engine.channel_names(other_tenant) == ["/event/Other__e"]
     assert await engine.channel_names(f"unused-{uuid.uuid4().hex}") == []
+    assert await engine.channel_count(tenant) == 2
+    assert await engine.channel_count(other_tenant) == 1
+    assert await engine.channel_count(f"unused-{uuid.uuid4().hex}") == 0
+
+
+async def test_channel_count_follows_new_channels_and_a_dropped_tenant(
+    engine: Engine, tenant: str
+) -> None:
+    await publish_one(engine, ChannelKey(tenant, A))
+    assert await engine.channel_count(tenant) == 1
+    await publish_one(engine, ChannelKey(tenant, "/event/B"))
+    assert await engine.channel_count(tenant) == 2
+
+    await engine.drop_tenant(tenant)
+
+    assert await engine.channel_count(tenant) == 0
 
 
 async def test_channel_names_keeps_channels_whose_events_expired(

@@ -3,17 +3,21 @@ missed, nothing delivered twice, and a gap is never silent."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import pytest
 
+from app import delivery
 from app.delivery import Delivery
-from app.engine import Engine
+from app.engine import Engine, LiveCallback, MissedCallback
 from app.hub import Hub, Mailbox, SubscriberOverflow
-from app.model import ChannelKey, EventDraft, Retention, Topic
+from app.model import ChannelKey, Event, EventDraft, Retention, Topic
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap
-from app.streaming import ChannelStream, open_stream
+from app.streaming import ChannelStream, LiveGap, open_stream
 from tests.contract._support import (
     KEEP_ALL,
     WAIT_S,
@@ -168,9 +172,9 @@ async def test_events_published_while_history_is_paged_arrive_once_in_order(
 ) -> None:
     ids = await publish_many(engine, channel, 5)
     async with stream(engine, hub, channel, ALL_RETAINED, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         ids += await publish_many(engine, channel, 1)
-        items += await subscriber.next_batch(timeout=1.0)
+        items += await subscriber.next_batch(timeout=WAIT_S)
         ids += await publish_many(engine, channel, 1)
         items += await collect(subscriber, len(ids) - len(items))
 
@@ -187,9 +191,9 @@ async def test_mailbox_overflow_during_catch_up_still_delivers_everything_once_i
 ) -> None:
     ids = await publish_many(engine, channel, 4)
     async with stream(engine, hub, channel, ALL_RETAINED, capacity=10, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         ids += await publish_many(engine, channel, 25)  # overflows the 10-slot mailbox
-        items += await subscriber.next_batch(timeout=1.0)
+        items += await subscriber.next_batch(timeout=WAIT_S)
         ids += await publish_many(engine, channel, 25)  # and again
         items += await collect(subscriber, len(ids) - len(items))
 
@@ -209,7 +213,7 @@ async def test_live_capacity_is_not_used_up_by_events_already_delivered_from_his
     although it is only a few events behind."""
     ids = await publish_many(engine, channel, 4)
     async with stream(engine, hub, channel, ALL_RETAINED, capacity=10, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         ids += await publish_many(engine, channel, 7)  # fits the mailbox: no overflow
         items += await collect(subscriber, len(ids) - len(items))
         assert flatten(items) == ids  # caught up: history ended on a short page
@@ -237,7 +241,7 @@ async def test_catch_up_in_pages_full_in_bytes_reaches_the_top_then_goes_live(
     async with stream(
         engine, hub, channel, ALL_RETAINED, page_size=100, page_bytes=2500
     ) as subscriber:
-        first = await subscriber.next_batch(timeout=1.0)
+        first = await subscriber.next_batch(timeout=WAIT_S)
         assert flatten(first) == ids[:2]
         assert subscriber.catching_up
         items = first + await collect(subscriber, 5)
@@ -281,7 +285,7 @@ async def test_eviction_during_catch_up_reports_a_gap_in_band(
     keep_five = Retention(max_age_us=KEEP_ALL.max_age_us, max_count=5)
     ids = await publish_many(engine, channel, 5, keep_five)
     async with stream(engine, hub, channel, ALL_RETAINED, page_size=2) as subscriber:
-        items = list(await subscriber.next_batch(timeout=1.0))
+        items = list(await subscriber.next_batch(timeout=WAIT_S))
         assert flatten(items) == ids[:2]
 
         ids += await publish_many(engine, channel, 10, keep_five)  # evicts ids[2:10]
@@ -336,3 +340,137 @@ async def test_wildcard_stream_delivers_live_events_from_several_channels(
         assert [r for r in live if r[0] == key] == [r for r in expected if r[0] == key]
     extras = [item for item in received if item not in expected]
     assert all(key == a and replay_id in earlier for key, replay_id in extras)
+
+
+class Outage:
+    """A LiveSource over a real engine that drops live events while `down`, as an engine whose
+    connection is cut does, then (`end`) tells its listeners it missed them, as an engine that
+    could not catch up does."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._missed: list[MissedCallback] = []
+        self.down = False
+        self.dropped = 0
+        self._dropping = asyncio.Event()
+
+    @asynccontextmanager
+    async def listen(
+        self, topic: Topic, deliver: LiveCallback, missed: MissedCallback
+    ) -> AsyncIterator[None]:
+        def during_outage(event: Event) -> None:
+            if not self.down:
+                deliver(event)
+                return
+            self.dropped += 1
+            self._dropping.set()
+
+        self._missed.append(missed)
+        async with self._engine.listen(topic, during_outage, missed):
+            yield
+
+    async def end(self, dropped: int) -> None:
+        """Once `dropped` events were dropped (live delivery can lag), end the outage."""
+        async with asyncio.timeout(WAIT_S):
+            while self.dropped < dropped:
+                self._dropping.clear()
+                await self._dropping.wait()
+        self.down = False
+        for missed in self._missed:
+            missed()
+
+
+async def test_live_events_lost_on_their_way_are_read_from_the_store_without_ending_the_stream(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    source = Outage(engine)
+    async with Hub(source) as hub, stream(engine, hub, channel, NEW_ONLY) as subscriber:
+        ids = await publish_many(engine, channel, 2)
+        assert flatten(await collect(subscriber, 2)) == ids
+        source.down = True
+        lost = await publish_many(engine, channel, 3)
+        await source.end(dropped=3)
+        later = await publish_many(engine, channel, 1)
+
+        assert flatten(await collect(subscriber, 4)) == lost + later
+        await assert_nothing_more(subscriber)
+        newest = await publish_many(engine, channel, 1)
+        assert flatten(await collect(subscriber, 1)) == newest
+
+
+async def test_live_events_lost_and_then_evicted_are_reported_as_a_gap(
+    engine: Engine, channel: ChannelKey
+) -> None:
+    source = Outage(engine)
+    async with Hub(source) as hub, stream(engine, hub, channel, NEW_ONLY) as subscriber:
+        ids = await publish_many(engine, channel, 2, NEWEST_THREE)
+        assert flatten(await collect(subscriber, 2)) == ids
+        source.down = True
+        ids += await publish_many(engine, channel, 5, NEWEST_THREE)  # keeps ids[4:]
+        await source.end(dropped=5)
+
+        assert flatten(await collect(subscriber, 4)) == [
+            Gap(requested=ids[1], earliest=ids[4], latest=ids[6], resume_after=ids[3]),
+            *ids[4:],
+        ]
+        await assert_nothing_more(subscriber)
+
+
+async def test_a_wildcard_stream_is_told_of_lost_live_events_and_goes_on(
+    engine: Engine, tenant: str
+) -> None:
+    source = Outage(engine)
+    channel = ChannelKey(tenant, "/event/A")
+    async with (
+        Hub(source) as hub,
+        open_stream(
+            engine,
+            hub,
+            Topic(tenant, "/event/*"),
+            NEW_ONLY,
+            is_wildcard=True,
+            capacity=100,
+            queue_bytes=1 << 20,
+            page_size=100,
+            page_bytes=1 << 20,
+        ) as subscriber,
+    ):
+        source.down = True
+        await publish_many(engine, channel, 2)
+        await source.end(dropped=2)
+        later = await publish_many(engine, channel, 1)
+
+        assert flatten(await collect(subscriber, 2)) == [LiveGap("/event/*"), *later]
+        await assert_nothing_more(subscriber)
+
+
+async def test_an_event_is_encoded_once_for_exact_wildcard_and_catching_up_subscribers(
+    engine: Engine, hub: Hub, channel: ChannelKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encodings: Counter[str] = Counter()
+
+    def counted(name: str, encode: Callable[..., bytes]) -> Callable[..., bytes]:
+        def encode_counted(*args: Any, **kwargs: Any) -> bytes:
+            encodings[name] += 1
+            return encode(*args, **kwargs)
+
+        return encode_counted
+
+    for name in ("encode_envelope", "event_frame", "encode_event"):
+        monkeypatch.setattr(f"app.delivery.{name}", counted(name, getattr(delivery, name)))
+    async with (
+        hub.subscribe(Topic.of(channel), Mailbox(10, 1 << 20)) as exact,
+        hub.subscribe(Topic(channel.tenant, "/event/*"), Mailbox(10, 1 << 20)) as wildcard,
+    ):
+        ack = await publish_one(engine, channel)
+        [from_exact], [from_wildcard] = await drain(exact, 1), await drain(wildcard, 1)
+        async with stream(engine, hub, channel, ALL_RETAINED) as catching_up:
+            [from_history] = await collect(catching_up, 1)
+
+    received = [from_exact, from_wildcard, from_history]
+    for item in received:
+        assert isinstance(item, Delivery)
+        assert item.replay_id == ack.replay_id
+        item.sse_frame()
+        item.bayeux_message(with_uuid=True)
+    assert encodings == {"encode_envelope": 1, "event_frame": 1, "encode_event": 1}

@@ -1,7 +1,8 @@
 """The Redis live feed after its connection comes back: it re-reads what each channel missed, up
-to a bound, and past the bound (or on a tenant's wildcard channel, which has no stream to re-read)
-tells the listener it missed events instead of loading an unbounded backlog. Wildcard listeners
-cost other tenants nothing: no Redis pattern subscription is made for them."""
+to a bound, and past the bound (or on a tenant's wildcard channel, which has no stream to re-read,
+or when retention evicted some of it) tells the listener it missed events instead of loading an
+unbounded backlog or skipping a hole. Wildcard listeners cost other tenants nothing: no Redis
+pattern subscription is made for them."""
 
 from __future__ import annotations
 
@@ -12,9 +13,19 @@ from contextlib import asynccontextmanager
 import pytest
 import redis.asyncio as aioredis
 
-from app.model import ChannelKey, Topic
+from app.hub import Hub
+from app.model import ChannelKey, Retention, Topic
+from app.recovery import Gap
+from app.streaming import open_stream
 from storage.redis import RedisEngine
-from tests.contract._support import Recorder, publish_one
+from tests.contract._support import (
+    KEEP_ALL,
+    Recorder,
+    assert_nothing_more,
+    collect,
+    flatten,
+    publish_one,
+)
 from tests.harness.redis import RunningRedis
 from tests.harness.tcp_proxy import TcpProxy, tcp_proxy
 
@@ -55,12 +66,19 @@ async def listening(
         yield
 
 
+NEWEST_THREE = Retention(max_age_us=KEEP_ALL.max_age_us, max_count=3)
+
+
 async def _outage(
-    proxy: TcpProxy, publisher: RedisEngine, channel: ChannelKey, count: int
+    proxy: TcpProxy,
+    publisher: RedisEngine,
+    channel: ChannelKey,
+    count: int,
+    retention: Retention = KEEP_ALL,
 ) -> list[int]:
     """Cut the listening engine off Redis, publish `count` events meanwhile, then restore."""
     proxy.cut()
-    acks = [await publish_one(publisher, channel, n=n) for n in range(count)]
+    acks = [await publish_one(publisher, channel, retention, n=n) for n in range(count)]
     proxy.restore()
     return [ack.replay_id for ack in acks]
 
@@ -153,3 +171,70 @@ async def test_wildcard_listeners_make_no_redis_pattern_subscription(
 
     assert patterns == 0
     assert (mine.ids, theirs.ids) == ([ack.replay_id], [theirs_ack.replay_id])
+
+
+async def test_events_evicted_during_an_outage_are_reported_missed_not_skipped(
+    proxy: TcpProxy, publisher: RedisEngine, channel: ChannelKey
+) -> None:
+    recorder = Recorder()
+    async with listening(proxy, Topic.of(channel), recorder):
+        first = await publish_one(publisher, channel, NEWEST_THREE)
+        await recorder.wait_for(1)
+        await _outage(proxy, publisher, channel, 5, NEWEST_THREE)  # evicts the first two
+        await recorder.wait_for_missed()
+        # Nothing after the hole was delivered as if it followed the first event.
+        assert recorder.ids == [first.replay_id]
+        later = await publish_one(publisher, channel, NEWEST_THREE)
+        await recorder.wait_for(2)
+
+    assert (recorder.ids, recorder.missed_count) == ([first.replay_id, later.replay_id], 1)
+
+
+async def test_after_an_incomplete_catch_up_the_next_outage_reads_only_its_own_events(
+    proxy: TcpProxy, publisher: RedisEngine, channel: ChannelKey
+) -> None:
+    recorder = Recorder()
+    async with listening(proxy, Topic.of(channel), recorder, catch_up_events=3):
+        await publish_one(publisher, channel)
+        await recorder.wait_for(1)
+        await _outage(proxy, publisher, channel, 10)
+        await recorder.wait_for_missed()
+        delivered = len(recorder.ids)
+        second = await _outage(proxy, publisher, channel, 2)
+        await recorder.wait_for(delivered + 2)
+
+    # The second re-read started at the top the first one saw: it found just its own two
+    # events, within the bound, instead of the first outage's backlog again.
+    assert recorder.ids[delivered:] == second
+    assert recorder.missed_count == 1
+
+
+async def test_a_stream_told_of_an_eviction_during_an_outage_reports_the_gap_and_goes_on(
+    proxy: TcpProxy, publisher: RedisEngine, channel: ChannelKey
+) -> None:
+    url = f"redis://127.0.0.1:{proxy.port}/0"
+    first = await publish_one(publisher, channel, NEWEST_THREE)
+    async with (
+        RedisEngine(url, 60) as engine,
+        Hub(engine) as hub,
+        open_stream(
+            engine,
+            hub,
+            Topic.of(channel),
+            first.replay_id,
+            is_wildcard=False,
+            capacity=100,
+            queue_bytes=1 << 20,
+            page_size=100,
+            page_bytes=1 << 20,
+        ) as subscriber,
+    ):
+        await assert_nothing_more(subscriber)  # live from the first event on
+        ids = await _outage(proxy, publisher, channel, 5, NEWEST_THREE)  # keeps ids[2:]
+
+        assert flatten(await collect(subscriber, 4)) == [
+            Gap(requested=first.replay_id, earliest=ids[2], latest=ids[4], resume_after=ids[1]),
+            *ids[2:],
+        ]
+        later = await publish_one(publisher, channel, NEWEST_THREE)
+        assert flatten(await collect(subscriber, 1)) == [later.replay_id]

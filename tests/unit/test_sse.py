@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from api.stream import live_gap_frame
 from app.delivery import Delivery
 from app.model import ChannelKey, Event
 from app.sse import comment_frame, event_frame, retry_frame
+from app.streaming import LiveGap
 
 
 @pytest.mark.parametrize(
@@ -113,3 +116,19 @@ def test_delivery_encodes_its_frame_once() -> None:
 
     assert delivery.sse_frame() is first
     assert delivery.envelope is delivery.envelope
+
+
+def test_a_live_gap_is_a_gap_event_naming_the_pattern() -> None:
+    frame = live_gap_frame(LiveGap("/event/*"))
+
+    head = b"event: gap\ndata: "
+    assert frame.startswith(head)
+    assert frame.endswith(b"\n\n")
+    data = orjson.loads(frame[len(head) : -2])
+    assert (data["channels"], data["requested"], data["earliest"], data["latest"]) == (
+        "/event/*",
+        None,
+        None,
+        None,
+    )
+    assert "resume by ReplayId" in data["reason"]

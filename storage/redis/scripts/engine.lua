@@ -133,9 +133,11 @@ if command == 'publish' then
         redis.call('ZADD', idem_expiry, number(now + ttl), key)
       end
       table.insert(results, ack .. '|0')
-      -- The live announcement: fields separated by \31, the payload last.
-      local message = number(replay) .. '\31' .. uuid .. '\31' .. number(now) .. '\31' ..
-        author .. '\31' .. schema .. '\31' .. payload
+      -- The live announcement, built once for both channels: fields separated by \31, the
+      -- channel's live channel name first (what wildcard listeners match on; a channel's own
+      -- listeners skip it) and the payload last.
+      local message = live .. '\31' .. number(replay) .. '\31' .. uuid .. '\31' ..
+        number(now) .. '\31' .. author .. '\31' .. schema .. '\31' .. payload
       if ARGV[#ARGV - 1] == 'sharded' then
         -- Redis Cluster: channel listeners use sharded pub/sub (this slot's node only).
         redis.call('SPUBLISH', live, message)
@@ -143,8 +145,10 @@ if command == 'publish' then
         redis.call('PUBLISH', live, message)
       end
       -- Wildcard listeners follow the tenant's channel and match names themselves. Classic
-      -- PUBLISH, since SPUBLISH from a script may only name this slot.
-      redis.call('PUBLISH', ARGV[#ARGV], live .. '\31' .. message)
+      -- PUBLISH, since SPUBLISH from a script may only name this slot. Always announced:
+      -- whether some node has a wildcard listener of the tenant is not known here (on a
+      -- cluster, any record of it lives in another slot, and a node may be subscribing now).
+      redis.call('PUBLISH', ARGV[#ARGV], message)
     end
   end
   redis.call('HSET', meta, 'top', number(top))
@@ -162,13 +166,15 @@ local function payload_size(entry)
 end
 
 -- At most `limit` entries after `after`, ending before the first entry that would take the
--- payload bytes over `budget` (the first entry always comes, however large). Entries are
--- fetched in chunks sized from the budget left, so a page of large events never loads much
--- more than it returns.
+-- payload bytes over `budget` (the first entry always comes, however large). Every XRANGE is
+-- sized from the bytes left: the first loads one entry, the next as many as the average so far
+-- says still fit (plus the one that shows the page is full), growing at most twofold, so entries
+-- of even size load at most one more than the page returns, and uneven ones at most about as
+-- many again.
 local function entries_after(after, limit, budget)
   local entries, used = {}, 0
   local start = '(' .. to_id(after)
-  local chunk = math.min(limit, 16)
+  local chunk = 1
   while #entries < limit do
     local got = redis.call('XRANGE', stream, start, '+', 'COUNT', chunk)
     for _, entry in ipairs(got) do
@@ -179,8 +185,8 @@ local function entries_after(after, limit, budget)
     end
     if #got < chunk or used >= budget then return entries end
     start = '(' .. got[#got][1]
-    local average = math.max(1, used / #entries)
-    chunk = math.max(1, math.min(limit - #entries, math.floor((budget - used) / average) + 1))
+    local fits = math.floor((budget - used) / math.max(1, used / #entries)) + 1
+    chunk = math.max(1, math.min(limit - #entries, 2 * chunk, fits))
   end
   return entries
 end
