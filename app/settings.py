@@ -181,8 +181,8 @@ class Settings:
     redis_health_check_interval: float = _setting(
         5.0,
         "duration",
-        "How often the live feed pings Redis on its pub/sub connections; one that answers "
-        "nothing for this plus REPLAYBUS_REDIS_COMMAND_TIMEOUT is replaced.",
+        "How long a live-feed pub/sub connection may stay quiet before it is pinged; one "
+        "that leaves a ping unanswered for REPLAYBUS_REDIS_COMMAND_TIMEOUT is replaced.",
         minimum=0.05,
         maximum=300,
     )
