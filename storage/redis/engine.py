@@ -17,7 +17,6 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from app.channels import parse_pattern
 from app.clock import Clock
@@ -35,7 +34,7 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord, apply_change
 from storage.redis import keys
-from storage.redis.failures import unavailable
+from storage.redis.failures import DRIVER_ERRORS, unavailable
 from storage.redis.group_commit import GroupCommit
 from storage.redis.live import LiveFeed
 
@@ -184,8 +183,11 @@ class RedisEngine:
             self._client = aioredis.RedisCluster.from_url(self._url, **options)
             try:
                 await self._client.initialize()  # the slot map, before pub/sub routes by slot
-            except (RedisError, OSError) as error:
-                raise EngineUnavailable(f"the Redis Cluster is unavailable: {error}") from None
+            except DRIVER_ERRORS as error:
+                await self._close_client()
+                raise unavailable(
+                    error, "to map the cluster", "the Redis Cluster is unavailable"
+                ) from None
         else:
             # A pool that makes callers wait for a free connection: the default one fails
             # the 101st concurrent command (MaxConnectionsError), which was a 503 under load.
@@ -207,13 +209,23 @@ class RedisEngine:
             ping_interval=self._health_check_interval,
             patience=self._command_timeout,
         )
-        await self._live.__aenter__()
+        try:
+            await self._live.__aenter__()
+        except DRIVER_ERRORS as error:
+            await self._live.__aexit__(None, None, None)
+            await self._close_client()
+            raise unavailable(
+                error, "to open the live feed", "the live feed is unavailable"
+            ) from None
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._group_commit.aclose()
         if self._live is not None:
             await self._live.__aexit__(*exc_info)
+        await self._close_client()
+
+    async def _close_client(self) -> None:
         if self._client is not None:
             if self._cluster:
                 await self._client.aclose()
@@ -225,7 +237,7 @@ class RedisEngine:
         EngineUnavailable. Its detail names Redis's address, so it goes to the log only."""
         try:
             return await operation()
-        except (RedisError, OSError) as error:
+        except DRIVER_ERRORS as error:
             raise unavailable(error, "a call") from None
 
     def _now(self) -> str:
