@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 
 from app.channels import parse_pattern
 from app.clock import Clock
-from app.engine import LiveCallback, MissedCallback
+from app.engine import TRIM_STEP, LiveCallback, MissedCallback
 from app.errors import EngineUnavailable
 from app.model import (
     ChannelKey,
@@ -257,6 +257,7 @@ class RedisEngine:
         arguments: list[Any] = [
             "publish",
             self._now(),
+            TRIM_STEP,
             retention.max_age_us,
             retention.max_count,
             self._idempotency_ttl_us,
@@ -303,7 +304,7 @@ class RedisEngine:
     ) -> HistoryPage:
         async def run() -> list[Any]:
             budget = "" if max_bytes is None else max_bytes
-            arguments = ["read", self._now(), after, limit, budget]
+            arguments = ["read", self._now(), TRIM_STEP, after, limit, budget]
             result: list[Any] = await self._script(keys=keys.channel_keys(key), args=arguments)
             return result
 
