@@ -141,3 +141,27 @@ async def test_the_script_evicts_at_most_the_engines_trim_step(
         counts = [(await engine.window(key)).count for _ in range(3)]
 
     assert counts == [5, 2, 1]  # 11 events: 3 evicted per call until one is left
+
+
+async def test_an_eviction_that_left_the_kept_earliest_behind_is_noticed(
+    redis_server: RunningRedis,
+) -> None:
+    """A node still running the previous script (a rolling upgrade) evicts without dropping the
+    kept earliest; the low-water mark it raises shows the kept value is out of date."""
+    key = ChannelKey(f"trim-{uuid.uuid4().hex}", "/event/Small__e")
+    stream, meta = keys.channel_keys(key)[:2]
+    raw = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with RedisEngine(redis_server.url, 60) as engine:
+            acks = [(await engine.publish(key, [_event(10)], KEEP_ALL))[0] for _ in range(4)]
+            assert (await engine.window(key)).earliest == acks[0].replay_id
+            # What the previous script's trim did to evict the two oldest.
+            second = acks[1].replay_id
+            minid = f"{(second + 1) // 1000}-{(second + 1) % 1000}"
+            await raw.xtrim(stream, minid=minid, approximate=False)
+            await raw.hset(meta, "low", str(second))
+            window = await engine.window(key)
+    finally:
+        await raw.aclose()
+
+    assert window == Window(acks[2].replay_id, acks[3].replay_id, second, 2)

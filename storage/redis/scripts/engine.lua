@@ -28,6 +28,15 @@ local function number(value)
   return string.format('%.0f', value)
 end
 
+-- The earliest retained ReplayId as kept in the meta hash, or nil if unknown. Every eviction
+-- raises the low-water mark to at least the oldest entry's ReplayId, so a kept value not above
+-- it is out of date (a node running an older script evicted without dropping it).
+local function kept_earliest(low)
+  local earliest = tonumber(redis.call('HGET', meta, 'earliest') or '0')
+  if earliest > low then return earliest end
+  return nil
+end
+
 -- Trimming walks at most the trim step's entries per call, and stops once it has walked
 -- TRIM_BYTES of them, so one call never holds Redis for long however far a channel is past its
 -- retention (a shrunk retention, a burst): the rest goes on the next publishes and reads. The
@@ -69,8 +78,8 @@ local function trim(now, max_age, max_count, step)
   local more = true
   if excess > 0 then more = walk('+', math.min(excess, step)) end
   -- Nothing has expired if the oldest entry (as `window` keeps it) has not.
-  local oldest = tonumber(redis.call('HGET', meta, 'earliest') or '0')
-  if more and walked < step and cutoff > 0 and not (oldest > 0 and oldest >= cutoff) then
+  local oldest = kept_earliest(before)
+  if more and walked < step and cutoff > 0 and not (oldest and oldest >= cutoff) then
     -- XRANGE up to the cutoff stops at the first younger entry: O(1) when nothing expired.
     walk('(' .. to_id(cutoff), step)
   end
@@ -92,8 +101,10 @@ local function window(low)
   local count = redis.call('XLEN', stream)
   local earliest = ''
   if count > 0 then
-    earliest = redis.call('HGET', meta, 'earliest')
-    if not earliest then
+    local kept = kept_earliest(low)
+    if kept then
+      earliest = number(kept)
+    else
       local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
       earliest = number(to_replay(first[1][1]))
       redis.call('HSET', meta, 'earliest', earliest)
