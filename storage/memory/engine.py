@@ -138,7 +138,8 @@ class MemoryEngine:
                 await self._sweeper
         self._listeners = _Listeners()
 
-    async def drop_tenant(self, tenant: str) -> int:
+    async def drop_tenant(self, tenant: str, *, since_us: int | None = None) -> int:
+        """Done in one step, so `since_us` has nothing to continue."""
         names = self._channel_names.pop(tenant, set())
         self._streams.pop(tenant, None)
         self._buckets.pop(tenant, None)
