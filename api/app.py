@@ -173,7 +173,7 @@ def create_app(
                 max_stale=settings.catalog_max_stale,
                 on_lookup=metrics.catalog_lookup,
             )
-            publisher = PublishService(engine, settings, directory, metrics=metrics)
+            publisher = PublishService(engine, settings, directory, metrics=metrics, clock=clock)
             bayeux_server = await stack.enter_async_context(
                 BayeuxServer(
                     engine,

@@ -18,6 +18,7 @@ import orjson
 from app.access import Principal
 from app.catalog import ChannelDefinition, Tenant
 from app.channels import publishable_name
+from app.clock import Clock, SystemClock
 from app.directory import Directory
 from app.engine import Engine
 from app.errors import (
@@ -97,19 +98,25 @@ class PublishService:
         directory: Directory | None = None,
         new_uuid: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        """Without a `directory`, no channel has a definition (so none has a schema)."""
+        """Without a `directory`, no channel has a definition (so none has a schema). `clock`
+        times how long the channels known to exist are trusted (the catalog cache TTL)."""
         self._engine = engine
         self._metrics = metrics
         self._directory = directory
+        self._clock = clock or SystemClock()
+        self._known_for = settings.catalog_cache_ttl
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
         self._max_validation_steps = settings.max_validation_steps
         self._retention = ServerLimits.of(settings).retention
         self._new_uuid = new_uuid or _RandomUuids()
         # Channels known to exist, per tenant, so the channel quota costs no engine read on
-        # the common path; bounded, and only filled for tenants with a channel quota.
-        self._known_channels: dict[str, set[str]] = {}
+        # the common path; bounded, and only filled for tenants with a channel quota. Each set
+        # is read again after the catalog cache TTL: the tenant may have been dropped (on any
+        # node) and created again, which a deleted id's rest lets happen only well after that.
+        self._known_channels: dict[str, tuple[set[str], float]] = {}
 
     def retention(self, tenant: Tenant, definition: ChannelDefinition | None = None) -> Retention:
         """The channel definition's retention, within the tenant's, else the server's."""
@@ -196,15 +203,22 @@ class PublishService:
         channel quota: new channels past the room left. A used channel never is."""
         limit = tenant.settings.max_channels
         wanted = list(dict.fromkeys(names))
-        known = self._known_channels.get(tenant.tenant_id)
+        known = self._known(tenant.tenant_id)
         if limit is None or (known is not None and known.issuperset(wanted)):
             return []
         used = set(await self._engine.channel_names(tenant.tenant_id))
         if len(self._known_channels) > 10_000:
             self._known_channels.clear()
-        self._known_channels[tenant.tenant_id] = used
+        self._known_channels[tenant.tenant_id] = (used, self._clock.monotonic() + self._known_for)
         new = [name for name in wanted if name not in used]
         return new[max(0, limit - len(used)) :]
+
+    def _known(self, tenant_id: str) -> set[str] | None:
+        """The tenant's channels known to exist, if read within the TTL."""
+        known = self._known_channels.get(tenant_id)
+        if known is None or known[1] <= self._clock.monotonic():
+            return None
+        return known[0]
 
     @staticmethod
     def _too_many_channels(tenant: Tenant, names: Sequence[str]) -> TooManyChannels:
@@ -343,7 +357,7 @@ class PublishService:
             self._metrics.record_publish(
                 prepared.key, transport, published, time.perf_counter() - started
             )
-        known = self._known_channels.get(tenant.tenant_id)
+        known = self._known(tenant.tenant_id)
         if known is not None:
             known.add(prepared.key.name)
         return published

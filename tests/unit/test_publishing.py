@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.access import Principal
-from app.catalog import Tenant
+from app.catalog import Tenant, TenantSettings
 from app.errors import (
     BatchTooLarge,
     ChannelNotPublishable,
@@ -20,6 +20,7 @@ from app.errors import (
     InvalidBody,
     InvalidChannel,
     InvalidParameter,
+    TooManyChannels,
 )
 from app.model import ChannelKey, EventDraft, Published, Retention, Window
 from app.publishing import PublishService, Refused, RolledBack, _RandomUuids
@@ -395,3 +396,26 @@ async def test_a_store_failure_after_a_channel_was_stored_reports_each_record_tr
         assert isinstance(refused.error, EngineUnavailable)
     assert (await engine.window(KEY)).count == 2
     assert (await engine.window(ChannelKey("acme", third))).count == 0
+
+
+async def test_a_tenant_created_again_gets_no_channels_known_from_the_deleted_one() -> None:
+    """The channel quota trusts the channels this process saw exist, to spare an engine read:
+    after the tenant is dropped (on any node) and created again with a smaller quota, names the
+    old tenant used must count again."""
+    clock = FakeClock(NOW)
+    engine = MemoryEngine(clock, idempotency_ttl=60)
+    settings = Settings()
+    service = PublishService(engine, settings, clock=clock)
+    old = Tenant("acme", settings=TenantSettings(max_channels=3))
+    names = ["/event/A__e", "/event/B__e", "/event/C__e"]
+    for name in names:
+        await service.publish(PUBLISHER, old, name, [{}])
+    await engine.drop_tenant("acme")  # the tenant is deleted ...
+    clock.advance(settings.catalog_cache_ttl)  # ... and its id rests far longer than this
+    new = Tenant("acme", settings=TenantSettings(max_channels=1))
+
+    await service.publish(PUBLISHER, new, names[0], [{}])
+    with pytest.raises(TooManyChannels):
+        await service.publish(PUBLISHER, new, names[1], [{}])
+
+    assert await engine.channel_names("acme") == [names[0]]
