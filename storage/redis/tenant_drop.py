@@ -17,7 +17,6 @@ can be written (`since_us`), and a pass begun earlier starts over instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,30 +40,21 @@ class _Pass:
 
 
 class _TenantDrop:
-    """One drop of `tenant` on `client` (standalone or cluster), ending by `deadline`
-    (monotonic seconds); `monotonic` is injectable for tests."""
+    """One call's drop of `tenant` on `client` (standalone or cluster), ending by `deadline`
+    (`time.monotonic` seconds)."""
 
-    def __init__(
-        self,
-        client: Any,
-        tenant: str,
-        *,
-        cluster: bool,
-        deadline: float,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, client: Any, tenant: str, *, cluster: bool, deadline: float) -> None:
         self._client = client
         self._tenant = tenant
         self._cluster = cluster
         self._deadline = deadline
-        self._monotonic = monotonic
         self._progress = keys.drop_progress(tenant)
         self.channels: set[str] = set()  # the channels this call dropped keys of
 
     async def run(self, now_us: int, since_us: int | None) -> None:
         """Drop everything, continuing a pass begun at or after `since_us` (None: start over).
         Each step is checked against the deadline after it is done, so every call makes
-        progress; past the deadline it keeps its cursors and raises EngineUnavailable."""
+        progress; past the deadline it raises _Unfinished with the pass to keep."""
         scan = await self._pass(now_us, since_us)
         await self._drop_sessions(scan)
         nodes = self._nodes()
@@ -119,7 +109,7 @@ class _TenantDrop:
         await self._client.unlink(*found)  # per slot on a cluster (redis-py splits them)
 
     def _check_deadline(self, scan: _Pass) -> None:
-        if self._monotonic() < self._deadline:
+        if time.monotonic() < self._deadline:
             return
         raise _Unfinished(scan)
 
@@ -144,12 +134,10 @@ async def drop_tenant(
     now_us: int,
     since_us: int | None,
     timeout: float,
-    monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Drop every key of `tenant` (see the module); how many channels this call dropped."""
-    drop = _TenantDrop(
-        client, tenant, cluster=cluster, deadline=monotonic() + timeout, monotonic=monotonic
-    )
+    """Drop every key of `tenant` (see the module), spending at most about `timeout` seconds;
+    how many channels this call dropped."""
+    drop = _TenantDrop(client, tenant, cluster=cluster, deadline=time.monotonic() + timeout)
     try:
         await drop.run(now_us, since_us)
     except _Unfinished as unfinished:
