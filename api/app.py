@@ -22,7 +22,7 @@ from api.forwarded import ForwardedMiddleware
 from api.services import Lifecycle, Services
 from api.tokens import DEFAULT_AUDIENCE, TokenService, load_signing_key, load_verification_keys
 from app.access import SCOPES
-from app.admin import AdminService
+from app.admin import AdminService, tenant_id_reuse_delay
 from app.admission import Admission, StreamCaps
 from app.bayeux.server import BayeuxServer
 from app.catalog import Catalog, ClientRecord, Tenant, UserRecord
@@ -154,6 +154,7 @@ def create_app(
                         health_check_interval=settings.redis_health_check_interval,
                         catch_up_events=settings.subscriber_queue_size,
                         catch_up_bytes=settings.subscriber_queue_bytes,
+                        drop_timeout=settings.tenant_drop_timeout,
                     )
                 )
             else:
@@ -178,11 +179,17 @@ def create_app(
                 catalog,
                 clock,
                 settings.catalog_cache_ttl,
+                max_stale=settings.catalog_max_stale,
                 on_lookup=metrics.catalog_lookup,
             )
             validators = await stack.enter_async_context(ValidatorCache())
             publisher = PublishService(
-                engine, settings, directory, metrics=metrics, validators=validators
+                engine,
+                settings,
+                directory,
+                metrics=metrics,
+                validators=validators,
+                clock=clock,
             )
             bayeux_server = await stack.enter_async_context(
                 BayeuxServer(
@@ -212,8 +219,9 @@ def create_app(
                     engine,
                     directory,
                     clock,
-                    tenant_id_reuse_delay=2 * settings.catalog_cache_ttl + settings.bayeux_timeout,
+                    tenant_id_reuse_delay=tenant_id_reuse_delay(settings),
                     process_local_catalog=settings.database_url is None and settings.workers > 1,
+                    durable_catalog=settings.database_url is not None,
                     limits=ServerLimits.of(settings),
                     schema_limits=SchemaLimits.of(settings),
                 ),

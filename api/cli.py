@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-import asyncpg
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,9 +22,10 @@ from api.server import ReplaybusServer, bind_socket, read_timeout_protocol
 from api.services import Lifecycle
 from api.supervisor import supervise
 from app.credentials import generate_client_id, generate_secret
+from app.errors import CatalogUnavailable
 from app.metrics import MULTIPROCESS_DIR
 from app.settings import Settings, SettingsError
-from storage.postgres import apply_migrations
+from storage.postgres import migrate as migrate_catalog
 
 __all__ = ["main"]
 
@@ -192,19 +192,15 @@ def migrate(settings: Settings) -> int:
     if settings.database_url is None:
         print("replaybus: set REPLAYBUS_DATABASE_URL to the catalog database", file=sys.stderr)
         return 2
-    url = settings.database_url
-
-    async def run() -> list[str]:
-        connection = await asyncpg.connect(url)
-        try:
-            return await apply_migrations(connection)
-        finally:
-            await connection.close()
-
+    run = migrate_catalog(
+        settings.database_url,
+        connect_timeout=settings.database_connect_timeout,
+        command_timeout=settings.database_command_timeout,
+    )
     try:
-        applied = asyncio.run(run())
-    except (OSError, asyncpg.PostgresError) as error:
-        print(f"replaybus: migration failed: {error}", file=sys.stderr)
+        applied = asyncio.run(run)
+    except CatalogUnavailable as error:
+        print(f"replaybus: migration failed: {error.message}", file=sys.stderr)
         return 1
     _say("replaybus: applied " + (", ".join(applied) if applied else "nothing (up to date)"))
     return 0

@@ -522,9 +522,10 @@ def _paths() -> dict[str, Any]:
             ),
             "post": _operation(
                 "Create a tenant (operator); an id deleted moments ago rests first (409 "
-                "tenant_recently_deleted with Retry-After)",
+                "tenant_recently_deleted with Retry-After), then what was left of it is dropped "
+                "(503 if that takes longer than one request: send it again to go on)",
                 (201, _ref("Tenant")),
-                (*_ADMIN_WRITE, *_BODY, errors.TenantRecentlyDeleted),
+                (*_ADMIN_WRITE, *_BODY, errors.TenantRecentlyDeleted, *_ENGINE),
                 new_tenant,
             ),
         },
@@ -538,7 +539,9 @@ def _paths() -> dict[str, Any]:
                 tenant_path,
             ),
             "delete": _operation(
-                "Delete a tenant, its clients and its retained events (operator)",
+                "Delete a tenant, its clients and its retained events (operator); 503 if "
+                "dropping the events takes longer than one request (the tenant is deleted all "
+                "the same): deleting it again goes on dropping them",
                 (200, deleted),
                 (*_ADMIN_WRITE, *_ENGINE),
                 path=tenant_path,

@@ -164,7 +164,9 @@ async def composite_sobjects(request: Request) -> Response:
     """`POST /services/data/v{N.N}/composite/sobjects`: up to 200 records, possibly of several
     event types; one SaveResult per record, in request order. Every record, the channel quota
     and the publish rate are checked before anything is stored; with `allOrNone`, nothing is
-    stored unless everything passes (`app.publishing.PublishService.publish_records`)."""
+    stored unless everything passes, and across several event types it needs an
+    `Idempotency-Key` so that a store failing midway is completed by sending the request again
+    (`app.publishing.PublishService.publish_records`)."""
     services: Services = request.app.state.services
     try:
         _check_version(request)
@@ -195,6 +197,7 @@ async def composite_sobjects(request: Request) -> Response:
             tenant,
             [record for _, record in typed],
             all_or_none=all_or_none,
+            idempotency_key=request.headers.get("idempotency-key"),
             transport="salesforce",
         )
         for (index, _), outcome in zip(typed, outcomes, strict=True):

@@ -30,6 +30,7 @@ from app.directory import Directory
 from app.engine import Engine
 from app.errors import (
     Conflict,
+    EngineUnavailable,
     IncompatibleSchema,
     InvalidBody,
     NotFound,
@@ -55,12 +56,32 @@ from app.tenancy import (
     updated_settings,
 )
 
-__all__ = ["Admin", "AdminService", "ChannelChange", "IssuedClient"]
+__all__ = ["Admin", "AdminService", "ChannelChange", "IssuedClient", "tenant_id_reuse_delay"]
 
 _CLIENT_ID = TENANT_ID  # the same safe alphabet
 _MAX_SCOPES = 32
 _MAX_TEXT = 1000
 _CHANNEL_FIELDS = frozenset({"description", "owner", "retention", "schema", "force"})
+
+
+def tenant_id_reuse_delay(settings: Settings) -> float:
+    """Seconds after a tenant's deletion before its id may be created again: longer than any
+    node may still serve the deleted tenant, and so write for it. A node's catalog read begun
+    before the deletion may answer after it with the old tenant (within the database pool and
+    command timeouts); the node then uses that entry for the catalog cache TTL, and for
+    `catalog_max_stale` more if the catalog becomes unreachable (`app.directory`); and a
+    request it admitted meanwhile may last a held Bayeux connect, or a store call's own
+    bounds."""
+    longest_request = max(
+        settings.bayeux_timeout, settings.redis_pool_timeout + settings.redis_command_timeout
+    )
+    return (
+        settings.database_pool_timeout
+        + settings.database_command_timeout
+        + settings.catalog_cache_ttl
+        + settings.catalog_max_stale
+        + longest_request
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,21 +144,24 @@ class AdminService:
         *,
         tenant_id_reuse_delay: float,
         process_local_catalog: bool = False,
+        durable_catalog: bool = True,
         limits: ServerLimits | None = None,
         schema_limits: SchemaLimits | None = None,
     ) -> None:
         """`tenant_id_reuse_delay`: seconds after a tenant's deletion before its id may be
-        created again; at least as long as any node may still serve the deleted tenant from
-        its cache (twice the catalog cache TTL, plus the longest request it may have admitted
-        then: a held Bayeux connect).
+        created again (`tenant_id_reuse_delay(settings)`).
 
         `process_local_catalog`: the catalog lives in this process while others serve the
         same clients (the embedded catalog with several workers), so changes are refused:
-        they would reach one process only. `limits`: the server's bounds on tenant settings
-        and channel definitions (default: those of the default settings). `schema_limits`
-        bound channel schemas."""
+        they would reach one process only. `durable_catalog`: False when the catalog forgets
+        tenants and their deletions on restart (the embedded one) while the engine may keep
+        their data (Redis): every creation then drops whatever the engine holds for the id.
+        `limits`: the server's bounds on tenant settings and channel definitions (default:
+        those of the default settings). `schema_limits` bound channel schemas."""
         self._reuse_delay_us = int(tenant_id_reuse_delay * 1_000_000)
         self._process_local = process_local_catalog
+        self._durable_catalog = durable_catalog
+        self._started_us = clock.now_us()
         self._limits = limits or ServerLimits.of(Settings())
         self._schema_limits = schema_limits or SchemaLimits()
         self._catalog = catalog
@@ -188,11 +212,18 @@ class AdminService:
     async def _sweep_deleted(self, tenant_id: str) -> None:
         """If a tenant of this id was deleted, refuse its re-creation until no node can still
         be serving the old one, then drop whatever such nodes wrote for it after its deletion
-        (events, sessions, quota state), so the new tenant starts empty."""
+        (events, sessions, quota state), so the new tenant starts empty. Nothing is written
+        for the old tenant after that instant, so a drop that stops at its deadline (an
+        EngineUnavailable) is continued by the next attempt."""
         deleted_us = await self._catalog.tenant_deleted_at(tenant_id)
         if deleted_us is None:
+            if not self._durable_catalog:
+                # The catalog forgot any earlier tenant of this id when its process ended,
+                # which wrote nothing for it since it started.
+                await self._engine.drop_tenant(tenant_id, since_us=self._started_us)
             return
-        wait_us = deleted_us + self._reuse_delay_us - self._clock.now_us()
+        quiet_us = deleted_us + self._reuse_delay_us
+        wait_us = quiet_us - self._clock.now_us()
         if wait_us > 0:
             seconds = math.ceil(wait_us / 1_000_000)
             raise TenantRecentlyDeleted(
@@ -200,7 +231,7 @@ class AdminService:
                 f"from their caches: its id can be used again in {seconds} s",
                 retry_after=wait_us / 1_000_000,
             )
-        await self._engine.drop_tenant(tenant_id)
+        await self._engine.drop_tenant(tenant_id, since_us=quiet_us)
 
     async def list_tenants(self, admin: Admin) -> list[Tenant]:
         if admin.is_operator:
@@ -233,19 +264,40 @@ class AdminService:
 
     async def delete_tenant(self, admin: Admin, tenant_id: str) -> int:
         """Delete the tenant, its clients and users, and drop its retained events, sessions and
-        quota state; returns how many channels were dropped. Tokens already issued fail once
-        each node's directory notices; until then a node may still write for the tenant, which
-        is why its id stays unusable for `tenant_id_reuse_delay` (see `create_tenant`)."""
+        quota state; returns how many channels this call dropped. Tokens already issued fail
+        once each node's directory notices; until then a node may still write for the tenant,
+        which is why its id stays unusable for `tenant_id_reuse_delay` (see `create_tenant`).
+
+        Dropping the data may not finish within one call (the engine's deadline): the tenant
+        is deleted all the same and EngineUnavailable says so. Deleting a deleted tenant again
+        (until its id is created anew) goes on dropping, and drops what other nodes wrote
+        meanwhile."""
         self._writable()
         self._operator_only(admin)
-        await self._visible_tenant(admin, tenant_id)
+        try:
+            await self._visible_tenant(admin, tenant_id)
+        except NotFound:
+            deleted_us = await self._catalog.tenant_deleted_at(tenant_id)
+            if deleted_us is None:
+                raise
+            return await self._drop_deleted(tenant_id, deleted_us)
         clients = await self._catalog.clients(tenant_id)
-        if not await self._catalog.delete_tenant(tenant_id, deleted_us=self._clock.now_us()):
+        deleted_us = self._clock.now_us()
+        if not await self._catalog.delete_tenant(tenant_id, deleted_us=deleted_us):
             raise NotFound(f"there is no tenant {tenant_id!r}")
         self._directory.forget(tenant=tenant_id)
         for client in clients:
             self._directory.forget(client=client.client_id)
-        return await self._engine.drop_tenant(tenant_id)
+        return await self._drop_deleted(tenant_id, deleted_us)
+
+    async def _drop_deleted(self, tenant_id: str, deleted_us: int) -> int:
+        try:
+            return await self._engine.drop_tenant(tenant_id, since_us=deleted_us)
+        except EngineUnavailable as error:
+            raise EngineUnavailable(
+                f"tenant {tenant_id!r} is deleted, but not all its data is dropped yet: "
+                f"{error.message}"
+            ) from None
 
     # -- clients ---------------------------------------------------------------------------
 

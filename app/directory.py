@@ -3,8 +3,10 @@ with bounded staleness (absent ones too, so unknown names cost one catalog read 
 
 Every entry is re-read once it is older than the TTL, so a suspension or a revocation reaches
 every node within the TTL (plus one request's round trip to the catalog). While the catalog is
-unreachable, entries already known stay in use, so publishing and subscribing carry on; only a
-tenant or client this node has never seen gets CatalogUnavailable.
+unreachable, entries already known stay in use for `max_stale` past their TTL, so publishing and
+subscribing carry on through a short outage; after that, and for a tenant or client this node
+has never seen, lookups raise CatalogUnavailable. So a node cut off from the catalog stops
+serving a deleted tenant or a revoked client after at most TTL + `max_stale`.
 
 Each cache is bounded: names found and names absent are kept apart, each table pushing out its
 least recently used entry when full, so a flood of names that exist nowhere (which anyone can
@@ -38,6 +40,7 @@ _RETRY_US = 1_000_000  # while the catalog is down, how often one entry tries it
 class _Entry(Generic[T]):
     value: T | None
     fresh_until_us: int
+    usable_until_us: int  # the latest it may be served while the catalog cannot be read
     stale: bool = False  # kept because the catalog could not be read
 
 
@@ -46,12 +49,14 @@ class _Cache(Generic[T]):
         self,
         clock: Clock,
         ttl_us: int,
+        max_stale_us: int,
         load: Callable[[str], Awaitable[T | None]],
         on_lookup: Callable[[str], None],
     ):
         self._on_lookup = on_lookup
         self._clock = clock
         self._ttl_us = ttl_us
+        self._max_stale_us = max_stale_us
         self._load = load
         # Least recently used first; an entry is in one table or the other, never both.
         self._found: OrderedDict[str, _Entry[T]] = OrderedDict()
@@ -96,17 +101,19 @@ class _Cache(Generic[T]):
         try:
             value = await self._load(key)
         except CatalogUnavailable as error:
-            if stale is None:
+            now = self._clock.now_us()
+            if stale is None or now >= stale.usable_until_us:
                 raise
             log.warning("catalog unreachable, serving the cached entry for %s: %s", key, error)
-            stale.fresh_until_us = self._clock.now_us() + _RETRY_US
+            stale.fresh_until_us = min(now + _RETRY_US, stale.usable_until_us)
             stale.stale = True
             return stale.value, True
         if self._loading.get(key) is not asyncio.current_task():
             return value, False  # forgotten meanwhile: the value may predate the change
         self._forget_entry(key)
         table, bound = self._bounds[1] if value is None else self._bounds[0]
-        table[key] = _Entry(value, self._clock.now_us() + self._ttl_us)
+        fresh_until = self._clock.now_us() + self._ttl_us
+        table[key] = _Entry(value, fresh_until, fresh_until + self._max_stale_us)
         if len(table) > bound:
             table.popitem(last=False)
         return value, False
@@ -130,19 +137,28 @@ class Directory:
         catalog: Catalog,
         clock: Clock,
         ttl: float,
+        *,
+        max_stale: float,
         on_lookup: Callable[[str], None] = _uncounted,
     ) -> None:
-        """`on_lookup` is told each lookup's result: "hit", "miss" or "stale"."""
+        """`ttl`: how long an entry is used before it is read again; `max_stale`: how much
+        longer it may be used while the catalog cannot be read. `on_lookup` is told each
+        lookup's result: "hit", "miss" or "stale"."""
         ttl_us = int(ttl * 1_000_000)
-        self._tenants: _Cache[Tenant] = _Cache(clock, ttl_us, catalog.tenant, on_lookup)
-        self._clients: _Cache[ClientRecord] = _Cache(clock, ttl_us, catalog.client, on_lookup)
-        self._users: _Cache[UserRecord] = _Cache(clock, ttl_us, catalog.user, on_lookup)
+        stale_us = int(max_stale * 1_000_000)
+
+        def cache(load: Callable[[str], Awaitable[T | None]]) -> _Cache[T]:
+            return _Cache(clock, ttl_us, stale_us, load, on_lookup)
+
+        self._tenants: _Cache[Tenant] = cache(catalog.tenant)
+        self._clients: _Cache[ClientRecord] = cache(catalog.client)
+        self._users: _Cache[UserRecord] = cache(catalog.user)
 
         async def load_channel(key: str) -> ChannelDefinition | None:
             tenant, _, name = key.partition(" ")
             return await catalog.channel(tenant, name)
 
-        self._channels: _Cache[ChannelDefinition] = _Cache(clock, ttl_us, load_channel, on_lookup)
+        self._channels: _Cache[ChannelDefinition] = cache(load_channel)
 
     @property
     def hits(self) -> int:

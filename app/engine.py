@@ -90,10 +90,16 @@ class Engine(LiveSource, Protocol):
         still whole."""
         ...
 
-    async def drop_tenant(self, tenant: str) -> int:
+    async def drop_tenant(self, tenant: str, *, since_us: int | None = None) -> int:
         """Forget every retained event, window and idempotency key of `tenant`'s channels, and
         its Bayeux sessions, stream leases and publish allowance (the tenant is being deleted,
-        or created again after a deletion); returns how many channels were dropped."""
+        or created again after a deletion); returns how many channels this call dropped.
+
+        An engine may bound one call's work: one that stops early raises EngineUnavailable
+        and keeps its progress. A later call continues that drop if it began at or after
+        `since_us` (wall clock, µs), else starts over, so a caller that knows nothing has been
+        written for the tenant since some instant gets a complete drop across calls; None
+        always starts over."""
         ...
 
     async def session_create(

@@ -18,16 +18,19 @@ import orjson
 from app.access import Principal
 from app.catalog import ChannelDefinition, SchemaVersion, Tenant
 from app.channels import publishable_name
+from app.clock import Clock, SystemClock
 from app.directory import Directory
 from app.engine import Engine
 from app.errors import (
     BatchTooLarge,
+    EngineUnavailable,
     EventTooLarge,
     InvalidBody,
     InvalidParameter,
     RateLimited,
     ReplaybusError,
     SchemaViolation,
+    ServiceUnavailable,
     TooManyChannels,
     UnknownChannel,
 )
@@ -74,6 +77,17 @@ def _idempotency_scope(principal: Principal) -> str:
     return scope + "/" + quote(principal.user, safe="") if principal.user else scope
 
 
+def _scoped_key(principal: Principal, idempotency_key: str | None, index: int | None) -> str | None:
+    """The key an event is remembered under: the request's key, the event's position in it
+    (None for a request of one event), and whose it is. A space cannot occur in a key or a
+    scope, so neither "<key> @<scope>" nor "<key> <index> @<scope>" can collide with another
+    key, nor with the unscoped "<key>" and "<key> <index>" kept before keys were scoped."""
+    if idempotency_key is None:
+        return None
+    where = idempotency_key if index is None else f"{idempotency_key} {index}"
+    return f"{where} @{_idempotency_scope(principal)}"
+
+
 class _RandomUuids:
     """Version 4 UUIDs, 256 to one `os.urandom` read: a system call per event showed up in
     publish profiles."""
@@ -99,22 +113,28 @@ class PublishService:
         new_uuid: Callable[[], str] | None = None,
         metrics: Metrics | None = None,
         validators: ValidatorCache | None = None,
+        clock: Clock | None = None,
     ) -> None:
         """Without a `directory`, no channel has a definition (so none has a schema).
         `validators` builds and keeps the schemas' validators (the caller owns it; without
-        one, the service has its own, open for as long as the process)."""
+        one, the service has its own, open for as long as the process). `clock` times how
+        long the channels known to exist are trusted (the catalog cache TTL)."""
         self._engine = engine
         self._validators = validators or ValidatorCache()
         self._metrics = metrics
         self._directory = directory
+        self._clock = clock or SystemClock()
+        self._known_for = settings.catalog_cache_ttl
         self._server_max_event_size = settings.max_event_size
         self._max_batch = settings.max_batch_events
         self._max_validation_steps = settings.max_validation_steps
         self._retention = ServerLimits.of(settings).retention
         self._new_uuid = new_uuid or _RandomUuids()
         # Channels known to exist, per tenant, so the channel quota costs no engine read on
-        # the common path; bounded, and only filled for tenants with a channel quota.
-        self._known_channels: dict[str, set[str]] = {}
+        # the common path; bounded, and only filled for tenants with a channel quota. Each set
+        # is read again after the catalog cache TTL: the tenant may have been dropped (on any
+        # node) and created again, which a deleted id's rest lets happen only well after that.
+        self._known_channels: dict[str, tuple[set[str], float]] = {}
 
     def retention(self, tenant: Tenant, definition: ChannelDefinition | None = None) -> Retention:
         """The channel definition's retention, within the tenant's, else the server's."""
@@ -194,15 +214,22 @@ class PublishService:
         channel quota: new channels past the room left. A used channel never is."""
         limit = tenant.settings.max_channels
         wanted = list(dict.fromkeys(names))
-        known = self._known_channels.get(tenant.tenant_id)
+        known = self._known(tenant.tenant_id)
         if limit is None or (known is not None and known.issuperset(wanted)):
             return []
         used = set(await self._engine.channel_names(tenant.tenant_id))
         if len(self._known_channels) > 10_000:
             self._known_channels.clear()
-        self._known_channels[tenant.tenant_id] = used
+        self._known_channels[tenant.tenant_id] = (used, self._clock.monotonic() + self._known_for)
         new = [name for name in wanted if name not in used]
         return new[max(0, limit - len(used)) :]
+
+    def _known(self, tenant_id: str) -> set[str] | None:
+        """The tenant's channels known to exist, if read within the TTL."""
+        known = self._known_channels.get(tenant_id)
+        if known is None or known[1] <= self._clock.monotonic():
+            return None
+        return known[0]
 
     @staticmethod
     def _too_many_channels(tenant: Tenant, names: Sequence[str]) -> TooManyChannels:
@@ -241,6 +268,7 @@ class PublishService:
         records: Sequence[tuple[str, object]],
         *,
         all_or_none: bool,
+        idempotency_key: str | None = None,
         transport: str = "rest",
     ) -> list[Published | Refused | RolledBack]:
         """Store records (channel, payload) of possibly several channels: one atomic engine
@@ -248,18 +276,38 @@ class PublishService:
 
         Everything is checked before anything is stored: each record (scope, shape, size,
         schema), then the channel quota, then the publish rate of all that remain (RateLimited
-        or BatchTooLarge is raised: nothing stored). With `all_or_none`, one refused record
-        rolls back every other. A store failure before anything was stored is raised; after
-        a channel was stored (only possible with several channels), it refuses that channel's
-        records and those not yet stored, while the stored ones are reported as stored.
+        or BatchTooLarge is raised: nothing stored). A ServiceUnavailable while checking (the
+        catalog out of reach) is raised too: the request can be sent again, while a refused
+        record could not. With `all_or_none`, one refused record rolls back every other.
+
+        With an `idempotency_key`, each record is remembered under the key and its position
+        (as a batch's events are), so the same request sent again stores nothing twice. A
+        store failure before anything was stored is raised. After a channel was stored (only
+        possible with several channels): with `all_or_none` it is raised as EngineUnavailable,
+        and the same request sent again with the same key stores the rest; without, it refuses
+        that channel's records and those not yet stored, while the stored ones are reported as
+        stored. That is why `all_or_none` across several channels needs a key (InvalidParameter
+        without one): it is the only way to make such a request all or nothing.
         """
+        self._check_idempotency_key(idempotency_key)
+        if all_or_none and idempotency_key is None and len({c for c, _ in records}) > 1:
+            raise InvalidParameter(
+                "allOrNone across several event types needs an Idempotency-Key header: "
+                "their events are stored one type at a time, and if the store fails midway "
+                "only the same request sent again with the same key can complete it without "
+                "storing anything twice"
+            )
         budget = self.validation_budget()  # one for the whole request
         outcomes: list[Published | Refused | RolledBack | None] = [None] * len(records)
         groups: dict[ChannelKey, list[tuple[int, EventDraft]]] = {}
         retention: dict[ChannelKey, Retention] = {}
         for index, (channel, payload) in enumerate(records):
             try:
-                prepared = await self._prepare(principal, tenant, channel, [payload], None, budget)
+                prepared = await self._prepare(
+                    principal, tenant, channel, [payload], idempotency_key, budget, record=index
+                )
+            except ServiceUnavailable:
+                raise
             except ReplaybusError as error:
                 outcomes[index] = Refused(error)
                 continue
@@ -285,6 +333,12 @@ class PublishService:
                 except ReplaybusError as error:
                     if all(not isinstance(outcome, Published) for outcome in outcomes):
                         raise
+                    if all_or_none:
+                        raise EngineUnavailable(
+                            f"{error.message}; some of this request's records are stored and "
+                            "others are not: send the same request again with the same "
+                            "Idempotency-Key to store the rest (nothing is stored twice)"
+                        ) from None
                     failed = Refused(error)
                 else:
                     for (index, _), ack in zip(members, acks, strict=True):
@@ -302,7 +356,11 @@ class PublishService:
         payloads: Sequence[object],
         idempotency_key: str | None,
         budget: ValidationBudget | None = None,
+        *,
+        record: int | None = None,
     ) -> _Prepared:
+        """`record`: the position of the one payload in a multi-channel request, which its
+        idempotency key carries (as a batch's events carry theirs)."""
         name = publishable_name(channel)
         principal.require("publish", name)
         if not payloads:
@@ -311,14 +369,18 @@ class PublishService:
             raise BatchTooLarge(
                 f"a batch holds at most {self._max_batch} events, got {len(payloads)}"
             )
-        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-            raise InvalidParameter(
-                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
-            )
+        self._check_idempotency_key(idempotency_key)
         batch = len(payloads) > 1
         limit = self._max_event_size(tenant)
         drafts = [
-            self._draft(principal, payload, index, idempotency_key, limit, batch=batch)
+            self._draft(
+                principal,
+                payload,
+                index,
+                _scoped_key(principal, idempotency_key, index if batch else record),
+                limit,
+                batch=batch,
+            )
             for index, payload in enumerate(payloads)
         ]
         definition = await self.definition(tenant, name)
@@ -342,17 +404,24 @@ class PublishService:
             self._metrics.record_publish(
                 prepared.key, transport, published, time.perf_counter() - started
             )
-        known = self._known_channels.get(tenant.tenant_id)
+        known = self._known(tenant.tenant_id)
         if known is not None:
             known.add(prepared.key.name)
         return published
+
+    @staticmethod
+    def _check_idempotency_key(idempotency_key: str | None) -> None:
+        if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+            raise InvalidParameter(
+                f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters"
+            )
 
     def _draft(
         self,
         principal: Principal,
         payload: object,
         index: int,
-        idempotency_key: str | None,
+        key: str | None,
         max_size: int,
         *,
         batch: bool,
@@ -365,13 +434,6 @@ class PublishService:
             raise EventTooLarge(
                 f"{where}the event is {len(encoded)} bytes encoded; the limit is {max_size} bytes"
             )
-        key = None
-        if idempotency_key is not None:
-            # A space cannot occur in a key or a scope, so neither "<key> @<scope>" nor "<key>
-            # <index> @<scope>" can collide with another key, nor with the unscoped "<key>" and
-            # "<key> <index>" kept before keys were scoped.
-            where = f"{idempotency_key} {index}" if batch else idempotency_key
-            key = f"{where} @{_idempotency_scope(principal)}"
         return EventDraft(
             uuid=self._new_uuid(),
             payload=encoded,

@@ -181,10 +181,19 @@ class Settings:
     redis_health_check_interval: float = _setting(
         5.0,
         "duration",
-        "How often the live feed pings Redis on its pub/sub connections; one that answers "
-        "nothing for this plus REPLAYBUS_REDIS_COMMAND_TIMEOUT is replaced.",
+        "How long a live-feed pub/sub connection may stay quiet before it is pinged; one "
+        "that leaves a ping unanswered for REPLAYBUS_REDIS_COMMAND_TIMEOUT is replaced.",
         minimum=0.05,
         maximum=300,
+    )
+    tenant_drop_timeout: float = _setting(
+        20.0,
+        "duration",
+        "How long one tenant deletion (or re-creation of a deleted id) may spend dropping the "
+        "tenant's data from Redis, which walks the whole keyspace; past it the request answers "
+        "503 and the same request again goes on from where it stopped.",
+        minimum=1,
+        maximum=3600,
     )
     database_connect_timeout: float = _setting(
         5.0,
@@ -479,6 +488,16 @@ class Settings:
         "revocations and rotated secrets reach every node within this time.",
         minimum=0.1,
         maximum=300,
+    )
+    catalog_max_stale: float = _setting(
+        120.0,
+        "duration",
+        "How long past REPLAYBUS_CATALOG_CACHE_TTL a node keeps using the tenants, clients and "
+        "users it knows while PostgreSQL is unreachable; then they get 503 too. Bounds how long "
+        "a node cut off from the catalog serves a deleted tenant or a revoked client, and is "
+        "part of the rest a deleted tenant's id takes before it can be created again.",
+        minimum=0,
+        maximum=86400,
     )
     refresh_token_ttl: float = _setting(
         30 * 86400.0,

@@ -34,6 +34,7 @@ __all__ = ["MemoryEngine"]
 log = logging.getLogger("replaybus.memory")
 
 _COMPACT_AFTER = 4096
+_SWEEP_TICK = TRIM_STEP  # work the sweep does between two yields to the event loop
 
 
 @dataclass(slots=True)
@@ -58,19 +59,20 @@ class _Channel:
             del self.events[: self.head]
             self.head = 0
 
-    def trim(self, now_us: int) -> None:
+    def trim(self, now_us: int) -> int:
         """Evict the oldest events beyond the count or older than the age, at most TRIM_STEP
-        of them: a call never walks a huge backlog on the event loop."""
+        of them: a call never walks a huge backlog on the event loop. Returns how many."""
         if self.retention is None:
-            return
+            return 0
         max_count = self.retention.max_count
         oldest_kept = now_us - self.retention.max_age_us
-        for _ in range(TRIM_STEP):
+        for evicted in range(TRIM_STEP):
             if not self.count or (
                 self.count <= max_count and self.events[self.head].replay_id >= oldest_kept
             ):
-                return
+                return evicted
             self.evict_oldest()
+        return TRIM_STEP
 
     def after(self, replay_id: int, limit: int, max_bytes: int | None) -> tuple[Event, ...]:
         """O(log n + page): only the page's own events are visited, wherever it starts."""
@@ -140,7 +142,8 @@ class MemoryEngine:
                 await self._sweeper
         self._listeners = _Listeners()
 
-    async def drop_tenant(self, tenant: str) -> int:
+    async def drop_tenant(self, tenant: str, *, since_us: int | None = None) -> int:
+        """Done in one step, so `since_us` has nothing to continue."""
         names = self._channel_names.pop(tenant, set())
         self._streams.pop(tenant, None)
         self._buckets.pop(tenant, None)
@@ -154,15 +157,27 @@ class MemoryEngine:
             del self._sessions[client_id]
         return len(names)
 
-    def sweep(self) -> None:
-        """Evict what has expired, on every channel, and forget expired idempotency keys."""
+    async def sweep(self) -> None:
+        """Evict what has expired, on every channel, and forget expired idempotency keys and
+        sessions. It yields to the event loop after each `_SWEEP_TICK` units of work (a channel
+        or session looked at, an event evicted), so a node with many channels keeps serving."""
         now = self._clock.now_us()
-        for channel in self._channels.values():
-            channel.trim(now)
+        work = 0
+        for key in list(self._channels):
+            channel = self._channels.get(key)  # gone if its tenant was dropped meanwhile
+            work += 1 + (channel.trim(now) if channel is not None else 0)
+            if work >= _SWEEP_TICK:
+                await asyncio.sleep(0)
+                work = 0
         self._forget_expired_keys(now)
-        for client_id, (_, expires) in list(self._sessions.items()):
-            if expires <= now:
+        for client_id in list(self._sessions):
+            entry = self._sessions.get(client_id)
+            if entry is not None and entry[1] <= now:
                 del self._sessions[client_id]
+            work += 1
+            if work >= _SWEEP_TICK:
+                await asyncio.sleep(0)
+                work = 0
 
     def retained_count(self) -> int:
         """Events held in memory across every channel, without trimming first."""
@@ -174,7 +189,7 @@ class MemoryEngine:
         while True:
             await asyncio.sleep(self._sweep_interval)
             try:
-                self.sweep()
+                await self.sweep()
             except Exception:
                 log.exception("the memory engine's sweep failed; the next one runs as planned")
 

@@ -122,7 +122,7 @@ class PostgresCatalog:
                 f"the catalog database is unavailable: {describe(error)}"
             ) from None
         if pending:
-            await self._pool.close()
+            await self._close()
             raise CatalogUnavailable(
                 f"the catalog database needs migrations {', '.join(pending)}: "
                 "run `replaybus migrate` first"
@@ -130,6 +130,9 @@ class PostgresCatalog:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
         if self._pool is not None:
             try:
                 # A graceful close waits for the server; a silent one must not hold shutdown.

@@ -17,11 +17,10 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from app.channels import parse_pattern
 from app.clock import Clock
-from app.engine import LiveCallback, MissedCallback
+from app.engine import TRIM_STEP, LiveCallback, MissedCallback
 from app.errors import EngineUnavailable, QuotaExceeded
 from app.model import (
     ChannelKey,
@@ -35,9 +34,10 @@ from app.model import (
 )
 from app.sessions import SessionChange, SessionRecord, apply_change
 from storage.redis import keys
-from storage.redis.failures import unavailable
+from storage.redis.failures import DRIVER_ERRORS, unavailable
 from storage.redis.group_commit import GroupCommit
 from storage.redis.live import CatchUp, LiveFeed
+from storage.redis.tenant_drop import drop_tenant
 
 __all__ = ["RedisEngine"]
 
@@ -145,7 +145,6 @@ _ROUND_EVENTS = 500
 _ROUND_BYTES = 1 << 20
 _UNLIMITED = 2**62
 _KNOWN_CHANNELS = 100_000  # channels whose index entry this process has written
-_SCAN_COUNT = 1000  # keys Redis looks at per SCAN call while dropping a tenant
 _CATCH_UP_PAGE = 1000  # events per read when catching up after a reconnect
 
 
@@ -167,6 +166,7 @@ class RedisEngine:
         health_check_interval: float = 5.0,
         catch_up_events: int = 5000,
         catch_up_bytes: int = 16 * 1024 * 1024,
+        drop_timeout: float = 20.0,
     ) -> None:
         """Every call is bounded: `connect_timeout` to open a connection, `command_timeout` for
         an answer, `pool_timeout` waiting for a free connection (standalone); the live feed
@@ -174,7 +174,9 @@ class RedisEngine:
         `command_timeout` more. Beyond a bound, the call raises EngineUnavailable.
         `catch_up_events` and `catch_up_bytes` bound the re-read of each channel after the
         live connection came back: past them its listeners are told they missed events (a
-        listener's own buffer would overflow on that much anyway)."""
+        listener's own buffer would overflow on that much anyway). `drop_timeout` bounds one
+        `drop_tenant` call."""
+        self._drop_timeout = drop_timeout
         self._catch_up_events = catch_up_events
         self._catch_up_bytes = catch_up_bytes
         self._url = url
@@ -222,8 +224,11 @@ class RedisEngine:
             self._client = aioredis.RedisCluster.from_url(self._url, **options)
             try:
                 await self._client.initialize()  # the slot map, before pub/sub routes by slot
-            except (RedisError, OSError) as error:
-                raise EngineUnavailable(f"the Redis Cluster is unavailable: {error}") from None
+            except DRIVER_ERRORS as error:
+                await self._close_client()
+                raise unavailable(
+                    error, "to map the cluster", "the Redis Cluster is unavailable"
+                ) from None
         else:
             # A pool that makes callers wait for a free connection: the default one fails
             # the 101st concurrent command (MaxConnectionsError), which was a 503 under load.
@@ -246,13 +251,23 @@ class RedisEngine:
             ping_interval=self._health_check_interval,
             patience=self._command_timeout,
         )
-        await self._live.__aenter__()
+        try:
+            await self._live.__aenter__()
+        except DRIVER_ERRORS as error:
+            await self._live.__aexit__(None, None, None)
+            await self._close_client()
+            raise unavailable(
+                error, "to open the live feed", "the live feed is unavailable"
+            ) from None
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._group_commit.aclose()
         if self._live is not None:
             await self._live.__aexit__(*exc_info)
+        await self._close_client()
+
+    async def _close_client(self) -> None:
         if self._client is not None:
             if self._cluster:
                 await self._client.aclose()
@@ -264,7 +279,7 @@ class RedisEngine:
         EngineUnavailable. Its detail names Redis's address, so it goes to the log only."""
         try:
             return await operation()
-        except (RedisError, OSError) as error:
+        except DRIVER_ERRORS as error:
             raise unavailable(error, "a call") from None
 
     def _now(self) -> str:
@@ -284,6 +299,7 @@ class RedisEngine:
         arguments: list[Any] = [
             "publish",
             self._now(),
+            TRIM_STEP,
             retention.max_age_us,
             retention.max_count,
             self._idempotency_ttl_us,
@@ -330,7 +346,7 @@ class RedisEngine:
     ) -> HistoryPage:
         async def run() -> list[Any]:
             budget = "" if max_bytes is None else max_bytes
-            arguments = ["read", self._now(), after, limit, budget]
+            arguments = ["read", self._now(), TRIM_STEP, after, limit, budget]
             result: list[Any] = await self._script(keys=keys.channel_keys(key), args=arguments)
             return result
 
@@ -403,38 +419,21 @@ class RedisEngine:
 
         return await self._call(run)
 
-    async def drop_tenant(self, tenant: str) -> int:
-        """Also drops channels no index lists (a node that still had the tenant cached may
-        have published after an earlier drop; a process may have died between storing and
-        indexing): the tenant's keys are found by SCAN (on every master of a cluster), and its
-        Bayeux sessions through their index. Large streams are freed in the background
-        (UNLINK)."""
-
-        async def run() -> int:
-            by_slot: dict[str, set[str]] = {}
-
-            def drop(key: str) -> None:
-                by_slot.setdefault(keys.tag_of(key), set()).add(key)
-
-            indexed = await self._client.smembers(keys.channels_of(tenant))
-            names = {name.decode() for name in indexed}
-            for name in names:
-                for key in keys.channel_keys(ChannelKey(tenant, name)):
-                    drop(key)
-            for pattern in keys.tenant_patterns(tenant):
-                async for raw in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
-                    key = raw.decode()
-                    drop(key)
-                    channel = keys.channel_from_key(key)
-                    if channel is not None:
-                        names.add(channel.name)
-            for client_id in await self._client.zrange(keys.sessions_of(tenant), 0, -1):
-                drop(keys.session_key(client_id.decode()))
-            for slot_keys in by_slot.values():  # one call per slot works on a cluster too
-                await self._client.unlink(*slot_keys)
-            return len(names)
-
-        dropped = await self._call(run)
+    async def drop_tenant(self, tenant: str, *, since_us: int | None = None) -> int:
+        """See `storage.redis.tenant_drop`: one SCAN pass over the keyspace, unlinking as it
+        goes, within `drop_timeout`; an unfinished pass begun at or after `since_us` is
+        continued, an older one started over."""
+        now_us = self._now_us()
+        dropped = await self._call(
+            lambda: drop_tenant(
+                self._client,
+                tenant,
+                cluster=self._cluster,
+                now_us=now_us,
+                since_us=since_us,
+                timeout=self._drop_timeout,
+            )
+        )
         self._known_channels = {key for key in self._known_channels if key.tenant != tenant}
         return dropped
 

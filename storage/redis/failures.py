@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import logging
 
+from redis.exceptions import RedisClusterException, RedisError
+
 from app.errors import EngineUnavailable
 from storage.failures import describe
 
-__all__ = ["unavailable"]
+__all__ = ["DRIVER_ERRORS", "unavailable"]
 
 log = logging.getLogger("replaybus.redis")
+
+#: What a Redis call may raise when Redis fails: redis-py's errors (cluster ones included, which
+#: are not RedisErrors, such as an unreachable cluster or an uncovered slot) and socket errors.
+DRIVER_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
 
 
 def unavailable(

@@ -15,6 +15,7 @@ __all__ = [
     "channel_keys",
     "channels_of",
     "claims_of",
+    "drop_progress",
     "family_key",
     "live_channel",
     "live_tenant",
@@ -23,7 +24,7 @@ __all__ = [
     "sessions_of",
     "streams_of",
     "tag_of",
-    "tenant_patterns",
+    "tenant_pattern",
 ]
 
 PREFIX = "rb:"
@@ -84,11 +85,18 @@ def sessions_of(tenant: str) -> str:
     return PREFIX + "{" + tenant + "}:sessions"
 
 
-def tenant_patterns(tenant: str) -> list[str]:
-    """SCAN patterns matching every key of `tenant` (its channels' keys and its own) and no other
-    tenant's: tenant ids hold no glob character, `:` or `}`, and channel names start with `/`
-    (so the tenant named `session` never matches the session keys)."""
-    return [PREFIX + "{" + tenant + ":/*", PREFIX + "{" + tenant + "}:*"]
+def tenant_pattern(tenant: str) -> str:
+    """The SCAN pattern matching every key of `tenant` (its channels' keys `rb:{<tenant>:/...`
+    and its own `rb:{<tenant>}:...`) and no other key: tenant ids hold no glob character, `:`
+    or `}`, and channel names start with `/` (so the tenant named `session` never matches the
+    session keys `rb:{session:<id>}`)."""
+    return PREFIX + "{" + tenant + "[:}][/:]*"
+
+
+def drop_progress(tenant: str) -> str:
+    """Where an unfinished drop of `tenant` keeps its SCAN cursors: outside the tenant's own
+    keys, so the drop never unlinks it."""
+    return PREFIX + "drop:" + tenant
 
 
 def tag_of(key: str) -> str:

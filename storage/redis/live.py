@@ -18,8 +18,9 @@ tenant is checked against.
 
 A connection that goes silent without dropping (a paused Redis, a half-open network) would
 never fail a read: reads wait a second at a time, so an idle subscription is not mistaken for a
-dead one. Instead the feed pings each of its connections every `ping_interval`; one that has
-said nothing (no message, no pong) for `ping_interval + patience` counts as dropped.
+dead one. Instead the feed pings each of its connections once it has been quiet for
+`ping_interval`; one that leaves a ping unanswered for `patience` counts as dropped (a reader
+that was merely busy has no ping outstanding, so it is never mistaken for a dead one).
 """
 
 from __future__ import annotations
@@ -69,27 +70,41 @@ _READ_S = 1.0  # one blocking read's wait; between reads the feed checks livenes
 
 
 class _Liveness:
-    """When one pub/sub connection last said anything, and when it is due a ping."""
+    """Whether one pub/sub connection still answers: it is pinged after `ping_interval` without
+    a word from it, and counts as dead once a ping has gone unanswered for `patience`. Silence
+    alone proves nothing (the reader may have been busy elsewhere, catching up or delivering):
+    only a ping that Redis leaves unanswered does. `clock`: monotonic seconds."""
 
-    def __init__(self, ping_interval: float, patience: float) -> None:
+    def __init__(
+        self, ping_interval: float, patience: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._ping_interval = ping_interval
         self._patience = patience
-        self._heard = self._pinged = time.monotonic()
+        self._clock = clock
+        self._heard = self._pinged = clock()
 
     def heard(self) -> None:
-        self._heard = time.monotonic()
+        """Anything came in: a message, a confirmation, a pong."""
+        self._heard = self._clock()
+
+    def _outstanding(self) -> bool:
+        return self._pinged > self._heard
 
     def ping_due(self) -> bool:
-        now = time.monotonic()
-        if now - max(self._heard, self._pinged) < self._ping_interval:
+        """True (and the ping counted as sent now) when the connection has been quiet for
+        `ping_interval` and no ping is waiting for its answer."""
+        now = self._clock()
+        if self._outstanding() or now - self._heard < self._ping_interval:
             return False
         self._pinged = now
         return True
 
-    def silent_for(self) -> float | None:
-        """Seconds of silence, if that is beyond a ping's interval and patience."""
-        silence = time.monotonic() - self._heard
-        return silence if silence > self._ping_interval + self._patience else None
+    def unanswered_for(self) -> float | None:
+        """Seconds the outstanding ping has waited, once that is beyond `patience`; else None."""
+        if not self._outstanding():
+            return None
+        waited = self._clock() - self._pinged
+        return waited if waited > self._patience else None
 
 
 class _Listener:
@@ -344,13 +359,13 @@ class LiveFeed:
         return await pubsub.get_message(ignore_subscribe_messages=False, timeout=_READ_S)
 
     def _check(self, liveness: _Liveness, connection: str) -> None:
-        silence = liveness.silent_for()
-        if silence is not None and self.healthy:
+        waited = liveness.unanswered_for()
+        if waited is not None and self.healthy:
             self.healthy = False
             log.warning(
-                "live feed heard nothing from Redis on %s for %.1f s: reconnecting",
+                "live feed's ping on %s went unanswered for %.1f s: reconnecting",
                 connection,
-                silence,
+                waited,
             )
 
     def _start_shard_readers(self) -> None:

@@ -12,6 +12,7 @@ import httpx
 from starlette.applications import Starlette
 
 from api.app import create_app
+from app.admin import tenant_id_reuse_delay
 from app.clock import Clock
 from app.settings import Settings
 
@@ -31,7 +32,7 @@ OPERATOR_KEY = "o" * 24
 #: service forgetting what it changed on its own node, not through entries expiring.
 CACHE_TTL = 300.0
 #: How long a deleted tenant's id rests before it can be created again (`app.admin`).
-TENANT_ID_REUSE_DELAY = 2 * CACHE_TTL + Settings().bayeux_timeout
+TENANT_ID_REUSE_DELAY = tenant_id_reuse_delay(Settings(catalog_cache_ttl=CACHE_TTL))
 _STREAM_BOUND_S = 10.0  # a safety net for a stream that never ends, far above any real wait
 Refusal = tuple[int, str]
 

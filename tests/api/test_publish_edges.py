@@ -1,9 +1,11 @@
-"""Publishing edges: composite `allOrNone` stores all or nothing (the channel quota included),
+"""Publishing edges: composite `allOrNone` stores all or nothing (the channel quota included;
+across several types only with an Idempotency-Key, which makes a retry complete the request),
 idempotency keys belong to the client that chose them, and Salesforce's `eventSchema` lookup
 needs what reading a channel's schema needs elsewhere."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
@@ -19,9 +21,16 @@ def _records(*types: str) -> list[dict[str, Any]]:
     return [{"attributes": {"type": kind}, "n": n} for n, kind in enumerate(types)]
 
 
-async def _composite(node: Node, token: str, all_or_none: bool, *types: str) -> httpx.Response:
+async def _composite(
+    node: Node, token: str, all_or_none: bool, *types: str, key: str | None = None
+) -> httpx.Response:
+    """A composite request; with `allOrNone` over several types, with a fresh Idempotency-Key
+    unless `key` names one (they need one)."""
     body = {"allOrNone": all_or_none, "records": _records(*types)}
-    return await node.http.post(COMPOSITE, json=body, headers=bearer(token))
+    headers = bearer(token)
+    if all_or_none and len(set(types)) > 1:
+        headers["Idempotency-Key"] = key or uuid.uuid4().hex
+    return await node.http.post(COMPOSITE, json=body, headers=headers)
 
 
 async def _stored(node: Node, token: str, channel: str) -> int:
@@ -77,6 +86,25 @@ async def test_all_or_none_over_the_publish_rate_stores_nothing(node: Node) -> N
     assert response.json()[0]["errorCode"] == "REQUEST_LIMIT_EXCEEDED"
     assert await _stored(node, token, ONE) == 1
     assert await _stored(node, token, TWO) == 0
+
+
+async def test_all_or_none_over_several_types_without_an_idempotency_key_is_refused(
+    node: Node,
+) -> None:
+    await node.create_tenant("acme")
+    token = await node.client_token("acme", ALL)
+    body = {"allOrNone": True, "records": _records("One__e", "Two__e")}
+
+    response = await node.http.post(COMPOSITE, json=body, headers=bearer(token))
+    one_type = await _composite(node, token, True, "One__e", "One__e")
+
+    assert response.status_code == 400, response.text
+    [error] = response.json()
+    assert error["errorCode"] == "INVALID_INPUT"
+    assert "needs an Idempotency-Key header" in error["message"]
+    assert await _stored(node, token, TWO) == 0
+    assert one_type.status_code == 200, one_type.text  # one type is one atomic step: no key
+    assert await _stored(node, token, ONE) == 2
 
 
 async def test_all_or_none_with_an_untyped_record_stores_nothing(node: Node) -> None:

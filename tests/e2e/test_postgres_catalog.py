@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -52,3 +53,18 @@ def test_migrations_are_required_then_applied_once_and_the_catalog_lives_in_post
         f"SELECT tenant_id FROM oauth_clients WHERE client_id = '{CLIENT_ID}'", database
     )
     assert stored == "default"
+
+
+def test_migrate_gives_up_on_a_database_that_never_answers() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts connections, never answers
+        port = silent.getsockname()[1]
+        env = {
+            "REPLAYBUS_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{port}/catalog",
+            "REPLAYBUS_DATABASE_CONNECT_TIMEOUT": "1s",
+        }
+        migrated = _replaybus("migrate", env)
+
+    assert migrated.returncode == 1
+    assert "replaybus: migration failed: the catalog database failed: TimeoutError" in (
+        migrated.stderr
+    )

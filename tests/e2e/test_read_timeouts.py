@@ -1,12 +1,14 @@
 """Read deadlines of a real `replaybus serve` process, over raw sockets where the client's pace
 matters: slow headers close the connection, a slow body gets 408, and a body trickled after its
-answer cannot hold a connection open."""
+answer cannot hold a connection open. The deadlines apply to reading requests only: a held
+long-poll and an idle SSE stream outlive them."""
 
 from __future__ import annotations
 
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -14,9 +16,17 @@ import orjson
 import pytest
 
 from tests.e2e.server import RunningServer, run_server
+from tests.e2e.sse import channel_name
 
-#: Read deadlines short enough for a test, long enough for any request sent at once.
-TIMEOUTS = {"REPLAYBUS_HEADER_TIMEOUT": "1s", "REPLAYBUS_BODY_TIMEOUT": "1s"}
+#: Read deadlines short enough for a test, long enough for any request sent at once; a held
+#: /meta/connect three times as long.
+DEADLINE_S = 1.0
+HOLD_S = 3.0
+TIMEOUTS = {
+    "REPLAYBUS_HEADER_TIMEOUT": f"{DEADLINE_S:g}s",
+    "REPLAYBUS_BODY_TIMEOUT": f"{DEADLINE_S:g}s",
+    "REPLAYBUS_BAYEUX_TIMEOUT": f"{HOLD_S:g}s",
+}
 #: A safety net for a socket read, far above the deadlines under test.
 SOCKET_BOUND_S = 30.0
 #: The pace of a client that sends a byte at a time.
@@ -187,3 +197,83 @@ def test_a_body_trickled_after_its_answer_does_not_hold_the_connection(
         sent = _trickle(sock, body)
         assert sent < len(body)
         assert _read_until_closed(sock) == b""
+
+
+# -- long-lived answers ----------------------------------------------------------------------
+
+
+def _bayeux(sock: socket.socket, token: str, messages: list[dict[str, object]]) -> list[Any]:
+    body = orjson.dumps(messages)
+    sock.sendall(_post_head("/cometd/58.0", len(body), token) + body)
+    status, _, reply = _read_response(sock)
+    assert status == 200, reply
+    replies: list[Any] = orjson.loads(reply)
+    return replies
+
+
+def test_a_held_connect_outlives_the_read_deadlines_and_its_connection_is_reused(
+    slow_server: RunningServer,
+) -> None:
+    token = slow_server.token()
+    with _connect(slow_server) as sock:
+        [handshake] = _bayeux(
+            sock,
+            token,
+            [
+                {
+                    "channel": "/meta/handshake",
+                    "version": "1.0",
+                    "supportedConnectionTypes": ["long-polling"],
+                }
+            ],
+        )
+        client_id = handshake["clientId"]
+        connect = {
+            "channel": "/meta/connect",
+            "clientId": client_id,
+            "connectionType": "long-polling",
+        }
+        _bayeux(sock, token, [connect])  # the first connect answers at once
+        started = time.monotonic()
+        [held] = _bayeux(sock, token, [connect])  # nothing to deliver: held for HOLD_S
+        held_for = time.monotonic() - started
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: replaybus\r\n\r\n")
+        status, _, body = _read_response(sock)
+
+    assert held["successful"] is True, held
+    assert held_for >= DEADLINE_S  # it was held past the read deadlines (HOLD_S, in fact)
+    assert (status, body) == (200, b'{"status":"ok"}')  # the same connection, still open
+
+
+def test_an_sse_stream_idle_past_the_read_deadlines_still_delivers(
+    slow_server: RunningServer,
+) -> None:
+    token = slow_server.token()
+    channel = channel_name()
+    head = (
+        f"GET /v1/stream{channel}?replayId=-2 HTTP/1.1\r\nHost: replaybus\r\n"
+        f"Accept: text/event-stream\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    with _connect(slow_server) as sock:
+        sock.sendall(head.encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the stream: {received!r}"
+            received += chunk
+        status, headers, _ = _split_response(received)
+        time.sleep(HOLD_S)  # the stream idles (no heartbeat is due yet) past every deadline
+        published = httpx.post(
+            slow_server.base_url + "/v1/events" + channel,
+            json={"after": "idle"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        while b'"after":"idle"' not in received:
+            chunk = sock.recv(65536)
+            assert chunk, f"the server closed the stream: {received!r}"
+            received += chunk
+
+    assert status == 200
+    assert headers["content-type"].startswith("text/event-stream")
+    assert published.status_code == 201, published.text
+    assert f"id: {published.json()['replayId']}".encode() in received

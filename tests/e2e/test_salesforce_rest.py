@@ -160,7 +160,7 @@ async def test_line_39_all_or_none_stores_nothing_when_a_record_of_another_type_
         response = await client.post(
             f"{server.base_url}/services/data/v58.0/composite/sobjects",
             json={"allOrNone": True, "records": records},
-            headers=_auth(token),
+            headers={**_auth(token), "Idempotency-Key": f"all-or-none-{small}"},
         )
         stored = await _history(client, server, token, small)
     results = response.json()

@@ -2,7 +2,11 @@
 and one PostgreSQL catalog. The other node may go on serving the deleted tenant for up to its
 catalog cache TTL, and what it writes meanwhile must never reach a tenant created later under
 the same id: the id is refused (409 + Retry-After) until no node can still serve the old
-tenant, then every leftover key of the id is dropped before the new tenant exists."""
+tenant, then every leftover key of the id is dropped before the new tenant exists.
+
+The cache TTL is far longer than the few requests node B serves the deleted tenant with take,
+so B certainly still has it cached then; the rest of the id (`app.admin.tenant_id_reuse_delay`)
+follows from the same settings, kept short elsewhere."""
 
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ import httpx
 import pytest
 import redis
 
+from app.admin import tenant_id_reuse_delay
+from app.settings import Settings
 from storage.redis import keys
 from tests.e2e.server import RunningServer, fresh_catalog_database, run_server
 from tests.e2e.sse import channel_name
@@ -22,10 +28,18 @@ from tests.harness.redis import RunningRedis
 
 OPERATOR_KEY = "deletion-operator-key-0123456789"
 OPERATOR = {"Authorization": f"Bearer {OPERATOR_KEY}"}
-CACHE_TTL_S = 3.0
-BAYEUX_TIMEOUT_S = 1.0
-#: The id's rest after a deletion (app.admin): twice the cache TTL plus a held connect.
-REUSE_DELAY_S = 2 * CACHE_TTL_S + BAYEUX_TIMEOUT_S
+#: Node B's window for serving the deleted tenant is the cache TTL; every other bound that
+#: adds to the id's rest is short.
+TIMING = {
+    "REPLAYBUS_CATALOG_CACHE_TTL": "10s",
+    "REPLAYBUS_CATALOG_MAX_STALE": "0s",
+    "REPLAYBUS_BAYEUX_TIMEOUT": "1s",
+    "REPLAYBUS_DATABASE_POOL_TIMEOUT": "1s",
+    "REPLAYBUS_DATABASE_COMMAND_TIMEOUT": "1s",
+    "REPLAYBUS_REDIS_POOL_TIMEOUT": "1s",
+    "REPLAYBUS_REDIS_COMMAND_TIMEOUT": "1s",
+}
+REUSE_DELAY_S = tenant_id_reuse_delay(Settings.from_env(TIMING))
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +51,7 @@ def nodes(
         "REPLAYBUS_SIGNING_KEY": signing_key_pem,
         "REPLAYBUS_DATABASE_URL": fresh_catalog_database(postgres_server, "deletion"),
         "REPLAYBUS_OPERATOR_KEY": OPERATOR_KEY,
-        "REPLAYBUS_CATALOG_CACHE_TTL": f"{CACHE_TTL_S}s",
-        "REPLAYBUS_BAYEUX_TIMEOUT": f"{BAYEUX_TIMEOUT_S}s",
+        **TIMING,
     }
     with run_server(shared) as node_a, run_server(shared) as node_b:
         yield node_a, node_b
@@ -79,8 +92,7 @@ def _handshake(node: RunningServer, headers: dict[str, str]) -> httpx.Response:
 def _keys_of(redis_server: RunningRedis, tenant: str, session: str) -> list[bytes]:
     """The tenant's keys in Redis, and the Bayeux session's."""
     with redis.Redis.from_url(redis_server.url) as client:
-        patterns = keys.tenant_patterns(tenant)
-        found = [key for pattern in patterns for key in client.scan_iter(pattern)]
+        found = list(client.scan_iter(keys.tenant_pattern(tenant)))
         return found + [key for key in [keys.session_key(session).encode()] if client.exists(key)]
 
 

@@ -1,5 +1,6 @@
-"""`Directory`: tenants and clients cached for the TTL, served stale while the catalog is down,
-one catalog read per key at a time, and `forget` for this node's own changes."""
+"""`Directory`: tenants and clients cached for the TTL, served stale while the catalog is down
+(for a bounded time), one catalog read per key at a time, and `forget` for this node's own
+changes."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.fakes import FakeClock
 
 R = TypeVar("R")
 TTL = 5.0
+MAX_STALE = 120.0
 TENANT = Tenant("acme")
 OTHER_TENANT = Tenant("globex")
 CLIENT = ClientRecord("acme-app", "acme", "hash", ("publish", "subscribe"))
@@ -79,7 +81,7 @@ async def world() -> World:
     for client in (CLIENT, OTHER_CLIENT):
         await catalog.add_client(client)
     clock = FakeClock()
-    return World(catalog, clock, Directory(catalog, clock, TTL))
+    return World(catalog, clock, Directory(catalog, clock, TTL, max_stale=MAX_STALE))
 
 
 def principal(tenant: str = "acme", client_id: str = "acme-app") -> Principal:
@@ -235,6 +237,39 @@ async def test_known_entries_are_served_past_the_ttl_while_the_catalog_is_down(
         world.clock.advance(TTL)
         assert await world.directory.admit(principal()) == TENANT
         assert await world.directory.tenant("acme") == TENANT
+
+
+async def test_known_entries_are_served_stale_no_longer_than_the_bound(world: World) -> None:
+    """A node cut off from the catalog must stop serving a tenant (deleted meanwhile, perhaps)
+    and its clients' tokens once the bound is past: the id's reuse delay rests on it."""
+    await world.directory.admit(principal())
+    world.catalog.down = True
+    world.clock.advance(TTL)
+    assert await world.directory.admit(principal()) == TENANT  # stale from here on
+    world.clock.advance(MAX_STALE - 0.001)
+    assert await world.directory.admit(principal()) == TENANT
+
+    world.clock.advance(0.001)
+    with pytest.raises(CatalogUnavailable):
+        await world.directory.admit(principal())
+    with pytest.raises(CatalogUnavailable):
+        await world.directory.tenant("acme")
+    with pytest.raises(CatalogUnavailable):
+        await world.directory.client("acme-app")
+    world.catalog.down = False  # and once the catalog is back, so is the service
+    assert await world.directory.admit(principal()) == TENANT
+
+
+async def test_the_bound_counts_from_the_last_successful_read(world: World) -> None:
+    await world.directory.admit(principal())
+    world.clock.advance(TTL)
+    await world.directory.admit(principal())  # read again: a new bound
+    world.catalog.down = True
+    world.clock.advance(TTL + MAX_STALE - 0.001)
+    assert await world.directory.admit(principal()) == TENANT
+    world.clock.advance(0.001)
+    with pytest.raises(CatalogUnavailable):
+        await world.directory.admit(principal())
 
 
 async def test_the_catalog_is_retried_at_most_once_a_second_while_down(world: World) -> None:
@@ -432,7 +467,7 @@ async def test_each_lookup_reports_one_result_hit_miss_or_stale() -> None:
     assert await catalog.add_tenant(TENANT)
     clock = FakeClock()
     results: list[str] = []
-    directory = Directory(catalog, clock, TTL, on_lookup=results.append)
+    directory = Directory(catalog, clock, TTL, max_stale=MAX_STALE, on_lookup=results.append)
 
     await directory.tenant("acme")  # read from the catalog
     await directory.tenant("acme")  # cached
@@ -457,7 +492,7 @@ def small(monkeypatch: pytest.MonkeyPatch) -> World:
     monkeypatch.setattr(app.directory, "_MAX_ABSENT", 2)
     catalog = CountingCatalog()
     clock = FakeClock()
-    return World(catalog, clock, Directory(catalog, clock, TTL))
+    return World(catalog, clock, Directory(catalog, clock, TTL, max_stale=MAX_STALE))
 
 
 async def _clients(world: World, count: int) -> list[str]:

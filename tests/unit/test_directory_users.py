@@ -11,6 +11,7 @@ from storage.memory import MemoryCatalog
 from tests.fakes import FakeClock
 
 TTL = 5.0
+MAX_STALE = 120.0
 ADA = UserRecord("ada@example.test", "acme", "hash")
 
 
@@ -27,7 +28,7 @@ class CountingCatalog(MemoryCatalog):
 async def test_users_and_absent_users_are_read_once_per_ttl() -> None:
     catalog, clock = CountingCatalog(), FakeClock()
     await catalog.add_user(ADA)
-    directory = Directory(catalog, clock, TTL)
+    directory = Directory(catalog, clock, TTL, max_stale=MAX_STALE)
 
     found = [await directory.user(ADA.username) for _ in range(3)]
     absent = [await directory.user("ghost@example.test") for _ in range(3)]
@@ -42,7 +43,7 @@ async def test_users_and_absent_users_are_read_once_per_ttl() -> None:
 
 async def test_forget_makes_the_next_user_read_fresh() -> None:
     catalog, clock = CountingCatalog(), FakeClock()
-    directory = Directory(catalog, clock, TTL)
+    directory = Directory(catalog, clock, TTL, max_stale=MAX_STALE)
     assert await directory.user(ADA.username) is None
 
     await catalog.add_user(ADA)

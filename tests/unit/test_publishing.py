@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from app.access import Principal
-from app.catalog import Tenant
+from app.catalog import ChannelDefinition, Tenant, TenantSettings
+from app.directory import Directory
 from app.errors import (
     BatchTooLarge,
+    CatalogUnavailable,
     ChannelNotPublishable,
     EngineUnavailable,
     EventTooLarge,
@@ -20,11 +22,12 @@ from app.errors import (
     InvalidBody,
     InvalidChannel,
     InvalidParameter,
+    TooManyChannels,
 )
 from app.model import ChannelKey, EventDraft, Published, Retention, Window
 from app.publishing import PublishService, Refused, RolledBack, _RandomUuids
 from app.settings import Settings
-from storage.memory import MemoryEngine
+from storage.memory import MemoryCatalog, MemoryEngine
 from tests.fakes import FakeClock
 
 CHANNEL = "/event/Order__e"
@@ -345,7 +348,9 @@ async def test_records_are_stored_per_channel_in_order(
 ) -> None:
     records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1}), (CHANNEL, {"n": 2})]
 
-    outcomes = await make_service().publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+    outcomes = await make_service().publish_records(
+        PUBLISHER, TENANT, records, all_or_none=True, idempotency_key="request-1"
+    )
 
     assert all(isinstance(outcome, Published) for outcome in outcomes)
     stored = (await engine.read(KEY, 0, 10)).events
@@ -357,7 +362,9 @@ async def test_one_refused_record_rolls_back_an_all_or_none_request(
 ) -> None:
     records = [(CHANNEL, {"n": 0}), (OTHER, [1]), (CHANNEL, {"n": 2})]
 
-    all_or_none = await make_service().publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+    all_or_none = await make_service().publish_records(
+        PUBLISHER, TENANT, records, all_or_none=True, idempotency_key="request-1"
+    )
     assert await _nothing_stored(engine)
     each = await make_service().publish_records(PUBLISHER, TENANT, records, all_or_none=False)
 
@@ -376,17 +383,20 @@ async def test_a_store_failure_before_anything_is_stored_refuses_the_whole_reque
     records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1})]
 
     with pytest.raises(EngineUnavailable):
-        await service.publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+        await service.publish_records(
+            PUBLISHER, TENANT, records, all_or_none=True, idempotency_key="request-1"
+        )
     assert await _nothing_stored(engine)
 
 
 async def test_a_store_failure_after_a_channel_was_stored_reports_each_record_truly() -> None:
+    """Without `all_or_none`, each record passes or fails on its own."""
     engine = _FailingEngine(fail_at=2)
     service = PublishService(engine, Settings())
     third = "/event/Third__e"
     records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1}), (third, {"n": 2}), (CHANNEL, {"n": 3})]
 
-    outcomes = await service.publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+    outcomes = await service.publish_records(PUBLISHER, TENANT, records, all_or_none=False)
 
     assert isinstance(outcomes[0], Published)
     assert isinstance(outcomes[3], Published)
@@ -395,3 +405,80 @@ async def test_a_store_failure_after_a_channel_was_stored_reports_each_record_tr
         assert isinstance(refused.error, EngineUnavailable)
     assert (await engine.window(KEY)).count == 2
     assert (await engine.window(ChannelKey("acme", third))).count == 0
+
+
+async def test_a_tenant_created_again_gets_no_channels_known_from_the_deleted_one() -> None:
+    """The channel quota trusts the channels this process saw exist, to spare an engine read:
+    after the tenant is dropped (on any node) and created again with a smaller quota, names the
+    old tenant used must count again."""
+    clock = FakeClock(NOW)
+    engine = MemoryEngine(clock, idempotency_ttl=60)
+    settings = Settings()
+    service = PublishService(engine, settings, clock=clock)
+    old = Tenant("acme", settings=TenantSettings(max_channels=3))
+    names = ["/event/A__e", "/event/B__e", "/event/C__e"]
+    for name in names:
+        await service.publish(PUBLISHER, old, name, [{}])
+    await engine.drop_tenant("acme")  # the tenant is deleted ...
+    clock.advance(settings.catalog_cache_ttl)  # ... and its id rests far longer than this
+    new = Tenant("acme", settings=TenantSettings(max_channels=1))
+
+    await service.publish(PUBLISHER, new, names[0], [{}])
+    with pytest.raises(TooManyChannels):
+        await service.publish(PUBLISHER, new, names[1], [{}])
+
+    assert await engine.channel_names("acme") == [names[0]]
+
+
+async def test_all_or_none_over_several_channels_needs_an_idempotency_key(
+    engine: MemoryEngine, make_service: Factory
+) -> None:
+    records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1})]
+
+    with pytest.raises(InvalidParameter, match="needs an Idempotency-Key"):
+        await make_service().publish_records(PUBLISHER, TENANT, records, all_or_none=True)
+
+    assert await _nothing_stored(engine)
+
+
+async def test_an_all_or_none_store_failing_midway_is_a_503_that_a_retry_completes_once() -> None:
+    engine = _FailingEngine(fail_at=2)
+    service = PublishService(engine, Settings())
+    third = "/event/Third__e"
+    records = [(CHANNEL, {"n": 0}), (OTHER, {"n": 1}), (third, {"n": 2}), (CHANNEL, {"n": 3})]
+
+    with pytest.raises(EngineUnavailable, match="same Idempotency-Key to store the rest"):
+        await service.publish_records(
+            PUBLISHER, TENANT, records, all_or_none=True, idempotency_key="request-1"
+        )
+    retried = await service.publish_records(
+        PUBLISHER, TENANT, records, all_or_none=True, idempotency_key="request-1"
+    )
+
+    assert all(isinstance(outcome, Published) for outcome in retried)
+    published = [outcome for outcome in retried if isinstance(outcome, Published)]
+    # The channel stored before the failure is not stored again: its records are duplicates.
+    assert [p.duplicate for p in published] == [True, False, False, True]
+    assert (await engine.window(KEY)).count == 2
+    assert (await engine.window(ChannelKey("acme", OTHER))).count == 1
+    assert (await engine.window(ChannelKey("acme", third))).count == 1
+
+
+class _UnreachableCatalog(MemoryCatalog):
+    async def channel(self, tenant_id: str, name: str) -> ChannelDefinition | None:
+        raise CatalogUnavailable("the catalog database is unreachable")
+
+
+async def test_a_catalog_outage_while_checking_records_is_a_503_not_a_refused_record(
+    engine: MemoryEngine,
+) -> None:
+    clock = FakeClock(NOW)
+    directory = Directory(_UnreachableCatalog(), clock, 5, max_stale=5)
+    service = PublishService(engine, Settings(), directory, clock=clock)
+    records = [(CHANNEL, {"n": 0}), (CHANNEL, {"n": 1})]
+
+    for all_or_none in (True, False):
+        with pytest.raises(CatalogUnavailable):
+            await service.publish_records(PUBLISHER, TENANT, records, all_or_none=all_or_none)
+
+    assert await _nothing_stored(engine)

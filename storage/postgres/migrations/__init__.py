@@ -7,7 +7,10 @@ from importlib import resources
 
 import asyncpg
 
-__all__ = ["apply_migrations", "migration_names", "pending_migrations"]
+from app.errors import CatalogUnavailable
+from storage.failures import describe
+
+__all__ = ["apply_migrations", "migrate", "migration_names", "pending_migrations"]
 
 _LOCK = 0x7265706C61796275  # "replaybu": this database's migration lock
 
@@ -51,3 +54,19 @@ async def apply_migrations(connection: asyncpg.Connection) -> list[str]:
     finally:
         await connection.execute("SELECT pg_advisory_unlock($1)", _LOCK)
     return applied
+
+
+async def migrate(url: str, *, connect_timeout: float, command_timeout: float) -> list[str]:
+    """Connect to the catalog database at `url` and `apply_migrations`; every step is bounded
+    (connecting by `connect_timeout`, each statement, the lock wait included, by
+    `command_timeout`). Raises CatalogUnavailable saying what failed."""
+    try:
+        connection = await asyncpg.connect(
+            url, timeout=connect_timeout, command_timeout=command_timeout
+        )
+        try:
+            return await apply_migrations(connection)
+        finally:
+            await connection.close(timeout=command_timeout)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:  # timeouts too
+        raise CatalogUnavailable(f"the catalog database failed: {describe(error)}") from None

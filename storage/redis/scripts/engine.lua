@@ -1,6 +1,8 @@
 -- replaybus engine script: one atomic step per call, on one channel's keys (one Cluster slot).
 -- KEYS: stream, meta, idem, idem-expiry
--- ARGV[1]: command ("publish" | "read"), ARGV[2]: now in µs ("" = this server's clock)
+-- ARGV[1]: command ("publish" | "read"), ARGV[2]: now in µs ("" = this server's clock),
+-- ARGV[3]: the trim step, most entries one call evicts (app.engine.TRIM_STEP); it is taken off
+-- ARGV at once, so each command's own arguments start at ARGV[3]
 --
 -- ReplayIds are integers below 2^53 (exact in Lua's doubles). A stream entry id encodes its
 -- ReplayId exactly: (replayId // 1000)-(replayId % 1000), so trimming by age is XTRIM MINID.
@@ -26,59 +28,90 @@ local function number(value)
   return string.format('%.0f', value)
 end
 
--- Trimming walks at most TRIM_STEP entries per call, and stops once it has walked TRIM_BYTES of
--- them, so one call never holds Redis for long however far a channel is past its retention (a
--- shrunk retention, a burst): the rest goes on the next publishes and reads. The count may then
--- exceed the maximum for a while, but the low-water mark is exact after every step.
-local TRIM_STEP = 2000 -- app.engine.TRIM_STEP
+-- The earliest retained ReplayId as kept in the meta hash, or nil if unknown. Every eviction
+-- raises the low-water mark to at least the oldest entry's ReplayId, so a kept value not above
+-- it is out of date (a node running an older script evicted without dropping it).
+local function kept_earliest(low)
+  local earliest = tonumber(redis.call('HGET', meta, 'earliest') or '0')
+  if earliest > low then return earliest end
+  return nil
+end
+
+-- Trimming walks at most the trim step's entries per call, and stops once it has walked
+-- TRIM_BYTES of them, so one call never holds Redis for long however far a channel is past its
+-- retention (a shrunk retention, a burst): the rest goes on the next publishes and reads. The
+-- count may then exceed the maximum for a while, but the low-water mark is exact after every
+-- step.
 local TRIM_BYTES = 8 * 1024 * 1024
-local TRIM_CHUNK = 100 -- entries read per XRANGE while walking
 
 -- Evict the oldest entries beyond max_count, then those older than max_age, within the bounds
--- above, keeping the exact low-water mark (newest evicted ReplayId).
-local function trim(now, max_age, max_count)
+-- above, keeping the exact low-water mark (newest evicted ReplayId). Each XRANGE asks for as
+-- many entries as the bytes left would hold at the average size walked so far (one at first,
+-- never more than twice the previous ask), so a walk loads little more than TRIM_BYTES however
+-- large the events are.
+local function trim(now, max_age, max_count, step)
   local before = tonumber(redis.call('HGET', meta, 'low') or '0')
   local excess = redis.call('XLEN', stream) - max_count
   local cutoff = now - max_age
-  local walked, bytes, last = 0, 0, nil
-  -- Walks up to `want` more of the oldest entries, up to `upper`; true while there may be more
-  -- to walk within the bounds.
-  local function walk(upper, want)
-    local from = '-'
-    if last then from = '(' .. last end
-    local entries = redis.call('XRANGE', stream, from, upper, 'COUNT', want)
-    for _, entry in ipairs(entries) do
-      last = entry[1]
-      walked = walked + 1
-      for _, value in ipairs(entry[2]) do bytes = bytes + #value end
-      if bytes >= TRIM_BYTES then return false end
+  local walked, bytes, last, ask = 0, 0, nil, 0
+  -- Walks on over the oldest entries up to `upper` (an XRANGE end) until `most` are walked in
+  -- all; true if it got there or no entry is left up to `upper`, false if the bytes stopped it.
+  local function walk(upper, most)
+    while walked < most do
+      if walked > 0 then
+        ask = math.min(2 * ask, math.floor((TRIM_BYTES - bytes) * walked / bytes))
+      end
+      ask = math.max(1, math.min(ask, most - walked))
+      local from = '-'
+      if last then from = '(' .. last end
+      local entries = redis.call('XRANGE', stream, from, upper, 'COUNT', ask)
+      for _, entry in ipairs(entries) do
+        last = entry[1]
+        walked = walked + 1
+        for _, value in ipairs(entry[2]) do bytes = bytes + #value end
+        if bytes >= TRIM_BYTES then return false end
+      end
+      if #entries < ask then return true end
     end
-    return #entries == want and walked < TRIM_STEP
+    return true
   end
   local more = true
-  while more and walked < excess do
-    more = walk('+', math.min(excess - walked, TRIM_CHUNK, TRIM_STEP - walked))
-  end
-  if more and cutoff > 0 then
+  if excess > 0 then more = walk('+', math.min(excess, step)) end
+  -- Nothing has expired if the oldest entry (as `window` keeps it) has not.
+  local oldest = kept_earliest(before)
+  if more and walked < step and cutoff > 0 and not (oldest and oldest >= cutoff) then
     -- XRANGE up to the cutoff stops at the first younger entry: O(1) when nothing expired.
-    while more do
-      more = walk('(' .. to_id(cutoff), math.min(TRIM_CHUNK, TRIM_STEP - walked))
-    end
+    walk('(' .. to_id(cutoff), step)
   end
   if last == nil then return before end
   local newest = to_replay(last)
   redis.call('XTRIM', stream, 'MINID', to_id(newest + 1))
+  redis.call('HDEL', meta, 'earliest') -- another entry is the oldest now: `window` finds it
   local low = math.max(before, newest)
   redis.call('HSET', meta, 'low', number(low))
   return low
 end
 
+-- The window: earliest retained ReplayId ('' if none), top, low-water mark, count. The earliest
+-- is kept in the meta hash, so a read does not load the oldest entry (up to an event's size)
+-- each time; it is looked up once after each eviction (and once on data stored before it was
+-- kept), which only `trim` does: a publish appends, so it changes the oldest entry only of an
+-- empty stream, whose earliest no one keeps.
 local function window(low)
-  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  local count = redis.call('XLEN', stream)
   local earliest = ''
-  if #first > 0 then earliest = number(to_replay(first[1][1])) end
+  if count > 0 then
+    local kept = kept_earliest(low)
+    if kept then
+      earliest = number(kept)
+    else
+      local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+      earliest = number(to_replay(first[1][1]))
+      redis.call('HSET', meta, 'earliest', earliest)
+    end
+  end
   local top = redis.call('HGET', meta, 'top') or '0'
-  return {earliest, top, number(low), redis.call('XLEN', stream)}
+  return {earliest, top, number(low), count}
 end
 
 -- Forgets at least twice as many expired keys as a publish of `count` events can add, so the
@@ -94,6 +127,7 @@ end
 
 local command = ARGV[1]
 local now = now_us()
+local trim_step = tonumber(table.remove(ARGV, 3))
 
 if command == 'publish' then
   -- ARGV[3..]: max_age_us, max_count, idempotency_ttl_us, live channel, event count, then per
@@ -152,7 +186,7 @@ if command == 'publish' then
     end
   end
   redis.call('HSET', meta, 'top', number(top))
-  trim(now, max_age, max_count)
+  trim(now, max_age, max_count, trim_step)
   return {1 - existed, results}
 end
 
@@ -198,7 +232,7 @@ if command == 'read' then
   local max_age = tonumber(redis.call('HGET', meta, 'max_age') or '0')
   local low
   if max_age > 0 then
-    low = trim(now, max_age, tonumber(redis.call('HGET', meta, 'max_count')))
+    low = trim(now, max_age, tonumber(redis.call('HGET', meta, 'max_count')), trim_step)
   else
     low = tonumber(redis.call('HGET', meta, 'low') or '0')
   end
