@@ -22,7 +22,7 @@ import asyncpg
 from storage.postgres import apply_migrations
 from tests.harness.postgres import running_postgres
 from tests.harness.redis import running_redis
-from tests.hostile.arena import Arena, Backing, arena, under_attack
+from tests.hostile.arena import Arena, Attack, Backing, arena, under_attack
 from tests.hostile.attacks import ATTACKS
 
 _COLUMNS = (
@@ -41,12 +41,15 @@ async def no_attack(arena: Arena) -> None:
     await asyncio.Event().wait()
 
 
+_BASELINE = Attack(no_attack)
+
+
 async def _measure(backing: Backing, names: Sequence[str], seconds: float) -> None:
     print(" | ".join(_COLUMNS))
     print(" | ".join("---" for _ in _COLUMNS))
     for name in ("none", *names):
-        attack = no_attack if name == "none" else ATTACKS[name]
-        async with arena(backing) as node:
+        attack = _BASELINE if name == "none" else ATTACKS[name]
+        async with arena(backing, attack.settings) as node:
             report = await under_attack(node, attack, seconds)
         sse, bayeux = report.subscribers["sse"], report.subscribers["bayeux"]
         row = (
