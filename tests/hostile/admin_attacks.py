@@ -178,36 +178,39 @@ async def retention_shrink(arena: Arena) -> None:
     through channel definitions, and publishes into them (trimming what is now beyond the
     window); meanwhile it fills another channel and shrinks it again, over and over, and asks
     for retentions above the operator's maxima."""
+
+    async def shrink(http: httpx.AsyncClient, channel: str) -> None:
+        await _define(arena, http, channel, {"retention": {"maxCount": 1}})
+        await _publish(arena, http, channel, {"n": "after"})
+
+    async def cycle(http: httpx.AsyncClient, index: int) -> None:
+        channel = f"/event/Cycle{index}__e"
+        await _define(arena, http, channel, {"retention": {"maxCount": 100_000}})
+        await _fill(arena, http, channel, 10_000)
+        await shrink(http, channel)
+
+    attempts = itertools.count()
+
+    async def beyond(http: httpx.AsyncClient, index: int) -> None:
+        attempt = next(attempts)
+        retention = ({"maxCount": 100_001}, {"maxAge": 366 * 86400})[attempt % 2]
+        channel = f"/event/Deep{attempt % _DEEP_CHANNELS}__e"
+        code = await request(
+            arena,
+            http,
+            "beyond the maxima",
+            method="PUT",
+            url=f"/v1/admin/tenants/{arena.attacker.tenant}/channels{channel}",
+            json={"retention": retention},
+            headers=arena.bearer(),
+        )
+        if code == 200:
+            arena.find(f"a channel definition exceeded the operator's maxima: {retention}")
+
     async with client(arena) as http:
-
-        async def shrink(channel: str) -> None:
-            await _define(arena, http, channel, {"retention": {"maxCount": 1}})
-            await _publish(arena, http, channel, {"n": "after"})
-
-        async def cycle(http: httpx.AsyncClient, index: int) -> None:
-            channel = f"/event/Cycle{index}__e"
-            await _define(arena, http, channel, {"retention": {"maxCount": 100_000}})
-            await _fill(arena, http, channel, 10_000)
-            await shrink(channel)
-
-        async def beyond(http: httpx.AsyncClient, index: int) -> None:
-            retention = ({"maxCount": 100_001}, {"maxAge": 366 * 86400})[index % 2]
-            channel = f"/event/Deep{index % _DEEP_CHANNELS}__e"
-            code = await request(
-                arena,
-                http,
-                "beyond the maxima",
-                method="PUT",
-                url=f"/v1/admin/tenants/{arena.attacker.tenant}/channels{channel}",
-                json={"retention": retention},
-                headers=arena.bearer(),
-            )
-            if code == 200:
-                arena.find(f"a channel definition exceeded the operator's maxima: {retention}")
-
         for n in range(_DEEP_CHANNELS):
-            await shrink(f"/event/Deep{n}__e")
-        await asyncio.gather(workers(arena, 2, cycle), workers(arena, 1, beyond))
+            await shrink(http, f"/event/Deep{n}__e")
+    await asyncio.gather(workers(arena, 2, cycle), workers(arena, 1, beyond))
 
 
 # -- composite requests ------------------------------------------------------------------------
@@ -248,41 +251,41 @@ async def composite_all_or_none(arena: Arena) -> None:
     one of them bound to fail: nothing of such a request may be stored, whichever record
     fails and wherever it is. A watches its channels' latest ReplayId to see."""
     url = "/services/data/v58.0/composite/sobjects"
+    latest: dict[str, int] = {}
     async with client(arena) as http:
-        latest: dict[str, int] = {}
         for n in range(_WATCHED):
             window = await http.get(f"/v1/channels/event/Aon{n}__e", headers=arena.bearer())
             latest[f"Aon{n}__e"] = window.json()["latest"]
+    sent = itertools.count()
+    watched = itertools.cycle(latest)
 
-        async def send(http: httpx.AsyncClient, index: int) -> None:
-            body = {"allOrNone": True, "records": _refused_batch(index)}
-            response = await answer(
-                arena, http, "composite", method="POST", url=url, json=body, headers=arena.bearer()
-            )
-            if response is None or response.status_code != 200:
-                return
-            stored = [r for r in response.json() if isinstance(r, dict) and r.get("success")]
-            if stored:
-                arena.find(f"allOrNone: {len(stored)} records stored of a refused request")
+    async def send(http: httpx.AsyncClient, index: int) -> None:
+        body = {"allOrNone": True, "records": _refused_batch(next(sent))}
+        response = await answer(
+            arena, http, "composite", method="POST", url=url, json=body, headers=arena.bearer()
+        )
+        if response is None or response.status_code != 200:
+            return
+        stored = [r for r in response.json() if isinstance(r, dict) and r.get("success")]
+        if stored:
+            arena.find(f"allOrNone: {len(stored)} records stored of a refused request")
 
-        async def watch(http: httpx.AsyncClient, index: int) -> None:
-            name = f"Aon{index % _WATCHED}__e"
-            window = await answer(
-                arena,
-                http,
-                "window",
-                method="GET",
-                url=f"/v1/channels/event/{name}",
-                headers=arena.bearer(),
-            )
-            if (
-                window is not None
-                and window.status_code == 200
-                and window.json()["latest"] != latest[name]
-            ):
-                arena.find(f"allOrNone: a refused request stored events in {name}")
+    async def watch(http: httpx.AsyncClient, index: int) -> None:
+        name = next(watched)
+        window = await answer(
+            arena,
+            http,
+            "window",
+            method="GET",
+            url=f"/v1/channels/event/{name}",
+            headers=arena.bearer(),
+        )
+        if window is None or window.status_code != 200:
+            return
+        if window.json()["latest"] != latest[name]:
+            arena.find(f"allOrNone: a refused request stored events in {name}")
 
-        await asyncio.gather(workers(arena, 4, send), workers(arena, 1, watch))
+    await asyncio.gather(workers(arena, 4, send), workers(arena, 1, watch))
 
 
 # -- the operator's changes --------------------------------------------------------------------

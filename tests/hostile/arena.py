@@ -39,6 +39,7 @@ _NODE_ENV = {
     "REPLAYBUS_BODY_TIMEOUT": f"{BODY_TIMEOUT_S}s",
 }
 _CANCEL_S = 30.0  # for an attack to let go of its connections once told to stop
+_BUILD_UP_S = 60.0  # for an attack that builds up to get to full strength
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class Arena:
     findings: list[str] = field(default_factory=list)
     #: Every (what, status) A was answered: what an attack must have reached is among them.
     answers: set[tuple[str, int]] = field(default_factory=set)
+    #: Set by an attack that builds up (opening connections) once it is at full strength.
+    engaged: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -94,12 +97,15 @@ class Arena:
 class Attack:
     """What A does: `prepare` (if any) readies it before B starts, then `run` attacks until
     cancelled, on a node with the arena's settings and `settings`. `proof` lists answers
-    (what, status) A must have got, showing that the attack reached the limits it aims at."""
+    (what, status) A must have got, showing that the attack reached the limits it aims at. An
+    attack that `builds_up` sets `arena.engaged` once at full strength, and its time counts from
+    then."""
 
     run: Callable[[Arena], Coroutine[Any, Any, None]]
     prepare: Callable[[Arena], Coroutine[Any, Any, None]] | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
     proof: frozenset[tuple[str, int]] = frozenset()
+    builds_up: bool = False
 
     @property
     def name(self) -> str:
@@ -145,13 +151,20 @@ async def arena(
 
 
 async def under_attack(arena: Arena, attack: Attack, seconds: float) -> Report:
-    """B's report of a run where A, once prepared and once B is steady, attacks for `seconds`,
-    then stops; B goes on for one more second, so the windows also cover the node's recovery.
-    An answer of `attack.proof` that A never got is recorded as a finding."""
+    """B's report of a run where A, once prepared and once B is steady, attacks for `seconds`
+    (after building up, if it does), then stops; B goes on for one more second, so the windows
+    also cover the node's recovery. An answer of `attack.proof` that A never got is recorded as
+    a finding."""
     if attack.prepare is not None:
         await attack.prepare(arena)
     async with neighbour(arena.base_url, arena.neighbour, arena.neighbour_channel) as b:
         attacking = asyncio.create_task(attack.run(arena))
+        if attack.builds_up:
+            engaged = asyncio.create_task(arena.engaged.wait())
+            await asyncio.wait(
+                {attacking, engaged}, timeout=_BUILD_UP_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            engaged.cancel()
         await asyncio.wait({attacking}, timeout=seconds)
         if attacking.done():
             attacking.result()  # an attack runs until told to stop: this is its own failure

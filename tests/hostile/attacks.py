@@ -56,7 +56,7 @@ async def publish_flood(arena: Arena) -> None:
 _STREAM_CLIENTS = 40
 #: The worker's stream cap on the stream flood's node: A's clients together reach it before
 #: each reaches its own cap (100), except the first, which opens more than that at once.
-_STREAMS_PER_WORKER = 1000
+_STREAMS_PER_WORKER = 2000
 
 
 async def _stream_clients(arena: Arena) -> None:
@@ -271,14 +271,17 @@ async def wildcard_subscriptions(arena: Arena) -> None:
             while True:
                 await bayeux(arena, http, "connect", bayeux_http.connect(client_id, timeout_ms=0))
 
+        published = itertools.count()
+
         async def publish(http: httpx.AsyncClient, index: int) -> None:
+            n = next(published)
             await request(
                 arena,
                 http,
                 "publish",
                 method="POST",
-                url="/v1/events" + channels[(index * 7919 + len(channels)) % len(channels)],
-                json={"n": index},
+                url="/v1/events" + channels[n * 7919 % len(channels)],
+                json={"n": n},
                 headers=arena.bearer(),
             )
 
@@ -368,6 +371,7 @@ ATTACKS: dict[str, Attack] = {
             prepare=_stream_clients,
             settings={"REPLAYBUS_SSE_MAX_STREAMS": str(_STREAMS_PER_WORKER)},
             proof=frozenset({("stream", 200), ("stream", 429), ("stream", 503)}),
+            builds_up=True,
         ),
         Attack(bayeux_garbage, proof=frozenset({("bayeux", 413)})),
         Attack(token_abuse, proof=frozenset({("token: address limit", 429)})),

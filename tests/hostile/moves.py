@@ -105,7 +105,7 @@ async def status(arena: Arena, reader: asyncio.StreamReader, what: str) -> int:
 
 async def hold_many(arena: Arena, heads: Iterable[bytes], what: str, opening: int = 50) -> None:
     """Open a connection per head (`opening` at a time), read each response's status, and hold
-    them all open until cancelled."""
+    them all open until cancelled (`arena.engaged` once all are open)."""
     async with contextlib.AsyncExitStack() as held:
         gate = asyncio.Semaphore(opening)
 
@@ -118,6 +118,7 @@ async def hold_many(arena: Arena, heads: Iterable[bytes], what: str, opening: in
                 await status(arena, reader, what)
 
         await asyncio.gather(*(one(head) for head in heads))
+        arena.engaged.set()
         await asyncio.Event().wait()
 
 
