@@ -197,63 +197,70 @@ async def token_abuse_forged(arena: Arena) -> None:
     await _token_abuse(arena, forge=True)
 
 
-async def history_reads(arena: Arena) -> None:
-    """A fills a channel with large events, then reads all of it over and over: history pages,
-    SSE catch-up from -2 and Bayeux connects replaying from -2."""
-    channel = "/event/Large__e"
+_LARGE_CHANNEL = "/event/Large__e"
+
+
+async def _fill_large_channel(arena: Arena) -> None:
+    """48 events of nearly 1 MiB in one channel of A's."""
     event = {"blob": "x" * (1024 * 1024 - 64)}
     async with client(arena) as http:
         for _ in range(8):
-            await request(
+            filled = await request(
                 arena,
                 http,
                 "fill",
                 method="POST",
-                url="/v1/events" + channel,
+                url="/v1/events" + _LARGE_CHANNEL,
                 json=[event] * 6,
                 headers=arena.bearer(),
             )
+            assert filled == 201, filled
 
-        async def history(http: httpx.AsyncClient, index: int) -> None:
-            await request(
-                arena,
-                http,
-                "history",
-                method="GET",
-                url=f"/v1/events{channel}?after=-2&limit=1000",
-                headers=arena.bearer(),
-            )
 
-        async def catch_up(http: httpx.AsyncClient, index: int) -> None:
-            head = get(f"/v1/stream{channel}?replayId=-2", arena.attacker.token)
-            async with connection(arena, head) as (reader, _):
-                if await status(arena, reader, "catch-up") == 200:
-                    received = 0
-                    while received < 40 * 1024 * 1024 and (chunk := await reader.read(1 << 20)):
-                        received += len(chunk)
+async def history_reads(arena: Arena) -> None:
+    """A reads a channel of large events whole, over and over: history pages, SSE catch-up
+    from -2 and Bayeux connects replaying from -2."""
+    channel = _LARGE_CHANNEL
 
-        async def replay(http: httpx.AsyncClient, index: int) -> None:
-            client_id = await session(arena, http)
-            if client_id is None:
-                return
-            subscribe = bayeux_http.subscribe(client_id, channel, replay=-2)
-            await bayeux(arena, http, "subscribe", subscribe)
-            for _ in range(20):
-                await bayeux(arena, http, "replay", bayeux_http.connect(client_id, timeout_ms=0))
-
-        await asyncio.gather(
-            workers(arena, 4, history), workers(arena, 2, catch_up), workers(arena, 2, replay)
+    async def history(http: httpx.AsyncClient, index: int) -> None:
+        await request(
+            arena,
+            http,
+            "history",
+            method="GET",
+            url=f"/v1/events{channel}?after=-2&limit=1000",
+            headers=arena.bearer(),
         )
 
+    async def catch_up(http: httpx.AsyncClient, index: int) -> None:
+        head = get(f"/v1/stream{channel}?replayId=-2", arena.attacker.token)
+        async with connection(arena, head) as (reader, _):
+            if await status(arena, reader, "catch-up") == 200:
+                received = 0
+                while received < 40 * 1024 * 1024 and (chunk := await reader.read(1 << 20)):
+                    received += len(chunk)
 
-async def wildcard_subscriptions(arena: Arena) -> None:
-    """Wildcards over many channels: Bayeux sessions subscribed to `/event/**` connecting as
-    fast as they can (each connect looks at every channel of A's), SSE streams each on its own
-    wildcard prefix, and publishes spread over hundreds of channels."""
-    channels = [f"/event/W{n}__e" for n in range(300)]
+    async def replay(http: httpx.AsyncClient, index: int) -> None:
+        client_id = await session(arena, http)
+        if client_id is None:
+            return
+        subscribe = bayeux_http.subscribe(client_id, channel, replay=-2)
+        await bayeux(arena, http, "subscribe", subscribe)
+        for _ in range(20):
+            await bayeux(arena, http, "replay", bayeux_http.connect(client_id, timeout_ms=0))
+
+    await asyncio.gather(
+        workers(arena, 4, history), workers(arena, 2, catch_up), workers(arena, 2, replay)
+    )
+
+
+_WILDCARD_CHANNELS = [f"/event/W{n}__e" for n in range(300)]
+
+
+async def _fill_wildcard_channels(arena: Arena) -> None:
     async with client(arena) as http:
-        for channel in channels:
-            await request(
+        for channel in _WILDCARD_CHANNELS:
+            filled = await request(
                 arena,
                 http,
                 "fill",
@@ -262,35 +269,42 @@ async def wildcard_subscriptions(arena: Arena) -> None:
                 json={},
                 headers=arena.bearer(),
             )
+            assert filled == 201, filled
 
-        async def one_session(http: httpx.AsyncClient, index: int) -> None:
-            client_id = await session(arena, http)
-            if client_id is None:
-                return
-            await bayeux(arena, http, "subscribe", bayeux_http.subscribe(client_id, "/event/**"))
-            while True:
-                await bayeux(arena, http, "connect", bayeux_http.connect(client_id, timeout_ms=0))
 
-        published = itertools.count()
+async def wildcard_subscriptions(arena: Arena) -> None:
+    """Wildcards over many channels: Bayeux sessions subscribed to `/event/**` connecting as
+    fast as they can (each connect looks at every channel of A's), SSE streams each on its own
+    wildcard prefix, and publishes spread over hundreds of channels."""
+    channels = _WILDCARD_CHANNELS
+    published = itertools.count()
 
-        async def publish(http: httpx.AsyncClient, index: int) -> None:
-            n = next(published)
-            await request(
-                arena,
-                http,
-                "publish",
-                method="POST",
-                url="/v1/events" + channels[n * 7919 % len(channels)],
-                json={"n": n},
-                headers=arena.bearer(),
-            )
+    async def one_session(http: httpx.AsyncClient, index: int) -> None:
+        client_id = await session(arena, http)
+        if client_id is None:
+            return
+        await bayeux(arena, http, "subscribe", bayeux_http.subscribe(client_id, "/event/**"))
+        while True:
+            await bayeux(arena, http, "connect", bayeux_http.connect(client_id, timeout_ms=0))
 
-        streams = (get(f"/v1/stream/event/P{n}/**", arena.attacker.token) for n in range(200))
-        await asyncio.gather(
-            hold_many(arena, streams, "stream"),
-            workers(arena, 20, one_session),
-            workers(arena, 2, publish),
+    async def publish(http: httpx.AsyncClient, index: int) -> None:
+        n = next(published)
+        await request(
+            arena,
+            http,
+            "publish",
+            method="POST",
+            url="/v1/events" + channels[n * 7919 % len(channels)],
+            json={"n": n},
+            headers=arena.bearer(),
         )
+
+    streams = (get(f"/v1/stream/event/P{n}/**", arena.attacker.token) for n in range(200))
+    await asyncio.gather(
+        hold_many(arena, streams, "stream"),
+        workers(arena, 20, one_session),
+        workers(arena, 2, publish),
+    )
 
 
 _DRIBBLE_S = 0.2  # the slow senders' pace: a byte this often
@@ -381,8 +395,16 @@ ATTACKS: dict[str, Attack] = {
             proof=frozenset({("token: invalid_client", 400), ("token: client limit", 429)}),
         ),
         *admin_attacks.ATTACKS,
-        Attack(history_reads, proof=frozenset({("history", 200), ("catch-up", 200)})),
-        Attack(wildcard_subscriptions, proof=frozenset({("stream", 200), ("connect", 200)})),
+        Attack(
+            history_reads,
+            prepare=_fill_large_channel,
+            proof=frozenset({("history", 200), ("catch-up", 200), ("replay", 200)}),
+        ),
+        Attack(
+            wildcard_subscriptions,
+            prepare=_fill_wildcard_channels,
+            proof=frozenset({("stream", 200), ("connect", 200), ("publish", 201)}),
+        ),
         Attack(slow_senders, proof=frozenset({("body", 408)})),
         Attack(metrics_forged, proof=frozenset({("metrics", 403)})),
     )
