@@ -24,7 +24,7 @@ from tests.harness.postgres import RunningPostgres
 from tests.harness.redis import RunningRedis
 from tests.hostile.neighbour import Report, neighbour
 
-__all__ = ["Arena", "Attack", "Backing", "arena", "under_attack"]
+__all__ = ["Arena", "Attack", "Backing", "arena", "operator", "under_attack"]
 
 OPERATOR_KEY = "hostile-operator-key-0123456789"
 #: The scrapers' network: the node's own peers (loopback, where the attacker is) are outside it.
