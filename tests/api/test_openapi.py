@@ -263,7 +263,8 @@ async def test_every_refusal_a_route_answers_is_listed_for_its_operation(node: N
         if problem:
             undocumented.append(problem)
     assert undocumented == []
-    # The tour reaches what the document used to miss on publish, and more.
+    # The tour reaches every refusal of publishing (429 and 422 included), streaming and
+    # defining a channel.
     assert {400, 401, 403, 404, 413, 422, 429} <= seen[("POST", "/v1/events/{channel}")]
     assert {400, 404, 422, 429} <= seen[("GET", "/v1/stream/{channel}")]
     assert {400, 403, 409, 413, 422} <= seen[

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -121,6 +121,53 @@ def run_server(
                 process.wait()
         reader.join(timeout=5)
         stdout.close()
+
+
+@dataclass(frozen=True)
+class TenantClient:
+    """A client of a tenant made through the admin API, with an access token of it."""
+
+    tenant: str
+    client_id: str
+    client_secret: str
+    token: str
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def client_of(base_url: str, operator_key: str, tenant: str, scopes: Sequence[str]) -> TenantClient:
+    """A new client of the existing `tenant` with `scopes`, made with the operator key, and a
+    client-credentials token of it."""
+    issued = httpx.post(
+        f"{base_url}/v1/admin/tenants/{tenant}/clients",
+        json={"scopes": list(scopes)},
+        headers={"Authorization": f"Bearer {operator_key}"},
+        timeout=30,
+    )
+    assert issued.status_code == 201, issued.text
+    client_id, secret = issued.json()["clientId"], issued.json()["clientSecret"]
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    granted = httpx.post(f"{base_url}/v1/oauth/token", data=form, timeout=30)
+    assert granted.status_code == 200, granted.text
+    return TenantClient(tenant, client_id, secret, str(granted.json()["access_token"]))
+
+
+def tenant_with_client(
+    base_url: str, operator_key: str, scopes: Sequence[str], tenant: str | None = None
+) -> TenantClient:
+    """A new tenant (`tenant`, default a fresh id) with one client of `scopes` and its token,
+    made through the admin API with the operator key."""
+    tenant = tenant or f"t{uuid.uuid4().hex[:10]}"
+    created = httpx.post(
+        f"{base_url}/v1/admin/tenants",
+        json={"tenantId": tenant},
+        headers={"Authorization": f"Bearer {operator_key}"},
+        timeout=30,
+    )
+    assert created.status_code == 201, created.text
+    return client_of(base_url, operator_key, tenant, scopes)
 
 
 def fresh_catalog_database(postgres: RunningPostgres, prefix: str = "catalog") -> str:

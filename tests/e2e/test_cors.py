@@ -1,4 +1,4 @@
-"""CORS for browser publishers and subscribers (issue: Bayeux, SSE and REST endpoints)."""
+"""CORS for browser publishers and subscribers, on the Bayeux, SSE and REST endpoints."""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ as a proxy (the chart's `FORWARDED_ALLOW_IPS="*"`)."""
 from __future__ import annotations
 
 import httpx
+import orjson
 
 from tests.e2e.server import run_server
 
@@ -48,8 +49,15 @@ def test_metrics_relayed_for_an_outside_client_are_refused_even_from_an_allowed_
 
 def test_forwarded_addresses_still_name_the_client_for_the_other_routes() -> None:
     # The proxy's X-Forwarded-Proto is still honoured: the token endpoint, which wants HTTPS
-    # away from loopback, accepts a client forwarded over HTTPS.
-    with run_server(TRUST_EVERY_PEER) as server:
+    # away from loopback, accepts a client forwarded over HTTPS; and the client's address is
+    # the forwarded one (the access log names it).
+    env = {
+        **TRUST_EVERY_PEER,
+        "REPLAYBUS_ACCESS_LOG": "true",
+        "REPLAYBUS_LOG_FORMAT": "json",
+        "REPLAYBUS_LOG_LEVEL": "info",
+    }
+    with run_server(env) as server:
         form = {
             "grant_type": "client_credentials",
             "client_id": server.client_id,
@@ -62,3 +70,14 @@ def test_forwarded_addresses_still_name_the_client_for_the_other_routes() -> Non
         )
         assert relayed.status_code == 200, relayed.text
         assert relayed.json()["instance_url"].startswith("https://")
+        output = server.output
+    # The server has stopped: its output is complete.
+    logged = [orjson.loads(line) for line in output if line.startswith("{")]
+    clients = [
+        line["client"]
+        for line in logged
+        if line.get("logger") == "replaybus.access"
+        and line.get("route") == "/services/oauth2/token"
+    ]
+    assert len(clients) == 1, clients
+    assert clients[0].startswith("203.0.113.7:"), clients

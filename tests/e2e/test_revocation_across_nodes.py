@@ -4,13 +4,17 @@ two nodes sharing one Redis, one PostgreSQL catalog and one signing key."""
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
-from tests.e2e.server import RunningServer, fresh_catalog_database, run_server
+from tests.e2e.server import (
+    RunningServer,
+    fresh_catalog_database,
+    run_server,
+    tenant_with_client,
+)
 from tests.e2e.sse import channel_name
 from tests.harness.postgres import RunningPostgres
 from tests.harness.redis import RunningRedis
@@ -48,18 +52,6 @@ def _token_request(node: RunningServer, client_id: str, secret: str) -> httpx.Re
     )
 
 
-def _tenant_with_client(node: RunningServer) -> tuple[str, str, str, str]:
-    """A new tenant and a publishing client of it, made on `node`:
-    (tenant, client id, client secret, access token)."""
-    tenant = f"t{uuid.uuid4().hex[:10]}"
-    _admin(node, "/tenants", {"tenantId": tenant})
-    issued = _admin(node, f"/tenants/{tenant}/clients", {"scopes": ["publish"]}).json()
-    client_id, secret = issued["clientId"], issued["clientSecret"]
-    granted = _token_request(node, client_id, secret)
-    assert granted.status_code == 200, granted.text
-    return tenant, client_id, secret, granted.json()["access_token"]
-
-
 def _publisher(node: RunningServer, token: str) -> Callable[[], httpx.Response]:
     url = f"{node.base_url}/v1/events{channel_name()}"
     headers = {"Authorization": f"Bearer {token}"}
@@ -80,14 +72,14 @@ def test_a_client_revoked_on_one_node_is_refused_on_the_other(
     nodes: tuple[RunningServer, RunningServer],
 ) -> None:
     node_a, node_b = nodes
-    tenant, client_id, secret, token = _tenant_with_client(node_a)
-    publish_on_b = _publisher(node_b, token)
+    client = tenant_with_client(node_a.base_url, OPERATOR_KEY, ["publish"])
+    publish_on_b = _publisher(node_b, client.token)
     accepted = publish_on_b()
     assert accepted.status_code == 201, accepted.text
 
-    revoked = _admin(node_a, f"/tenants/{tenant}/clients/{client_id}/revoke")
+    revoked = _admin(node_a, f"/tenants/{client.tenant}/clients/{client.client_id}/revoke")
     refused = _eventually(publish_on_b, 401)
-    new_token_on_b = _token_request(node_b, client_id, secret)
+    new_token_on_b = _token_request(node_b, client.client_id, client.client_secret)
 
     assert revoked.json()["revoked"] is True
     assert refused.status_code == 401, refused.text
@@ -102,17 +94,17 @@ def test_a_tenant_suspended_on_one_node_is_refused_on_the_other_until_resumed(
     nodes: tuple[RunningServer, RunningServer],
 ) -> None:
     node_a, node_b = nodes
-    tenant, client_id, secret, token = _tenant_with_client(node_a)
-    publish_on_b = _publisher(node_b, token)
+    client = tenant_with_client(node_a.base_url, OPERATOR_KEY, ["publish"])
+    publish_on_b = _publisher(node_b, client.token)
     accepted = publish_on_b()
     assert accepted.status_code == 201, accepted.text
 
-    suspended = _admin(node_a, f"/tenants/{tenant}/suspend")
+    suspended = _admin(node_a, f"/tenants/{client.tenant}/suspend")
     refused = _eventually(publish_on_b, 403)
-    new_token_on_b = _token_request(node_b, client_id, secret)
-    resumed = _admin(node_a, f"/tenants/{tenant}/resume")
+    new_token_on_b = _token_request(node_b, client.client_id, client.client_secret)
+    resumed = _admin(node_a, f"/tenants/{client.tenant}/resume")
     accepted_again = _eventually(publish_on_b, 201)
-    new_token_after = _token_request(node_b, client_id, secret)
+    new_token_after = _token_request(node_b, client.client_id, client.client_secret)
 
     assert suspended.json()["suspended"] is True
     assert refused.status_code == 403, refused.text

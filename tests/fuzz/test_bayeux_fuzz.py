@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.e2e.server import RunningServer, run_server
+from tests.harness import bayeux_http
 
 _HOLD_S = 0.2  # REPLAYBUS_BAYEUX_TIMEOUT: a fuzzed connect that is held ends this soon
 _MAX_REQUEST = 32 * 1024  # REPLAYBUS_BAYEUX_MAX_REQUEST_SIZE, its default
@@ -54,8 +55,8 @@ def _session(http: httpx.Client, *, connected: bool) -> str:
     """A new session; a connected one is subscribed to the fuzzed channel."""
     client_id = _handshake(http)
     if connected:
-        _meta(http, "/meta/connect", client_id, connectionType="long-polling")
-        _meta(http, "/meta/subscribe", client_id, subscription=_CHANNEL)
+        _meta(http, bayeux_http.connect(client_id))
+        _meta(http, bayeux_http.subscribe(client_id, _CHANNEL))
     return client_id
 
 
@@ -78,32 +79,21 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def _post(http: httpx.Client, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    response = http.post("/cometd/58.0", json=messages)
+    response = http.post(bayeux_http.PATH, json=messages)
     assert response.status_code == 200, response.text
     replies: list[dict[str, Any]] = response.json()
     return replies
 
 
-def _meta(http: httpx.Client, channel: str, client_id: str, **fields: Any) -> dict[str, Any]:
-    replies = _post(http, [{"channel": channel, "clientId": client_id, **fields}])
-    reply = replies[-1]
-    assert reply["successful"] is True, replies
-    return reply
+def _meta(http: httpx.Client, message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The replies to `message`, whose own reply (the last) must be successful."""
+    replies = _post(http, [message])
+    assert replies[-1]["successful"] is True, replies
+    return replies
 
 
 def _handshake(http: httpx.Client) -> str:
-    reply = _post(
-        http,
-        [
-            {
-                "channel": "/meta/handshake",
-                "version": "1.0",
-                "supportedConnectionTypes": ["long-polling"],
-            }
-        ],
-    )[0]
-    assert reply["successful"] is True, reply
-    return str(reply["clientId"])
+    return str(_meta(http, bayeux_http.handshake())[0]["clientId"])
 
 
 # -- strategies -------------------------------------------------------------------------------
@@ -281,66 +271,60 @@ def _check_replies(status: int, body: bytes, sent: bytes, content_type: str) -> 
         assert len(answered) == count, (count, replies[:5])
 
 
-@given(body=_BODIES, authorization=_AUTHORIZATION)
-@settings(
-    max_examples=_EXAMPLES,
-    derandomize=True,
-    database=None,
-    deadline=None,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.filter_too_much,
-        HealthCheck.data_too_large,
-    ],
-)
-def test_fuzzed_bayeux_requests_get_bayeux_answers(
-    bayeux_server: RunningServer, body: tuple[bytes, str], authorization: str
+def test_fuzzed_bayeux_requests_get_bayeux_answers_and_leave_no_session_stuck(
+    bayeux_server: RunningServer,
 ) -> None:
-    content, content_type = body
-    headers = {"Content-Type": content_type}
-    if authorization:
-        headers["Authorization"] = authorization
-    response = httpx.post(
-        bayeux_server.base_url + "/cometd/58.0", content=content, headers=headers, timeout=30
+    examples = 0
+
+    @given(body=_BODIES, authorization=_AUTHORIZATION)
+    @settings(
+        max_examples=_EXAMPLES,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.data_too_large,
+        ],
     )
-    _check_replies(response.status_code, response.content, content, content_type)
-    if response.status_code == 200 and content_type == "application/json":
-        sent = orjson.loads(content)
-        _replace_disconnected(bayeux_server.base_url, sent, orjson.loads(response.content))
+    def fuzz(body: tuple[bytes, str], authorization: str) -> None:
+        nonlocal examples
+        examples += 1
+        content, content_type = body
+        headers = {"Content-Type": content_type}
+        if authorization:
+            headers["Authorization"] = authorization
+        response = httpx.post(
+            bayeux_server.base_url + bayeux_http.PATH, content=content, headers=headers, timeout=30
+        )
+        _check_replies(response.status_code, response.content, content, content_type)
+        if response.status_code == 200 and content_type == "application/json":
+            sent = orjson.loads(content)
+            _replace_disconnected(bayeux_server.base_url, sent, orjson.loads(response.content))
+
+    fuzz()
+    assert examples >= _EXAMPLES
+    _no_session_is_stuck(bayeux_server)
 
 
-def test_after_the_fuzzing_no_session_is_stuck(bayeux_server: RunningServer) -> None:
-    """Runs after the fuzzing (file order): every held connect ends, the fuzzed sessions still
-    answer a connect at once, and a new session gets what is published."""
+def _no_session_is_stuck(server: RunningServer) -> None:
+    """Every held connect ends, the fuzzed sessions still answer a connect at once, and a new
+    session gets what is published."""
     deadline = time.monotonic() + 10 * _HOLD_S + 5
-    with httpx.Client(base_url=bayeux_server.base_url, headers=_auth(_TOKENS[0])) as http:
+    with httpx.Client(base_url=server.base_url, headers=_auth(_TOKENS[0])) as http:
         while (held := http.get("/readyz").json().get("heldConnects")) != 0:
             assert time.monotonic() < deadline, f"{held} connects still held"
             time.sleep(0.05)  # another process's state: there is nothing to await but it
         for client_id in _SESSIONS:
-            replies = _post(
-                http,
-                [
-                    {
-                        "channel": "/meta/connect",
-                        "clientId": client_id,
-                        "connectionType": "long-polling",
-                        "advice": {"timeout": 0},
-                    }
-                ],
-            )
-            reply = replies[-1]
+            reply = _post(http, [bayeux_http.connect(client_id, timeout_ms=0)])[-1]
             assert reply["successful"] or reply["error"] == "403::Unknown client", reply
         channel = f"/event/After{uuid.uuid4().hex[:8]}__e"
         client_id = _handshake(http)
-        _meta(http, "/meta/connect", client_id, connectionType="long-polling")
-        _meta(http, "/meta/subscribe", client_id, subscription=channel)
+        _meta(http, bayeux_http.connect(client_id))
+        _meta(http, bayeux_http.subscribe(client_id, channel))
         published = http.post("/v1/events" + channel, json={"n": 1})
         assert published.status_code == 201, published.text
-        replies = _post(
-            http,
-            [{"channel": "/meta/connect", "clientId": client_id, "connectionType": "long-polling"}],
-        )
+        replies = _meta(http, bayeux_http.connect(client_id))
         events = [reply for reply in replies if reply.get("channel") == channel]
         assert [e["data"]["event"]["replayId"] for e in events] == [published.json()["replayId"]]
-        assert replies[-1]["successful"] is True, replies

@@ -2,14 +2,16 @@
 also acts as an anonymous caller), and B, the neighbour whose steady workload must not notice.
 
 The node runs as a production chart would: behind an ingress it trusts for forwarded headers
-(`REPLAYBUS_FORWARDED_ALLOW_IPS=*`) with `/metrics` meant for the in-cluster network only.
+(`REPLAYBUS_FORWARDED_ALLOW_IPS=*`) with `/metrics` meant for the in-cluster network only. Its
+read deadlines are short (`REPLAYBUS_HEADER_TIMEOUT` 1 s, `REPLAYBUS_BODY_TIMEOUT` 2 s), so a
+few seconds of attack outlast them; an attack may add settings of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,22 +19,27 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.e2e.server import fresh_catalog_database, run_server
+from tests.e2e.server import TenantClient, fresh_catalog_database, run_server, tenant_with_client
 from tests.harness.postgres import RunningPostgres
 from tests.harness.redis import RunningRedis
 from tests.hostile.neighbour import Report, neighbour
 
-__all__ = ["Arena", "Attack", "Backing", "arena", "under_attack"]
+__all__ = ["Arena", "Attack", "Backing", "arena", "operator", "under_attack"]
 
 OPERATOR_KEY = "hostile-operator-key-0123456789"
 #: The scrapers' network: the node's own peers (loopback, where the attacker is) are outside it.
 METRICS_NETWORK = "10.0.0.0/8"
+HEADER_TIMEOUT_S = 1.0
+BODY_TIMEOUT_S = 2.0
 _NODE_ENV = {
     "REPLAYBUS_OPERATOR_KEY": OPERATOR_KEY,
     "REPLAYBUS_FORWARDED_ALLOW_IPS": "*",
     "REPLAYBUS_METRICS_ALLOWED_NETWORKS": METRICS_NETWORK,
+    "REPLAYBUS_HEADER_TIMEOUT": f"{HEADER_TIMEOUT_S}s",
+    "REPLAYBUS_BODY_TIMEOUT": f"{BODY_TIMEOUT_S}s",
 }
 _CANCEL_S = 30.0  # for an attack to let go of its connections once told to stop
+_BUILD_UP_S = 60.0  # for an attack that builds up to get to full strength
 
 
 @dataclass(frozen=True)
@@ -51,15 +58,18 @@ class Backing:
 @dataclass
 class Arena:
     base_url: str
-    attacker: str  # A's tenant id
-    attacker_client: tuple[str, str]  # A's client id and secret (publish, subscribe, admin)
-    attacker_token: str
-    neighbour: str  # B's tenant id
-    neighbour_token: str
+    attacker: TenantClient  # A's first client: publish, subscribe, admin
+    neighbour: TenantClient  # B's client: publish, subscribe
     neighbour_channel: str
+    #: Tokens of A's further clients, for attacks that need many (made by their preparation).
+    attacker_tokens: list[str] = field(default_factory=list)
     #: What A saw that it should not have: a 5xx other than 503, metrics naming B. Attacks
     #: append to it; a clean run leaves it empty.
     findings: list[str] = field(default_factory=list)
+    #: Every (what, status) A was answered: what an attack must have reached is among them.
+    answers: set[tuple[str, int]] = field(default_factory=set)
+    #: Set by an attack that builds up (opening connections) once it is at full strength.
+    engaged: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -69,7 +79,7 @@ class Arena:
         return parts.hostname, parts.port
 
     def bearer(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.attacker_token}"}
+        return self.attacker.bearer
 
     def find(self, finding: str) -> None:
         """Record something A should never have got (each kind once)."""
@@ -77,35 +87,38 @@ class Arena:
             self.findings.append(finding)
 
     def check(self, what: str, status: int, body: bytes = b"") -> None:
-        """Record a response A should never get: a server error other than 503."""
+        """Note A's answer; record one A should never get: a server error other than 503."""
+        self.answers.add((what, status))
         if status >= 500 and status != 503:
             self.find(f"{what}: {status} {body[:200]!r}")
 
 
-Attack = Callable[[Arena], Coroutine[Any, Any, None]]
+@dataclass(frozen=True)
+class Attack:
+    """What A does: `prepare` (if any) readies it before B starts, then `run` attacks until
+    cancelled, on a node with the arena's settings and `settings`. `proof` lists answers
+    (what, status) A must have got, showing that the attack reached the limits it aims at. An
+    attack that `builds_up` sets `arena.engaged` once at full strength, and its time counts from
+    then."""
 
+    run: Callable[[Arena], Coroutine[Any, Any, None]]
+    prepare: Callable[[Arena], Coroutine[Any, Any, None]] | None = None
+    settings: Mapping[str, str] = field(default_factory=dict)
+    proof: frozenset[tuple[str, int]] = frozenset()
+    builds_up: bool = False
 
-async def _tenant_with_client(
-    http: httpx.AsyncClient, tenant: str, scopes: list[str]
-) -> tuple[str, str, str]:
-    operator = {"Authorization": f"Bearer {OPERATOR_KEY}"}
-    created = await http.post("/v1/admin/tenants", json={"tenantId": tenant}, headers=operator)
-    assert created.status_code == 201, created.text
-    issued = await http.post(
-        f"/v1/admin/tenants/{tenant}/clients", json={"scopes": scopes}, headers=operator
-    )
-    assert issued.status_code == 201, issued.text
-    client_id, secret = issued.json()["clientId"], issued.json()["clientSecret"]
-    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
-    token = await http.post("/v1/oauth/token", data=form)
-    assert token.status_code == 200, token.text
-    return client_id, secret, str(token.json()["access_token"])
+    @property
+    def name(self) -> str:
+        return self.run.__name__
 
 
 @asynccontextmanager
-async def arena(backing: Backing) -> AsyncIterator[Arena]:
-    """A fresh node with tenants A and B, their clients and tokens."""
-    env = dict(_NODE_ENV)
+async def arena(
+    backing: Backing, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[Arena]:
+    """A fresh node (with `settings` on top of the arena's) and tenants A and B, with their
+    clients and tokens."""
+    env = {**_NODE_ENV, **(settings or {})}
     if backing.redis is not None:
         assert backing.postgres is not None
         env["REPLAYBUS_REDIS_URL"] = backing.redis.url
@@ -116,29 +129,42 @@ async def arena(backing: Backing) -> AsyncIterator[Arena]:
     node = run_server(env)
     server = await asyncio.to_thread(node.__enter__)
     try:
-        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
-            attacker = await _tenant_with_client(
-                http, f"A{suffix}", ["publish", "subscribe", "admin"]
-            )
-            victim = await _tenant_with_client(http, f"B{suffix}", ["publish", "subscribe"])
-        yield Arena(
-            base_url=server.base_url,
-            attacker=f"A{suffix}",
-            attacker_client=(attacker[0], attacker[1]),
-            attacker_token=attacker[2],
-            neighbour=f"B{suffix}",
-            neighbour_token=victim[2],
-            neighbour_channel="/event/Steady__e",
+        attacker, victim = await asyncio.gather(
+            asyncio.to_thread(
+                tenant_with_client,
+                server.base_url,
+                OPERATOR_KEY,
+                ["publish", "subscribe", "admin"],
+                f"A{suffix}",
+            ),
+            asyncio.to_thread(
+                tenant_with_client,
+                server.base_url,
+                OPERATOR_KEY,
+                ["publish", "subscribe"],
+                f"B{suffix}",
+            ),
         )
+        yield Arena(server.base_url, attacker, victim, "/event/Steady__e")
     finally:
         await asyncio.to_thread(node.__exit__, None, None, None)
 
 
 async def under_attack(arena: Arena, attack: Attack, seconds: float) -> Report:
-    """B's report of a run where A attacks for `seconds` once B is steady, then stops; B goes
-    on for one more second, so the windows also cover the node's recovery."""
-    async with neighbour(arena.base_url, arena.neighbour_token, arena.neighbour_channel) as b:
-        attacking = asyncio.create_task(attack(arena))
+    """B's report of a run where A, once prepared and once B is steady, attacks for `seconds`
+    (after building up, if it does), then stops; B goes on for one more second, so the windows
+    also cover the node's recovery. An answer of `attack.proof` that A never got is recorded as
+    a finding."""
+    if attack.prepare is not None:
+        await attack.prepare(arena)
+    async with neighbour(arena.base_url, arena.neighbour, arena.neighbour_channel) as b:
+        attacking = asyncio.create_task(attack.run(arena))
+        if attack.builds_up:
+            engaged = asyncio.create_task(arena.engaged.wait())
+            await asyncio.wait(
+                {attacking, engaged}, timeout=_BUILD_UP_S, return_when=asyncio.FIRST_COMPLETED
+            )
+            engaged.cancel()
         await asyncio.wait({attacking}, timeout=seconds)
         if attacking.done():
             attacking.result()  # an attack runs until told to stop: this is its own failure
@@ -147,4 +173,15 @@ async def under_attack(arena: Arena, attack: Attack, seconds: float) -> Report:
             async with asyncio.timeout(_CANCEL_S):
                 await asyncio.gather(attacking, return_exceptions=True)
         await asyncio.sleep(1.0)  # the steady state after the attack, part of the windows
-        return await b.stop()
+        report = await b.stop()
+    for what, status in sorted(attack.proof - arena.answers):
+        arena.find(f"{attack.name} never got {status} for {what}: it missed what it aims at")
+    return report
+
+
+async def operator(
+    http: httpx.AsyncClient, method: str, path: str, json: object = None
+) -> httpx.Response:
+    """An admin call with the operator key (the node's own operator, not A)."""
+    headers = {"Authorization": f"Bearer {OPERATOR_KEY}"}
+    return await http.request(method, path, json=json, headers=headers)

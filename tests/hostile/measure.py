@@ -6,7 +6,7 @@ runs B's steady workload (20 events/s, one SSE and one Bayeux subscriber) on a f
 with no attack, then with each attack (all by default) for `--seconds`, and prints one row per
 run: B's delivery latency p50/p99 per subscriber (publish sent to event received), the fewest
 deliveries B got in any one-second window, B's publish p99, and how many problems B saw and
-findings A made (what `tests/hostile` asserts are zero).
+findings A made (what `tests/hostile` asserts are zero); then each problem and finding.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncpg
 from storage.postgres import apply_migrations
 from tests.harness.postgres import running_postgres
 from tests.harness.redis import running_redis
-from tests.hostile.arena import Arena, Backing, arena, under_attack
+from tests.hostile.arena import Arena, Attack, Backing, arena, under_attack
 from tests.hostile.attacks import ATTACKS
 
 _COLUMNS = (
@@ -41,12 +41,16 @@ async def no_attack(arena: Arena) -> None:
     await asyncio.Event().wait()
 
 
+_BASELINE = Attack(no_attack)
+
+
 async def _measure(backing: Backing, names: Sequence[str], seconds: float) -> None:
     print(" | ".join(_COLUMNS))
     print(" | ".join("---" for _ in _COLUMNS))
+    notes: list[str] = []
     for name in ("none", *names):
-        attack = no_attack if name == "none" else ATTACKS[name]
-        async with arena(backing) as node:
+        attack = _BASELINE if name == "none" else ATTACKS[name]
+        async with arena(backing, attack.settings) as node:
             report = await under_attack(node, attack, seconds)
         sse, bayeux = report.subscribers["sse"], report.subscribers["bayeux"]
         row = (
@@ -59,6 +63,11 @@ async def _measure(backing: Backing, names: Sequence[str], seconds: float) -> No
             str(len(node.findings)),
         )
         print(" | ".join(row), flush=True)
+        notes += [f"{name}: B: {problem}" for problem in report.problems()]
+        notes += [f"{name}: A: {finding}" for finding in node.findings]
+    if notes:
+        print()
+        print("\n".join(notes))
 
 
 async def _migrate(url: str) -> None:

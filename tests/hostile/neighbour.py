@@ -1,8 +1,12 @@
 """Tenant B's steady workload, in its own process so an attacker in the test's process cannot
 slow B's clocks: one publisher at a fixed rate, one SSE subscriber and one Bayeux subscriber of
-the same channel. It records, per subscriber, every ReplayId received and when, and every error
-B sees; the report says what was lost, duplicated or out of order, the deliveries in each
-one-second window, and the delivery latency (publish sent to event received, one clock).
+the same channel, and a new access token asked for every second. It records, per subscriber,
+every ReplayId received and when, and every error B sees (a token request refused included);
+the report says what was lost, duplicated or out of order, the deliveries in each one-second
+window, and the delivery latency (publish sent to event received, one clock).
+
+B connects from its own address (`ADDRESS`, another loopback address than A's), as another
+host would: what the node limits per client address is A's alone.
 
 `python -m tests.hostile.neighbour '<json settings>'` prints `ready` once both subscribers have
 received B's first event, runs until a line arrives on stdin, waits (bounded) for what is
@@ -20,13 +24,21 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
 
-__all__ = ["Neighbour", "Report", "SubscriberReport", "neighbour"]
+from tests.harness import bayeux_http
 
+if TYPE_CHECKING:
+    from tests.e2e.server import TenantClient
+
+__all__ = ["ADDRESS", "Neighbour", "Report", "SubscriberReport", "neighbour"]
+
+#: B's address: the node sees B's connections come from here, A's from 127.0.0.1.
+ADDRESS = "127.0.0.2"
+_TOKEN_INTERVAL_S = 1.0
 _READY_S = 30.0  # from start until both subscribers have B's first event
 _DRAIN_S = 15.0  # after the last publish, for every acknowledged event to arrive
 _TIMEOUT = httpx.Timeout(60.0)
@@ -50,6 +62,7 @@ class Report:
     errors: list[str]
     subscribers: dict[str, SubscriberReport]
     publish_ms: dict[str, float]
+    tokens: int  # access tokens B was granted while it ran
 
     @property
     def min_window(self) -> int:
@@ -58,9 +71,11 @@ class Report:
         return min(counts, default=0)
 
     def problems(self) -> list[str]:
-        """Everything that broke the promise to B: errors, losses, duplicates, reordering, and
-        windows without deliveries."""
+        """Everything that broke the promise to B: errors, losses, duplicates, reordering,
+        windows without deliveries, and a run in which B got no token at all."""
         found = list(self.errors)
+        if not self.tokens:
+            found.append("tokens: B was granted none")
         for name, subscriber in self.subscribers.items():
             if subscriber.lost or subscriber.duplicates or subscriber.out_of_order:
                 found.append(
@@ -79,6 +94,7 @@ class Report:
             errors=data["errors"],
             subscribers={k: SubscriberReport(**v) for k, v in data["subscribers"].items()},
             publish_ms=data["publish_ms"],
+            tokens=data["tokens"],
         )
 
 
@@ -120,11 +136,17 @@ class _Subscriber:
 
 
 class _Workload:
-    def __init__(self, base_url: str, token: str, channel: str, rate: float) -> None:
-        self.base_url = base_url
-        self.channel = channel
-        self.interval = 1.0 / rate
-        self.headers = {"Authorization": f"Bearer {token}"}
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.base_url = settings["base_url"]
+        self.channel = settings["channel"]
+        self.interval = 1.0 / settings["rate"]
+        self.headers = {"Authorization": f"Bearer {settings['token']}"}
+        self.credentials = {
+            "grant_type": "client_credentials",
+            "client_id": settings["client_id"],
+            "client_secret": settings["client_secret"],
+        }
+        self.tokens = 0
         self.errors: list[str] = []
         self.sent: dict[int, float] = {}  # replayId -> when its publish was sent
         self.publish_times: list[float] = []
@@ -165,6 +187,24 @@ class _Workload:
                 async with asyncio.timeout(next_at - time.monotonic()):
                     await self.stopping.wait()
 
+    # -- tokens --------------------------------------------------------------------------------
+
+    async def ask_for_tokens(self, http: httpx.AsyncClient) -> None:
+        """A new access token every second, as a fleet of B's workers starting would ask."""
+        while not self.stopping.is_set():
+            try:
+                response = await http.post("/v1/oauth/token", data=self.credentials)
+            except httpx.HTTPError as failure:
+                self.error(f"token: {failure!r}")
+            else:
+                if response.status_code == 200:
+                    self.tokens += 1
+                else:
+                    self.error(f"token: {response.status_code} {response.text[:200]}")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TOKEN_INTERVAL_S):
+                    await self.stopping.wait()
+
     # -- SSE -----------------------------------------------------------------------------------
 
     async def stream(self, http: httpx.AsyncClient, opened: asyncio.Event) -> None:
@@ -196,7 +236,7 @@ class _Workload:
         self, http: httpx.AsyncClient, message: dict[str, Any]
     ) -> list[dict[str, Any]]:
         try:
-            response = await http.post("/cometd/58.0", json=[message], headers=self.headers)
+            response = await http.post(bayeux_http.PATH, json=[message], headers=self.headers)
         except httpx.HTTPError as failure:
             self.error(f"Bayeux {message['channel']}: {failure!r}")
             return []
@@ -214,32 +254,17 @@ class _Workload:
         return replies
 
     async def long_poll(self, http: httpx.AsyncClient, subscribed: asyncio.Event) -> None:
-        handshake = {
-            "channel": "/meta/handshake",
-            "version": "1.0",
-            "supportedConnectionTypes": ["long-polling"],
-        }
-        replies = await self.bayeux_post(http, handshake)
+        replies = await self.bayeux_post(http, bayeux_http.handshake())
         if not replies:
             return
         client_id = replies[0]["clientId"]
-        connect = {
-            "channel": "/meta/connect",
-            "clientId": client_id,
-            "connectionType": "long-polling",
-        }
-        await self.bayeux_post(http, connect)
-        subscribe = {
-            "channel": "/meta/subscribe",
-            "clientId": client_id,
-            "subscription": self.channel,
-        }
-        await self.bayeux_post(http, subscribe)
+        await self.bayeux_post(http, bayeux_http.connect(client_id))
+        await self.bayeux_post(http, bayeux_http.subscribe(client_id, self.channel))
         subscribed.set()
         while not self.stopping.is_set():
-            await self.bayeux_post(http, connect)
+            await self.bayeux_post(http, bayeux_http.connect(client_id))
         # Held connects end on their own: one more collects what arrived meanwhile.
-        await self.bayeux_post(http, {**connect, "advice": {"timeout": 0}})
+        await self.bayeux_post(http, bayeux_http.connect(client_id, timeout_ms=0))
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -262,12 +287,18 @@ class _Workload:
         expected = set(self.sent)
         return all(expected <= {r for r, _ in s.received} for s in (self.sse, self.bayeux))
 
+    def client(self) -> httpx.AsyncClient:
+        transport = httpx.AsyncHTTPTransport(
+            local_address=ADDRESS, limits=httpx.Limits(max_connections=4)
+        )
+        return httpx.AsyncClient(base_url=self.base_url, timeout=_TIMEOUT, transport=transport)
+
     async def run(self, stop: asyncio.Event) -> Report:
-        limits = httpx.Limits(max_connections=4)
         async with (
-            httpx.AsyncClient(base_url=self.base_url, timeout=_TIMEOUT, limits=limits) as sse_http,
-            httpx.AsyncClient(base_url=self.base_url, timeout=_TIMEOUT, limits=limits) as poll_http,
-            httpx.AsyncClient(base_url=self.base_url, timeout=_TIMEOUT, limits=limits) as pub_http,
+            self.client() as sse_http,
+            self.client() as poll_http,
+            self.client() as pub_http,
+            self.client() as token_http,
         ):
             opened, subscribed = asyncio.Event(), asyncio.Event()
             tasks = [
@@ -280,11 +311,12 @@ class _Workload:
                 publishing = asyncio.create_task(self.publisher(pub_http))
                 await self.until(lambda: bool(self.sse.received and self.bayeux.received))
             ready = time.monotonic()
+            asking = asyncio.create_task(self.guarded("token", self.ask_for_tokens(token_http)))
             print("ready", flush=True)
             await stop.wait()
             finished = time.monotonic()
             self.stopping.set()
-            await publishing
+            await asyncio.gather(publishing, asking)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_DRAIN_S):
                     await self.until(self.drained)
@@ -295,7 +327,9 @@ class _Workload:
             "sse": self.sse.report(self.sent, ready, finished),
             "bayeux": self.bayeux.report(self.sent, ready, finished),
         }
-        return Report(len(self.sent), self.errors, subscribers, _percentiles(self.publish_times))
+        return Report(
+            len(self.sent), self.errors, subscribers, _percentiles(self.publish_times), self.tokens
+        )
 
 
 async def _main(settings: dict[str, Any]) -> None:
@@ -307,9 +341,7 @@ async def _main(settings: dict[str, Any]) -> None:
         stop.set()
 
     loop.add_reader(sys.stdin.fileno(), stop_requested)
-    workload = _Workload(
-        settings["base_url"], settings["token"], settings["channel"], settings["rate"]
-    )
+    workload = _Workload(settings)
     report = await workload.run(stop)
     sys.stdout.write(orjson.dumps(report, default=vars).decode() + "\n")
     sys.stdout.flush()
@@ -339,10 +371,17 @@ class Neighbour:
 
 @asynccontextmanager
 async def neighbour(
-    base_url: str, token: str, channel: str, rate: float = 20.0
+    base_url: str, client: TenantClient, channel: str, rate: float = 20.0
 ) -> AsyncIterator[Neighbour]:
-    """B's workload running against `base_url`, steady once this yields."""
-    settings = {"base_url": base_url, "token": token, "channel": channel, "rate": rate}
+    """B's workload, as `client`, running against `base_url`, steady once this yields."""
+    settings = {
+        "base_url": base_url,
+        "token": client.token,
+        "client_id": client.client_id,
+        "client_secret": client.client_secret,
+        "channel": channel,
+        "rate": rate,
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
