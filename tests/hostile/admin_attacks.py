@@ -290,9 +290,20 @@ async def composite_all_or_none(arena: Arena) -> None:
 
 # -- the operator's changes --------------------------------------------------------------------
 
-#: Short catalog cache and held connects, so a deleted tenant's id may be used again within a
-#: second (their sum, twice the first) and the churn re-creates tenants during the attack.
-_CHURN_SETTINGS = {"REPLAYBUS_CATALOG_CACHE_TTL": "250ms", "REPLAYBUS_BAYEUX_TIMEOUT": "500ms"}
+#: Short catalog bounds, held connects and store timeouts, so a deleted tenant's id may be used
+#: again after a few seconds (`app.admin.tenant_id_reuse_delay`: 0.5 + 0.5 + 0.25 + 1 +
+#: max(0.5, 0.5 + 1) = 3.75 s, answered as `Retry-After: 4`) and the churn re-creates tenants
+#: during the attack, which lasts long enough for that.
+_CHURN_SETTINGS = {
+    "REPLAYBUS_CATALOG_CACHE_TTL": "250ms",
+    "REPLAYBUS_CATALOG_MAX_STALE": "1s",
+    "REPLAYBUS_DATABASE_POOL_TIMEOUT": "500ms",
+    "REPLAYBUS_DATABASE_COMMAND_TIMEOUT": "500ms",
+    "REPLAYBUS_REDIS_POOL_TIMEOUT": "500ms",
+    "REPLAYBUS_REDIS_COMMAND_TIMEOUT": "1s",
+    "REPLAYBUS_BAYEUX_TIMEOUT": "500ms",
+}
+_CHURN_S = 9.0
 
 
 async def tenant_churn(arena: Arena) -> None:
@@ -375,5 +386,6 @@ ATTACKS = (
         tenant_churn,
         settings=_CHURN_SETTINGS,
         proof=frozenset({("delete", 200), ("recreate", 409), ("recreate", 201)}),
+        lasts=_CHURN_S,
     ),
 )

@@ -99,13 +99,15 @@ class Attack:
     cancelled, on a node with the arena's settings and `settings`. `proof` lists answers
     (what, status) A must have got, showing that the attack reached the limits it aims at. An
     attack that `builds_up` sets `arena.engaged` once at full strength, and its time counts from
-    then."""
+    then. An attack that needs longer than the run's time to reach its limits says so in
+    `lasts` (seconds)."""
 
     run: Callable[[Arena], Coroutine[Any, Any, None]]
     prepare: Callable[[Arena], Coroutine[Any, Any, None]] | None = None
     settings: Mapping[str, str] = field(default_factory=dict)
     proof: frozenset[tuple[str, int]] = frozenset()
     builds_up: bool = False
+    lasts: float = 0.0
 
     @property
     def name(self) -> str:
@@ -152,9 +154,9 @@ async def arena(
 
 async def under_attack(arena: Arena, attack: Attack, seconds: float) -> Report:
     """B's report of a run where A, once prepared and once B is steady, attacks for `seconds`
-    (after building up, if it does), then stops; B goes on for one more second, so the windows
-    also cover the node's recovery. An answer of `attack.proof` that A never got is recorded as
-    a finding."""
+    or the attack's own `lasts`, whichever is longer (after building up, if it does), then
+    stops; B goes on for one more second, so the windows also cover the node's recovery. An
+    answer of `attack.proof` that A never got is recorded as a finding."""
     if attack.prepare is not None:
         await attack.prepare(arena)
     async with neighbour(arena.base_url, arena.neighbour, arena.neighbour_channel) as b:
@@ -165,7 +167,7 @@ async def under_attack(arena: Arena, attack: Attack, seconds: float) -> Report:
                 {attacking, engaged}, timeout=_BUILD_UP_S, return_when=asyncio.FIRST_COMPLETED
             )
             engaged.cancel()
-        await asyncio.wait({attacking}, timeout=seconds)
+        await asyncio.wait({attacking}, timeout=max(seconds, attack.lasts))
         if attacking.done():
             attacking.result()  # an attack runs until told to stop: this is its own failure
         else:
