@@ -24,8 +24,10 @@ from tests.hostile.moves import (
     bayeux,
     client,
     connection,
+    discard,
     get,
     hold_many,
+    raw,
     request,
     session,
     status,
@@ -222,15 +224,10 @@ async def history_reads(arena: Arena) -> None:
     from -2 and Bayeux connects replaying from -2."""
     channel = _LARGE_CHANNEL
 
+    history_request = raw("GET", f"/v1/events{channel}?after=-2&limit=1000", arena.attacker.token)
+
     async def history(http: httpx.AsyncClient, index: int) -> None:
-        await request(
-            arena,
-            http,
-            "history",
-            method="GET",
-            url=f"/v1/events{channel}?after=-2&limit=1000",
-            headers=arena.bearer(),
-        )
+        await discard(arena, history_request, "history")
 
     async def catch_up(http: httpx.AsyncClient, index: int) -> None:
         head = get(f"/v1/stream{channel}?replayId=-2", arena.attacker.token)
@@ -246,8 +243,11 @@ async def history_reads(arena: Arena) -> None:
             return
         subscribe = bayeux_http.subscribe(client_id, channel, replay=-2)
         await bayeux(arena, http, "subscribe", subscribe)
+        connect = orjson.dumps([bayeux_http.connect(client_id, timeout_ms=0)])
         for _ in range(20):
-            await bayeux(arena, http, "replay", bayeux_http.connect(client_id, timeout_ms=0))
+            await discard(
+                arena, raw("POST", bayeux_http.PATH, arena.attacker.token, connect), "replay"
+            )
 
     await asyncio.gather(
         workers(arena, 4, history), workers(arena, 2, catch_up), workers(arena, 2, replay)
