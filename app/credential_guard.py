@@ -83,14 +83,9 @@ class CredentialGuard:
         self._hashing = Admission(
             "credential checks", concurrency, retry_spread, lambda: on_refused("busy")
         )
-        self._hash_seconds: float | None = None
+        self._hash_seconds: float | None = None  # moving average of a check; None before one
         self._calibration: asyncio.Future[bool] | None = None
         self._checking: dict[bytes, asyncio.Future[bool]] = {}  # at most `concurrency`
-
-    @property
-    def hash_seconds(self) -> float | None:
-        """The moving average of how long a hash check has taken here; None before the first."""
-        return self._hash_seconds
 
     def limit(self, identity: str) -> None:
         """Count an attempt for `identity`; raise QuotaExceeded (with the wait) past its rate."""
