@@ -28,7 +28,7 @@ from tests.harness import bayeux_http
 _HOLD_S = 0.2  # REPLAYBUS_BAYEUX_TIMEOUT: a fuzzed connect that is held ends this soon
 _MAX_REQUEST = 32 * 1024  # REPLAYBUS_BAYEUX_MAX_REQUEST_SIZE, its default
 _CHANNEL = "/event/Fuzz__e"
-_EXAMPLES = 300
+_EXAMPLES = 150
 _POOL = 8
 #: Sessions handshook before the fuzzing (some connected and subscribed), so fuzzed messages
 #: can name real clientIds; filled by the fixture, read lazily by the strategies.
