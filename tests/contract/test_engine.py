@@ -219,10 +219,11 @@ def _honest_after(ids: list[int], evicted: int) -> Window:
 async def test_shrinking_retention_trims_in_bounded_steps_keeping_the_low_water_mark_exact(
     engine: Engine, channel: ChannelKey
 ) -> None:
-    """100 000 events, then a retention of 10: every call (publish or read) evicts at most
-    TRIM_STEP of the oldest, the window after each step is exact (low-water mark = the newest
-    evicted, nothing above it missing), and enough calls bring it down to 10."""
-    ids = await _publish_many(engine, channel, 100_000, KEEP_ALL)
+    """Five trim steps' worth of events and a few, then a retention of 10: every call (publish
+    or read) evicts at most TRIM_STEP of the oldest, the window after each step is exact
+    (low-water mark = the newest evicted, nothing above it missing), and enough calls bring it
+    down to 10."""
+    ids = await _publish_many(engine, channel, 5 * TRIM_STEP + 7, KEEP_ALL)
     [ack] = await engine.publish(channel, [draft()], NEWEST_TEN)
     ids.append(ack.replay_id)
     calls = 1
