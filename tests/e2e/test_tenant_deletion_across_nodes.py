@@ -21,7 +21,7 @@ import redis
 from app.admin import tenant_id_reuse_delay
 from app.settings import Settings
 from storage.redis import keys
-from tests.e2e.server import RunningServer, fresh_catalog_database, run_server
+from tests.e2e.server import RunningServer, client_of, fresh_catalog_database, run_server
 from tests.e2e.sse import channel_name
 from tests.harness.postgres import RunningPostgres
 from tests.harness.redis import RunningRedis
@@ -64,20 +64,7 @@ def _create_tenant(node: RunningServer, tenant: str) -> httpx.Response:
 
 
 def _token(node: RunningServer, tenant: str) -> dict[str, str]:
-    issued = httpx.post(
-        f"{node.base_url}/v1/admin/tenants/{tenant}/clients",
-        json={"scopes": ["publish", "subscribe"]},
-        headers=OPERATOR,
-    )
-    assert issued.status_code == 201, issued.text
-    form = {
-        "grant_type": "client_credentials",
-        "client_id": issued.json()["clientId"],
-        "client_secret": issued.json()["clientSecret"],
-    }
-    granted = httpx.post(f"{node.base_url}/v1/oauth/token", data=form)
-    assert granted.status_code == 200, granted.text
-    return {"Authorization": f"Bearer {granted.json()['access_token']}"}
+    return client_of(node.base_url, OPERATOR_KEY, tenant, ["publish", "subscribe"]).bearer
 
 
 def _handshake(node: RunningServer, headers: dict[str, str]) -> httpx.Response:
