@@ -11,7 +11,8 @@ run: $(STAMP)
 
 test: $(STAMP) lint
 	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/postgresql/*/bin/initdb:postgresql" /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 -m "not e2e"  # the quick tests, two at a time
+	$(BIN)/python -m pytest -m e2e            # real processes needing the cores, one at a time
 
 bench: $(STAMP)
 	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan" node:nodejs npm:npm
