@@ -52,6 +52,9 @@ class Services:
     readiness: ReadinessProbe
     credentials: CredentialGuard  # the token endpoint's secret checks, bounded
     token_addresses: Throttle  # the token endpoint's requests per client address
+    #: SSE stream leases released at once: a mass disconnect releases its leases a few at a time
+    #: rather than queueing everyone else's store calls behind thousands of its own.
+    lease_releases: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
 
     def instance_url(self, connection: HTTPConnection) -> str:
         """The base URL clients should use: the configured one, else this request's own."""

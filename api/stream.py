@@ -286,6 +286,7 @@ class _Lease:
 
     def __init__(self, services: Services, tenant: Tenant) -> None:
         self._engine = services.engine
+        self._releases = services.lease_releases
         self._tenant = tenant
         self._id = uuid.uuid4().hex
         self._ttl_us = int(max(30.0, 3 * services.settings.sse_heartbeat) * 1_000_000)
@@ -307,8 +308,9 @@ class _Lease:
             log.warning("could not renew an SSE stream's lease: %s", error)
 
     async def release(self) -> None:
-        with contextlib.suppress(EngineUnavailable):
-            await self._engine.stream_release(self._tenant.tenant_id, self._id)
+        async with self._releases:
+            with contextlib.suppress(EngineUnavailable):
+                await self._engine.stream_release(self._tenant.tenant_id, self._id)
 
 
 async def stream(request: Request) -> Response:

@@ -4,6 +4,7 @@ refused stream holds nothing, and a place frees up as soon as a stream ends."""
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AsyncExitStack
 
 from tests.api._support import hold_stream, running_node
@@ -63,3 +64,40 @@ async def test_streams_beyond_the_workers_cap_get_503_with_retry_after() -> None
             assert await node.stream_status(acme, ORDER) == (503, "overloaded")
 
         assert await node.stream_status(acme, ORDER) == (200, "")
+
+
+async def test_streams_ending_together_release_their_leases_a_few_at_a_time() -> None:
+    """Thousands of streams dropped at once must not queue every other store call behind their
+    lease releases: at most eight run at once, and every lease is released."""
+    async with running_node() as node:
+        await node.create_tenant("acme")
+        token = await node.client_token("acme", ALL)
+        engine = node.app.state.services.engine
+        release = engine.stream_release
+        in_flight, most, released = 0, 0, 0
+
+        async def counted_release(tenant: str, stream_id: str) -> None:
+            nonlocal in_flight, most, released
+            in_flight += 1
+            most = max(most, in_flight)
+            for _ in range(20):  # a store call's round trip, in which others may start
+                await asyncio.sleep(0)
+            await release(tenant, stream_id)
+            in_flight -= 1
+            released += 1
+
+        engine.stream_release = counted_release
+        all_open, leave = asyncio.Barrier(41), asyncio.Event()
+
+        async def one_stream() -> None:
+            async with hold_stream(node, token, ORDER) as held:
+                assert held.status == 200
+                await all_open.wait()
+                await leave.wait()
+
+        streams = [asyncio.create_task(one_stream()) for _ in range(40)]
+        await all_open.wait()
+        leave.set()
+        await asyncio.gather(*streams)
+
+    assert (released, most) == (40, 8)
