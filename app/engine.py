@@ -77,7 +77,7 @@ class Engine(LiveSource, Protocol):
         ...
 
     async def window(self, key: ChannelKey) -> Window:
-        """The channel's window now; an unknown channel has `Window.empty()`."""
+        """The channel's window now; an unknown channel has `Window.unused(birth)`."""
         ...
 
     async def channel_names(self, tenant: str) -> list[str]:

@@ -90,9 +90,11 @@ class Published:
 class Window:
     """A channel's retention window at one instant.
 
-    `latest` is the top ReplayId ever assigned (0 if none), kept even after every event expired.
-    `low_water` is the ReplayId of the newest event ever evicted (0 if none): every event above
-    it is still retained, so any position in [low_water, latest] resumes without loss.
+    `latest` is the top ReplayId ever assigned, kept even after every event expired.
+    `low_water` is the ReplayId of the newest event ever evicted: every event above it is still
+    retained, so any position in [low_water, latest] resumes without loss. Neither is ever
+    below the store's birth mark (a ReplayId taken from the clock when the store last started
+    empty, or may have lost acknowledged events): a position from before it is a gap.
     `earliest` is the oldest retained ReplayId, or None when nothing is retained.
     """
 
@@ -102,8 +104,9 @@ class Window:
     count: int
 
     @classmethod
-    def empty(cls) -> Window:
-        return cls(earliest=None, latest=0, low_water=0, count=0)
+    def unused(cls, birth: int) -> Window:
+        """The window of a channel that has no event in a store born at `birth`."""
+        return cls(earliest=None, latest=birth, low_water=birth, count=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,9 @@ class MemoryEngine:
         self._sweep_interval = sweep_interval
         self._sweeper: asyncio.Task[None] | None = None
         self._clock = clock
+        # Everything here is lost with the process: no position from before it is vouched for
+        # (one µs below the clock, so an event stored in this same µs takes the clock as id).
+        self._birth = clock.now_us() - 1
         self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
         self._channels: dict[ChannelKey, _Channel] = {}
         self._seen: dict[tuple[ChannelKey, str], tuple[Published, int]] = {}
@@ -200,7 +203,7 @@ class MemoryEngine:
         self._forget_expired_keys(now)
         channel = self._channels.get(key)
         if channel is None:
-            channel = self._channels[key] = _Channel()
+            channel = self._channels[key] = _Channel(top=self._birth, low_water=self._birth)
             self._channel_names.setdefault(key.tenant, set()).add(key.name)
         channel.retention = retention
         results: list[Published] = []
@@ -237,12 +240,12 @@ class MemoryEngine:
     ) -> HistoryPage:
         channel = self._current(key)
         if channel is None:
-            return HistoryPage((), Window.empty())
+            return HistoryPage((), Window.unused(self._birth))
         return HistoryPage(channel.after(after, limit, max_bytes), channel.window())
 
     async def window(self, key: ChannelKey) -> Window:
         channel = self._current(key)
-        return channel.window() if channel else Window.empty()
+        return channel.window() if channel else Window.unused(self._birth)
 
     @asynccontextmanager
     async def listen(

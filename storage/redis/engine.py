@@ -6,9 +6,10 @@ Every driver error becomes `EngineUnavailable` here; nothing from redis-py leave
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -167,6 +168,7 @@ class RedisEngine:
         catch_up_events: int = 5000,
         catch_up_bytes: int = 16 * 1024 * 1024,
         drop_timeout: float = 20.0,
+        survives: Collection[str] = (),
     ) -> None:
         """Every call is bounded: `connect_timeout` to open a connection, `command_timeout` for
         an answer, `pool_timeout` waiting for a free connection (standalone); the live feed
@@ -175,7 +177,11 @@ class RedisEngine:
         `catch_up_events` and `catch_up_bytes` bound the re-read of each channel after the
         live connection came back: past them its listeners are told they missed events (a
         listener's own buffer would overflow on that much anyway). `drop_timeout` bounds one
-        `drop_tenant` call."""
+        `drop_tenant` call. `survives` says what every acknowledged write was made to survive
+        ("replicas": a failover to a replica; "fsync": a restart of Redis from its AOF): the
+        birth mark stays across those, and moves up (a gap for every older position) across
+        anything else that may have lost acknowledged writes."""
+        self._survives = ",".join(sorted(survives))
         self._drop_timeout = drop_timeout
         self._catch_up_events = catch_up_events
         self._catch_up_bytes = catch_up_bytes
@@ -221,6 +227,7 @@ class RedisEngine:
             "max_connections": self._max_connections,
         }
         if self._cluster:
+            await asyncio.to_thread(keys.slot_tags)
             self._client = aioredis.RedisCluster.from_url(self._url, **options)
             try:
                 await self._client.initialize()  # the slot map, before pub/sub routes by slot
@@ -285,6 +292,9 @@ class RedisEngine:
     def _now(self) -> str:
         return "" if self._clock is None else str(self._clock.now_us())
 
+    def _keys(self, key: ChannelKey) -> list[str]:
+        return [*keys.channel_keys(key), keys.birth_key(key, cluster=self._cluster)]
+
     # -- events ----------------------------------------------------------------------------
 
     async def publish(
@@ -300,6 +310,7 @@ class RedisEngine:
             "publish",
             self._now(),
             TRIM_STEP,
+            self._survives,
             retention.max_age_us,
             retention.max_count,
             self._idempotency_ttl_us,
@@ -326,7 +337,7 @@ class RedisEngine:
                 if len(self._known_channels) >= _KNOWN_CHANNELS:
                     self._known_channels.clear()
                 self._known_channels.add(key)
-            fresh, result = await self._script(keys=keys.channel_keys(key), args=arguments)
+            fresh, result = await self._script(keys=self._keys(key), args=arguments)
             if fresh and indexed:
                 # The channel was new to Redis though this process had indexed it before: its
                 # tenant was dropped meanwhile (on any node), index and all.
@@ -346,8 +357,8 @@ class RedisEngine:
     ) -> HistoryPage:
         async def run() -> list[Any]:
             budget = "" if max_bytes is None else max_bytes
-            arguments = ["read", self._now(), TRIM_STEP, after, limit, budget]
-            result: list[Any] = await self._script(keys=keys.channel_keys(key), args=arguments)
+            arguments = ["read", self._now(), TRIM_STEP, self._survives, after, limit, budget]
+            result: list[Any] = await self._script(keys=self._keys(key), args=arguments)
             return result
 
         window_fields, entries = await self._call(run)

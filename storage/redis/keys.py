@@ -7,9 +7,13 @@ Keys are prefixed `rb:` and carry their tenant; a channel's keys share the hash 
 
 from __future__ import annotations
 
+import binascii
+import functools
+
 from app.model import ChannelKey
 
 __all__ = [
+    "birth_key",
     "channel_from_key",
     "channel_from_live",
     "channel_keys",
@@ -22,6 +26,7 @@ __all__ = [
     "rate_of",
     "session_key",
     "sessions_of",
+    "slot_tags",
     "streams_of",
     "tag_of",
     "tenant_pattern",
@@ -40,6 +45,37 @@ def channel_keys(key: ChannelKey) -> list[str]:
     the meta hash (top, low-water mark, retention), the idempotency hash and its expiry index."""
     tag = PREFIX + _tag(key.tenant, key.name)
     return [tag + ":stream", tag + ":meta", tag + ":idem", tag + ":idem-expiry"]
+
+
+_SLOTS = 16384  # Redis Cluster's hash slots
+
+
+def birth_key(key: ChannelKey, *, cluster: bool) -> str:
+    """The key holding the store's birth mark for a channel's data: one key on a single Redis;
+    on a Cluster, one per hash slot, in the channel's own slot (a script may only touch one
+    slot, and the mark must be lost with the data it vouches for)."""
+    if not cluster:
+        return PREFIX + "birth"
+    slot = binascii.crc_hqx(_tag(key.tenant, key.name)[1:-1].encode(), 0) % _SLOTS
+    return PREFIX + "birth:{" + slot_tags()[slot] + "}"
+
+
+@functools.cache
+def slot_tags() -> tuple[str, ...]:
+    """For each hash slot, a short hash tag that Redis maps to it (CRC16 of the tag, modulo
+    16384). Found by search, once per process: about 0.4 s, so a Cluster engine calls this on
+    a worker thread when it starts."""
+    tags: list[str | None] = [None] * _SLOTS
+    missing = _SLOTS
+    candidate = 0
+    while missing:
+        tag = format(candidate, "x")
+        slot = binascii.crc_hqx(tag.encode(), 0) % _SLOTS
+        if tags[slot] is None:
+            tags[slot] = tag
+            missing -= 1
+        candidate += 1
+    return tuple(tag for tag in tags if tag is not None)
 
 
 def live_channel(key: ChannelKey) -> str:

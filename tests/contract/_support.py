@@ -27,6 +27,7 @@ from app.model import (
     Published,
     Retention,
     Topic,
+    Window,
 )
 from app.recovery import Gap
 from app.streaming import ChannelStream, LiveGap, StreamItem
@@ -43,6 +44,7 @@ __all__ = [
     "draft",
     "drain",
     "flatten",
+    "is_unused",
     "publish_one",
 ]
 
@@ -187,3 +189,9 @@ class ListenCounter:
                 yield
             finally:
                 self.active -= 1
+
+
+def is_unused(window: Window) -> bool:
+    """The window of a channel without events: nothing retained, and its top and low-water
+    mark both at the store's birth mark (a clock reading, never 0)."""
+    return Window.unused(window.latest) == window and window.latest > 0

@@ -2,7 +2,8 @@
 
 To add an implementation, add a factory to `_ENGINES`: an async context manager that yields an
 entered engine using the given clock and `IDEMPOTENCY_TTL_S`. Tests isolate themselves by a
-fresh tenant, so an engine backed by a shared external store needs no flushing between tests.
+fresh tenant, so an engine backed by a shared external store needs no flushing between tests;
+only the store's birth marks are forgotten, so each test's store is born at its own clock.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from storage.memory import MemoryEngine
 from storage.redis import RedisEngine
 from tests.contract._support import IDEMPOTENCY_TTL_S
 from tests.fakes import FakeClock
-from tests.harness.redis import RunningCluster, RunningRedis
+from tests.harness.redis import RunningCluster, RunningRedis, forget_birth_marks
 
 
 @asynccontextmanager
@@ -32,6 +33,7 @@ async def _memory_engine(clock: FakeClock) -> AsyncIterator[Engine]:
 @asynccontextmanager
 async def _redis_engine(clock: FakeClock, request: pytest.FixtureRequest) -> AsyncIterator[Engine]:
     server: RunningRedis = request.getfixturevalue("redis_server")
+    forget_birth_marks(server)
     async with RedisEngine(server.url, IDEMPOTENCY_TTL_S, clock) as engine:
         yield engine
 
@@ -41,6 +43,7 @@ async def _redis_cluster_engine(
     clock: FakeClock, request: pytest.FixtureRequest
 ) -> AsyncIterator[Engine]:
     cluster: RunningCluster = request.getfixturevalue("redis_cluster")
+    forget_birth_marks(*cluster.nodes)
     async with RedisEngine(cluster.url, IDEMPOTENCY_TTL_S, clock, cluster=True) as engine:
         yield engine
 

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 __all__ = [
     "RunningCluster",
     "RunningRedis",
@@ -180,3 +182,16 @@ def running_redis_cluster(masters: int = 3) -> Iterator[RunningCluster]:
                 raise RuntimeError("the Redis Cluster did not become ready:\n" + "\n".join(states))
             time.sleep(0.05)  # polling the cluster's own state
         yield RunningCluster(tuple(nodes))
+
+
+def forget_birth_marks(*servers: RunningRedis) -> None:
+    """Delete every birth mark (`rb:birth…`), so the next engine call on each slot finds the
+    store newly born at that call's clock: a test running its own clock on a shared server
+    then starts on a store of its own time."""
+    for server in servers:
+        client = redis.Redis(host="127.0.0.1", port=server.port, socket_timeout=10)
+        try:
+            for mark in list(client.scan_iter(match="rb:birth*", count=1000)):
+                client.delete(mark)  # one at a time: on a Cluster node each is in its own slot
+        finally:
+            client.close()

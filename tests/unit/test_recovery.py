@@ -14,7 +14,8 @@ RETAINED = Window(earliest=110, latest=130, low_water=100, count=3)
 UNTRIMMED = Window(earliest=110, latest=130, low_water=0, count=3)
 # Every event expired: the top and the low-water mark are kept, nothing is retained.
 EXPIRED = Window(earliest=None, latest=130, low_water=130, count=0)
-NEVER_USED = Window.empty()
+# Nothing ever published in a store born at 50.
+NEVER_USED = Window.unused(50)
 
 
 @pytest.mark.parametrize(
@@ -30,9 +31,9 @@ NEVER_USED = Window.empty()
         pytest.param(-2, RETAINED, Recovered(after=100), id="all-retained-starts-at-low-water"),
         pytest.param(0, UNTRIMMED, Recovered(after=0), id="zero-before-any-eviction"),
         pytest.param(-2, UNTRIMMED, Recovered(after=0), id="all-retained-before-any-eviction"),
-        pytest.param(0, NEVER_USED, Recovered(after=0), id="empty-channel-from-zero"),
-        pytest.param(-1, NEVER_USED, Recovered(after=0), id="empty-channel-new-only"),
-        pytest.param(-2, NEVER_USED, Recovered(after=0), id="empty-channel-all-retained"),
+        pytest.param(50, NEVER_USED, Recovered(after=50), id="empty-channel-from-its-birth"),
+        pytest.param(-1, NEVER_USED, Recovered(after=50), id="empty-channel-new-only"),
+        pytest.param(-2, NEVER_USED, Recovered(after=50), id="empty-channel-all-retained"),
         pytest.param(130, EXPIRED, Recovered(after=130), id="expired-at-latest"),
         pytest.param(-1, EXPIRED, Recovered(after=130), id="expired-new-only"),
         pytest.param(-2, EXPIRED, Recovered(after=130), id="expired-all-retained"),
@@ -72,8 +73,14 @@ def test_resumable_positions(requested: int, window: Window, expected: Recovered
         pytest.param(
             5,
             NEVER_USED,
-            Gap(requested=5, earliest=None, latest=0, resume_after=0),
-            id="empty-channel-position-never-assigned",
+            Gap(requested=5, earliest=None, latest=50, resume_after=50),
+            id="empty-channel-position-from-before-its-store",
+        ),
+        pytest.param(
+            0,
+            NEVER_USED,
+            Gap(requested=0, earliest=None, latest=50, resume_after=50),
+            id="empty-channel-from-zero",
         ),
         pytest.param(
             129,

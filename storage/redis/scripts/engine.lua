@@ -1,13 +1,14 @@
 -- replaybus engine script: one atomic step per call, on one channel's keys (one Cluster slot).
--- KEYS: stream, meta, idem, idem-expiry
+-- KEYS: stream, meta, idem, idem-expiry, birth (the store's birth mark for this slot)
 -- ARGV[1]: command ("publish" | "read"), ARGV[2]: now in µs ("" = this server's clock),
--- ARGV[3]: the trim step, most entries one call evicts (app.engine.TRIM_STEP); it is taken off
--- ARGV at once, so each command's own arguments start at ARGV[3]
+-- ARGV[3]: the trim step, most entries one call evicts (app.engine.TRIM_STEP), ARGV[4]: what
+-- acknowledged writes survive ("replicas" and/or "fsync", comma-separated, or ""); both are
+-- taken off ARGV at once, so each command's own arguments start at ARGV[3]
 --
 -- ReplayIds are integers below 2^53 (exact in Lua's doubles). A stream entry id encodes its
 -- ReplayId exactly: (replayId // 1000)-(replayId % 1000), so trimming by age is XTRIM MINID.
 
-local stream, meta, idem, idem_expiry = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local stream, meta, idem, idem_expiry, birth = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 
 local function now_us()
   if ARGV[2] ~= '' then return tonumber(ARGV[2]) end
@@ -106,8 +107,15 @@ local function window(low)
       earliest = number(kept)
     else
       local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
-      earliest = number(to_replay(first[1][1]))
-      redis.call('HSET', meta, 'earliest', earliest)
+      if to_replay(first[1][1]) <= low then
+        -- Entries at or below the low-water mark are there only when a moved birth mark
+        -- raised the mark over them; no one reads them any more, so the earliest is above.
+        first = redis.call('XRANGE', stream, '(' .. to_id(low), '+', 'COUNT', 1)
+      end
+      if first[1] then
+        earliest = number(to_replay(first[1][1]))
+        redis.call('HSET', meta, 'earliest', earliest)
+      end
     end
   end
   local top = redis.call('HGET', meta, 'top') or '0'
@@ -128,6 +136,56 @@ end
 local command = ARGV[1]
 local now = now_us()
 local trim_step = tonumber(table.remove(ARGV, 3))
+local survives = table.remove(ARGV, 3)
+
+-- The birth mark: no position below it is vouched for. It lives in the same Redis as the
+-- channel, so whatever loses the channel's data (FLUSHALL, a restart without persistence)
+-- loses the mark too, and the next call sets it anew from the clock, above every ReplayId
+-- handed out before. It also moves up when this Redis is not the one that acknowledged the
+-- writes it holds, unless those writes were made to survive that: a replica promoted after
+-- its primary (`master_replid2` is the primary's id; kept if writes waited for replicas), or
+-- a restart from its own files (a new id; kept if writes waited for the AOF fsync).
+local function birth_mark()
+  local info = redis.call('INFO', 'replication')
+  local lineage = string.match(info, 'master_replid:(%x+)')
+  local previous = string.match(info, 'master_replid2:(%x+)')
+  local held = redis.call('HMGET', birth, 'mark', 'lineage')
+  local mark = tonumber(held[1])
+  if mark and held[2] == lineage then return mark end
+  local kept
+  if held[2] == previous then
+    kept = string.find(survives, 'replicas', 1, true)
+  else
+    kept = string.find(survives, 'fsync', 1, true)
+  end
+  -- One µs below the clock: an event stored in this same µs still takes the clock as its id.
+  if not (mark and kept) then mark = now - 1 end
+  redis.call('HSET', birth, 'mark', number(mark), 'lineage', lineage)
+  return mark
+end
+
+-- The channel's meta, checked against the birth mark (`epoch` is the mark it was last checked
+-- against): a channel new to this Redis starts its window at the mark, and one whose mark has
+-- moved since has its low-water mark raised to it, so a position from before the move is a
+-- gap. Meta from before birth marks were kept is taken as it is. Returns whether the channel
+-- exists.
+local function check_epoch()
+  local mark = birth_mark()
+  local held = redis.call('HMGET', meta, 'epoch', 'low', 'top')
+  if not held[2] and not held[3] then
+    if redis.call('EXISTS', meta) == 0 then return false, mark end
+  end
+  local epoch = tonumber(held[1])
+  if epoch == mark then return true, mark end
+  if epoch then
+    local low = math.max(tonumber(held[2] or '0'), mark)
+    local top = math.max(tonumber(held[3] or '0'), mark)
+    redis.call('HSET', meta, 'low', number(low), 'top', number(top))
+    redis.call('HDEL', meta, 'earliest')
+  end
+  redis.call('HSET', meta, 'epoch', number(mark))
+  return true, mark
+end
 
 if command == 'publish' then
   -- ARGV[3..]: max_age_us, max_count, idempotency_ttl_us, live channel, event count, then per
@@ -136,10 +194,13 @@ if command == 'publish' then
   -- Returns {fresh (1 if the channel was new to this Redis, else 0), acknowledgements}.
   local max_age, max_count = tonumber(ARGV[3]), tonumber(ARGV[4])
   local ttl, live, count = tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
-  local existed = redis.call('EXISTS', meta)
+  local existed, mark = check_epoch()
   forget_expired_keys(now, count)
+  if not existed then
+    redis.call('HSET', meta, 'epoch', number(mark), 'low', number(mark), 'top', number(mark))
+  end
   redis.call('HSET', meta, 'max_age', ARGV[3], 'max_count', ARGV[4])
-  local top = tonumber(redis.call('HGET', meta, 'top') or '0')
+  local top = tonumber(redis.call('HGET', meta, 'top'))
   local results = {}
   for i = 0, count - 1 do
     local base = 8 + i * 5
@@ -187,7 +248,9 @@ if command == 'publish' then
   end
   redis.call('HSET', meta, 'top', number(top))
   trim(now, max_age, max_count, trim_step)
-  return {1 - existed, results}
+  local fresh = 0
+  if not existed then fresh = 1 end
+  return {fresh, results}
 end
 
 -- The payload's length: what read budgets count (`Event.size`).
@@ -229,6 +292,10 @@ if command == 'read' then
   -- ARGV[3..]: after (ReplayId), limit, byte budget ('' = none). Returns {window, entries}.
   local after, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
   local budget = tonumber(ARGV[5] or '') or math.huge
+  local existed, mark = check_epoch()
+  if not existed then
+    return {{'', number(mark), number(mark), 0}, {}}
+  end
   local max_age = tonumber(redis.call('HGET', meta, 'max_age') or '0')
   local low
   if max_age > 0 then
