@@ -14,7 +14,7 @@ from itertools import pairwise
 
 from app.engine import TRIM_STEP, Engine
 from app.model import ChannelKey, EventDraft, Retention, Topic, Window
-from app.recovery import MAX_REPLAY_ID
+from app.recovery import MAX_REPLAY_ID, NEW_ONLY, Recovered, recover
 from app.sessions import SessionRecord
 from tests.contract._support import (
     IDEMPOTENCY_TTL_S,
@@ -407,6 +407,19 @@ async def test_read_returns_the_window_of_the_same_instant(
 
     assert page.window == await engine.window(channel)
     assert page.window == Window(earliest=ids[0], latest=ids[-1], low_water=born, count=5)
+
+
+async def test_the_position_an_empty_channel_hands_out_resumes_exactly_once_events_arrive(
+    engine: Engine, channel: ChannelKey, clock: FakeClock
+) -> None:
+    handed_out = recover(NEW_ONLY, await engine.window(channel))
+    assert isinstance(handed_out, Recovered)
+    clock.advance(1)
+    published = await publish_one(engine, channel, KEEP_ALL)
+
+    assert recover(handed_out.after, await engine.window(channel)) == handed_out
+    page = await engine.read(channel, handed_out.after, 10)
+    assert [event.replay_id for event in page.events] == [published.replay_id]
 
 
 async def test_never_used_channel_has_an_empty_window_and_no_history(

@@ -1,0 +1,111 @@
+"""The store's birth mark: a position from before the store lost (or may have lost) its data
+is a gap, and one from a store that lost nothing resumes exactly."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from pathlib import Path
+
+import pytest
+import redis
+from redis.crc import key_slot
+
+from app.model import ChannelKey
+from app.recovery import Gap, Recovered, recover
+from storage.memory import MemoryEngine
+from storage.redis import RedisEngine, keys
+from tests.contract._support import KEEP_ALL, publish_one
+from tests.fakes import FakeClock
+from tests.harness.redis import running_redis, running_redis_cluster
+
+
+def a_channel() -> ChannelKey:
+    return ChannelKey(f"birth-{uuid.uuid4().hex}", "/event/Order__e")
+
+
+async def test_a_memory_store_started_again_reports_every_older_position_as_a_gap() -> None:
+    clock, channel = FakeClock(), a_channel()
+    async with MemoryEngine(clock, 60) as before:
+        position = (await publish_one(before, channel, KEEP_ALL)).replay_id
+    clock.advance(5)
+    async with MemoryEngine(clock, 60) as after:
+        assert isinstance(recover(position, await after.window(channel)), Gap)
+        await publish_one(after, channel, KEEP_ALL)
+        assert isinstance(recover(position, await after.window(channel)), Gap)
+
+
+@pytest.mark.parametrize(
+    ("survives", "resumable"),
+    [
+        pytest.param((), False, id="writes-not-fsynced"),
+        pytest.param(("fsync",), True, id="writes-fsynced"),
+    ],
+)
+async def test_a_restart_from_the_aof_keeps_positions_only_if_writes_waited_for_the_fsync(
+    tmp_path: Path, survives: Collection[str], resumable: bool
+) -> None:
+    channel = a_channel()
+    aof = ["--appendonly", "yes", "--appendfsync", "always"]
+    with running_redis(aof, directory=tmp_path) as store:
+        async with RedisEngine(store.url, 60, survives=survives) as engine:
+            position = (await publish_one(engine, channel, KEEP_ALL)).replay_id
+    with running_redis(aof, directory=tmp_path) as store:
+        async with RedisEngine(store.url, 60, survives=survives) as engine:
+            later = await publish_one(engine, channel, KEEP_ALL)
+            window = await engine.window(channel)
+            page = await engine.read(channel, position, 10)
+
+    assert later.replay_id > position
+    assert window.count == 2  # the AOF kept the first event either way
+    decision = recover(position, window)
+    if resumable:
+        assert decision == Recovered(after=position)
+        assert [event.replay_id for event in page.events] == [later.replay_id]
+    else:
+        assert isinstance(decision, Gap)
+        assert decision.requested == position
+
+
+async def test_a_channel_stored_before_birth_marks_were_kept_keeps_its_positions() -> None:
+    channel = a_channel()
+    with running_redis() as store:
+        async with RedisEngine(store.url, 60) as engine:
+            position = (await publish_one(engine, channel, KEEP_ALL)).replay_id
+            with redis.Redis(host="127.0.0.1", port=store.port) as raw:
+                raw.hdel(keys.channel_keys(channel)[1], "epoch")
+                raw.delete(keys.birth_key(channel, cluster=False))
+            later = await publish_one(engine, channel, KEEP_ALL)
+            window = await engine.window(channel)
+
+    assert recover(position, window) == Recovered(after=position)
+    assert later.replay_id > position
+
+
+async def test_a_cluster_node_that_lost_its_data_reports_a_gap_for_its_channels() -> None:
+    channel = a_channel()
+    with running_redis_cluster(3) as cluster:
+        async with RedisEngine(cluster.url, 60, cluster=True) as engine:
+            position = (await publish_one(engine, channel, KEEP_ALL)).replay_id
+            slot = key_slot(keys.channel_keys(channel)[1].encode())
+            for node in cluster.nodes:
+                with redis.Redis(host="127.0.0.1", port=node.port) as raw:
+                    if raw.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot):
+                        raw.flushall()  # only the node holding the channel loses its data
+            await publish_one(engine, channel, KEEP_ALL)
+            window = await engine.window(channel)
+
+    assert isinstance(recover(position, window), Gap)
+    assert window.low_water > position
+
+
+def test_every_hash_slot_has_a_birth_mark_tag_in_it() -> None:
+    tags = keys.slot_tags()
+    assert len(tags) == 16384
+    assert all(key_slot(("{" + tag + "}").encode()) == slot for slot, tag in enumerate(tags))
+
+
+def test_a_channels_birth_mark_is_in_the_channels_own_slot() -> None:
+    channel = a_channel()
+    birth = keys.birth_key(channel, cluster=True).encode()
+    assert key_slot(birth) == key_slot(keys.channel_keys(channel)[1].encode())
