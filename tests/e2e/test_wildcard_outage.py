@@ -72,13 +72,13 @@ class Wildcard:
 
 @asynccontextmanager
 async def wildcard(
-    client: httpx.AsyncClient, node: RunningServer, token: str
+    client: httpx.AsyncClient, node: RunningServer, token: str, pattern: str = "/event/**"
 ) -> AsyncIterator[Wildcard]:
     stream = Wildcard()
     async with aconnect_sse(
         client,
         "GET",
-        f"{node.base_url}/v1/stream/event/**",
+        f"{node.base_url}/v1/stream{pattern}",
         headers={"Authorization": f"Bearer {token}"},
     ) as source:
         assert source.response.status_code == 200, await source.response.aread()
@@ -86,7 +86,7 @@ async def wildcard(
         async def read() -> None:
             async for message in dispatched(source):
                 if message.event == GAP:
-                    assert orjson.loads(message.data)["channels"] == "/event/**"
+                    assert orjson.loads(message.data)["channels"] == pattern
                     stream.received.append(GAP)
                 else:
                     stream.received.append(int(message.id))
@@ -172,3 +172,50 @@ async def test_a_wildcard_stream_across_a_dead_silent_connection_misses_nothing_
     assert GAP in received, received
     assert received[0] == published[0]
     assert received[-1] == published[-1]
+
+
+async def _failed_reconnects(node: RunningServer, count: int) -> None:
+    """Until the node has logged `count` failed reconnects of its live feed."""
+    for _ in range(800):
+        if sum("could not reconnect yet" in line for line in node.output) >= count:
+            return
+        await asyncio.sleep(0.01)  # another process's state: nothing to await but it
+    raise AssertionError(f"the node did not fail to reconnect {count} times: {node.output}")
+
+
+async def test_a_wildcard_stream_opened_while_its_node_reconnects_misses_nothing_without_a_gap(
+    signing_key_pem: str,
+) -> None:
+    """A second wildcard stream of the tenant opens once Redis is back but while the node still
+    waits out its reconnect backoff: the node serves it at once from the subscription it holds
+    for the first, so it too must hear of what it missed before the node hears Redis again."""
+    with nodes(signing_key_pem) as cluster:
+        token = cluster.publisher.token()
+        channel = channel_name()
+        published: list[int] = []
+        async with httpx.AsyncClient(timeout=30) as client:
+
+            async def publish_one() -> int:
+                ack = await publish(client, cluster.publisher.base_url, token, channel, {})
+                published.append(ack["replayId"])
+                return int(ack["replayId"])
+
+            async with wildcard(client, cluster.subscriber, token) as first:
+                assert await first.until_delivered(await publish_one(), 5)
+                cluster.proxy.cut()
+                # Four failures (after 0.1 + 0.2 + 0.4 + 0.8 s): the next wait is 1.6 s.
+                await _failed_reconnects(cluster.subscriber, 4)
+                cluster.proxy.restore()
+                async with wildcard(client, cluster.subscriber, token, "/event/*") as second:
+                    opened_at = len(published)
+                    live = await client.get(f"{cluster.subscriber.base_url}/readyz")
+                    for _ in range(DURING):
+                        await publish_one()
+                    async with asyncio.timeout(8):
+                        while not await second.until_delivered(await publish_one(), 0.5):
+                            pass
+
+    assert live.status_code == 503, live.text  # it opened while the live feed was down
+    assert silently_missed(published[opened_at:], second.received) == []
+    assert GAP in second.received, second.received
+    assert silently_missed(published, first.received) == []
