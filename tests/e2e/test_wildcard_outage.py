@@ -125,24 +125,24 @@ async def across(
     """A wildcard stream on the subscriber node; `lose` its Redis connections, publish DURING
     events on the publisher node, `heal`, then publish until the stream delivers again. What
     was published, and what the stream dispatched."""
-    with nodes(signing_key_pem) as cluster:
-        token = cluster.publisher.token()
+    with nodes(signing_key_pem) as pair:
+        token = pair.publisher.token()
         channels = [channel_name() for _ in range(CHANNELS)]
         published: list[int] = []
         async with httpx.AsyncClient(timeout=30) as client:
 
             async def publish_one() -> int:
                 channel = channels[len(published) % CHANNELS]
-                ack = await publish(client, cluster.publisher.base_url, token, channel, {})
+                ack = await publish(client, pair.publisher.base_url, token, channel, {})
                 published.append(ack["replayId"])
                 return int(ack["replayId"])
 
-            async with wildcard(client, cluster.subscriber, token) as stream:
+            async with wildcard(client, pair.subscriber, token) as stream:
                 assert await stream.until_delivered(await publish_one(), 5)
-                lose(cluster.proxy)
+                lose(pair.proxy)
                 for _ in range(DURING):
                     await publish_one()
-                heal(cluster.proxy)
+                heal(pair.proxy)
                 # Until the node hears Redis again, its stream may miss what is published.
                 async with asyncio.timeout(8):
                     while not await stream.until_delivered(await publish_one(), 0.5):
@@ -189,26 +189,26 @@ async def test_a_wildcard_stream_opened_while_its_node_reconnects_misses_nothing
     """A second wildcard stream of the tenant opens once Redis is back but while the node still
     waits out its reconnect backoff: the node serves it at once from the subscription it holds
     for the first, so it too must hear of what it missed before the node hears Redis again."""
-    with nodes(signing_key_pem) as cluster:
-        token = cluster.publisher.token()
+    with nodes(signing_key_pem) as pair:
+        token = pair.publisher.token()
         channel = channel_name()
         published: list[int] = []
         async with httpx.AsyncClient(timeout=30) as client:
 
             async def publish_one() -> int:
-                ack = await publish(client, cluster.publisher.base_url, token, channel, {})
+                ack = await publish(client, pair.publisher.base_url, token, channel, {})
                 published.append(ack["replayId"])
                 return int(ack["replayId"])
 
-            async with wildcard(client, cluster.subscriber, token) as first:
+            async with wildcard(client, pair.subscriber, token) as first:
                 assert await first.until_delivered(await publish_one(), 5)
-                cluster.proxy.cut()
+                pair.proxy.cut()
                 # Four failures (after 0.1 + 0.2 + 0.4 + 0.8 s): the next wait is 1.6 s.
-                await _failed_reconnects(cluster.subscriber, 4)
-                cluster.proxy.restore()
-                async with wildcard(client, cluster.subscriber, token, "/event/*") as second:
+                await _failed_reconnects(pair.subscriber, 4)
+                pair.proxy.restore()
+                async with wildcard(client, pair.subscriber, token, "/event/*") as second:
                     opened_at = len(published)
-                    live = await client.get(f"{cluster.subscriber.base_url}/readyz")
+                    live = await client.get(f"{pair.subscriber.base_url}/readyz")
                     for _ in range(DURING):
                         await publish_one()
                     async with asyncio.timeout(8):
