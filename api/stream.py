@@ -80,8 +80,9 @@ def live_gap_frame(gap: LiveGap) -> bytes:
         "earliest": None,
         "latest": None,
         "channels": gap.pattern,
-        "reason": "live events on these channels were lost on their way to this server and are "
-        "not replayed on a wildcard stream; subscribe to each channel to resume by ReplayId",
+        "reason": "live events on these channels may have been lost on their way to this "
+        "server and are not replayed on a wildcard stream; subscribe to each channel to resume "
+        "by ReplayId",
     }
     return event_frame(orjson.dumps(data), event="gap")
 

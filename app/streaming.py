@@ -19,10 +19,11 @@ __all__ = ["ChannelStream", "LiveGap", "StreamItem", "open_stream"]
 
 @dataclass(frozen=True, slots=True)
 class LiveGap:
-    """Live events on channels matching `pattern` were lost on their way to this node (its
-    live connection to the store was down for longer than it catches up on). A wildcard
-    stream is live-only, so it reports this in band and goes on; the events are in the store,
-    per channel."""
+    """Live events on channels matching `pattern` may have been lost on their way to this node
+    (its live connection to the store was replaced, and a wildcard listener has no one stream
+    to catch up from). Every event a wildcard stream did not receive lies behind one of these.
+    A wildcard stream is live-only, so it reports this in band and goes on; the events are in
+    the store, per channel."""
 
     pattern: str
 
