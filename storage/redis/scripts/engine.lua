@@ -77,7 +77,13 @@ local function trim(now, max_age, max_count, step)
     return true
   end
   local more = true
-  if excess > 0 then more = walk('+', math.min(excess, step)) end
+  -- Entries a moved birth mark left at or below the low-water mark are served to no one:
+  -- they go first, a step at a time like any eviction.
+  if redis.call('HEXISTS', meta, 'buried') == 1 then
+    more = walk(to_id(before), step)
+    if more and walked < step then redis.call('HDEL', meta, 'buried') end
+  end
+  if more and excess > 0 then more = walk('+', math.min(excess, step)) end
   -- Nothing has expired if the oldest entry (as `window` keeps it) has not.
   local oldest = kept_earliest(before)
   if more and walked < step and cutoff > 0 and not (oldest and oldest >= cutoff) then
@@ -108,8 +114,8 @@ local function window(low)
     else
       local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
       if to_replay(first[1][1]) <= low then
-        -- Entries at or below the low-water mark are there only when a moved birth mark
-        -- raised the mark over them; no one reads them any more, so the earliest is above.
+        -- Entries a moved birth mark buried (`trim` drops them a step at a time): the
+        -- earliest retained is the first above the low-water mark.
         first = redis.call('XRANGE', stream, '(' .. to_id(low), '+', 'COUNT', 1)
       end
       if first[1] then
@@ -180,7 +186,7 @@ local function check_epoch()
   if epoch then
     local low = math.max(tonumber(held[2] or '0'), mark)
     local top = math.max(tonumber(held[3] or '0'), mark)
-    redis.call('HSET', meta, 'low', number(low), 'top', number(top))
+    redis.call('HSET', meta, 'low', number(low), 'top', number(top), 'buried', '1')
     redis.call('HDEL', meta, 'earliest')
   end
   redis.call('HSET', meta, 'epoch', number(mark))
