@@ -361,7 +361,7 @@ export function subscribe(baseUrl, channel, options) {
                 report({ phase: "handler", message: `onEvent threw: ${cause}`, retryIn: null, cause });
             }
             if (!wildcard && lastEventId !== null) {
-                saveCheckpoint(lastEventId); // processed: onEvent has returned
+                saveCheckpoint(lastEventId); // processed: onEvent has run
             }
         });
 
