@@ -13,6 +13,10 @@
  * CLOSED) or the connection fails for good, this helper opens a new `EventSource` itself, with
  * a fresh token and `replayId=<the last ReplayId seen>`, after a jittered exponential backoff.
  *
+ * With the `checkpoint` option, the position is also kept outside the page (`localStorage` by
+ * default), so a reload, or the page opened again later, resumes after the last event it
+ * processed.
+ *
  * @module replaybus
  */
 
@@ -42,10 +46,12 @@
 /**
  * What went wrong, and what happens next.
  * @typedef {object} SubscriptionError
- * @property {"token" | "position" | "stream" | "data" | "handler"} phase
+ * @property {"token" | "position" | "stream" | "data" | "handler" | "checkpoint"} phase
  *   `token`: the token function failed; `position`: looking up the channel's current
  *   position (for `from: -1`) failed; `stream`: the `EventSource` reported an error;
- *   `data`: an event's data was not JSON; `handler`: `onEvent` or `onGap` threw
+ *   `data`: an event's data was not JSON; `handler`: `onEvent` or `onGap` threw;
+ *   `checkpoint`: the checkpoint store failed, or no key could be made for it (the
+ *   subscription goes on, with its position in memory only)
  * @property {string} message
  * @property {number | null} retryIn milliseconds until this helper connects again, or null
  *   when it does not have to (the browser reconnects by itself, or nothing was interrupted)
@@ -80,6 +86,14 @@
  */
 
 /**
+ * Where a subscription keeps its position between page loads: the last processed ReplayId,
+ * as a decimal string, under a key. `get` may return a promise; `set` is not awaited.
+ * @typedef {object} CheckpointStore
+ * @property {(key: string) => string | null | undefined | PromiseLike<string | null | undefined>} get
+ * @property {(key: string, value: string) => unknown} set
+ */
+
+/**
  * @typedef {object} SubscribeOptions
  * @property {TokenSource} token
  * @property {number} [from] where to start: -1 new events only (the default), -2 every
@@ -93,6 +107,11 @@
  *   `globalThis.fetch`
  * @property {number} [minDelay] first backoff delay in ms (default 500)
  * @property {number} [maxDelay] largest backoff delay in ms (default 30000)
+ * @property {boolean | CheckpointStore} [checkpoint] keep the position across page loads:
+ *   `true` for `localStorage`, or a store of your own. A saved position wins over `from`.
+ *   Not for wildcard streams (they are live-only).
+ * @property {string} [checkpointKey] the key the position is saved under; by default
+ *   `replaybus:<baseUrl>:<tenant>:<channel>`, the tenant read from the token (`tid`)
  */
 
 /**
@@ -105,6 +124,8 @@
 
 const CONNECTING = 0;
 const CLOSED = 2;
+
+const CHECKPOINT_PREFIX = "replaybus:";
 
 const WILDCARD_GAP_REASON =
     "wildcard streams are live-only: events published while this client was disconnected "
@@ -149,6 +170,14 @@ export function subscribe(baseUrl, channel, options) {
         throw new RangeError("wildcard streams deliver live events only: use from -1");
     }
     const base = baseUrl.replace(/\/+$/, "");
+    if (wildcard && options.checkpoint) {
+        throw new RangeError("wildcard streams are live-only: they have no position to keep");
+    }
+    /** @type {CheckpointStore | null} */
+    const store = options.checkpoint === true ? localStorageStore()
+        : options.checkpoint ? options.checkpoint : null;
+    /** @type {string | null} */
+    let checkpointKey = null; // known once the first token is
 
     /** @type {number | null} */
     let lastEventId = from >= 0 ? from : null;
@@ -242,6 +271,16 @@ export function subscribe(baseUrl, channel, options) {
         if (closed) {
             return;
         }
+        if (store !== null && checkpointKey === null) {
+            checkpointKey = options.checkpointKey ?? keyFor(accessToken);
+            const saved = await loadCheckpoint();
+            if (closed) {
+                return;
+            }
+            if (saved !== null) {
+                lastEventId = saved;
+            }
+        }
         if (lastEventId === null && from === -1 && !wildcard) {
             try {
                 lastEventId = await currentTop(accessToken);
@@ -254,6 +293,7 @@ export function subscribe(baseUrl, channel, options) {
             if (closed) {
                 return;
             }
+            saveCheckpoint(lastEventId); // a reload before the first event resumes from here
         }
         const position = lastEventId ?? from;
         const query = new URLSearchParams();
@@ -320,6 +360,9 @@ export function subscribe(baseUrl, channel, options) {
             } catch (cause) {
                 report({ phase: "handler", message: `onEvent threw: ${cause}`, retryIn: null, cause });
             }
+            if (!wildcard && lastEventId !== null) {
+                saveCheckpoint(lastEventId); // processed: onEvent has run
+            }
         });
 
         stream.addEventListener("gap", (/** @type {MessageEvent} */ message) => {
@@ -359,6 +402,60 @@ export function subscribe(baseUrl, channel, options) {
         });
     }
 
+    /**
+     * The key of this subscription's position: base URL, tenant (from the token) and channel.
+     * @param {string} accessToken
+     * @returns {string}
+     */
+    function keyFor(accessToken) {
+        const tenant = tenantOf(accessToken);
+        if (tenant === null) {
+            report({ phase: "checkpoint", retryIn: null, message: "the token names no tenant "
+                + "(tid): pass checkpointKey to keep the position across page loads" });
+            return "";
+        }
+        return `${CHECKPOINT_PREFIX}${base}:${tenant}:${channel}`;
+    }
+
+    /** @returns {Promise<number | null>} the saved position, if there is a valid one */
+    async function loadCheckpoint() {
+        if (store === null || checkpointKey === "") {
+            return null;
+        }
+        try {
+            const text = await store.get(/** @type {string} */ (checkpointKey));
+            if (text === null || text === undefined) {
+                return null;
+            }
+            const value = /^[0-9]+$/.test(text) ? Number(text) : NaN;
+            if (Number.isSafeInteger(value)) {
+                return value;
+            }
+            report({ phase: "checkpoint", retryIn: null,
+                message: `ignoring the saved position ${JSON.stringify(text)}: not a ReplayId` });
+        } catch (cause) {
+            report({ phase: "checkpoint", retryIn: null,
+                message: `could not read the saved position: ${cause}`, cause });
+        }
+        return null;
+    }
+
+    /** @param {number} position */
+    function saveCheckpoint(position) {
+        if (store === null || checkpointKey === null || checkpointKey === "") {
+            return;
+        }
+        try {
+            Promise.resolve(store.set(checkpointKey, String(position))).catch((cause) => {
+                report({ phase: "checkpoint", retryIn: null,
+                    message: `could not save the position: ${cause}`, cause });
+            });
+        } catch (cause) {
+            report({ phase: "checkpoint", retryIn: null,
+                message: `could not save the position: ${cause}`, cause });
+        }
+    }
+
     /** @param {Gap} gap */
     function deliverGap(gap) {
         try {
@@ -386,6 +483,30 @@ export function subscribe(baseUrl, channel, options) {
             return lastEventId;
         },
     };
+}
+
+/** @returns {CheckpointStore} the page's `localStorage`, read and written when used */
+function localStorageStore() {
+    return {
+        get: (key) => globalThis.localStorage.getItem(key),
+        set: (key, value) => globalThis.localStorage.setItem(key, value),
+    };
+}
+
+/**
+ * The tenant a replaybus access token (a JWT) was issued for: its `tid` claim, read without
+ * verifying anything (the server does that); null when the token is not such a JWT.
+ * @param {string} accessToken
+ * @returns {string | null}
+ */
+function tenantOf(accessToken) {
+    try {
+        const part = accessToken.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+        const claims = JSON.parse(atob(part.padEnd(part.length + (4 - part.length % 4) % 4, "=")));
+        return typeof claims.tid === "string" && claims.tid !== "" ? claims.tid : null;
+    } catch {
+        return null;
+    }
 }
 
 /**

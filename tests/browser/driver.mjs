@@ -7,11 +7,14 @@
 //   {"type": "console", "level", "text"} / {"type": "pageerror", "message"}
 //   {"type": "requestfailed", "url", "failure"}
 //   {"type": "done", "result"} | {"type": "failed", "error"} | {"type": "deadline"}
+//   {"type": "called", "result"}, {"type": "reloaded"}            with --then-call: the first
+//                                                              call's result, then the reload
 // Every line carries "seq", its position in the output. Exit code: 0 done, 1 failed,
 // 2 deadline, 64 usage. On SIGTERM the browser is closed and the script exits (143).
 //
 // node driver.mjs --node-dir tests/node --chromium /usr/bin/chromium --url http://127.0.0.1:P/
 //     --call runSse --argument '{"...": ...}' [--deadline-ms 30000]
+//     [--then-call NAME --then-argument JSON]   reload the page, then call NAME(JSON) as well
 
 import { mkdtemp, rm } from "node:fs/promises";
 import { createRequire } from "node:module";
@@ -27,6 +30,8 @@ const { values } = parseArgs({
         call: { type: "string" },
         argument: { type: "string", default: "{}" },
         "deadline-ms": { type: "string", default: "30000" },
+        "then-call": { type: "string" },
+        "then-argument": { type: "string", default: "{}" },
     },
 });
 if (!values["node-dir"] || !values.url || !values.call) {
@@ -125,10 +130,19 @@ try {
             status: response.status(), lastEventId });
     });
     await page.goto(values.url, { waitUntil: "load" });
-    const result = await page.evaluate(
+    let result = await page.evaluate(
         ([name, argument]) => window[name](argument),
         [values.call, JSON.parse(values.argument)],
     );
+    if (values["then-call"]) {
+        emit({ type: "called", result: result ?? null });
+        await page.reload({ waitUntil: "load" });
+        emit({ type: "reloaded" });
+        result = await page.evaluate(
+            ([name, argument]) => window[name](argument),
+            [values["then-call"], JSON.parse(values["then-argument"])],
+        );
+    }
     emit({ type: "done", result: result ?? null });
     await exit(0);
 } catch (error) {

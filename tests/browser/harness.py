@@ -264,9 +264,11 @@ async def run_driver(
     call: str,
     argument: Mapping[str, Any],
     deadline: float,
+    then: tuple[str, Mapping[str, Any]] | None = None,
 ) -> AsyncIterator[NodeRun]:
-    """`node driver.mjs`: opens `url` in Chromium and calls `window[call](argument)`. On exit,
-    a driver still running gets SIGTERM (it closes its browser), then SIGKILL after 10 s."""
+    """`node driver.mjs`: opens `url` in Chromium and calls `window[call](argument)`; with
+    `then` = (call, argument), it then reloads the page and calls that too. On exit, a driver
+    still running gets SIGTERM (it closes its browser), then SIGKILL after 10 s."""
     node = shutil.which("node")
     if node is None:
         raise AssertionError("`node` is not on PATH: the browser tests need Node 20+")
@@ -279,6 +281,11 @@ async def run_driver(
         f"--call={call}",
         f"--argument={json.dumps(argument)}",
         f"--deadline-ms={int(deadline * 1000)}",
+        *(
+            ()
+            if then is None
+            else (f"--then-call={then[0]}", f"--then-argument={json.dumps(then[1])}")
+        ),
         cwd=_HERE,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

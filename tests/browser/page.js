@@ -72,6 +72,36 @@ function runSubscription(baseUrl, { name, channel, from, until }) {
     });
 }
 
+/**
+ * One helper subscription with its position kept in localStorage, until it processed
+ * `count` events. It is left open: the page is reloaded (or closed) under it.
+ */
+window.runCheckpointed = ({ baseUrl, name, channel, from, count }) => new Promise((resolve) => {
+    let events = 0;
+    subscribe(baseUrl, channel, {
+        from,
+        checkpoint: true,
+        token: () => token(name),
+        onOpen(info) {
+            report({ type: "open", sub: name, ...info });
+        },
+        onEvent(envelope, message) {
+            events += 1;
+            report({ type: "event", sub: name, id: message.lastEventId, envelope });
+            if (events === count) {
+                resolve("processed");
+            }
+        },
+        onGap(gap) {
+            report({ type: "gap", sub: name, gap });
+        },
+        onError(error) {
+            report({ type: "error", sub: name, phase: error.phase, message: error.message,
+                retryIn: error.retryIn });
+        },
+    });
+});
+
 /** Several helper subscriptions at once; resolves when each reached its `until`. */
 window.runSse = async ({ baseUrl, subscriptions }) => {
     await Promise.all(subscriptions.map((spec) => runSubscription(baseUrl, spec)));

@@ -263,6 +263,43 @@ async def test_on_gap_fires_when_from_is_below_the_retention_window(
     assert closed["lastEventId"] == acks[5]["replayId"]
 
 
+async def test_a_persistent_checkpoint_resumes_after_a_page_reload(
+    node_dir: Path, chromium: Path, pages: PageServer, browser_server: RunningServer
+) -> None:
+    """`checkpoint: true` keeps the position in localStorage: the page processes the retained
+    events, is reloaded under its open stream, and the same subscription (`from: -2` again)
+    resumes after the last event processed: it gets only what was published since."""
+    channel = channel_name()
+    before = await publish(browser_server, channel, payloads(0, 3))
+    sub = name("reload")
+    pages.plan_tokens(sub, browser_server, [])
+    spec = {"baseUrl": browser_server.base_url, "name": sub, "channel": channel, "from": -2}
+    async with run_driver(
+        node_dir, chromium, pages.origin + "/", "runCheckpointed", {**spec, "count": 3},
+        DEADLINE, then=("runCheckpointed", {**spec, "count": 2}),
+    ) as run:  # fmt: skip
+        await run.wait_for(lambda record: record["type"] == "reloaded", WAIT)
+        after = await publish(browser_server, channel, payloads(3, 5))
+        records = await run.finish(WAIT)
+
+    finished(run, records)
+    [reloaded] = browser_records(records, "reloaded")
+    events = browser_records(records, "event", sub=sub)
+    acks = before + after
+    assert [event["envelope"] for event in events] == [
+        envelope(ack, payload) for ack, payload in zip(acks, payloads(0, 5), strict=True)
+    ], run.describe()
+    assert [event["seq"] < reloaded["seq"] for event in events] == [True] * 3 + [False] * 2
+    last_processed = before[-1]["replayId"]
+    opens = browser_records(records, "open", sub=sub)
+    assert [(r["replayId"], r["reconnected"]) for r in opens] == [
+        (-2, False),
+        (last_processed, False),
+    ]
+    assert streams(records, channel) == [(200, "-2", None), (200, str(last_processed), None)]
+    assert browser_records(records, "error", sub=sub) == []
+
+
 def cometd_records(records: Sequence[Record], kind: str, phase: str) -> list[Record]:
     return browser_records(records, kind, phase=phase)
 

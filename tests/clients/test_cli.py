@@ -199,7 +199,11 @@ def test_tail_from_a_time_after_the_last_event_prints_nothing_from_before_it(
     assert "gap" not in stderr, stderr
 
 
-def test_tail_reports_a_gap_when_resuming_below_the_window(small_window: RunningServer) -> None:
+@pytest.mark.parametrize("transport", ["sse", "bayeux", "history"])
+def test_tail_reports_a_gap_when_resuming_below_the_window(
+    small_window: RunningServer, transport: str
+) -> None:
+    """The gap comes first, as a JSON line with the window's bounds, then the retained events."""
     channel = channel_name()
     published = [
         ack["replayId"]
@@ -208,10 +212,18 @@ def test_tail_reports_a_gap_when_resuming_below_the_window(small_window: Running
     result = _replaybus(
         _environment(small_window),
         *("tail", channel, "--from", str(published[0]), "--count", str(WINDOW), "--json"),
+        *("--transport", transport),
     )
     assert result.returncode == 0, result.stderr
-    printed = [json.loads(line) for line in _lines(result.stdout)]
-    events = [p for p in printed if "gap" not in p]
+    [gap, *events] = [json.loads(line) for line in _lines(result.stdout)]
+    assert gap["gap"] | {"reason": None} == {
+        "requested": published[0],
+        "earliest": published[-WINDOW],
+        "latest": published[-1],
+        "channel": channel,
+        "channels": None,
+        "reason": None,
+    }
     assert [p["replayId"] for p in events] == published[-WINDOW:]
     assert f"gap: events after {published[0]} are no longer retained" in result.stderr
 

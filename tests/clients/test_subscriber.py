@@ -252,8 +252,7 @@ async def test_a_checkpoint_older_than_the_window_calls_on_gap_and_goes_on(
     assert _ids(received) == published[-WINDOW:]  # from the oldest retained on
     assert len(gaps) == 1
     assert gaps[0].requested == published[0]
-    if transport == "sse":  # Bayeux's error does not say where the window starts
-        assert (gaps[0].earliest, gaps[0].latest) == (published[-WINDOW], published[-1])
+    assert (gaps[0].earliest, gaps[0].latest) == (published[-WINDOW], published[-1])
 
 
 async def test_without_on_gap_a_gap_raises_gap_error(

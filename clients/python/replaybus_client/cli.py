@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 import time
@@ -20,7 +21,8 @@ import httpx
 from replaybus_client.auth import ClientCredentials, StaticToken, TokenSource
 from replaybus_client.errors import Gap, ReplaybusClientError
 from replaybus_client.publisher import Ack, Publisher
-from replaybus_client.subscriber import ALL_RETAINED, NEW_ONLY, Event, Subscriber, channel_top
+from replaybus_client.subscriber import ALL_RETAINED, NEW_ONLY, Subscriber
+from replaybus_client.wire import Event, channel_top
 
 __all__ = ["add_stream_commands", "run_stream_command"]
 
@@ -58,7 +60,12 @@ def add_stream_commands(commands: Any) -> None:
         default="-1",
         help="-1 new events (default), -2 all retained, a ReplayId, or an ISO time",
     )
-    tail.add_argument("--transport", choices=("sse", "bayeux"), default="sse")
+    tail.add_argument(
+        "--transport",
+        choices=("sse", "bayeux", "history"),
+        default="sse",
+        help="a stream (default), CometD long-polling, or history pulls",
+    )
     tail.add_argument("--count", type=int, help="stop after this many events")
 
 
@@ -199,16 +206,15 @@ def _event_json(event: Event) -> dict[str, Any]:
 async def _tail(arguments: argparse.Namespace, environ: Mapping[str, str]) -> int:
     def on_gap(gap: Gap) -> None:
         if gap.requested is None:
-            text = (
-                "gap: a wildcard stream is live-only; events during the reconnect were not replayed"
-            )
+            where = gap.channels or gap.channel
+            text = f"gap: events on {where} may have been missed: {gap.reason}"
         else:
             resumed = gap.earliest if gap.earliest is not None else "the oldest retained"
             text = (
                 f"gap: events after {gap.requested} are no longer retained; resuming from {resumed}"
             )
         if arguments.json:
-            print(json.dumps({"gap": {"requested": gap.requested, "earliest": gap.earliest}}))
+            print(json.dumps({"gap": dataclasses.asdict(gap)}), flush=True)
         print(text, file=sys.stderr, flush=True)
 
     start = start_position(arguments.start)

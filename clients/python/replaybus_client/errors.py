@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GapError", "ReplaybusClientError", "RequestFailed"]
+__all__ = ["Gap", "GapError", "ReplaybusClientError", "RequestFailed"]
 
 
 class ReplaybusClientError(Exception):
@@ -25,21 +25,36 @@ class RequestFailed(ReplaybusClientError):
 
 @dataclass(frozen=True, slots=True)
 class Gap:
-    """Events the subscriber asked for are gone from the retention window: `requested` could
-    not be resumed; delivery goes on from `earliest`. Wildcard streams report a gap with no
-    ids after a reconnect (they are live-only)."""
+    """Events the subscriber asked for can no longer be delivered. The same value reports a
+    gap on every transport (SSE `event: gap`, the history `gap` object, a Bayeux
+    `ext.replaybus.gaps` entry or a refused replay position), always before the events that
+    follow it.
+
+    `requested`: the position that could not be resumed (None on a wildcard stream, which has
+    none). `earliest`: the oldest ReplayId retained when the gap was found (None if nothing
+    is), where delivery goes on; `latest`: the channel's newest ReplayId. `channel`: the
+    channel that lost events, when one is known; `channels`: on a wildcard stream, the pattern
+    of the channels that may have lost events. `reason`: the server's explanation, if any.
+    """
 
     requested: int | None
     earliest: int | None
     latest: int | None
+    channel: str | None = None
+    channels: str | None = None
+    reason: str | None = None
 
 
 class GapError(ReplaybusClientError):
     """Raised by a subscriber without an `on_gap` callback when events were lost."""
 
     def __init__(self, gap: Gap) -> None:
-        super().__init__(
-            f"events after replayId {gap.requested} are no longer retained "
-            f"(the window starts at {gap.earliest})"
-        )
+        if gap.requested is None:
+            text = f"events on {gap.channels or gap.channel} may have been missed: {gap.reason}"
+        else:
+            text = (
+                f"events of {gap.channel} after replayId {gap.requested} are no longer "
+                f"retained (the window starts at {gap.earliest})"
+            )
+        super().__init__(text)
         self.gap = gap

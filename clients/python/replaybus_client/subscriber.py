@@ -1,10 +1,15 @@
-"""Subscribing over Server-Sent Events or Bayeux long-polling, resuming after any interruption
-from the last event the caller has processed.
+"""Subscribing over Server-Sent Events, Bayeux long-polling or history pulls, resuming after any
+interruption from the last event the caller has processed.
 
 An event counts as processed when the caller asks for the next one (`async for` moves on): only
 then is its ReplayId saved as the position, so a crash while handling an event replays it rather
 than skipping it. Nothing is read from the server before the caller asks for it (SSE), or more
-than one long-poll reply (Bayeux), so memory stays bounded however slow the caller is.
+than one long-poll reply (Bayeux) or history page, so memory stays bounded however slow the
+caller is.
+
+A gap (events that can no longer be delivered) reaches the caller the same way on every
+transport: one `Gap`, passed to `on_gap` (or raised as GapError) before any event after it, and
+the saved position only moves past it once an event after it has been processed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from replaybus_client.checkpoints import CheckpointStore, MemoryCheckpoints
 from replaybus_client.errors import Gap, GapError, RequestFailed
 from replaybus_client.publisher import _failure
 from replaybus_client.retry import backoff, retry_after
+from replaybus_client.wire import Event, bayeux_event, channel_top, channel_window, envelope_event
 
 __all__ = ["Event", "Subscriber", "channel_top"]
 
@@ -34,17 +40,16 @@ ALL_RETAINED = -2
 NEW_ONLY = -1
 _RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 _BAYEUX_VERSION = "58.0"
+_HISTORY_PAGE = 100  # events per history request
+Transport = Literal["sse", "bayeux", "history"]
 GapHandler = Callable[[Gap], Awaitable[None] | None]
 
 
 @dataclass(frozen=True, slots=True)
-class Event:
-    channel: str
-    replay_id: int
-    uuid: str | None
-    created_date: str | None
-    schema: str | None
-    payload: dict[str, Any]
+class _Cursor:
+    """Where the stream stands without a new event (an SSE `id:` alone, an empty history page)."""
+
+    value: int | str
 
 
 class _Retry(Exception):
@@ -58,9 +63,12 @@ class _Retry(Exception):
 class Subscriber:
     """`async for event in Subscriber(url, "/event/Order_Placed__e", tokens):`
 
+    `transport`: "sse" (a stream), "bayeux" (CometD long-polling) or "history" (pulls of
+    `GET /v1/events`, every `poll_interval` seconds once caught up; one channel, no wildcard).
     `start`: -1 (new events only), -2 (everything retained) or a ReplayId to resume after; a
-    position in `checkpoints` wins over it. `on_gap`: called when events were lost (they aged
-    out of retention while the subscriber was away); without it, GapError is raised.
+    position in `checkpoints` wins over it. `on_gap`: called with a `Gap` when events were
+    lost (they aged out of retention while the subscriber was away), before the events after
+    it; without it, GapError is raised and the saved position stays before the gap.
     """
 
     def __init__(
@@ -69,17 +77,21 @@ class Subscriber:
         channel: str,
         tokens: TokenSource,
         *,
-        transport: Literal["sse", "bayeux"] = "sse",
+        transport: Transport = "sse",
         start: int = NEW_ONLY,
         checkpoints: CheckpointStore | None = None,
         on_gap: GapHandler | None = None,
         reconnect_cap: float = 30.0,
+        poll_interval: float = 1.0,
         http: httpx.AsyncClient | None = None,
     ) -> None:
         if not channel.startswith("/"):
             raise ValueError(f"channel {channel!r} must start with '/'")
-        if transport not in ("sse", "bayeux"):
-            raise ValueError("transport is 'sse' or 'bayeux'")
+        if transport not in ("sse", "bayeux", "history"):
+            raise ValueError("transport is 'sse', 'bayeux' or 'history'")
+        self._wildcard = "*" in channel
+        if transport == "history" and self._wildcard:
+            raise ValueError("history pulls read one channel: subscribe to a wildcard over SSE")
         self.channel = channel
         self._base_url = base_url.rstrip("/")
         self._tokens = tokens
@@ -88,6 +100,7 @@ class Subscriber:
         self._checkpoints = checkpoints or MemoryCheckpoints()
         self._on_gap = on_gap
         self._reconnect_cap = reconnect_cap
+        self._poll_interval = poll_interval
         self._own_http = http is None
         # No read timeout: a stream is quiet between heartbeats and a long poll is held.
         self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(30.0, read=None))
@@ -123,14 +136,14 @@ class Subscriber:
         cursor: int | str = saved if saved is not None else self._start
         if saved is not None:
             self._position = saved
-        elif cursor == NEW_ONLY and self._transport == "bayeux" and "*" not in self.channel:
+        elif cursor == NEW_ONLY and self._transport == "bayeux" and not self._wildcard:
             # Bayeux has no position for "new events" until the first one arrives: take the
             # channel's top now, so a reconnect before then resumes without a hole (SSE sends
             # its opening position itself).
             cursor = await channel_top(self._http, self._base_url, self.channel, self._tokens)
         failures = 0
+        read = {"sse": self._sse, "bayeux": self._bayeux, "history": self._history}[self._transport]
         while True:
-            read = self._sse if self._transport == "sse" else self._bayeux
             try:
                 async with contextlib.aclosing(read(cursor)) as items:
                     async for item in items:
@@ -138,8 +151,8 @@ class Subscriber:
                         if isinstance(item, Gap):
                             await self._gap(item)
                             continue
-                        if isinstance(item, str):  # an SSE cursor with no event (`id:` alone)
-                            cursor = item if not item.lstrip("-").isdigit() else int(item)
+                        if isinstance(item, _Cursor):
+                            cursor = item.value
                             continue
                         yield item
                         # The caller asked for the next event: this one is processed.
@@ -164,7 +177,7 @@ class Subscriber:
 
     # -- Server-Sent Events ----------------------------------------------------------------
 
-    async def _sse(self, cursor: int | str) -> AsyncGenerator[Event | Gap | str, None]:
+    async def _sse(self, cursor: int | str) -> AsyncGenerator[Event | Gap | _Cursor, None]:
         token = await self._tokens.token(self._http)
         headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
         params = {}
@@ -191,11 +204,40 @@ class Subscriber:
                     elif name in ("id", "event"):
                         fields[name] = value
                     continue
-                item = _sse_item(fields, data)
+                item = self._sse_item(fields, data)
                 fields, data = {}, []
                 if item is not None:
                     yield item
         raise _Retry("the stream ended")
+
+    def _sse_item(self, fields: dict[str, str], data: list[str]) -> Event | Gap | _Cursor | None:
+        if not data:  # a cursor without an event (or nothing at all)
+            cursor = fields.get("id")
+            if cursor is None:
+                return None
+            return _Cursor(int(cursor) if cursor.lstrip("-").isdigit() else cursor)
+        document = json.loads("\n".join(data))
+        if fields.get("event") == "gap":
+            return self._gap_of(document)
+        return envelope_event(document)
+
+    def _gap_of(self, document: dict[str, Any]) -> Gap:
+        """A gap as the server reports it (SSE `event: gap`, the history `gap` object, a Bayeux
+        `ext.replaybus.gaps` entry), with the channel it concerns filled in."""
+        channel = document.get("channel")
+        channels = document.get("channels")
+        if channel is None and not self._wildcard:
+            channel = self.channel
+        if channels is None and channel is None:
+            channels = self.channel  # a wildcard stream's gap without a narrower pattern
+        return Gap(
+            requested=document.get("requested"),
+            earliest=document.get("earliest"),
+            latest=document.get("latest"),
+            channel=channel,
+            channels=channels,
+            reason=document.get("reason"),
+        )
 
     def _token_refused_once(self, reason: str, details: dict[str, Any]) -> NoReturn:
         """A refused token is renewed once; refused again, it is for good."""
@@ -230,7 +272,7 @@ class Subscriber:
             raise _Retry("the server answered something other than a Bayeux array")
         return replies
 
-    async def _bayeux(self, cursor: int | str) -> AsyncGenerator[Event | Gap | str, None]:
+    async def _bayeux(self, cursor: int | str) -> AsyncGenerator[Event | Gap | _Cursor, None]:
         position = cursor if isinstance(cursor, int) else NEW_ONLY
         [handshake] = await self._bayeux_post(
             [
@@ -258,8 +300,19 @@ class Subscriber:
                 break
             error = str(reply.get("error", ""))
             if error.startswith("400::The replayId") and position >= 0:
-                yield Gap(requested=position, earliest=None, latest=None)
-                position = ALL_RETAINED
+                # The position fell out of the window (a server may also end a live session for
+                # that, so the resubscribe lands here): report it, then go on from the oldest
+                # retained event. A window that moved on meanwhile is refused again, and so
+                # reported again, rather than skipped.
+                window = await self._window()
+                yield Gap(
+                    requested=position,
+                    earliest=window["earliest"],
+                    latest=window["latest"],
+                    channel=self.channel,
+                    reason=error,
+                )
+                position = int(window["lowWaterMark"])
                 continue
             self._bayeux_refused(reply)
         connect = {
@@ -271,16 +324,54 @@ class Subscriber:
             replies = await self._bayeux_post([connect])
             pause = 0.0
             for message in replies:
+                if message.get("channel") != "/meta/connect":
+                    continue
+                if not message.get("successful"):
+                    self._bayeux_refused(message)
+                # A server sending clients away together (a drain) spreads their returns.
+                pause = float((message.get("advice") or {}).get("interval", 0)) / 1000
+                # The reply's gaps come before its events: they say where those start.
+                for gap in ((message.get("ext") or {}).get("replaybus") or {}).get("gaps", []):
+                    yield self._gap_of(gap)
+            for message in replies:
                 channel = message.get("channel")
-                if channel == "/meta/connect":
-                    if not message.get("successful"):
-                        self._bayeux_refused(message)
-                    # A server sending clients away together (a drain) spreads their returns.
-                    pause = float((message.get("advice") or {}).get("interval", 0)) / 1000
-                elif channel == self.channel and isinstance(message.get("data"), dict):
-                    yield _bayeux_event(self.channel, message["data"])
+                if channel == self.channel and isinstance(message.get("data"), dict):
+                    yield bayeux_event(self.channel, message["data"])
             if pause > 0:
                 await asyncio.sleep(pause)
+
+    async def _window(self) -> dict[str, Any]:
+        try:
+            return await channel_window(self._http, self._base_url, self.channel, self._tokens)
+        except RequestFailed as failure:
+            if failure.status in _RETRIED_STATUSES:
+                raise _Retry(f"HTTP {failure.status} reading the window") from failure
+            raise
+
+    # -- history pulls -----------------------------------------------------------------------
+
+    async def _history(self, cursor: int | str) -> AsyncGenerator[Event | Gap | _Cursor, None]:
+        position = cursor if isinstance(cursor, int) else NEW_ONLY
+        url = f"{self._base_url}/v1/events{self.channel}"
+        while True:
+            token = await self._tokens.token(self._http)
+            response = await self._http.get(
+                url,
+                params={"after": position, "limit": _HISTORY_PAGE},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            if response.status_code != 200:
+                self._refused(response)
+            self._token_refused = False
+            page = response.json()
+            if page.get("gap") is not None:
+                yield self._gap_of(page["gap"])
+            for document in page["events"]:
+                yield envelope_event(document)
+            position = int(page["next"])
+            if not page["events"]:
+                yield _Cursor(position)
+                await asyncio.sleep(self._poll_interval)
 
     def _bayeux_refused(self, reply: dict[str, Any]) -> NoReturn:
         error = str(reply.get("error", ""))
@@ -296,45 +387,3 @@ class Subscriber:
             )
         status = int(error.split("::", 1)[0]) if error[:3].isdigit() else 400
         raise RequestFailed(status, "bayeux_error", error or str(failure), reply)
-
-
-async def channel_top(
-    http: httpx.AsyncClient, base_url: str, channel: str, tokens: TokenSource
-) -> int:
-    """The channel's newest ReplayId (0 before its first event), from its window."""
-    token = await tokens.token(http)
-    response = await http.get(
-        f"{base_url.rstrip('/')}/v1/channels{channel}", headers={"Authorization": f"Bearer {token}"}
-    )
-    if response.status_code != 200:
-        raise _failure(response)
-    return int(response.json()["latest"])
-
-
-def _sse_item(fields: dict[str, str], data: list[str]) -> Event | Gap | str | None:
-    if not data:
-        return fields.get("id")  # a cursor without an event (or nothing at all)
-    document = json.loads("\n".join(data))
-    if fields.get("event") == "gap":
-        return Gap(document.get("requested"), document.get("earliest"), document.get("latest"))
-    return Event(
-        channel=str(document["channel"]),
-        replay_id=int(document["replayId"]),
-        uuid=document.get("uuid"),
-        created_date=document.get("createdDate"),
-        schema=document.get("schema"),
-        payload=document["payload"],
-    )
-
-
-def _bayeux_event(channel: str, data: dict[str, Any]) -> Event:
-    meta = data.get("event") or {}
-    payload = dict(data.get("payload") or {})
-    return Event(
-        channel=channel,
-        replay_id=int(meta["replayId"]),
-        uuid=meta.get("EventUuid"),
-        created_date=payload.get("CreatedDate"),
-        schema=data.get("schema"),
-        payload=payload,
-    )
