@@ -414,13 +414,14 @@ class BayeuxServer:
     ) -> Message:
         """End a session whose position on a channel fell out of retention, delivering none
         of this connect's reads, so the ReplayIds the client stored stay the last events it
-        got. The reply is Salesforce's error for a replay from such a position, with
-        `reconnect: none` (a code that is neither 401 nor 403, which clients answer by
-        re-sending the same request): the client, or its application, handshakes again and
-        resubscribes from its stored ReplayIds, where the same error meets its replay
-        fallback. The gaps ride along in `ext.replaybus.gaps`. A connect superseded
-        meanwhile (`superseded` is its plain reply) leaves the session to the newer one,
-        which finds the same gap."""
+        got. The reply is Salesforce's error for a replay from such a position, with the gaps
+        in `ext.replaybus.gaps` and `reconnect: none`: the client, or its application,
+        handshakes again and resubscribes from its stored ReplayIds, where the same error
+        meets its replay fallback. Not `reconnect: handshake`, on which aiocometd
+        (aiosfstream) resubscribes by itself and drops the refused subscription without a
+        word to the application; not a 401 or 403 code, on which it re-sends the same
+        request, to the deleted session. A connect superseded meanwhile (`superseded` is its
+        plain reply) leaves the session to the newer one, which finds the same gap."""
         current = await self._engine.session_get(session.client_id)
         if current is None:
             advice = {"reconnect": "handshake", "interval": 0}
