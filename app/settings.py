@@ -17,6 +17,7 @@ __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "describe_settings"]
 
 ENV_PREFIX = "REPLAYBUS_"
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+_BAYEUX_GAP = ("end-session", "report")
 
 
 class SettingsError(ValueError):
@@ -386,6 +387,15 @@ class Settings:
     bayeux_max_subscriptions: int = _setting(
         100, "int", "Subscriptions per Bayeux client.", minimum=1
     )
+    bayeux_gap: str = _setting(
+        "end-session",
+        "text",
+        "What a /meta/connect does when a session's position has fallen out of the retention "
+        "window: `end-session` ends the session with Salesforce's `400::The replayId {N} ...` "
+        "error and `reconnect: none`, so the client handshakes again, resubscribes from its "
+        "stored ReplayId and gets the replay error its fallback acts on; `report` delivers the "
+        "retained events with the gap in `ext.replaybus.gaps` (which standard clients ignore).",
+    )
     token_ttl: float = _setting(
         3600.0, "duration", "Lifetime of issued access tokens.", minimum=10, maximum=7 * 86400
     )
@@ -589,6 +599,11 @@ class Settings:
         if self.log_format not in ("text", "json"):
             raise SettingsError(
                 f"{ENV_PREFIX}LOG_FORMAT: must be text or json, got {self.log_format!r}"
+            )
+        if self.bayeux_gap not in _BAYEUX_GAP:
+            raise SettingsError(
+                f"{ENV_PREFIX}BAYEUX_GAP: must be one of {', '.join(_BAYEUX_GAP)}, "
+                f"got {self.bayeux_gap!r}"
             )
         if self.log_level not in _LOG_LEVELS:
             raise SettingsError(

@@ -19,11 +19,14 @@ __all__ = ["ReplyBatch", "Sweep", "collect"]
 
 @dataclass(slots=True)
 class ReplyBatch:
-    """Events gathered for one connect reply, within the reply caps."""
+    """Events gathered for one connect reply, within the reply caps. With `stop_at_gap`,
+    gathering stops at the first channel whose position fell out of retention, before any of
+    that channel's events (the session is to end instead)."""
 
     max_events: int
     max_bytes: int
     with_uuid: bool
+    stop_at_gap: bool = False
     items: list[bytes] = field(default_factory=list)
     size: int = 0
     reached: dict[str, int] = field(default_factory=dict)
@@ -106,6 +109,8 @@ async def collect(
                     "latest": page.window.latest,
                 }
             )
+            if batch.stop_at_gap:
+                return Sweep(frozenset(read), channel, complete=False)
             batch.reached[channel] = page.window.low_water
         for event in page.events:
             if not batch.add(cache.get(event)):

@@ -177,6 +177,7 @@ class BayeuxServer:
         self._max_subscriptions = settings.bayeux_max_subscriptions
         self._max_reads = settings.bayeux_max_channel_reads
         self._partial_hold = min(settings.bayeux_partial_hold, settings.bayeux_timeout)
+        self._end_on_gap = settings.bayeux_gap == "end-session"
         self._names = ChannelNames(engine)
         self._capacity = settings.subscriber_queue_size
         self._queue_bytes = settings.subscriber_queue_bytes
@@ -356,7 +357,9 @@ class BayeuxServer:
         # Any older connect of this client, on any node, ends now without delivering.
         self._signal_local(client_id, f"connect {updated.generation}")
         await self._engine.session_signal(client_id, f"connect {updated.generation}")
-        batch = ReplyBatch(self._max_events, self._max_bytes, context.with_uuid)
+        batch = ReplyBatch(
+            self._max_events, self._max_bytes, context.with_uuid, stop_at_gap=self._end_on_gap
+        )
         ending: str | None = None
         if hold:
             ending, resume_at = await self._hold(updated, batch, context.client_gone)
@@ -371,6 +374,8 @@ class BayeuxServer:
         if ending == "disconnected":
             reply["advice"] = {"reconnect": "none", "interval": 0}
             return [reply]
+        if batch.gaps and self._end_on_gap:
+            return [await self._end_gapped(message, reply, updated, batch.gaps)]
         ext: dict[str, Any] = {}
         if batch.gaps:
             ext["replaybus"] = {"gaps": batch.gaps}
@@ -399,6 +404,38 @@ class BayeuxServer:
         if batch.gaps:
             self._metrics.gaps.labels("bayeux").inc(len(batch.gaps))
         return [*batch.items, reply]
+
+    async def _end_gapped(
+        self,
+        message: Message,
+        superseded: Message,
+        session: SessionRecord,
+        gaps: list[dict[str, Any]],
+    ) -> Message:
+        """End a session whose position on a channel fell out of retention, delivering none
+        of this connect's reads, so the ReplayIds the client stored stay the last events it
+        got. The reply is Salesforce's error for a replay from such a position, with the gaps
+        in `ext.replaybus.gaps` and `reconnect: none`: the client, or its application,
+        handshakes again and resubscribes from its stored ReplayIds, where the same error
+        meets its replay fallback. Not `reconnect: handshake`, on which aiocometd
+        (aiosfstream) resubscribes by itself and drops the refused subscription without a
+        word to the application; not a 401 or 403 code, on which it re-sends the same
+        request, to the deleted session. A connect superseded meanwhile (`superseded` is its
+        plain reply) leaves the session to the newer one, which finds the same gap."""
+        current = await self._engine.session_get(session.client_id)
+        if current is None:
+            advice = {"reconnect": "handshake", "interval": 0}
+            return _failure(message, codec.UNKNOWN_CLIENT, advice=advice)
+        if current.generation != session.generation:
+            return superseded
+        await self._end(session.client_id)
+        self._metrics.gaps.labels("bayeux").inc(len(gaps))
+        return _failure(
+            message,
+            codec.replay_id_invalid(gaps[0]["requested"]),
+            advice={"reconnect": "none", "interval": 0},
+            ext={"replaybus": {"gaps": gaps}},
+        )
 
     async def _targets(self, session: SessionRecord) -> Targets:
         """What this connect reads (the tenant's names as of now: a hold plans after it
@@ -613,11 +650,16 @@ class BayeuxServer:
         return _reply(message, successful=True)
 
     async def _disconnect(self, message: Message, session: SessionRecord) -> Message:
-        await self._engine.session_delete(session.client_id)
-        self._metrics.bayeux_client_gone(session.client_id)
-        self._signal_local(session.client_id, "wake disconnected")
-        await self._engine.session_signal(session.client_id, "wake disconnected")
+        await self._end(session.client_id)
         return _reply(message, successful=True)
+
+    async def _end(self, client_id: str) -> None:
+        """Delete the session (it no longer counts against its tenant's caps); a connect of
+        it held on any node ends with `reconnect: none`."""
+        await self._engine.session_delete(client_id)
+        self._metrics.bayeux_client_gone(client_id)
+        self._signal_local(client_id, "wake disconnected")
+        await self._engine.session_signal(client_id, "wake disconnected")
 
     def _signal_local(self, client_id: str, signal: str) -> None:
         """Handle a session signal for this node's held connect of `client_id`, if any.

@@ -290,8 +290,31 @@ async def test_two_bayeux_clients_count_as_two_sessions() -> None:
         assert await metric(node, "replaybus_bayeux_sessions") == 1
 
 
-async def test_events_evicted_before_a_bayeux_connect_are_reported_as_a_gap() -> None:
+async def test_events_evicted_before_a_bayeux_connect_end_the_session_and_count_a_gap() -> None:
     async with running_node(retention_max_count=3) as node:
+        await node.create_tenant("acme")
+        token = await node.client_token("acme", ALL)
+        [oldest] = await publish_many(node, token, X, 1)
+        client_id = await node.bayeux_session(token)
+        await subscribe(node, token, client_id, X, -1)
+        assert (await cometd(node, token, connect(client_id)))[-1]["successful"] is True
+
+        await publish_many(node, token, X, 5)  # evicts `oldest` and the first two of these
+        [reply] = await cometd(node, token, connect(client_id, advice={"timeout": 0}))
+
+        assert reply["successful"] is False, reply
+        assert reply["error"] == codec.replay_id_invalid(oldest)
+        assert reply["advice"] == {"reconnect": "none", "interval": 0}
+        [gap] = reply["ext"]["replaybus"]["gaps"]
+        assert gap["requested"] == oldest
+        samples = await scrape(node)
+        assert value(samples, "replaybus_gaps_reported_total", transport="bayeux") == 1
+        assert value(samples, "replaybus_gaps_reported_total", transport="sse") == 0
+        assert value(samples, "replaybus_bayeux_sessions") == 0
+
+
+async def test_reporting_events_evicted_before_a_bayeux_connect_counts_a_gap() -> None:
+    async with running_node(retention_max_count=3, bayeux_gap="report") as node:
         await node.create_tenant("acme")
         token = await node.client_token("acme", ALL)
         [oldest] = await publish_many(node, token, X, 1)

@@ -1347,9 +1347,14 @@ async def test_clients_released_by_a_drain_are_told_to_come_back_at_spread_out_i
     assert len(set(intervals)) > 1
 
 
-async def test_position_below_the_low_water_mark_gets_retained_events_and_a_gap(
-    client: BayeuxClient, publish: Publisher, engine: MemoryEngine
+async def test_reporting_a_position_below_the_low_water_mark_delivers_retained_events_and_a_gap(
+    make_server: ServerFactory,
+    make_client: ClientFactory,
+    publish: Publisher,
+    engine: MemoryEngine,
 ) -> None:
+    """REPLAYBUS_BAYEUX_GAP=report (the default ends the session: tests/bayeux/test_gaps.py)."""
+    client = make_client(make_server(bayeux_gap="report"))
     position = await publish.one(X)
     await client.start(X)
 
@@ -1367,15 +1372,15 @@ async def test_position_below_the_low_water_mark_gets_retained_events_and_a_gap(
     assert "ext" not in connect_reply(after)
 
 
-async def test_gap_is_reported_on_a_held_connect_too(
+async def test_reporting_a_gap_on_a_held_connect_too(
     make_server: ServerFactory,
     make_client: ClientFactory,
     engine: MemoryEngine,
     background: Background,
 ) -> None:
-    """Events trimmed while the client was between connects: the next (holdable) connect
-    answers at once with what is retained and the gap."""
-    client = make_client(make_server(bayeux_timeout=600))
+    """Events trimmed while the client was between connects: with REPLAYBUS_BAYEUX_GAP=report
+    the next (holdable) connect answers at once with what is retained and the gap."""
+    client = make_client(make_server(bayeux_timeout=600, bayeux_gap="report"))
     await client.start(X)
     ids = await publish_retaining(engine, X, 4, max_count=1)
 

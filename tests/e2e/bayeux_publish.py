@@ -14,6 +14,7 @@ __all__ = [
     "API_VERSION",
     "bogus_replay_id",
     "invalid_replay_id_error",
+    "keep_newest",
     "publish_batches",
     "publish_each",
     "tampered",
@@ -61,6 +62,19 @@ async def publish_batches(
     acks.sort(key=lambda ack: int(ack["replayId"]))
     assert len({ack["replayId"] for ack in acks}) == count
     return acks
+
+
+async def keep_newest(
+    client: httpx.AsyncClient, base_url: str, token: str, channel: str, count: int
+) -> None:
+    """Define `channel` of the token's tenant (the bootstrap tenant, `default`) to keep only
+    its newest `count` events."""
+    response = await client.put(
+        f"{base_url}/v1/admin/tenants/default/channels{channel}",
+        json={"retention": {"maxCount": count}},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == 200, response.text
 
 
 def bogus_replay_id(latest: int) -> int:

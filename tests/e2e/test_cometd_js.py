@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.clients.support import port_of
 from tests.e2e.bayeux_node import (
     NodeRun,
     Record,
@@ -42,12 +45,14 @@ from tests.e2e.bayeux_publish import (
     API_VERSION,
     bogus_replay_id,
     invalid_replay_id_error,
+    keep_newest,
     publish_batches,
     publish_each,
     tampered,
 )
 from tests.e2e.server import CLIENT_ID, RunningServer
 from tests.e2e.sse import channel_name
+from tests.harness.request_gate import request_gate
 
 DEADLINE = 15.0  # seconds a subscriber script may run before it gives up by itself
 WAIT = DEADLINE + 10.0  # how long a test waits for the script's output and exit
@@ -69,9 +74,14 @@ def subscriber(
     scheme: str = "OAuth",
     version: str = API_VERSION,
     websocket: bool = False,
+    url: str | None = None,
+    fallback: int | None = None,
+    rehandshake: bool = False,
 ) -> AbstractAsyncContextManager[NodeRun]:
+    """`url`: where the client connects, if not straight to `server`; `fallback` and
+    `rehandshake`: see tests/node/subscriber.mjs."""
     arguments = [
-        f"--url={server.base_url}",
+        f"--url={url or server.base_url}",
         f"--channel={channel}",
         f"--replay={replay}",
         f"--count={count}",
@@ -81,6 +91,10 @@ def subscriber(
     ]
     if websocket:
         arguments.append("--websocket")
+    if fallback is not None:
+        arguments.append(f"--fallback={fallback}")
+    if rehandshake:
+        arguments.append("--rehandshake")
     return node_script("subscriber.mjs", arguments, token, node_dir)
 
 
@@ -295,3 +309,65 @@ async def test_an_invalid_token_is_refused_at_handshake(
     assert handshake["advice"] == {"reconnect": "none"}
     assert "clientId" not in handshake
     assert meta(records, "subscribe") == []
+
+
+async def test_a_session_that_fell_out_of_retention_ends_and_the_resubscribe_falls_back(
+    node_dir: Path, server: RunningServer, token: str
+) -> None:
+    """The channel keeps 3 events. The client has processed `seen` when its next connect is
+    held at a gate while 4 more events are published, evicting `seen`. That connect ends the
+    session with the replay error and `reconnect: none`; the application handshakes again,
+    its `/meta/handshake` listener subscribes from `seen` (the replay extension's last
+    ReplayId), the subscribe callback gets the same error, and the application falls back
+    to -2: it gets exactly the retained events, nothing twice."""
+    channel = channel_name()
+
+    def delivered(ack: dict[str, Any]) -> Callable[[Record], bool]:
+        def matches(record: Record) -> bool:
+            return bool(
+                record["type"] == "event"
+                and record["message"]["data"]["event"]["replayId"] == ack["replayId"]
+            )
+
+        return matches
+
+    with request_gate(port_of(server)) as gate:
+        async with httpx.AsyncClient(timeout=30) as http:
+            await keep_newest(http, server.base_url, token, channel, 3)
+            [first] = await publish_each(http, server.base_url, token, channel, 1, "first")
+            async with subscriber(
+                node_dir,
+                server,
+                token,
+                channel,
+                -2,
+                5,
+                url=gate.url,
+                fallback=-2,
+                rehandshake=True,
+            ) as run:
+                await run.wait_for(delivered(first), WAIT)
+                await server.wait_for_held_connects(1)
+                gate.hold()
+                # The held connect delivers `seen`; the client's next connect waits at the gate.
+                [seen] = await publish_each(http, server.base_url, token, channel, 1, "seen")
+                await run.wait_for(delivered(seen), WAIT)
+                later = await publish_each(http, server.base_url, token, channel, 4, "later")
+                gate.release()
+                records = await run.finish(WAIT)
+
+    assert run.returncode == 0, run.describe()
+    assert replay_ids(records) == [ack["replayId"] for ack in [first, seen, *later[1:]]]
+    [ended] = meta(records, "connect")
+    assert ended["successful"] is False
+    assert ended["error"] == invalid_replay_id_error(seen["replayId"])
+    assert ended["advice"] == {"reconnect": "none", "interval": 0}
+    assert [gap["requested"] for gap in ended["ext"]["replaybus"]["gaps"]] == [seen["replayId"]]
+    first_handshake, second_handshake = meta(records, "handshake")
+    assert second_handshake["clientId"] != first_handshake["clientId"]
+    subscribed, refused, fell_back = meta(records, "subscribe")
+    assert subscribed["successful"] is True
+    assert refused["successful"] is False
+    assert refused["error"] == invalid_replay_id_error(seen["replayId"])
+    assert fell_back["successful"] is True
+    assert fell_back["clientId"] == second_handshake["clientId"]

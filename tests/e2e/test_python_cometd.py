@@ -34,6 +34,7 @@ on it), 27, 28, 29, 34.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from typing import Any
 
@@ -42,15 +43,18 @@ import pytest
 from aiosfstream_ng.exceptions import ServerError
 from aiosfstream_ng.replay import DefaultMappingStorage, ReplayMarker, ReplayOption
 
+from tests.clients.support import port_of
 from tests.e2e.bayeux_publish import (
     bogus_replay_id,
     invalid_replay_id_error,
+    keep_newest,
     publish_batches,
     publish_each,
 )
 from tests.e2e.bayeux_python import ClientCredentials, StreamingClient, receive
 from tests.e2e.server import CLIENT_ID, RunningServer
 from tests.e2e.sse import channel_name
+from tests.harness.request_gate import request_gate
 
 DEADLINE = 15.0  # seconds for any one client operation
 
@@ -298,3 +302,53 @@ async def test_an_invalid_token_is_refused_at_handshake(server: RunningServer) -
     # the same handshake once more, which is refused the same way.
     assert auth.authentications == 2
     assert [m["error"] for m in auth.replies("/meta/handshake")] == ["403::Handshake denied"] * 2
+
+
+async def test_a_session_that_fell_out_of_retention_ends_and_replay_fallback_takes_over(
+    server: RunningServer, token: str
+) -> None:
+    """The channel keeps 3 events. The client has processed `seen` when its next connect is
+    held at a gate while 4 more events are published, evicting `seen`. That connect ends the
+    session: `receive()` raises the replay error. Opened again with the same replay storage,
+    the client subscribes from `seen`, is refused with the same error, and `replay_fallback`
+    subscribes again with -2: it gets exactly the retained events."""
+    channel = channel_name()
+    storage = DefaultMappingStorage({}, ReplayOption.ALL_EVENTS)
+    with request_gate(port_of(server)) as gate:
+        through_gate = dataclasses.replace(server, base_url=gate.url)
+        first_auth, second_auth = ClientCredentials(through_gate), ClientCredentials(through_gate)
+        async with httpx.AsyncClient(timeout=30) as http, asyncio.timeout(2 * DEADLINE):
+            await keep_newest(http, server.base_url, token, channel, 3)
+            [first] = await publish_each(http, server.base_url, token, channel, 1, "first")
+            async with StreamingClient(
+                first_auth, replay=storage, replay_fallback=ReplayOption.ALL_EVENTS
+            ) as client:
+                await client.subscribe(channel)
+                assert ids(await receive(client, 1, DEADLINE)) == acked([first])
+                await server.wait_for_held_connects(1)
+                gate.hold()
+                # The held connect delivers `seen`; the client's next connect waits at the gate.
+                [seen] = await publish_each(http, server.base_url, token, channel, 1, "seen")
+                assert ids(await receive(client, 1, DEADLINE)) == acked([seen])
+                later = await publish_each(http, server.base_url, token, channel, 4, "later")
+                gate.release()
+                with pytest.raises(ServerError) as ended:
+                    await client.receive()
+            async with StreamingClient(
+                second_auth, replay=storage, replay_fallback=ReplayOption.ALL_EVENTS
+            ) as client:
+                await client.subscribe(channel)
+                replayed = await receive(client, 3, DEADLINE)
+
+    reply = ended.value.response
+    assert reply is not None
+    assert reply["channel"] == "/meta/connect"
+    assert reply["successful"] is False
+    assert reply["error"] == invalid_replay_id_error(seen["replayId"])
+    assert reply["advice"] == {"reconnect": "none", "interval": 0}
+    assert [gap["requested"] for gap in reply["ext"]["replaybus"]["gaps"]] == [seen["replayId"]]
+    assert subscribe_replay(second_auth) == [{channel: seen["replayId"]}, {channel: -2}]
+    [refused, accepted] = second_auth.replies("/meta/subscribe")
+    assert refused["error"] == invalid_replay_id_error(seen["replayId"])
+    assert accepted["successful"] is True
+    assert ids(replayed) == acked(later[1:])

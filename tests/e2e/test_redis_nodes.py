@@ -9,6 +9,7 @@ import httpx
 import pytest
 from httpx_sse import aconnect_sse
 
+from tests.e2e.bayeux_publish import invalid_replay_id_error, keep_newest
 from tests.e2e.server import RunningServer, run_server
 from tests.e2e.sse import channel_name, dispatched, publish
 from tests.harness.redis import RunningCluster, RunningRedis
@@ -88,6 +89,47 @@ async def test_a_bayeux_session_moves_between_nodes(nodes: list[RunningServer]) 
         published["replayId"]
     ]
     assert [m for m in follow_up.json() if "data" in m] == []
+
+
+async def test_a_session_that_fell_out_of_retention_ends_on_every_node(
+    nodes: list[RunningServer],
+) -> None:
+    """Handshaken on one node, its position evicted, then connecting to the other node: that
+    connect ends the session, and the node it was handshaken on no longer knows the client."""
+    first, second = nodes  # the second has one worker, so its catalog can be administered
+    token = first.token()
+    channel = channel_name()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+        await keep_newest(client, second.base_url, token, channel, 3)
+        seen = await publish(client, second.base_url, token, channel, {"n": 0})
+        handshake = await client.post(
+            second.base_url + "/cometd/58.0", json=[{"channel": "/meta/handshake"}]
+        )
+        client_id = handshake.json()[0]["clientId"]
+        connect = {
+            "channel": "/meta/connect",
+            "clientId": client_id,
+            "connectionType": "long-polling",
+        }
+        subscribe = {
+            "channel": "/meta/subscribe",
+            "clientId": client_id,
+            "subscription": channel,
+            "ext": {"replay": {channel: seen["replayId"]}},
+        }
+        replies = await client.post(second.base_url + "/cometd/58.0", json=[connect, subscribe])
+        assert [r["successful"] for r in replies.json()] == [True, True]
+        for n in range(4):  # evicts `seen` and the first of these
+            await publish(client, second.base_url, token, channel, {"n": n})
+
+        [ended] = (await client.post(first.base_url + "/cometd/58.0", json=[connect])).json()
+        [after] = (await client.post(second.base_url + "/cometd/58.0", json=[connect])).json()
+
+    assert ended["successful"] is False
+    assert ended["error"] == invalid_replay_id_error(seen["replayId"])
+    assert ended["advice"] == {"reconnect": "none", "interval": 0}
+    assert after["error"] == "403::Unknown client"
 
 
 def _messages(channel_list: list[dict[str, object]]) -> list[dict[str, object]]:

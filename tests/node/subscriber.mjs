@@ -6,8 +6,15 @@
 // and exits: 0 after `--count` events, 2 at the deadline, 3 when the handshake is denied,
 // 4 when the subscribe fails. Events that arrive after the count are not printed.
 //
+// With `--fallback R`, a subscribe refused with a `400::` error is made again once with replay
+// R (what aiosfstream's `replay_fallback` does). With `--rehandshake`, a `/meta/connect` that
+// fails with `advice.reconnect: "none"` (CometD then stops) is followed by a new handshake, as
+// applications do after `401::Authentication invalid`; the `/meta/handshake` listener then
+// subscribes from the replay extension's last ReplayId.
+//
 // node subscriber.mjs --url http://127.0.0.1:PORT --channel /event/X__e --replay -2 --count 5
 //     [--version 58.0] [--scheme OAuth] [--deadline-ms 20000] [--websocket]
+//     [--fallback -2] [--rehandshake]
 // The token comes from the BAYEUX_TOKEN environment variable.
 
 import { parseArgs } from "node:util";
@@ -23,6 +30,8 @@ const { values } = parseArgs({
         scheme: { type: "string", default: "OAuth" },
         "deadline-ms": { type: "string", default: "20000" },
         websocket: { type: "boolean", default: false },
+        fallback: { type: "string" },
+        rehandshake: { type: "boolean", default: false },
     },
 });
 const token = process.env.BAYEUX_TOKEN;
@@ -39,6 +48,7 @@ function emit(record) {
 let received = 0;
 let finished = false;
 let client = null;
+let fellBack = false;
 
 function finish(reason, code) {
     if (finished) {
@@ -58,14 +68,7 @@ function finish(reason, code) {
 
 const deadline = setTimeout(() => finish("deadline", 2), parseInt(values["deadline-ms"], 10));
 
-client = startClient({
-    url: `${values.url}/cometd/${values.version}`,
-    token,
-    scheme: values.scheme,
-    channel: values.channel,
-    replay: values.replay,
-    websocket: values.websocket,
-}, {
+const handlers = {
     onMeta(kind, message) {
         // A subscribe reply may come after events it let through (they travel on the other
         // HTTP connection, with the connect replies), so meta replies are printed even then.
@@ -77,7 +80,19 @@ client = startClient({
             && message.advice.reconnect === "none") {
             setTimeout(() => finish("handshake-denied", 3), 0);
         } else if (kind === "subscribe" && !message.successful) {
-            setTimeout(() => finish("subscribe-failed", 4), 0);
+            if (values.fallback !== undefined && !fellBack
+                && String(message.error).startsWith("400::")) {
+                fellBack = true;
+                client.replayExtension.setReplay(values.fallback);
+                client.cometd.subscribe(values.channel, handlers.onEvent,
+                    (reply) => handlers.onMeta("subscribe", reply));
+            } else {
+                setTimeout(() => finish("subscribe-failed", 4), 0);
+            }
+        } else if (kind === "connect" && values.rehandshake && message.advice
+            && message.advice.reconnect === "none") {
+            // CometD disconnects after such a reply; handshake once it has.
+            setTimeout(() => client.cometd.handshake(), 0);
         }
     },
     onEvent(message) {
@@ -90,4 +105,13 @@ client = startClient({
             finish("count", 0);
         }
     },
-});
+};
+
+client = startClient({
+    url: `${values.url}/cometd/${values.version}`,
+    token,
+    scheme: values.scheme,
+    channel: values.channel,
+    replay: values.replay,
+    websocket: values.websocket,
+}, handlers);

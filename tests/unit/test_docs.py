@@ -37,6 +37,7 @@ NOT_LIMITS = frozenset(
         "signing_key",
         "signing_key_file",
         "verification_keys",
+        "bayeux_gap",
         "bootstrap_tenant",
         "bootstrap_client_id",
         "bootstrap_client_secret",

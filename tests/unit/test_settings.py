@@ -242,6 +242,11 @@ def test_range_bounds_are_inclusive(env: str, raw: str, attribute: str, value: f
             "REPLAYBUS_BOOTSTRAP_TENANT: 1-64 letters, digits, '_' or '-', got 'acme corp'",
             id="bad-tenant-name",
         ),
+        pytest.param(
+            {"REPLAYBUS_BAYEUX_GAP": "ignore"},
+            "REPLAYBUS_BAYEUX_GAP: must be one of end-session, report, got 'ignore'",
+            id="bad-bayeux-gap",
+        ),
     ],
 )
 def test_cross_field_and_format_rules(env: dict[str, str], message: str) -> None:
@@ -256,6 +261,11 @@ def test_cross_field_and_format_rules(env: dict[str, str], message: str) -> None
 )
 def test_public_url_without_path_is_accepted(url: str) -> None:
     assert Settings.from_env({"REPLAYBUS_PUBLIC_URL": url}).public_url == url
+
+
+@pytest.mark.parametrize("value", ["end-session", "report"])
+def test_both_bayeux_gap_behaviours_are_accepted(value: str) -> None:
+    assert Settings.from_env({"REPLAYBUS_BAYEUX_GAP": value}).bayeux_gap == value
 
 
 @pytest.mark.parametrize("level", ["critical", "error", "warning", "info", "debug", "trace"])
