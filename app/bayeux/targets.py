@@ -50,9 +50,9 @@ def plan(
 ) -> Targets:
     """The next channels to read after `session.sweep` ("" = the first), wrapping round once:
     at most `max_reads` channels, looking at most at `_SCANNED_PER_READ` times as many names.
-    A channel reached through a subscription to its own name starts after its position (0 if
-    none); one reached only through wildcards, after its position or its first matching
-    wildcard's subscription time."""
+    A channel starts after its position; without one (a `-1` subscription to a name a
+    wildcard already covered, a channel a wildcard reaches), after its own subscription's
+    time, or else its first matching wildcard's."""
     exact = sorted(coverage.exact)
     spans = _spans(names, coverage)
     start = session.sweep
@@ -64,7 +64,7 @@ def plan(
         if len(after) >= max_reads or scanned >= _SCANNED_PER_READ * max_reads:
             return Targets(after, name, coverage, names)
         if name in coverage.exact:
-            after[name] = session.positions.get(name, 0)
+            after[name] = session.positions.get(name, session.subscriptions[name] - 1)
         elif (since := coverage.wildcard_since(name)) is not None:
             after[name] = session.positions.get(name, since - 1)
     return Targets(after, None, coverage, names)

@@ -54,9 +54,9 @@ def test_wildcards_and_channels_merge_in_name_order_each_once() -> None:
 
     assert list(after.items()) == [
         ("/event/A", 999),  # through the wildcard: from its subscription time
-        ("/event/B", 0),  # its own subscription: from its position, 0 without one
+        ("/event/B", 4),  # its own subscription: from its position, else its time
         ("/event/C", 42),
-        ("/event/New", 0),  # subscribed by name, no event yet: read all the same
+        ("/event/New", 6),  # subscribed by name, no event yet: read all the same
         ("/event/orders/1", 1999),
         ("/event/orders/2", 1999),
         ("/event/ordersX", 999),
