@@ -327,6 +327,10 @@ class Subscriber:
                 if message.get("channel") != "/meta/connect":
                     continue
                 if not message.get("successful"):
+                    if str(message.get("error", "")).startswith("400::The replayId"):
+                        # The server ended the session: its position fell out of the window.
+                        # Subscribing again from the last event processed reports the gap.
+                        raise _Retry("the session's position fell out of the window", 0.0)
                     self._bayeux_refused(message)
                 # A server sending clients away together (a drain) spreads their returns.
                 pause = float((message.get("advice") or {}).get("interval", 0)) / 1000
