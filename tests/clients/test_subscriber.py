@@ -366,3 +366,12 @@ async def test_a_cut_before_the_first_event_resumes_from_where_it_subscribed(
                     await asyncio.wait([pending], timeout=0.1)
             first = pending.result()
     assert (first.replay_id, gaps) == (missed, []), f"probes {probes}"
+
+
+@pytest.mark.parametrize("transport", ["bayeux", "history"])
+def test_a_wildcard_is_refused_on_a_transport_that_follows_one_channel(
+    transport: Literal["bayeux", "history"],
+) -> None:
+    tokens = StaticToken("a-token")
+    with pytest.raises(ValueError, match="subscribe to a wildcard over SSE"):
+        Subscriber("http://127.0.0.1:1", "/event/*", tokens, transport=transport)

@@ -90,8 +90,10 @@ class Subscriber:
         if transport not in ("sse", "bayeux", "history"):
             raise ValueError("transport is 'sse', 'bayeux' or 'history'")
         self._wildcard = "*" in channel
-        if transport == "history" and self._wildcard:
-            raise ValueError("history pulls read one channel: subscribe to a wildcard over SSE")
+        if transport != "sse" and self._wildcard:
+            raise ValueError(
+                f"the {transport} transport follows one channel: subscribe to a wildcard over SSE"
+            )
         self.channel = channel
         self._base_url = base_url.rstrip("/")
         self._tokens = tokens
