@@ -54,6 +54,7 @@ HTTP_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.RequestTimeout: (408, "request_timeout"),
     errors.ServiceUnavailable: (503, "unavailable"),
     errors.EngineUnavailable: (503, "engine_unavailable"),
+    errors.NotReplicated: (503, "not_replicated"),
     errors.Draining: (503, "draining"),
     errors.Overloaded: (503, "overloaded"),
     errors.CatalogUnavailable: (503, "catalog_unavailable"),

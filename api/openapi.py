@@ -612,6 +612,7 @@ def _paths() -> dict[str, Any]:
                     errors.RateLimited,
                     errors.TooManyChannels,
                     *_ENGINE,
+                    errors.NotReplicated,
                 ),
                 publish,
                 channel_path,

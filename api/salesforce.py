@@ -70,6 +70,7 @@ SALESFORCE_ERRORS: dict[type[errors.ReplaybusError], tuple[int, str]] = {
     errors.RequestTimeout: (408, "REQUEST_TIMEOUT"),
     errors.ServiceUnavailable: (503, "SERVER_UNAVAILABLE"),
     errors.EngineUnavailable: (503, "SERVER_UNAVAILABLE"),
+    errors.NotReplicated: (503, "SERVER_UNAVAILABLE"),
     errors.Draining: (503, "SERVER_UNAVAILABLE"),
     errors.Overloaded: (503, "SERVER_UNAVAILABLE"),
     errors.CatalogUnavailable: (503, "SERVER_UNAVAILABLE"),

@@ -22,6 +22,7 @@ __all__ = [
     "MalformedBayeux",
     "MalformedJson",
     "NotFound",
+    "NotReplicated",
     "Overloaded",
     "PermissionDenied",
     "QuotaExceeded",
@@ -225,6 +226,21 @@ class ServiceUnavailable(ReplaybusError):
 
 class EngineUnavailable(ServiceUnavailable):
     """The engine could not be reached, so nothing was stored or read."""
+
+
+class NotReplicated(ServiceUnavailable):
+    """Events stored on the primary (with these `replay_ids`, and delivered to live listeners)
+    that fewer replicas than required confirmed in time: they may be lost if the primary fails
+    before they reach one. Sending the same request again with the same idempotency key stores
+    nothing twice and answers the same ReplayIds once the replicas have them."""
+
+    def __init__(self, message: str, replay_ids: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.replay_ids = replay_ids or []
+
+    @property
+    def details(self) -> dict[str, object]:
+        return {"replayIds": self.replay_ids} if self.replay_ids else {}
 
 
 class CatalogUnavailable(ServiceUnavailable):

@@ -187,6 +187,30 @@ class Settings:
         minimum=0.05,
         maximum=300,
     )
+    redis_min_replicas: int = _setting(
+        0,
+        "int",
+        "Replicas that must confirm a publish (Redis WAIT) before it is acknowledged; fewer "
+        "within REPLAYBUS_REDIS_REPLICA_TIMEOUT: 503 `not_replicated` (stored on the primary, "
+        "retry with the same Idempotency-Key). Standalone Redis only.",
+        minimum=0,
+        maximum=16,
+    )
+    redis_replica_timeout: float = _setting(
+        1.0,
+        "duration",
+        "How long a publish waits for REPLAYBUS_REDIS_MIN_REPLICAS replicas to confirm it; "
+        "below REPLAYBUS_REDIS_COMMAND_TIMEOUT.",
+        minimum=0.01,
+        maximum=60,
+    )
+    redis_fsync: str = _setting(
+        "off",
+        "text",
+        "`always`: acknowledge only writes Redis fsynced to its append-only file before "
+        "answering; a node refuses to start unless Redis has `appendonly yes` and "
+        "`appendfsync always`. `off`: whatever Redis is configured to do.",
+    )
     tenant_drop_timeout: float = _setting(
         20.0,
         "duration",
@@ -642,6 +666,22 @@ class Settings:
             raise SettingsError(
                 f"{ENV_PREFIX}REDIS_URL: must start with redis:// or rediss://, "
                 f"got {self.redis_url.split('@')[-1]!r}"
+            )
+        if self.redis_fsync not in ("off", "always"):
+            raise SettingsError(
+                f"{ENV_PREFIX}REDIS_FSYNC: must be off or always, got {self.redis_fsync!r}"
+            )
+        if self.redis_min_replicas > 0 and self.redis_cluster:
+            raise SettingsError(
+                f"{ENV_PREFIX}REDIS_MIN_REPLICAS needs a standalone Redis: on a Redis Cluster "
+                "each channel's replicas are its slot's, which this setting cannot wait for yet; "
+                "set it to 0"
+            )
+        if self.redis_min_replicas > 0 and self.redis_replica_timeout >= self.redis_command_timeout:
+            raise SettingsError(
+                f"{ENV_PREFIX}REDIS_REPLICA_TIMEOUT ({self.redis_replica_timeout:g}s) must be "
+                f"below {ENV_PREFIX}REDIS_COMMAND_TIMEOUT ({self.redis_command_timeout:g}s), "
+                "or a publish waiting for its replicas would be cut off as a failed call"
             )
         if self.database_url is not None and not re.match(r"postgres(ql)?://", self.database_url):
             raise SettingsError(

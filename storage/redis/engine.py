@@ -18,11 +18,12 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, ResponseError
 
 from app.channels import parse_pattern
 from app.clock import Clock
 from app.engine import TRIM_STEP, LiveCallback, MissedCallback
-from app.errors import EngineUnavailable, QuotaExceeded
+from app.errors import EngineUnavailable, NotReplicated, QuotaExceeded
 from app.model import (
     ChannelKey,
     Event,
@@ -147,6 +148,8 @@ _ROUND_BYTES = 1 << 20
 _UNLIMITED = 2**62
 _KNOWN_CHANNELS = 100_000  # channels whose index entry this process has written
 _CATCH_UP_PAGE = 1000  # events per read when catching up after a reconnect
+#: An acknowledgement, and how many replicas confirmed the round that stored it.
+_Stored = tuple[Published, int]
 
 
 class RedisEngine:
@@ -169,6 +172,9 @@ class RedisEngine:
         catch_up_bytes: int = 16 * 1024 * 1024,
         drop_timeout: float = 20.0,
         survives: Collection[str] = (),
+        min_replicas: int = 0,
+        replica_timeout: float = 1.0,
+        fsync_always: bool = False,
     ) -> None:
         """Every call is bounded: `connect_timeout` to open a connection, `command_timeout` for
         an answer, `pool_timeout` waiting for a free connection (standalone); the live feed
@@ -180,8 +186,18 @@ class RedisEngine:
         `drop_tenant` call. `survives` says what every acknowledged write was made to survive
         ("replicas": a failover to a replica; "fsync": a restart of Redis from its AOF): the
         birth mark stays across those, and moves up (a gap for every older position) across
-        anything else that may have lost acknowledged writes."""
+        anything else that may have lost acknowledged writes.
+
+        `min_replicas` > 0 (standalone Redis): a publish is acknowledged only once that many
+        replicas confirmed it (WAIT, up to `replica_timeout`); fewer raise NotReplicated.
+        `fsync_always`: refuse to start unless Redis fsyncs its append-only file before it
+        answers a write (`appendonly yes`, `appendfsync always`)."""
+        if min_replicas and cluster:
+            raise ValueError("min_replicas needs a standalone Redis: WAIT would reach any node")
         self._survives = ",".join(sorted(survives))
+        self._min_replicas = min_replicas
+        self._replica_timeout = replica_timeout
+        self._fsync_always = fsync_always
         self._drop_timeout = drop_timeout
         self._catch_up_events = catch_up_events
         self._catch_up_bytes = catch_up_bytes
@@ -203,7 +219,7 @@ class RedisEngine:
         self._advance_family: Any = None
         self._live: LiveFeed | None = None
         self._known_channels: set[ChannelKey] = set()
-        self._group_commit: GroupCommit[tuple[ChannelKey, Retention], EventDraft, Published] = (
+        self._group_commit: GroupCommit[tuple[ChannelKey, Retention], EventDraft, _Stored] = (
             GroupCommit(
                 self._publish_now,
                 _draft_size,
@@ -249,6 +265,8 @@ class RedisEngine:
         self._rate = self._client.register_script(_RATE)
         self._claim = self._client.register_script(_CLAIM)
         self._advance_family = self._client.register_script(_ADVANCE_FAMILY)
+        if self._fsync_always:
+            await self._check_fsync()
         self._live = LiveFeed(
             self._client,
             sharded=self._cluster,
@@ -267,6 +285,38 @@ class RedisEngine:
                 error, "to open the live feed", "the live feed is unavailable"
             ) from None
         return self
+
+    async def _check_fsync(self) -> None:
+        """Raise EngineUnavailable, saying what to change, unless every Redis this engine
+        writes to fsyncs its append-only file before it answers a write."""
+        needed = "appendonly yes and appendfsync always"
+        try:
+            if self._cluster:
+                configs = [
+                    await self._client.config_get("append*", target_nodes=node)
+                    for node in self._client.get_primaries()
+                ]
+            else:
+                configs = [await self._client.config_get("append*")]
+        except ResponseError as error:
+            await self._close_client()
+            raise EngineUnavailable(
+                f"REPLAYBUS_REDIS_FSYNC=always must check that Redis has {needed}, but this "
+                f"Redis refuses CONFIG GET ({error}); allow it, or set REPLAYBUS_REDIS_FSYNC=off "
+                "and make sure of the setting yourself"
+            ) from None
+        except DRIVER_ERRORS as error:
+            await self._close_client()
+            raise unavailable(error, "to read its configuration") from None
+        for config in configs:
+            found = (config.get("appendonly"), config.get("appendfsync"))
+            if found != ("yes", "always"):
+                await self._close_client()
+                raise EngineUnavailable(
+                    f"REPLAYBUS_REDIS_FSYNC=always needs Redis with {needed} (so a write is "
+                    f"on disk before it is acknowledged); this Redis has appendonly "
+                    f"{found[0]}, appendfsync {found[1]}"
+                )
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._group_commit.aclose()
@@ -300,11 +350,31 @@ class RedisEngine:
     async def publish(
         self, key: ChannelKey, drafts: Sequence[EventDraft], retention: Retention
     ) -> list[Published]:
-        return await self._group_commit.submit((key, retention), drafts)
+        """Raises NotReplicated when fewer than `min_replicas` replicas confirmed the round."""
+        stored = await self._group_commit.submit((key, retention), drafts)
+        published = [ack for ack, _ in stored]
+        confirmed = min(replicas for _, replicas in stored)
+        if confirmed < self._min_replicas:
+            raise self._not_replicated(published, confirmed)
+        return published
+
+    def _not_replicated(self, published: list[Published], confirmed: int) -> NotReplicated:
+        ids = [ack.replay_id for ack in published]
+        shown = str(ids[0]) if len(ids) == 1 else f"{ids[0]} to {ids[-1]}"
+        return NotReplicated(
+            f"{len(ids)} event(s) stored on the Redis primary as ReplayId {shown}, but "
+            f"{confirmed} of the {self._min_replicas} replica(s) required confirmed them within "
+            f"{self._replica_timeout:g}s: they are kept and delivered, but a failover of the "
+            "primary now could lose them. Send the same request again with the same "
+            "Idempotency-Key: it stores nothing twice and answers these ReplayIds once the "
+            "replicas have them (without a key, a retry stores them again)",
+            ids,
+        )
 
     async def _publish_now(
         self, lane: tuple[ChannelKey, Retention], drafts: list[EventDraft]
-    ) -> list[Published]:
+    ) -> list[_Stored]:
+        """The round's acknowledgements, each with how many replicas confirmed the round."""
         key, retention = lane
         arguments: list[Any] = [
             "publish",
@@ -327,7 +397,7 @@ class RedisEngine:
             ]
         arguments += ["sharded" if self._cluster else "classic", keys.live_tenant(key.tenant)]
 
-        async def run() -> list[bytes]:
+        async def run() -> tuple[list[bytes], int]:
             indexed = key in self._known_channels
             if not indexed:
                 # The tenant's channel index lives in another slot than the channel, so it
@@ -337,20 +407,49 @@ class RedisEngine:
                 if len(self._known_channels) >= _KNOWN_CHANNELS:
                     self._known_channels.clear()
                 self._known_channels.add(key)
-            fresh, result = await self._script(keys=self._keys(key), args=arguments)
+            (fresh, result), replicas = await self._store(self._keys(key), arguments)
             if fresh and indexed:
                 # The channel was new to Redis though this process had indexed it before: its
                 # tenant was dropped meanwhile (on any node), index and all.
                 await self._client.sadd(keys.channels_of(key.tenant), key.name)
             acknowledgements: list[bytes] = result
-            return acknowledgements
+            return acknowledgements, replicas
 
-        acknowledgements = await self._call(run)
+        acknowledgements, replicas = await self._call(run)
         published = []
         for raw in acknowledgements:
             replay, uuid, created, duplicate = raw.decode().split("|")
-            published.append(Published(int(replay), uuid, int(created), duplicate == "1"))
+            ack = Published(int(replay), uuid, int(created), duplicate == "1")
+            published.append((ack, replicas))
         return published
+
+    async def _store(self, script_keys: list[str], arguments: list[Any]) -> tuple[Any, int]:
+        """The publish script's answer, and how many replicas confirmed it (0 when none are
+        asked for).
+
+        WAIT counts the writes of its own connection, so it follows the script on the same
+        one, in one round trip. It also covers an earlier call's events that this one finds
+        stored already (an idempotent retry): the script always writes the channel's meta, and
+        replicas apply one ordered stream, so a replica that has this call's writes has every
+        earlier one."""
+        if not self._min_replicas:
+            return await self._script(keys=script_keys, args=arguments), 0
+        answer, replicas = await self._script_then_wait(script_keys, arguments)
+        if isinstance(answer, NoScriptError):  # a restarted Redis, or another one
+            await self._client.script_load(_SCRIPT)
+            answer, replicas = await self._script_then_wait(script_keys, arguments)
+        for reply in (answer, replicas):
+            if isinstance(reply, Exception):
+                raise reply
+        return answer, int(replicas)
+
+    async def _script_then_wait(self, script_keys: list[str], arguments: list[Any]) -> list[Any]:
+        timeout_ms = max(1, round(self._replica_timeout * 1000))  # WAIT 0 would never end
+        async with self._client.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._script.sha, len(script_keys), *script_keys, *arguments)
+            pipe.execute_command("WAIT", self._min_replicas, timeout_ms)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+            return replies
 
     async def read(
         self, key: ChannelKey, after: int, limit: int, max_bytes: int | None = None

@@ -93,10 +93,13 @@ async def test_cut_redis_connections_give_503_never_a_false_201_and_lose_nothing
 
 
 async def test_events_and_replay_ids_survive_a_redis_restart_with_aof(tmp_path: Path) -> None:
+    """Redis fsyncs every write before answering, and the node is told so: a restart (which
+    gives Redis a new replication id) keeps every position resumable."""
     aof = ["--appendonly", "yes", "--appendfsync", "always"]
+    fsynced = {"REPLAYBUS_REDIS_FSYNC": "always"}
     with running_redis(aof, directory=tmp_path) as redis:
         port = redis.port
-        with run_server({"REPLAYBUS_REDIS_URL": redis.url}) as server:
+        with run_server({"REPLAYBUS_REDIS_URL": redis.url, **fsynced}) as server:
             token = server.token()
             channel = channel_name()
             async with httpx.AsyncClient(timeout=30) as client:
@@ -106,7 +109,7 @@ async def test_events_and_replay_ids_survive_a_redis_restart_with_aof(tmp_path: 
                 ]
     with (
         running_redis(aof, port=port, directory=tmp_path) as redis,
-        run_server({"REPLAYBUS_REDIS_URL": redis.url}) as server,
+        run_server({"REPLAYBUS_REDIS_URL": redis.url, **fsynced}) as server,
     ):
         token = server.token()
         async with httpx.AsyncClient(timeout=30) as client:

@@ -26,6 +26,7 @@ __all__ = [
     "redis_server_binary",
     "running_redis",
     "running_redis_cluster",
+    "running_replica",
 ]
 
 _READY = "Ready to accept connections"
@@ -195,3 +196,38 @@ def forget_birth_marks(*servers: RunningRedis) -> None:
                 client.delete(mark)  # one at a time: on a Cluster node each is in its own slot
         finally:
             client.close()
+
+
+@contextmanager
+def running_replica(primary_port: int, extra: Sequence[str] = ()) -> Iterator[RunningRedis]:
+    """A redis-server replicating the one on `primary_port` (`--replicaof`), yielded once it
+    confirms the primary's writes (what WAIT counts): the initial copy is loaded and the
+    primary streams to it. The primary is set to send that copy at once (it waits 5 s by
+    default for more replicas to share it)."""
+    primary = redis.Redis(host="127.0.0.1", port=primary_port, socket_timeout=10)
+    try:
+        primary.config_set("repl-diskless-sync-delay", 0)
+        with running_redis(["--replicaof", "127.0.0.1", str(primary_port), *extra]) as replica:
+            deadline = time.monotonic() + _START_TIMEOUT_S
+            while not _confirming(primary, replica.port):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the replica on {replica.port} never came online")
+                time.sleep(0.02)  # polling the primary's own state
+            yield replica
+    finally:
+        primary.close()
+
+
+def _confirming(primary: redis.Redis, port: int) -> bool:
+    """Whether the replica on `port` is online and every online replica confirms a write (a
+    PUBLISH: replicated, yet it leaves no key behind)."""
+    replicas = [
+        value
+        for name, value in primary.info("replication").items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    ]
+    if not any(replica.get("port") == port for replica in replicas):
+        return False
+    primary.publish("harness:replication-check", "")
+    confirmed = primary.wait(len(replicas), 100)
+    return int(confirmed) >= len(replicas)

@@ -42,6 +42,17 @@ class TcpProxy:
         a network path dies without a reset; new connections are forwarded as usual."""
         self._call(lambda: self._black_holed.update(self._writers))
 
+    def retarget(self, target_port: int) -> None:
+        """Close every open connection and forward new ones to `target_port`, as when another
+        server takes over the address (a promoted replica behind a virtual IP)."""
+
+        def switch() -> None:
+            self._cut_now()
+            self.target_port = target_port
+            self._restore_now()
+
+        self._call(switch)
+
     def restore(self) -> None:
         """Forward again, after `cut()` or `silence()`."""
         self._call(self._restore_now)

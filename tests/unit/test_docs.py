@@ -30,6 +30,8 @@ NOT_LIMITS = frozenset(
         "redis_url",
         "database_url",
         "redis_cluster",
+        "redis_min_replicas",
+        "redis_fsync",
         "sse_heartbeat",
         "sse_retry",
         "reconnect_jitter",

@@ -128,6 +128,18 @@ def test_an_overloaded_node_answers_503_with_its_jittered_retry_after_rounded_up
     assert orjson.loads(response.body)["error"] == "overloaded"
 
 
+def test_an_unreplicated_publish_answers_503_naming_what_was_stored() -> None:
+    response = error_response(errors.NotReplicated("stored, not replicated", [10, 11]))
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert orjson.loads(response.body) == {
+        "error": "not_replicated",
+        "message": "stored, not replicated",
+        "replayIds": [10, 11],
+    }
+
+
 def test_a_recently_deleted_tenant_id_answers_409_with_when_to_retry() -> None:
     response = error_response(errors.TenantRecentlyDeleted("not yet", retry_after=7.5))
 

@@ -247,6 +247,28 @@ def test_range_bounds_are_inclusive(env: str, raw: str, attribute: str, value: f
             "REPLAYBUS_BAYEUX_GAP: must be one of end-session, report, got 'ignore'",
             id="bad-bayeux-gap",
         ),
+        pytest.param(
+            {"REPLAYBUS_REDIS_FSYNC": "everysec"},
+            "REPLAYBUS_REDIS_FSYNC: must be off or always, got 'everysec'",
+            id="unknown-fsync-mode",
+        ),
+        pytest.param(
+            {"REPLAYBUS_REDIS_MIN_REPLICAS": "1", "REPLAYBUS_REDIS_CLUSTER": "true"},
+            "REPLAYBUS_REDIS_MIN_REPLICAS needs a standalone Redis: on a Redis Cluster each "
+            "channel's replicas are its slot's, which this setting cannot wait for yet; set it "
+            "to 0",
+            id="min-replicas-on-a-cluster",
+        ),
+        pytest.param(
+            {
+                "REPLAYBUS_REDIS_MIN_REPLICAS": "1",
+                "REPLAYBUS_REDIS_REPLICA_TIMEOUT": "2s",
+                "REPLAYBUS_REDIS_COMMAND_TIMEOUT": "2s",
+            },
+            "REPLAYBUS_REDIS_REPLICA_TIMEOUT (2s) must be below REPLAYBUS_REDIS_COMMAND_TIMEOUT "
+            "(2s), or a publish waiting for its replicas would be cut off as a failed call",
+            id="replica-wait-as-long-as-a-command",
+        ),
     ],
 )
 def test_cross_field_and_format_rules(env: dict[str, str], message: str) -> None:

@@ -205,6 +205,8 @@ if command == 'publish' then
   if not existed then
     redis.call('HSET', meta, 'epoch', number(mark), 'low', number(mark), 'top', number(mark))
   end
+  -- Written on every call, even one whose events are all stored already: a WAIT after this
+  -- call then also covers those events, which an earlier call wrote (RedisEngine._store).
   redis.call('HSET', meta, 'max_age', ARGV[3], 'max_count', ARGV[4])
   local top = tonumber(redis.call('HGET', meta, 'top'))
   local results = {}
