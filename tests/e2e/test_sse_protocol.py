@@ -13,17 +13,20 @@ async def test_idle_stream_sends_heartbeat_comments() -> None:
     settings = {"REPLAYBUS_SSE_HEARTBEAT": "100ms", "REPLAYBUS_RECONNECT_JITTER": "0"}
     with run_server(settings) as server:
         token = server.token()
+        channel = channel_name()
+        headers = {"Authorization": f"Bearer {token}"}
         async with (
             httpx.AsyncClient(timeout=30) as client,
             client.stream(
-                "GET",
-                f"{server.base_url}/v1/stream{channel_name()}",
-                headers={"Authorization": f"Bearer {token}"},
+                "GET", f"{server.base_url}/v1/stream{channel}", headers=headers
             ) as response,
         ):
+            window = (
+                await client.get(f"{server.base_url}/v1/channels{channel}", headers=headers)
+            ).json()
             lines = response.aiter_lines()
             assert await anext(lines) == "retry: 2000"
-            assert await anext(lines) == "id: 0"
+            assert await anext(lines) == f"id: {window['latest']}"  # the store's birth mark
             assert await anext(lines) == ""
             assert await anext(lines) == ": heartbeat"
             assert await anext(lines) == ""
