@@ -17,7 +17,7 @@ from storage.memory import MemoryEngine
 from storage.redis import RedisEngine, keys
 from tests.contract._support import KEEP_ALL, publish_one
 from tests.fakes import FakeClock
-from tests.harness.redis import running_redis, running_redis_cluster
+from tests.harness.redis import running_redis, running_redis_cluster, running_replica
 
 
 def a_channel() -> ChannelKey:
@@ -112,3 +112,19 @@ def test_a_channels_birth_mark_is_in_the_channels_own_slot() -> None:
     channel = a_channel()
     birth = keys.birth_key(channel, cluster=True).encode()
     assert key_slot(birth) == key_slot(keys.channel_keys(channel)[1].encode())
+
+
+async def test_a_first_replica_attaching_keeps_every_position() -> None:
+    """Redis gives a primary a new replication id when its first replica attaches; the data
+    is the same, so the birth mark stays."""
+    channel = a_channel()
+    with running_redis() as primary:
+        async with RedisEngine(primary.url, 60) as engine:
+            position = (await publish_one(engine, channel, KEEP_ALL)).replay_id
+            with running_replica(primary.port):
+                later = await publish_one(engine, channel, KEEP_ALL)
+                window = await engine.window(channel)
+
+    assert recover(position, window) == Recovered(after=position)
+    assert window.count == 2
+    assert later.replay_id > position

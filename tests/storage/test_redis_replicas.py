@@ -12,16 +12,19 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.cluster import RedisCluster
 
 from app.errors import EngineUnavailable, NotReplicated
 from app.model import ChannelKey, Published
 from storage.redis import RedisEngine, keys
 from tests.contract._support import KEEP_ALL, draft
-from tests.harness.redis import RunningRedis, running_redis, running_replica
+from tests.harness.redis import RunningRedis, running_redis, running_redis_cluster, running_replica
 
 TTL_S = 60.0
-#: How long a publish waits for its replica here: short, as every refusal below waits it out.
+#: How long a publish meant to be refused waits for its replica: short, as it waits it out.
 REPLICA_TIMEOUT_S = 0.2
+#: How long a publish meant to be confirmed may wait: long, so a busy machine cannot refuse it.
+CONFIRM_TIMEOUT_S = 4.0
 
 
 def _channel() -> ChannelKey:
@@ -52,8 +55,9 @@ async def test_a_publish_is_acknowledged_once_a_replica_has_it_and_refused_while
 ):
     channel = _channel()
     with running_redis() as primary:
-        engine = RedisEngine(primary.url, TTL_S, min_replicas=1, replica_timeout=REPLICA_TIMEOUT_S)
-        async with engine:
+        engine = RedisEngine(primary.url, TTL_S, min_replicas=1, replica_timeout=CONFIRM_TIMEOUT_S)
+        hasty = RedisEngine(primary.url, TTL_S, min_replicas=1, replica_timeout=REPLICA_TIMEOUT_S)
+        async with engine, hasty:
             with running_replica(primary.port) as replica:
                 confirmed = await _publish(engine, channel, "first")
                 assert await _stored_ids(replica, channel) == [confirmed.replay_id]
@@ -61,13 +65,13 @@ async def test_a_publish_is_acknowledged_once_a_replica_has_it_and_refused_while
             # The replica is gone: the primary stores the event, but the publish says so
             # instead of acknowledging it, and so does a retry while no replica has it.
             with pytest.raises(NotReplicated) as refused:
-                await _publish(engine, channel, "second")
+                await _publish(hasty, channel, "second")
             [stored] = refused.value.replay_ids
             assert stored > confirmed.replay_id
             assert f"as ReplayId {stored}" in refused.value.message
             assert "same Idempotency-Key" in refused.value.message
             with pytest.raises(NotReplicated) as refused_again:
-                await _publish(engine, channel, "second")
+                await _publish(hasty, channel, "second")
             assert refused_again.value.replay_ids == [stored]
 
             with running_replica(primary.port) as replica:
@@ -116,7 +120,7 @@ async def test_a_script_the_redis_forgot_is_loaded_again_before_the_wait() -> No
     channel = _channel()
     with running_redis() as primary, running_replica(primary.port):
         async with RedisEngine(
-            primary.url, TTL_S, min_replicas=1, replica_timeout=REPLICA_TIMEOUT_S
+            primary.url, TTL_S, min_replicas=1, replica_timeout=CONFIRM_TIMEOUT_S
         ) as engine:
             first = await _publish(engine, channel, "a")
             raw = aioredis.Redis(host="127.0.0.1", port=primary.port, socket_timeout=10)
@@ -161,3 +165,24 @@ async def test_fsync_always_says_so_when_redis_refuses_config() -> None:
         async with RedisEngine(server.url, TTL_S, fsync_always=True):
             pass
     assert "this Redis refuses CONFIG GET" in refused.value.message
+
+
+async def test_on_a_cluster_a_publish_waits_for_the_replicas_of_its_channels_master() -> None:
+    channel = _channel()
+    meta = keys.channel_keys(channel)[1]
+    with running_redis_cluster(3) as cluster:
+        with RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port) as mapped:
+            master_port = int(mapped.get_node_from_key(meta).port)
+        options: dict[str, Any] = {"cluster": True, "min_replicas": 1}
+        engine = RedisEngine(cluster.url, TTL_S, replica_timeout=CONFIRM_TIMEOUT_S, **options)
+        hasty = RedisEngine(cluster.url, TTL_S, replica_timeout=REPLICA_TIMEOUT_S, **options)
+        async with engine, hasty:
+            with pytest.raises(NotReplicated) as refused:
+                await _publish(hasty, channel, "unreplicated")
+            with running_replica(master_port) as replica:
+                retried = await _publish(engine, channel, "unreplicated")
+                confirmed = await _publish(engine, channel, "replicated")
+                on_replica = await _stored_ids(replica, channel)
+
+    assert (retried.replay_id, retried.duplicate) == (refused.value.replay_ids[0], True)
+    assert on_replica == [retried.replay_id, confirmed.replay_id]

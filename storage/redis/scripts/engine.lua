@@ -147,26 +147,32 @@ local survives = table.remove(ARGV, 3)
 -- The birth mark: no position below it is vouched for. It lives in the same Redis as the
 -- channel, so whatever loses the channel's data (FLUSHALL, a restart without persistence)
 -- loses the mark too, and the next call sets it anew from the clock, above every ReplayId
--- handed out before. It also moves up when this Redis is not the one that acknowledged the
--- writes it holds, unless those writes were made to survive that: a replica promoted after
--- its primary (`master_replid2` is the primary's id; kept if writes waited for replicas), or
--- a restart from its own files (a new id; kept if writes waited for the AOF fsync).
+-- handed out before. It also moves up when another Redis process set it (its `run_id`: this
+-- one restarted, or is a replica that took over), unless the acknowledged writes were made to
+-- survive that: a replica promoted after its primary (its `master_replid2` is the id the
+-- primary had; kept if writes waited for replicas), or a restart from its own files (kept if
+-- writes waited for the AOF fsync). The same process keeps its mark whatever happens to its
+-- replication id (a primary takes a new one when its first replica attaches); the id is kept
+-- current, so that a replica promoted later names it.
 local function birth_mark()
-  local info = redis.call('INFO', 'replication')
+  local info = redis.call('INFO', 'server', 'replication')
+  local process = string.match(info, 'run_id:(%x+)')
   local lineage = string.match(info, 'master_replid:(%x+)')
-  local previous = string.match(info, 'master_replid2:(%x+)')
-  local held = redis.call('HMGET', birth, 'mark', 'lineage')
+  local held = redis.call('HMGET', birth, 'mark', 'process', 'lineage')
   local mark = tonumber(held[1])
-  if mark and held[2] == lineage then return mark end
+  if mark and held[2] == process then
+    if held[3] ~= lineage then redis.call('HSET', birth, 'lineage', lineage) end
+    return mark
+  end
   local kept
-  if held[2] == previous then
+  if held[3] == string.match(info, 'master_replid2:(%x+)') then
     kept = string.find(survives, 'replicas', 1, true)
   else
     kept = string.find(survives, 'fsync', 1, true)
   end
   -- One µs below the clock: an event stored in this same µs still takes the clock as its id.
   if not (mark and kept) then mark = now - 1 end
-  redis.call('HSET', birth, 'mark', number(mark), 'lineage', lineage)
+  redis.call('HSET', birth, 'mark', number(mark), 'process', process, 'lineage', lineage)
   return mark
 end
 
