@@ -192,7 +192,8 @@ class Settings:
         "int",
         "Replicas that must confirm a publish (Redis WAIT) before it is acknowledged; fewer "
         "within REPLAYBUS_REDIS_REPLICA_TIMEOUT: 503 `not_replicated` (stored on the primary, "
-        "retry with the same Idempotency-Key). Standalone Redis only.",
+        "retry with the same Idempotency-Key). On a Redis Cluster, the replicas of the master "
+        "holding the channel.",
         minimum=0,
         maximum=16,
     )
@@ -670,12 +671,6 @@ class Settings:
         if self.redis_fsync not in ("off", "always"):
             raise SettingsError(
                 f"{ENV_PREFIX}REDIS_FSYNC: must be off or always, got {self.redis_fsync!r}"
-            )
-        if self.redis_min_replicas > 0 and self.redis_cluster:
-            raise SettingsError(
-                f"{ENV_PREFIX}REDIS_MIN_REPLICAS needs a standalone Redis: on a Redis Cluster "
-                "each channel's replicas are its slot's, which this setting cannot wait for yet; "
-                "set it to 0"
             )
         if self.redis_min_replicas > 0 and self.redis_replica_timeout >= self.redis_command_timeout:
             raise SettingsError(

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import PipelineCommand
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, ResponseError
@@ -188,12 +189,11 @@ class RedisEngine:
         birth mark stays across those, and moves up (a gap for every older position) across
         anything else that may have lost acknowledged writes.
 
-        `min_replicas` > 0 (standalone Redis): a publish is acknowledged only once that many
-        replicas confirmed it (WAIT, up to `replica_timeout`); fewer raise NotReplicated.
+        `min_replicas` > 0: a publish is acknowledged only once that many of the channel's
+        replicas (on a Cluster, its master's) confirmed it (WAIT, up to `replica_timeout`); fewer
+        raise NotReplicated.
         `fsync_always`: refuse to start unless Redis fsyncs its append-only file before it
         answers a write (`appendonly yes`, `appendfsync always`)."""
-        if min_replicas and cluster:
-            raise ValueError("min_replicas needs a standalone Redis: WAIT would reach any node")
         self._survives = ",".join(sorted(survives))
         self._min_replicas = min_replicas
         self._replica_timeout = replica_timeout
@@ -445,6 +445,17 @@ class RedisEngine:
 
     async def _script_then_wait(self, script_keys: list[str], arguments: list[Any]) -> list[Any]:
         timeout_ms = max(1, round(self._replica_timeout * 1000))  # WAIT 0 would never end
+        if self._cluster:
+            # The channel's master, and on it one connection for both: WAIT then counts the
+            # replicas of that master, which are the ones that hold the channel.
+            node = self._client.get_node_from_key(script_keys[0])
+            commands = [
+                PipelineCommand(0, "EVALSHA", self._script.sha, len(script_keys), *script_keys),
+                PipelineCommand(1, "WAIT", self._min_replicas, timeout_ms),
+            ]
+            commands[0].args += tuple(arguments)
+            await node.execute_pipeline(commands)
+            return [command.result for command in commands]
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.evalsha(self._script.sha, len(script_keys), *script_keys, *arguments)
             pipe.execute_command("WAIT", self._min_replicas, timeout_ms)

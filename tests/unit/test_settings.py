@@ -253,13 +253,6 @@ def test_range_bounds_are_inclusive(env: str, raw: str, attribute: str, value: f
             id="unknown-fsync-mode",
         ),
         pytest.param(
-            {"REPLAYBUS_REDIS_MIN_REPLICAS": "1", "REPLAYBUS_REDIS_CLUSTER": "true"},
-            "REPLAYBUS_REDIS_MIN_REPLICAS needs a standalone Redis: on a Redis Cluster each "
-            "channel's replicas are its slot's, which this setting cannot wait for yet; set it "
-            "to 0",
-            id="min-replicas-on-a-cluster",
-        ),
-        pytest.param(
             {
                 "REPLAYBUS_REDIS_MIN_REPLICAS": "1",
                 "REPLAYBUS_REDIS_REPLICA_TIMEOUT": "2s",
