@@ -155,17 +155,18 @@ local survives = table.remove(ARGV, 3)
 -- replication id (a primary takes a new one when its first replica attaches); the id is kept
 -- current, so that a replica promoted later names it.
 local function birth_mark()
-  local info = redis.call('INFO', 'server', 'replication')
-  local process = string.match(info, 'run_id:(%x+)')
-  local lineage = string.match(info, 'master_replid:(%x+)')
-  local held = redis.call('HMGET', birth, 'mark', 'process', 'lineage')
+  local replication = redis.call('INFO', 'replication')
+  local lineage = string.match(replication, 'master_replid:(%x+)')
+  local held = redis.call('HMGET', birth, 'mark', 'lineage', 'process')
   local mark = tonumber(held[1])
-  if mark and held[2] == process then
-    if held[3] ~= lineage then redis.call('HSET', birth, 'lineage', lineage) end
+  if mark and held[2] == lineage then return mark end -- the usual case: one cheap INFO section
+  local process = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  if mark and held[3] == process then
+    redis.call('HSET', birth, 'lineage', lineage)
     return mark
   end
   local kept
-  if held[3] == string.match(info, 'master_replid2:(%x+)') then
+  if held[2] == string.match(replication, 'master_replid2:(%x+)') then
     kept = string.find(survives, 'replicas', 1, true)
   else
     kept = string.find(survives, 'fsync', 1, true)
