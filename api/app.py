@@ -102,17 +102,6 @@ async def _bootstrap(catalog: Catalog, settings: Settings) -> None:
             log.info("bootstrap user %s exists: left as it is", username)
 
 
-def _survives(settings: Settings) -> list[str]:
-    """What every acknowledged publish was made to survive, so the store keeps vouching for
-    older positions across it (see RedisEngine)."""
-    survives = []
-    if settings.redis_min_replicas > 0:
-        survives.append("replicas")
-    if settings.redis_fsync == "always":
-        survives.append("fsync")
-    return survives
-
-
 def create_app(
     settings: Settings,
     *,
@@ -166,7 +155,6 @@ def create_app(
                         catch_up_events=settings.subscriber_queue_size,
                         catch_up_bytes=settings.subscriber_queue_bytes,
                         drop_timeout=settings.tenant_drop_timeout,
-                        survives=_survives(settings),
                         min_replicas=settings.redis_min_replicas,
                         replica_timeout=settings.redis_replica_timeout,
                         fsync_always=settings.redis_fsync == "always",

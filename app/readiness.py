@@ -9,7 +9,7 @@ import time
 import uuid
 
 from app.engine import Engine
-from app.errors import ServiceUnavailable
+from app.errors import NotReplicated, ServiceUnavailable
 from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
 from app.model import ChannelKey, EventDraft, Retention, Topic
 
@@ -53,6 +53,8 @@ class ReadinessProbe:
                 async with self._hub.subscribe(topic, Mailbox(64, _MAILBOX_BYTES)) as mailbox:
                     try:
                         await self._engine.publish(self._key, [canary], _RETENTION)
+                    except NotReplicated:
+                        pass  # stored and announced: the node serves; only publishes wait
                     except ServiceUnavailable as error:
                         return f"the canary could not be published: {error.message}"
                     while True:

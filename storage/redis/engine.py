@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, TypeVar
@@ -36,6 +36,7 @@ from app.model import (
     Window,
 )
 from app.sessions import SessionChange, SessionRecord, apply_change
+from storage.failures import describe
 from storage.redis import keys
 from storage.redis.failures import DRIVER_ERRORS, unavailable
 from storage.redis.group_commit import GroupCommit
@@ -172,7 +173,6 @@ class RedisEngine:
         catch_up_events: int = 5000,
         catch_up_bytes: int = 16 * 1024 * 1024,
         drop_timeout: float = 20.0,
-        survives: Collection[str] = (),
         min_replicas: int = 0,
         replica_timeout: float = 1.0,
         fsync_always: bool = False,
@@ -184,17 +184,19 @@ class RedisEngine:
         `catch_up_events` and `catch_up_bytes` bound the re-read of each channel after the
         live connection came back: past them its listeners are told they missed events (a
         listener's own buffer would overflow on that much anyway). `drop_timeout` bounds one
-        `drop_tenant` call. `survives` says what every acknowledged write was made to survive
-        ("replicas": a failover to a replica; "fsync": a restart of Redis from its AOF): the
-        birth mark stays across those, and moves up (a gap for every older position) across
-        anything else that may have lost acknowledged writes.
+        `drop_tenant` call. What acknowledged writes were made to survive (`min_replicas`: a
+        failover to a replica; `fsync_always`: a restart of Redis from its AOF) keeps the
+        birth mark across those; it moves up (a gap for every older position) across anything
+        else that may have lost acknowledged writes.
 
         `min_replicas` > 0: a publish is acknowledged only once that many of the channel's
         replicas (on a Cluster, its master's) confirmed it (WAIT, up to `replica_timeout`); fewer
         raise NotReplicated.
         `fsync_always`: refuse to start unless Redis fsyncs its append-only file before it
         answers a write (`appendonly yes`, `appendfsync always`)."""
-        self._survives = ",".join(sorted(survives))
+        self._survives = ",".join(
+            name for name, made in (("fsync", fsync_always), ("replicas", min_replicas)) if made
+        )
         self._min_replicas = min_replicas
         self._replica_timeout = replica_timeout
         self._fsync_always = fsync_always
@@ -438,9 +440,13 @@ class RedisEngine:
         if isinstance(answer, NoScriptError):  # a restarted Redis, or another one
             await self._client.script_load(_SCRIPT)
             answer, replicas = await self._script_then_wait(script_keys, arguments)
-        for reply in (answer, replicas):
-            if isinstance(reply, Exception):
-                raise reply
+        if isinstance(answer, Exception):
+            raise answer
+        if isinstance(replicas, Exception):
+            # The events are stored (and announced): say they are not confirmed, never that
+            # nothing was stored, so a retry without a key does not store them twice.
+            log.warning("WAIT failed after a publish: %s", describe(replicas))
+            return answer, 0
         return answer, int(replicas)
 
     async def _script_then_wait(self, script_keys: list[str], arguments: list[Any]) -> list[Any]:

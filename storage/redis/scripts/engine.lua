@@ -124,6 +124,7 @@ local function window(low)
       end
     end
   end
+  if earliest == '' then count = 0 end -- only buried entries are left
   local top = redis.call('HGET', meta, 'top') or '0'
   return {earliest, top, number(low), count}
 end
@@ -147,40 +148,46 @@ local survives = table.remove(ARGV, 3)
 -- The birth mark: no position below it is vouched for. It lives in the same Redis as the
 -- channel, so whatever loses the channel's data (FLUSHALL, a restart without persistence)
 -- loses the mark too, and the next call sets it anew from the clock, above every ReplayId
--- handed out before. It also moves up when another Redis process set it (its `run_id`: this
--- one restarted, or is a replica that took over), unless the acknowledged writes were made to
--- survive that: a replica promoted after its primary (its `master_replid2` is the id the
--- primary had; kept if writes waited for replicas), or a restart from its own files (kept if
--- writes waited for the AOF fsync). The same process keeps its mark whatever happens to its
--- replication id (a primary takes a new one when its first replica attaches); the id is kept
--- current, so that a replica promoted later names it.
+-- handed out before. It also moves up when another Redis process holds the data (a new
+-- `run_id`), unless the acknowledged writes were made to survive that: a replica promoted
+-- after its primary (kept if writes waited for replicas), or a restart from its own files
+-- (kept if writes waited for the AOF fsync). A promoted replica names the primary's
+-- replication id as its `master_replid2`, but so does a primary restarted from a snapshot
+-- taken while replicas were attached; what tells them apart is that the replica's process
+-- was up before the primary last wrote (`seen`, refreshed at most once a second), and a
+-- restarted one only after. The same process keeps its mark whatever happens to its
+-- replication id (a primary takes a new one when its first replica attaches).
 local function birth_mark()
   local replication = redis.call('INFO', 'replication')
   local lineage = string.match(replication, 'master_replid:(%x+)')
-  local held = redis.call('HMGET', birth, 'mark', 'lineage', 'process')
-  local mark = tonumber(held[1])
-  if mark and held[2] == lineage then return mark end -- the usual case: one cheap INFO section
-  local process = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  if mark and held[3] == process then
-    redis.call('HSET', birth, 'lineage', lineage)
+  local held = redis.call('HMGET', birth, 'mark', 'lineage', 'seen', 'process')
+  local mark, seen = tonumber(held[1]), tonumber(held[3] or '0')
+  if mark and held[2] == lineage then -- the usual case: one cheap INFO section
+    if now - seen > 1000000 then redis.call('HSET', birth, 'seen', number(now)) end
     return mark
   end
-  local kept
-  if held[2] == string.match(replication, 'master_replid2:(%x+)') then
-    kept = string.find(survives, 'replicas', 1, true)
-  else
-    kept = string.find(survives, 'fsync', 1, true)
+  local server = redis.call('INFO', 'server')
+  local process = string.match(server, 'run_id:(%x+)')
+  if not (mark and held[4] == process) then
+    local kept
+    if held[2] == string.match(replication, 'master_replid2:(%x+)') then
+      local started = now - tonumber(string.match(server, 'uptime_in_seconds:(%d+)')) * 1000000
+      kept = string.find(survives, 'replicas', 1, true) and started < seen
+    else
+      kept = string.find(survives, 'fsync', 1, true)
+    end
+    -- One µs below the clock: an event stored in this µs still takes the clock as its id.
+    if not (mark and kept) then mark = now - 1 end
   end
-  -- One µs below the clock: an event stored in this same µs still takes the clock as its id.
-  if not (mark and kept) then mark = now - 1 end
-  redis.call('HSET', birth, 'mark', number(mark), 'process', process, 'lineage', lineage)
+  redis.call('HSET', birth, 'mark', number(mark), 'lineage', lineage, 'seen', number(now),
+    'process', process)
   return mark
 end
 
 -- The channel's meta, checked against the birth mark (`epoch` is the mark it was last checked
 -- against): a channel new to this Redis starts its window at the mark, and one whose mark has
 -- moved since has its low-water mark raised to it, so a position from before the move is a
--- gap. Meta from before birth marks were kept is taken as it is. Returns whether the channel
+-- gap. Meta without an `epoch` field is taken as it is. Returns whether the channel
 -- exists.
 local function check_epoch()
   local mark = birth_mark()
@@ -224,7 +231,9 @@ if command == 'publish' then
     local seen = false
     if key ~= '' then
       local stored = redis.call('HGET', idem, key)
-      if stored then
+      -- An acknowledgement at or below the birth mark is of an event no one is served any
+      -- more (the mark moved over it): the retry stores the event again.
+      if stored and tonumber(string.match(stored, '^(%d+)')) > mark then
         local expires = tonumber(redis.call('ZSCORE', idem_expiry, key) or '0')
         if expires > now then
           table.insert(results, stored .. '|1')
@@ -319,11 +328,12 @@ if command == 'read' then
     low = tonumber(redis.call('HGET', meta, 'low') or '0')
   end
   local entries = {}
+  local from = math.max(after, low) -- what is at or below it was evicted, or is buried
   if limit > 0 then
     if budget == math.huge then
-      entries = redis.call('XRANGE', stream, '(' .. to_id(after), '+', 'COUNT', limit)
+      entries = redis.call('XRANGE', stream, '(' .. to_id(from), '+', 'COUNT', limit)
     else
-      entries = entries_after(after, limit, budget)
+      entries = entries_after(from, limit, budget)
     end
   end
   return {window(low), entries}
