@@ -357,8 +357,11 @@ class BayeuxServer:
         # Any older connect of this client, on any node, ends now without delivering.
         self._signal_local(client_id, f"connect {updated.generation}")
         await self._engine.session_signal(client_id, f"connect {updated.generation}")
+        # A wildcard subscription takes no ReplayId, so a session that has one could not
+        # resume its channels after an ending: its gaps are reported, with the retained events.
+        ends_on_gap = self._end_on_gap and not Coverage.of(updated.subscriptions).wildcards
         batch = ReplyBatch(
-            self._max_events, self._max_bytes, context.with_uuid, stop_at_gap=self._end_on_gap
+            self._max_events, self._max_bytes, context.with_uuid, stop_at_gap=ends_on_gap
         )
         ending: str | None = None
         if hold:
@@ -374,7 +377,7 @@ class BayeuxServer:
         if ending == "disconnected":
             reply["advice"] = {"reconnect": "none", "interval": 0}
             return [reply]
-        if batch.gaps and self._end_on_gap:
+        if batch.gaps and ends_on_gap:
             return [await self._end_gapped(message, reply, updated, batch.gaps)]
         ext: dict[str, Any] = {}
         if batch.gaps:

@@ -51,8 +51,8 @@ def plan(
     """The next channels to read after `session.sweep` ("" = the first), wrapping round once:
     at most `max_reads` channels, looking at most at `_SCANNED_PER_READ` times as many names.
     A channel starts after its position; without one (a `-1` subscription to a name a
-    wildcard already covered, a channel a wildcard reaches), after its own subscription's
-    time, or else its first matching wildcard's."""
+    wildcard already covered, a channel a wildcard reaches), after the earliest subscription
+    time among its own and its matching wildcards'."""
     exact = sorted(coverage.exact)
     spans = _spans(names, coverage)
     start = session.sweep
@@ -64,7 +64,10 @@ def plan(
         if len(after) >= max_reads or scanned >= _SCANNED_PER_READ * max_reads:
             return Targets(after, name, coverage, names)
         if name in coverage.exact:
-            after[name] = session.positions.get(name, session.subscriptions[name] - 1)
+            since = session.subscriptions[name]
+            if (covered := coverage.wildcard_since(name)) is not None:
+                since = min(since, covered)  # a wildcard followed it from earlier
+            after[name] = session.positions.get(name, since - 1)
         elif (since := coverage.wildcard_since(name)) is not None:
             after[name] = session.positions.get(name, since - 1)
     return Targets(after, None, coverage, names)

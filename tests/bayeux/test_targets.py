@@ -138,3 +138,11 @@ def test_a_plan_is_the_covered_channels_in_turn_from_the_sweep(
         # The next connect, starting there, skips none of the channels not read now.
         assert all(turn(name) < turn(planned.following) for name in read)
         assert all(turn(planned.following) <= turn(name) for name in in_turn[len(read) :])
+
+
+def test_a_name_subscribed_after_a_wildcard_covering_it_starts_at_the_wildcard() -> None:
+    record = session({"/event/*": 1000, "/event/B": 3000})
+
+    after, _ = targets_of(record)
+
+    assert after["/event/B"] == 999  # what the wildcard followed since is not skipped
