@@ -50,14 +50,17 @@ class Engine(LiveSource, Protocol):
     ) -> list[Published]:
         """Store `drafts` on `key` as one atomic step and announce them to live listeners.
 
-        Each event gets `replayId = max(previous + 1, now_us)`; the batch is stored contiguously
+        Each event gets `replayId = max(previous + 1, now_us)`, where a channel new to the
+        store starts at the store's birth mark (see `Window`); the batch is stored contiguously
         in order, the window is trimmed by `retention`, and the low-water mark and top are kept.
         A publish or read evicts at most TRIM_STEP of the oldest events (an engine may evict
         fewer when they are large), so a window far past its retention shrinks over several
         calls, its count above the maximum meanwhile; the low-water mark is exact after each.
         A draft whose idempotency key was seen within the idempotency TTL is not stored again:
         its original acknowledgement comes back with `duplicate=True`. Returns one acknowledgement
-        per draft, in order, only once everything is stored. Raises EngineUnavailable.
+        per draft, in order, only once everything is stored. Raises EngineUnavailable, or
+        NotReplicated when the events are stored but fewer replicas confirmed them than the
+        engine was told to wait for.
         """
         ...
 
@@ -77,7 +80,7 @@ class Engine(LiveSource, Protocol):
         ...
 
     async def window(self, key: ChannelKey) -> Window:
-        """The channel's window now; an unknown channel has `Window.unused(birth)`."""
+        """The channel's window now; an unknown channel has `Window.unused(<the birth mark>)`."""
         ...
 
     async def channel_names(self, tenant: str) -> list[str]:
