@@ -98,7 +98,8 @@
  * @property {TokenSource} token
  * @property {number} [from] where to start: -1 new events only (the default), -2 every
  *   retained event, or a ReplayId N for exactly the events after N
- * @property {(event: Envelope, message: MessageEvent) => void} [onEvent]
+ * @property {(event: Envelope, message: MessageEvent) => void | Promise<unknown>} [onEvent]
+ *   may return a promise: with `checkpoint`, the position is saved once it settles
  * @property {(gap: Gap) => void} [onGap]
  * @property {(error: SubscriptionError) => void} [onError]
  * @property {(info: OpenInfo) => void} [onOpen]
@@ -355,13 +356,25 @@ export function subscribe(baseUrl, channel, options) {
                     lastEventId = id;
                 }
             }
+            /** @type {unknown} */
+            let handled;
             try {
-                onEvent(envelope, message);
+                handled = onEvent(envelope, message);
             } catch (cause) {
                 report({ phase: "handler", message: `onEvent threw: ${cause}`, retryIn: null, cause });
             }
             if (!wildcard && lastEventId !== null) {
-                saveCheckpoint(lastEventId); // processed: onEvent has run
+                // Processed once onEvent has run, or once the promise it returned settled;
+                // saved in event order, so a later event never saves past an earlier one
+                // still being processed.
+                const position = lastEventId;
+                processed = processed
+                    .then(() => handled)
+                    .catch((cause) => {
+                        report({ phase: "handler", message: `onEvent rejected: ${cause}`,
+                            retryIn: null, cause });
+                    })
+                    .then(() => saveCheckpoint(position));
             }
         });
 
@@ -441,6 +454,9 @@ export function subscribe(baseUrl, channel, options) {
     }
 
     /** @param {number} position */
+    /** Settles once every event so far was processed and its position saved. */
+    let processed = Promise.resolve();
+
     function saveCheckpoint(position) {
         if (store === null || checkpointKey === null || checkpointKey === "") {
             return;

@@ -76,7 +76,8 @@ function runSubscription(baseUrl, { name, channel, from, until }) {
  * One helper subscription with its position kept in localStorage, until it processed
  * `count` events. It is left open: the page is reloaded (or closed) under it.
  */
-window.runCheckpointed = ({ baseUrl, name, channel, from, count }) => new Promise((resolve) => {
+window.runCheckpointed = ({ baseUrl, name, channel, from, count, holdLast = false }) =>
+    new Promise((resolve) => {
     let events = 0;
     subscribe(baseUrl, channel, {
         from,
@@ -90,7 +91,11 @@ window.runCheckpointed = ({ baseUrl, name, channel, from, count }) => new Promis
             report({ type: "event", sub: name, id: message.lastEventId, envelope });
             if (events === count) {
                 resolve("processed");
+                if (holdLast) {
+                    return new Promise(() => {}); // still being processed at the reload
+                }
             }
+            return undefined;
         },
         onGap(gap) {
             report({ type: "gap", sub: name, gap });

@@ -300,6 +300,36 @@ async def test_a_persistent_checkpoint_resumes_after_a_page_reload(
     assert browser_records(records, "error", sub=sub) == []
 
 
+async def test_a_position_is_saved_only_once_the_promise_of_its_event_settled(
+    node_dir: Path, chromium: Path, pages: PageServer, browser_server: RunningServer
+) -> None:
+    """An `onEvent` still processing its event (a promise not yet settled) at the reload: the
+    saved position is the event before it, so the reloaded page gets that event again."""
+    channel = channel_name()
+    before = await publish(browser_server, channel, payloads(0, 3))
+    sub = name("pending")
+    pages.plan_tokens(sub, browser_server, [])
+    spec = {"baseUrl": browser_server.base_url, "name": sub, "channel": channel, "from": -2}
+    async with run_driver(
+        node_dir, chromium, pages.origin + "/", "runCheckpointed",
+        {**spec, "count": 3, "holdLast": True}, DEADLINE,
+        then=("runCheckpointed", {**spec, "count": 2}),
+    ) as run:  # fmt: skip
+        await run.wait_for(lambda record: record["type"] == "reloaded", WAIT)
+        after = await publish(browser_server, channel, payloads(3, 4))
+        records = await run.finish(WAIT)
+
+    finished(run, records)
+    opens = browser_records(records, "open", sub=sub)
+    assert [r["replayId"] for r in opens] == [-2, before[1]["replayId"]], run.describe()
+    events = [event["envelope"]["replayId"] for event in browser_records(records, "event", sub=sub)]
+    assert events == [
+        *(ack["replayId"] for ack in before),
+        before[2]["replayId"],
+        after[0]["replayId"],
+    ]
+
+
 def cometd_records(records: Sequence[Record], kind: str, phase: str) -> list[Record]:
     return browser_records(records, kind, phase=phase)
 
