@@ -15,7 +15,9 @@ import redis.asyncio as aioredis
 from redis.cluster import RedisCluster
 
 from app.errors import EngineUnavailable, NotReplicated
+from app.hub import Hub
 from app.model import ChannelKey, Published
+from app.readiness import ReadinessProbe
 from storage.redis import RedisEngine, keys
 from tests.contract._support import KEEP_ALL, draft
 from tests.harness.redis import RunningRedis, running_redis, running_redis_cluster, running_replica
@@ -186,3 +188,12 @@ async def test_on_a_cluster_a_publish_waits_for_the_replicas_of_its_channels_mas
 
     assert (retried.replay_id, retried.duplicate) == (refused.value.replay_ids[0], True)
     assert on_replica == [retried.replay_id, confirmed.replay_id]
+
+
+async def test_a_node_stays_ready_while_no_replica_confirms() -> None:
+    """Its canary is stored and comes back live: the node serves reads and subscribers, and a
+    load balancer must not take every node out for a replica's absence."""
+    with running_redis() as primary:
+        engine = RedisEngine(primary.url, TTL_S, min_replicas=1, replica_timeout=REPLICA_TIMEOUT_S)
+        async with engine, Hub(engine) as hub:
+            await ReadinessProbe(engine, hub, timeout=CONFIRM_TIMEOUT_S).check()
