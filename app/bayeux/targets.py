@@ -63,13 +63,14 @@ def plan(
     for scanned, name in enumerate(in_turn):
         if len(after) >= max_reads or scanned >= _SCANNED_PER_READ * max_reads:
             return Targets(after, name, coverage, names)
+        wildcard_since = coverage.wildcard_since(name)
         if name in coverage.exact:
-            since = session.subscriptions[name]
-            if (covered := coverage.wildcard_since(name)) is not None:
-                since = min(since, covered)  # a wildcard followed it from earlier
+            own = session.subscriptions[name]
+            # A wildcard covering it may have followed it from earlier.
+            since = own if wildcard_since is None else min(own, wildcard_since)
             after[name] = session.positions.get(name, since - 1)
-        elif (since := coverage.wildcard_since(name)) is not None:
-            after[name] = session.positions.get(name, since - 1)
+        elif wildcard_since is not None:
+            after[name] = session.positions.get(name, wildcard_since - 1)
     return Targets(after, None, coverage, names)
 
 
