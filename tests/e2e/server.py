@@ -21,6 +21,15 @@ from tests.harness.postgres import RunningPostgres
 _LISTENING = re.compile(r"replaybus listening on (http://\S+)")
 CLIENT_ID = "e2e-client"
 CLIENT_SECRET = "e2e-secret-0123456789"
+#: Short Redis bounds for tests that break Redis: a fault is noticed within about two seconds
+#: (a silent connection by its pings), not after the production defaults.
+REDIS_FAULT_TIMEOUTS = {
+    "REPLAYBUS_REDIS_CONNECT_TIMEOUT": "500ms",
+    "REPLAYBUS_REDIS_COMMAND_TIMEOUT": "1s",
+    "REPLAYBUS_REDIS_POOL_TIMEOUT": "1s",
+    "REPLAYBUS_REDIS_HEALTH_CHECK_INTERVAL": "500ms",
+    "REPLAYBUS_READY_TIMEOUT": "1s",
+}
 
 
 @dataclass(frozen=True)

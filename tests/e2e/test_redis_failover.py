@@ -20,9 +20,8 @@ import httpx
 import redis
 from httpx_sse import aconnect_sse
 
-from tests.e2e.server import RunningServer, run_server
+from tests.e2e.server import REDIS_FAULT_TIMEOUTS, RunningServer, run_server
 from tests.e2e.sse import channel_name, dispatched
-from tests.e2e.test_redis_faults import FAST_TIMEOUTS
 from tests.harness.redis import RunningRedis, running_redis, running_replica
 from tests.harness.tcp_proxy import TcpProxy, tcp_proxy
 
@@ -93,7 +92,7 @@ def _failover_rig(env: dict[str, str]) -> Iterator[tuple[ExitStack, _Failover]]:
         replica = stack.enter_context(running_replica(link.port))
         url = f"redis://127.0.0.1:{front.port}/0"
         server = stack.enter_context(
-            run_server({"REPLAYBUS_REDIS_URL": url, **FAST_TIMEOUTS, **env})
+            run_server({"REPLAYBUS_REDIS_URL": url, **REDIS_FAULT_TIMEOUTS, **env})
         )
         headers = {"Authorization": f"Bearer {server.token()}"}
         yield (

@@ -12,20 +12,12 @@ from pathlib import Path
 import httpx
 from httpx_sse import aconnect_sse
 
-from tests.e2e.server import run_server
+from tests.e2e.server import REDIS_FAULT_TIMEOUTS, run_server
 from tests.e2e.sse import channel_name, dispatched, publish
 from tests.harness.redis import running_redis
 from tests.harness.tcp_proxy import tcp_proxy
 
 EVENTS = 300
-#: Short bounds, so the faults below are noticed quickly.
-FAST_TIMEOUTS = {
-    "REPLAYBUS_REDIS_CONNECT_TIMEOUT": "500ms",
-    "REPLAYBUS_REDIS_COMMAND_TIMEOUT": "1s",
-    "REPLAYBUS_REDIS_POOL_TIMEOUT": "1s",
-    "REPLAYBUS_REDIS_HEALTH_CHECK_INTERVAL": "500ms",
-    "REPLAYBUS_READY_TIMEOUT": "1s",
-}
 #: How long healing may take: the live feed's reconnect backoff is capped at 5 s
 #: (storage/redis/live.py), plus a loaded two-core machine's margin.
 HEAL_S = 30.0
@@ -131,7 +123,7 @@ async def test_a_silent_redis_answers_503_instead_of_hanging_and_heals() -> None
     the timeouts, /readyz fails, neither names Redis's address (the log does), and all heals
     once Redis answers again."""
     with running_redis() as redis, tcp_proxy(redis.port) as proxy:
-        env = {"REPLAYBUS_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", **FAST_TIMEOUTS}
+        env = {"REPLAYBUS_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", **REDIS_FAULT_TIMEOUTS}
         with run_server(env) as server:
             headers = {"Authorization": f"Bearer {server.token()}"}
             channel = channel_name()
@@ -182,7 +174,7 @@ async def test_a_live_feed_whose_connection_dies_silently_reconnects_and_misses_
     the node's pub/sub connection, idle or not, is found silent by its pings and replaced, and
     the subscriber gets every acknowledged event, in order."""
     with running_redis() as redis, tcp_proxy(redis.port) as proxy:
-        env = {"REPLAYBUS_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", **FAST_TIMEOUTS}
+        env = {"REPLAYBUS_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0", **REDIS_FAULT_TIMEOUTS}
         with run_server(env) as server:
             headers = {"Authorization": f"Bearer {server.token()}"}
             channel = channel_name()

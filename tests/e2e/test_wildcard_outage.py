@@ -15,19 +15,11 @@ import httpx
 import orjson
 from httpx_sse import aconnect_sse
 
-from tests.e2e.server import RunningServer, run_server
+from tests.e2e.server import REDIS_FAULT_TIMEOUTS, RunningServer, run_server
 from tests.e2e.sse import channel_name, dispatched, publish
 from tests.harness.redis import running_redis
 from tests.harness.tcp_proxy import TcpProxy, tcp_proxy
 
-#: Short bounds, so a silent connection is found by its pings within about two seconds.
-FAST_TIMEOUTS = {
-    "REPLAYBUS_REDIS_CONNECT_TIMEOUT": "500ms",
-    "REPLAYBUS_REDIS_COMMAND_TIMEOUT": "1s",
-    "REPLAYBUS_REDIS_POOL_TIMEOUT": "1s",
-    "REPLAYBUS_REDIS_HEALTH_CHECK_INTERVAL": "500ms",
-    "REPLAYBUS_READY_TIMEOUT": "1s",
-}
 #: Events published while the subscriber's node cannot hear them.
 DURING = 5
 #: Two channels, so the stream follows its pattern, not one channel.
@@ -45,7 +37,7 @@ class Nodes:
 @contextmanager
 def nodes(signing_key_pem: str) -> Iterator[Nodes]:
     with running_redis() as redis, tcp_proxy(redis.port) as proxy:
-        shared = {"REPLAYBUS_SIGNING_KEY": signing_key_pem, **FAST_TIMEOUTS}
+        shared = {"REPLAYBUS_SIGNING_KEY": signing_key_pem, **REDIS_FAULT_TIMEOUTS}
         proxied = {**shared, "REPLAYBUS_REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0"}
         with (
             run_server(proxied) as subscriber,
