@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["Gap", "GapError", "ReplaybusClientError", "RequestFailed"]
 
@@ -21,6 +25,23 @@ class RequestFailed(ReplaybusClientError):
         self.code = code
         self.message = message
         self.details = details
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> RequestFailed:
+        """The failure a refused response states (its JSON `error` and `message`, or its
+        text)."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            return cls(
+                response.status_code,
+                str(body.get("error", "error")),
+                str(body.get("message", body.get("error_description", ""))),
+                body,
+            )
+        return cls(response.status_code, "error", response.text[:500], {})
 
 
 @dataclass(frozen=True, slots=True)

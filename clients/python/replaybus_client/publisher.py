@@ -128,7 +128,7 @@ class Publisher:
                 self._tokens.invalidate()
                 continue
             if response.status_code not in _RETRIED_STATUSES:
-                raise _failure(response)
+                raise RequestFailed.of(response)
             last_failure = f"HTTP {response.status_code}"
             wait = backoff(attempt)
             asked = retry_after(response.headers.get("retry-after"))
@@ -139,18 +139,3 @@ class Publisher:
             f"gave up after {self._max_attempts} attempts",
             {"lastFailure": last_failure},
         )
-
-
-def _failure(response: httpx.Response) -> RequestFailed:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict):
-        return RequestFailed(
-            response.status_code,
-            str(body.get("error", "error")),
-            str(body.get("message", body.get("error_description", ""))),
-            body,
-        )
-    return RequestFailed(response.status_code, "error", response.text[:500], {})

@@ -28,7 +28,6 @@ import httpx
 from replaybus_client.auth import TokenSource
 from replaybus_client.checkpoints import CheckpointStore, MemoryCheckpoints
 from replaybus_client.errors import Gap, GapError, RequestFailed
-from replaybus_client.publisher import _failure
 from replaybus_client.retry import backoff, retry_after
 from replaybus_client.wire import Event, bayeux_event, channel_top, channel_window, envelope_event
 
@@ -41,6 +40,9 @@ NEW_ONLY = -1
 _RETRIED_STATUSES = frozenset({429, 502, 503, 504})
 _BAYEUX_VERSION = "58.0"
 _HISTORY_PAGE = 100  # events per history request
+#: How a Salesforce-compatible server refuses a replay from a position out of its window (on a
+#: subscribe, or on a connect that ends the session for it).
+_REPLAY_REFUSED = "400::The replayId"
 Transport = Literal["sse", "bayeux", "history"]
 GapHandler = Callable[[Gap], Awaitable[None] | None]
 
@@ -256,7 +258,7 @@ class Subscriber:
             raise _Retry(
                 f"HTTP {response.status_code}", retry_after(response.headers.get("retry-after"))
             )
-        raise _failure(response)
+        raise RequestFailed.of(response)
 
     # -- Bayeux ----------------------------------------------------------------------------
 
@@ -301,7 +303,7 @@ class Subscriber:
             if reply.get("successful"):
                 break
             error = str(reply.get("error", ""))
-            if error.startswith("400::The replayId") and position >= 0:
+            if error.startswith(_REPLAY_REFUSED) and position >= 0:
                 # The position fell out of the window (a server may also end a live session for
                 # that, so the resubscribe lands here): report it, then go on from the oldest
                 # retained event. A window that moved on meanwhile is refused again, and so
@@ -329,7 +331,7 @@ class Subscriber:
                 if message.get("channel") != "/meta/connect":
                     continue
                 if not message.get("successful"):
-                    if str(message.get("error", "")).startswith("400::The replayId"):
+                    if str(message.get("error", "")).startswith(_REPLAY_REFUSED):
                         # The server ended the session: its position fell out of the window.
                         # Subscribing again from the last event processed reports the gap.
                         raise _Retry("the session's position fell out of the window", 0.0)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from replaybus_client.auth import TokenSource
-from replaybus_client.publisher import _failure
+from replaybus_client.errors import RequestFailed
 
 __all__ = ["Event", "bayeux_event", "channel_top", "channel_window", "envelope_event"]
 
@@ -33,7 +33,7 @@ async def channel_window(
         f"{base_url.rstrip('/')}/v1/channels{channel}", headers={"Authorization": f"Bearer {token}"}
     )
     if response.status_code != 200:
-        raise _failure(response)
+        raise RequestFailed.of(response)
     window: dict[str, Any] = response.json()
     return window
 
