@@ -18,6 +18,7 @@ __all__ = ["ENV_PREFIX", "Settings", "SettingsError", "describe_settings"]
 ENV_PREFIX = "REPLAYBUS_"
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 _BAYEUX_GAP = ("end-session", "report")
+_REDIS_FSYNC = ("off", "always")
 
 
 class SettingsError(ValueError):
@@ -668,9 +669,10 @@ class Settings:
                 f"{ENV_PREFIX}REDIS_URL: must start with redis:// or rediss://, "
                 f"got {self.redis_url.split('@')[-1]!r}"
             )
-        if self.redis_fsync not in ("off", "always"):
+        if self.redis_fsync not in _REDIS_FSYNC:
             raise SettingsError(
-                f"{ENV_PREFIX}REDIS_FSYNC: must be off or always, got {self.redis_fsync!r}"
+                f"{ENV_PREFIX}REDIS_FSYNC: must be one of {', '.join(_REDIS_FSYNC)}, "
+                f"got {self.redis_fsync!r}"
             )
         if self.redis_min_replicas > 0 and self.redis_replica_timeout >= self.redis_command_timeout:
             raise SettingsError(

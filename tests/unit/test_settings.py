@@ -249,7 +249,7 @@ def test_range_bounds_are_inclusive(env: str, raw: str, attribute: str, value: f
         ),
         pytest.param(
             {"REPLAYBUS_REDIS_FSYNC": "everysec"},
-            "REPLAYBUS_REDIS_FSYNC: must be off or always, got 'everysec'",
+            "REPLAYBUS_REDIS_FSYNC: must be one of off, always, got 'everysec'",
             id="unknown-fsync-mode",
         ),
         pytest.param(
