@@ -455,11 +455,11 @@ class RedisEngine:
             # The channel's master, and on it one connection for both: WAIT then counts the
             # replicas of that master, which are the ones that hold the channel.
             node = self._client.get_node_from_key(script_keys[0])
+            script = ("EVALSHA", self._script.sha, len(script_keys), *script_keys, *arguments)
             commands = [
-                PipelineCommand(0, "EVALSHA", self._script.sha, len(script_keys), *script_keys),
+                PipelineCommand(0, *script),
                 PipelineCommand(1, "WAIT", self._min_replicas, timeout_ms),
             ]
-            commands[0].args += tuple(arguments)
             await node.execute_pipeline(commands)
             return [command.result for command in commands]
         async with self._client.pipeline(transaction=False) as pipe:

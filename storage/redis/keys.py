@@ -56,7 +56,7 @@ def birth_key(key: ChannelKey, *, cluster: bool) -> str:
     slot, and the mark must be lost with the data it vouches for)."""
     if not cluster:
         return PREFIX + "birth"
-    slot = binascii.crc_hqx(_tag(key.tenant, key.name)[1:-1].encode(), 0) % _SLOTS
+    slot = binascii.crc_hqx(f"{key.tenant}:{key.name}".encode(), 0) % _SLOTS  # its tag's
     return PREFIX + "birth:{" + slot_tags()[slot] + "}"
 
 

@@ -192,14 +192,12 @@ end
 local function check_epoch()
   local mark = birth_mark()
   local held = redis.call('HMGET', meta, 'epoch', 'low', 'top')
-  if not held[2] and not held[3] then
-    if redis.call('EXISTS', meta) == 0 then return false, mark end
-  end
+  if not held[3] then return false, mark end -- every publish writes the top
   local epoch = tonumber(held[1])
   if epoch == mark then return true, mark end
   if epoch then
     local low = math.max(tonumber(held[2] or '0'), mark)
-    local top = math.max(tonumber(held[3] or '0'), mark)
+    local top = math.max(tonumber(held[3]), mark)
     redis.call('HSET', meta, 'low', number(low), 'top', number(top), 'buried', '1')
     redis.call('HDEL', meta, 'earliest')
   end
