@@ -263,26 +263,45 @@ async def test_on_gap_fires_when_from_is_below_the_retention_window(
     assert closed["lastEventId"] == acks[5]["replayId"]
 
 
+async def _reload_under_a_checkpointed_stream(
+    node_dir: Path,
+    chromium: Path,
+    pages: PageServer,
+    server: RunningServer,
+    *,
+    first: Mapping[str, Any],
+    published_after: int,
+) -> tuple[list[Any], list[Any], NodeRun, list[Record], str]:
+    """Three events published, a page subscribed with `checkpoint: true` from `-2` taking
+    them (`first`: more of its options), reloaded under its open stream, `published_after`
+    more events published, and the same subscription again taking two. Returns the acks
+    before and after, the run, its records and the subscription's name."""
+    channel = channel_name()
+    before = await publish(server, channel, payloads(0, 3))
+    sub = name("checkpoint")
+    pages.plan_tokens(sub, server, [])
+    spec = {"baseUrl": server.base_url, "name": sub, "channel": channel, "from": -2}
+    async with run_driver(
+        node_dir, chromium, pages.origin + "/", "runCheckpointed",
+        {**spec, "count": 3, **first}, DEADLINE, then=("runCheckpointed", {**spec, "count": 2}),
+    ) as run:  # fmt: skip
+        await run.wait_for(lambda record: record["type"] == "reloaded", WAIT)
+        after = await publish(server, channel, payloads(3, 3 + published_after))
+        records = await run.finish(WAIT)
+    finished(run, records)
+    return before, after, run, records, sub
+
+
 async def test_a_persistent_checkpoint_resumes_after_a_page_reload(
     node_dir: Path, chromium: Path, pages: PageServer, browser_server: RunningServer
 ) -> None:
     """`checkpoint: true` keeps the position in localStorage: the page processes the retained
     events, is reloaded under its open stream, and the same subscription (`from: -2` again)
     resumes after the last event processed: it gets only what was published since."""
-    channel = channel_name()
-    before = await publish(browser_server, channel, payloads(0, 3))
-    sub = name("reload")
-    pages.plan_tokens(sub, browser_server, [])
-    spec = {"baseUrl": browser_server.base_url, "name": sub, "channel": channel, "from": -2}
-    async with run_driver(
-        node_dir, chromium, pages.origin + "/", "runCheckpointed", {**spec, "count": 3},
-        DEADLINE, then=("runCheckpointed", {**spec, "count": 2}),
-    ) as run:  # fmt: skip
-        await run.wait_for(lambda record: record["type"] == "reloaded", WAIT)
-        after = await publish(browser_server, channel, payloads(3, 5))
-        records = await run.finish(WAIT)
+    before, after, run, records, sub = await _reload_under_a_checkpointed_stream(
+        node_dir, chromium, pages, browser_server, first={}, published_after=2
+    )
 
-    finished(run, records)
     [reloaded] = browser_records(records, "reloaded")
     events = browser_records(records, "event", sub=sub)
     acks = before + after
@@ -296,6 +315,7 @@ async def test_a_persistent_checkpoint_resumes_after_a_page_reload(
         (-2, False),
         (last_processed, False),
     ]
+    channel = before[0]["channel"]
     assert streams(records, channel) == [(200, "-2", None), (200, str(last_processed), None)]
     assert browser_records(records, "error", sub=sub) == []
 
@@ -305,21 +325,10 @@ async def test_a_position_is_saved_only_once_the_promise_of_its_event_settled(
 ) -> None:
     """An `onEvent` still processing its event (a promise not yet settled) at the reload: the
     saved position is the event before it, so the reloaded page gets that event again."""
-    channel = channel_name()
-    before = await publish(browser_server, channel, payloads(0, 3))
-    sub = name("pending")
-    pages.plan_tokens(sub, browser_server, [])
-    spec = {"baseUrl": browser_server.base_url, "name": sub, "channel": channel, "from": -2}
-    async with run_driver(
-        node_dir, chromium, pages.origin + "/", "runCheckpointed",
-        {**spec, "count": 3, "holdLast": True}, DEADLINE,
-        then=("runCheckpointed", {**spec, "count": 2}),
-    ) as run:  # fmt: skip
-        await run.wait_for(lambda record: record["type"] == "reloaded", WAIT)
-        after = await publish(browser_server, channel, payloads(3, 4))
-        records = await run.finish(WAIT)
+    before, after, run, records, sub = await _reload_under_a_checkpointed_stream(
+        node_dir, chromium, pages, browser_server, first={"holdLast": True}, published_after=1
+    )
 
-    finished(run, records)
     opens = browser_records(records, "open", sub=sub)
     assert [r["replayId"] for r in opens] == [-2, before[1]["replayId"]], run.describe()
     events = [event["envelope"]["replayId"] for event in browser_records(records, "event", sub=sub)]
