@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from loadtests.bench.generator import Connection, Latencies, now_ms, open_event_stream
-from loadtests.bench.servers import rss_kib
+from loadtests.bench.servers import cpu_seconds, rss_kib
 
 __all__ = [
     "Target",
@@ -90,13 +90,20 @@ async def publish_throughput(
         warm_until = time.monotonic() + warm_up
         await asyncio.gather(*(publisher(c, warm_until) for c in pool))
         measuring = True
+        cpu_before = cpu_seconds(target.pid)
         started = time.monotonic()
         await asyncio.gather(*(publisher(c, started + seconds) for c in pool))
         elapsed = time.monotonic() - started
+        cpu_used = cpu_seconds(target.pid) - cpu_before
     finally:
         for connection in pool:
             connection.close()
-    return {"events_per_s": round(done / elapsed), "failures": failures, **latencies.summary()}
+    return {
+        "events_per_s": round(done / elapsed),
+        "failures": failures,
+        "server_cpu_us_per_event": round(cpu_used * 1e6 / max(done, 1), 1),
+        **latencies.summary(),
+    }
 
 
 # -- fan-out -------------------------------------------------------------------------------
