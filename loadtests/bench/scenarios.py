@@ -218,6 +218,7 @@ async def fanout(
                 if failed:
                     failed[0].result()  # raises why a subscriber could not start
                 await asyncio.sleep(0.05)  # polling many events and tasks at once
+        cpu_before = cpu_seconds(target.pid)
         started = time.monotonic()
         published = await _paced_publishing(target, rate, seconds)
         publishing = time.monotonic() - started
@@ -228,6 +229,7 @@ async def fanout(
                 break
             await asyncio.sleep(0.05)  # waiting for stragglers, bounded by `settle`
         elapsed = time.monotonic() - started
+        cpu_used = cpu_seconds(target.pid) - cpu_before
     finally:
         for task in tasks:
             task.cancel()
@@ -243,6 +245,7 @@ async def fanout(
         "delivered_per_s": round(unique / max(elapsed, 1e-9)),
         "loss_pct": round(100 * (1 - unique / expected), 3) if expected else 0.0,
         "duplicates": duplicates,
+        "server_cpu_us_per_delivery": round(cpu_used * 1e6 / max(unique, 1), 1),
         **latencies.summary(),
     }
 
