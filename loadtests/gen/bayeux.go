@@ -9,6 +9,9 @@ import (
 	"time"
 )
 
+// Counted over every session: connects made, and 503s retried.
+var bayeuxConnects, bayeuxRetried atomic.Int64
+
 const (
 	bayeuxRetries    = 20
 	bayeuxRetryPause = 500 * time.Millisecond
@@ -41,6 +44,7 @@ func (s *bayeuxSession) post(request []byte) ([]byte, error) {
 		if status != 503 || attempt+1 >= bayeuxRetries || s.stop.Load() {
 			return nil, fmt.Errorf("Bayeux answered %d: %.200s", status, body)
 		}
+		bayeuxRetried.Add(1)
 		time.Sleep(bayeuxRetryPause)
 	}
 }
@@ -88,6 +92,7 @@ func openBayeux(spec *Spec, stop *atomic.Bool) (*bayeuxSession, error) {
 // to each.
 func (s *bayeuxSession) poll(each func([]byte)) error {
 	for !s.stop.Load() {
+		bayeuxConnects.Add(1)
 		body, err := s.post(s.connect)
 		if err != nil {
 			if s.stop.Load() {

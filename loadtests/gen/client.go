@@ -135,9 +135,10 @@ func (c *conn) openStream(request []byte) (int, error) {
 	return status, err
 }
 
-// frames reads a stream until it ends, handing everything up to the last complete frame (a
-// blank line) to each at once, chunked-encoding size lines included: the measurements only
-// look for the payload's own fields (see scan).
+// frames reads a stream until it ends, handing everything up to the last complete line to
+// each at once, chunked-encoding size lines included: the measurements only look for the
+// payload's own fields (see scan), and an event's data line is whole once its line ends
+// (whether the server ends lines with LF or CRLF).
 func (c *conn) frames(each func([]byte)) error {
 	buffer := make([]byte, 0, 64<<10)
 	read := make([]byte, 64<<10)
@@ -145,9 +146,9 @@ func (c *conn) frames(each func([]byte)) error {
 		n, err := c.in.Read(read)
 		if n > 0 {
 			buffer = append(buffer, read[:n]...)
-			if cut := bytes.LastIndex(buffer, []byte("\n\n")); cut >= 0 {
-				each(buffer[:cut+2])
-				rest := copy(buffer, buffer[cut+2:])
+			if cut := bytes.LastIndexByte(buffer, '\n'); cut >= 0 {
+				each(buffer[:cut+1])
+				rest := copy(buffer, buffer[cut+1:])
 				buffer = buffer[:rest]
 			}
 		}

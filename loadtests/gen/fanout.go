@@ -181,6 +181,10 @@ func fanout(spec *Spec, bayeux bool) (map[string]any, error) {
 		"server_cpu_us_per_delivery": round(server*1e6/maxf(float64(unique), 1), 1),
 		"generator_cpu":              round(generator, 2),
 	}
+	if bayeux {
+		result["bayeux_connects"] = bayeuxConnects.Load()
+		result["bayeux_retried"] = bayeuxRetried.Load()
+	}
 	for k, v := range summary(latencies) {
 		result[k] = v
 	}

@@ -25,7 +25,7 @@ type streams struct {
 	failures atomic.Int64
 }
 
-// stream is one SSE response being read: bytes after its last complete frame wait in pending.
+// stream is one SSE response being read: bytes after its last complete line wait in pending.
 type stream struct {
 	fd      int
 	pending []byte
@@ -55,7 +55,7 @@ func sockaddr(addr string) (syscall.Sockaddr, error) {
 }
 
 // add connects, sends request, reads the answer's head (blocking, at most 30 s) and, on a 200,
-// hands every later complete frame to each on the reading thread.
+// hands every later run of complete lines to each on the reading thread.
 func (s *streams) add(addr string, request []byte, each func([]byte)) error {
 	to, err := sockaddr(addr)
 	if err != nil {
@@ -160,19 +160,19 @@ func (s *streams) read(one *stream, buffer []byte) {
 		return
 	}
 	data := buffer[:n]
-	cut := bytes.LastIndex(data, []byte("\n\n"))
+	cut := bytes.LastIndexByte(data, '\n') // complete lines go to each (see conn.frames)
 	if cut < 0 {
 		one.pending = append(one.pending, data...)
 		return
 	}
 	if len(one.pending) > 0 {
-		one.pending = append(one.pending, data[:cut+2]...)
+		one.pending = append(one.pending, data[:cut+1]...)
 		one.each(one.pending)
 		one.pending = one.pending[:0]
 	} else {
-		one.each(data[:cut+2])
+		one.each(data[:cut+1])
 	}
-	one.pending = append(one.pending, data[cut+2:]...)
+	one.pending = append(one.pending, data[cut+1:]...)
 }
 
 // close stops reading and closes every stream.
