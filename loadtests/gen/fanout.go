@@ -180,6 +180,8 @@ func fanout(spec *Spec, bayeux bool) (map[string]any, error) {
 		"subscriber_failures":        group.failed(),
 		"server_cpu_us_per_delivery": round(server*1e6/maxf(float64(unique), 1), 1),
 		"generator_cpu":              round(generator, 2),
+		"generator_cpu_us_per_delivery": round(
+			generator*seconds*1e6/maxf(float64(unique), 1), 1),
 	}
 	if bayeux {
 		result["bayeux_connects"] = bayeuxConnects.Load()
