@@ -51,7 +51,13 @@ def binary() -> Path:
     with tempfile.TemporaryDirectory(dir=_CACHE) as folder:
         output = Path(folder) / "gen"
         # Standard library only: no module download is ever needed, so none is attempted.
-        environment = {**os.environ, "GOPROXY": "off", "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+        environment = {
+            **os.environ,
+            "GOPROXY": "off",
+            "GOFLAGS": "-mod=mod",
+            "CGO_ENABLED": "0",
+            "GOCACHE": str(_CACHE / "go-build"),
+        }
         done = subprocess.run(
             [_go(), "build", "-trimpath", "-o", str(output), "."],
             cwd=_SOURCES,
@@ -63,6 +69,9 @@ def binary() -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"building the load generator failed:\n{done.stderr}")
         output.replace(built)
+    for stale in _CACHE.glob("gen-*"):  # builds of sources that have changed since
+        if stale != built:
+            stale.unlink(missing_ok=True)
     return built
 
 
