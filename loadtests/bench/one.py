@@ -4,7 +4,7 @@ server and its Redis on core 0, the compiled generator (loadtests/gen) on core 1
 result as JSON; `generator_cpu` is the generator's share of its core (above 0.8 the figure is
 the generator's limit, not the server's).
 
-    python -m loadtests.bench.one publish [--engine memory|redis] [--runs 3]
+    python -m loadtests.bench.one publish [--engine memory|redis] [--runs 3] [--workers 2]
     python -m loadtests.bench.one fanout --transport sse|bayeux --subscribers 1000 --rate 100
     python -m loadtests.bench.one replay [--events 20000]
     python -m loadtests.bench.one idle --transport sse|bayeux --count 5000
