@@ -42,7 +42,8 @@ def _go() -> str:
 def binary() -> Path:
     """The generator built from the current sources (built now if they changed)."""
     digest = hashlib.sha256()
-    for source in [*sorted(_SOURCES.glob("*.go")), _SOURCES / "go.mod"]:
+    sources = [path for path in sorted(_SOURCES.glob("*.go")) if not path.stem.endswith("_test")]
+    for source in [*sources, _SOURCES / "go.mod"]:
         digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
     built = _CACHE / f"gen-{digest.hexdigest()[:16]}"
     if built.exists():
