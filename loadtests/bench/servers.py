@@ -49,7 +49,11 @@ class Server:
     def token(self) -> str:
         form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
         form["client_secret"] = CLIENT_SECRET
-        response = httpx.post(f"{self.base_url}/v1/oauth/token", data=form, trust_env=False)
+        # Generous: with several workers, the first request waits in the listening socket's
+        # backlog until a worker has started, and a busy machine starts them slowly.
+        response = httpx.post(
+            f"{self.base_url}/v1/oauth/token", data=form, trust_env=False, timeout=_START_S
+        )
         response.raise_for_status()
         return str(response.json()["access_token"])
 
