@@ -15,8 +15,8 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -m e2e            # real processes needing the cores, one at a time
 
 bench: $(STAMP)
-	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan" node:nodejs npm:npm
-	$(BIN)/python -m loadtests.bench.run
+	scripts/ensure-debian-packages redis-server:redis-server nginx:nginx "/usr/lib/nginx/modules/ngx_nchan_module.so:libnginx-mod-nchan" node:nodejs npm:npm go:golang-go
+	$(BIN)/python -m loadtests.bench.run $(BENCH_FLAGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,10 @@
 """One benchmark scenario against replaybus alone, for profiling and before/after checks of a
 change (the full comparison with the peers is `make bench`). Same pinning as `make bench`: the
-server and its Redis on core 0, this generator on core 1. Prints the result as JSON.
+server and its Redis on core 0, the compiled generator (loadtests/gen) on core 1. Prints the
+result as JSON; `generator_cpu` is the generator's share of its core (above 0.8 the figure is
+the generator's limit, not the server's).
 
-    python -m loadtests.bench.one publish [--engine memory|redis] [--runs 3]
+    python -m loadtests.bench.one publish [--engine memory|redis] [--runs 3] [--workers 2]
     python -m loadtests.bench.one fanout --transport sse|bayeux --subscribers 1000 --rate 100
     python -m loadtests.bench.one replay [--events 20000]
     python -m loadtests.bench.one idle --transport sse|bayeux --count 5000
@@ -12,11 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from collections.abc import Sequence
 from typing import Any
-
-import uvloop
 
 from loadtests.bench import scenarios
 from loadtests.bench.servers import pin, running_replaybus
@@ -24,7 +23,6 @@ from loadtests.bench.targets import replaybus_target
 from tests.harness.redis import running_redis
 
 SERVER_CPU = 0
-GENERATOR_CPU = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,25 +36,25 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3, help="publish: runs, each reported")
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=1, help="replaybus worker processes")
     return parser
 
 
-async def _run(arguments: argparse.Namespace) -> dict[str, Any]:
+def _run(arguments: argparse.Namespace) -> dict[str, Any]:
     with running_redis() as redis:
         pin(redis.process.pid, SERVER_CPU)
         redis_url = redis.url if arguments.engine == "redis" else None
         extra = {"REPLAYBUS_BAYEUX_MAX_CLIENTS": "20000"}
-        with running_replaybus(SERVER_CPU, redis_url, extra) as server:
-            pin(os.getpid(), GENERATOR_CPU)
+        with running_replaybus(SERVER_CPU, redis_url, extra, arguments.workers) as server:
             target = replaybus_target(server, "/event/One__e")
             if arguments.scenario == "publish":
                 runs = [
-                    await scenarios.publish_throughput(target, seconds=arguments.seconds)
+                    scenarios.publish_throughput(target, seconds=arguments.seconds)
                     for _ in range(arguments.runs)
                 ]
                 return {"runs": runs}
             if arguments.scenario == "fanout":
-                return await scenarios.fanout(
+                return scenarios.fanout(
                     target,
                     arguments.transport,
                     arguments.subscribers,
@@ -64,13 +62,13 @@ async def _run(arguments: argparse.Namespace) -> dict[str, Any]:
                     seconds=arguments.seconds,
                 )
             if arguments.scenario == "replay":
-                return await scenarios.replay_catch_up(target, arguments.events)
-            return await scenarios.idle_memory(target, arguments.transport, (arguments.count,))
+                return scenarios.replay_catch_up(target, arguments.events)
+            return scenarios.idle_memory(target, arguments.transport, (arguments.count,))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     arguments = _parser().parse_args(argv)
-    result = uvloop.run(_run(arguments))
+    result = _run(arguments)
     print(json.dumps({"scenario": vars(arguments), "result": result}, indent=2))
 
 

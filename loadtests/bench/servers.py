@@ -1,5 +1,7 @@
-"""The processes a benchmark run measures, each pinned to the server core: replaybus (memory or
-Redis engine), a bare Starlette endpoint, and a do-nothing server for the generator's ceiling."""
+"""The processes a benchmark run measures, each pinned to the server core (when given one):
+replaybus (memory or Redis engine, one or more workers), a bare Starlette endpoint, a Starlette
+fan-out app (StreamingResponse and sse-starlette's EventSourceResponse), and the generator's
+do-nothing server for its own ceiling."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from loadtests.bench import gen
 from loadtests.bench.peers._process import stop, taskset_prefix
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "rss_kib",
     "running_bare_starlette",
     "running_ceiling",
+    "running_fanout_app",
     "running_replaybus",
 ]
 
@@ -45,7 +49,11 @@ class Server:
     def token(self) -> str:
         form = {"grant_type": "client_credentials", "client_id": CLIENT_ID}
         form["client_secret"] = CLIENT_SECRET
-        response = httpx.post(f"{self.base_url}/v1/oauth/token", data=form, trust_env=False)
+        # Generous: with several workers, the first request waits in the listening socket's
+        # backlog until a worker has started, and a busy machine starts them slowly.
+        response = httpx.post(
+            f"{self.base_url}/v1/oauth/token", data=form, trust_env=False, timeout=_START_S
+        )
         response.raise_for_status()
         return str(response.json()["access_token"])
 
@@ -56,13 +64,6 @@ def pin(pid: int, cpu: int | None) -> None:
     if not taskset_prefix(cpu):
         return
     subprocess.run(["taskset", "-a", "-cp", str(cpu), str(pid)], check=True, capture_output=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far: divided by the work done in a
-    phase, it is a cost per operation that a busy machine disturbs far less than throughput."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int:
@@ -112,7 +113,10 @@ def _process(
 
 @contextmanager
 def running_replaybus(
-    cpu: int | None, redis_url: str | None = None, extra: Mapping[str, str] | None = None
+    cpu: int | None,
+    redis_url: str | None = None,
+    extra: Mapping[str, str] | None = None,
+    workers: int = 1,
 ) -> Iterator[Server]:
     env = {
         "REPLAYBUS_PORT": "0",
@@ -121,10 +125,16 @@ def running_replaybus(
         "REPLAYBUS_BOOTSTRAP_CLIENT_ID": CLIENT_ID,
         "REPLAYBUS_BOOTSTRAP_CLIENT_SECRET": CLIENT_SECRET,
         "REPLAYBUS_SUBSCRIBER_QUEUE_SIZE": "20000",
+        # The bench's subscribers are all one client: let it hold every stream.
+        "REPLAYBUS_SSE_MAX_STREAMS": "20000",
+        "REPLAYBUS_SSE_MAX_STREAMS_PER_CLIENT": "20000",
         **({"REPLAYBUS_REDIS_URL": redis_url} if redis_url else {}),
+        "REPLAYBUS_WORKERS": str(workers),
         **(extra or {}),
     }
     name = "replaybus+redis" if redis_url else "replaybus (memory)"
+    if workers > 1:
+        name += f", {workers} workers"
     command = [sys.executable, "-m", "api.cli", "serve"]
     with _process(name, command, env, cpu) as server:
         yield server
@@ -138,7 +148,14 @@ def running_bare_starlette(cpu: int | None) -> Iterator[Server]:
 
 
 @contextmanager
+def running_fanout_app(cpu: int | None) -> Iterator[Server]:
+    command = [sys.executable, str(_HERE / "fanout_app.py")]
+    with _process("Starlette fan-out", command, {}, cpu) as server:
+        yield server
+
+
+@contextmanager
 def running_ceiling(cpu: int | None) -> Iterator[Server]:
-    command = [sys.executable, str(_HERE / "ceiling.py")]
-    with _process("do-nothing server", command, {}, cpu) as server:
+    """The generator's own do-nothing server (compiled, so its ceiling is the generator's)."""
+    with _process("do-nothing server", [str(gen.binary()), "serve-nothing"], {}, cpu) as server:
         yield server

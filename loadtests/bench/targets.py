@@ -1,151 +1,146 @@
-"""How the generator drives each server: replaybus (REST publish, SSE, Bayeux), the bare
-Starlette endpoint and the do-nothing server (publish only)."""
+"""How the generator drives each server: what a publish request looks like, and how to
+subscribe over SSE or Bayeux. Requests are prepared here as raw HTTP/1.1 text; the generator
+(loadtests/gen) adds Content-Length and the numbered, time-stamped payload."""
 
 from __future__ import annotations
 
-import asyncio
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-import orjson
-
-from loadtests.bench.generator import Connection
 from loadtests.bench.peers import FayePeer, NchanPeer
-from loadtests.bench.scenarios import BayeuxSession, Target, event_payload
 from loadtests.bench.servers import Server
+from tests.harness.nginx import descendants
 
-__all__ = ["faye_target", "nchan_target", "publish_and_stream", "publish_only", "replaybus_target"]
+__all__ = [
+    "Target",
+    "faye_target",
+    "nchan_target",
+    "publish_and_stream",
+    "publish_only",
+    "replaybus_target",
+]
 
-_BAYEUX_RETRIES = 20
-_BAYEUX_RETRY_PAUSE_S = 0.5
+_CLIENT = "%CLIENT%"  # the generator puts the handshake's clientId here
+
+
+@dataclass
+class Target:
+    """One server as the generator sees it. `pids` are the processes whose CPU time is summed
+    (the first is the one whose memory is read); `publish_head` is the request line and headers
+    of a publish, its body `prefix` + payload + `suffix`; `sse(start)` is the whole GET of an
+    event stream from `start` (-1: new events, -2: everything retained); `bayeux` the
+    long-polling messages (None where the server has no such transport)."""
+
+    name: str
+    base_url: str
+    pids: tuple[int, ...]
+    publish_head: str
+    prefix: str = ""
+    suffix: str = ""
+    sse: Callable[[int], str] | None = None
+    bayeux: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def spec(self) -> dict[str, Any]:
+        """What every generator mode needs to know about this server."""
+        return {
+            "addr": urlsplit(self.base_url).netloc,
+            "publish_head": self.publish_head,
+            "prefix": self.prefix,
+            "suffix": self.suffix,
+            "server_pids": list(self.pids),
+        }
+
+
+def head(base_url: str, method: str, path: str, headers: Mapping[str, str] | None = None) -> str:
+    """A request's line and header lines (each ending in CRLF), with no blank line yet."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {urlsplit(base_url).netloc}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _bayeux(base_url: str, path: str, headers: Mapping[str, str], channel: str) -> dict[str, str]:
+    """Plain Bayeux long-polling (the builders live with the Faye peer, which speaks nothing
+    else): handshake, subscribe to `channel`, then held connects."""
+
+    def compact(messages: list[dict[str, Any]]) -> str:
+        return json.dumps(messages, separators=(",", ":"))
+
+    return {
+        "head": head(base_url, "POST", path, headers),
+        "handshake": compact(FayePeer.handshake()),
+        "subscribe": compact(FayePeer.subscribe(_CLIENT, channel)),
+        "connect": compact(FayePeer.connect(_CLIENT)),
+    }
 
 
 def publish_only(server: Server, channel: str) -> Target:
-    path = f"/v1/events{channel}"
     headers = {"Content-Type": "application/json"}
-    return Target(
-        server.name,
-        server.base_url,
-        server.pid,
-        publish=lambda connection, n: connection.prepare("POST", path, headers, event_payload(n)),
-    )
+    publish = head(server.base_url, "POST", f"/v1/events{channel}", headers)
+    return Target(server.name, server.base_url, (server.pid,), publish)
 
 
-def publish_and_stream(server: Server, channel: str) -> Target:
-    """A server with just a publish endpoint and `GET /stream` (the do-nothing server, whose
-    stream carries what is published; the bare Starlette app, whose stream stays idle)."""
+def publish_and_stream(server: Server, channel: str, stream_path: str = "/stream") -> Target:
+    """A server with just a publish endpoint and an event stream at `stream_path` (the
+    do-nothing server and the Starlette fan-out app, whose streams carry what is published;
+    the bare Starlette app, whose stream stays idle)."""
     target = publish_only(server, channel)
-    target.sse_request = lambda connection, start: connection.prepare("GET", "/stream")
+    target.sse = lambda start: head(server.base_url, "GET", stream_path) + "\r\n"
     return target
 
 
-class _LongPolling(BayeuxSession):
-    """One Bayeux long-polling session on one keep-alive connection: handshake, subscribe,
-    then held connects. The messages are plain Bayeux (the builders live with the Faye peer,
-    which speaks nothing else); a 503 is retried as CometD clients do: after a pause, with the
-    same clientId, a bounded number of times."""
-
-    def __init__(self, base_url: str, path: str, headers: dict[str, str], channel: str) -> None:
-        self._base_url = base_url
-        self._path = path
-        self._headers = headers
-        self._channel = channel
-        self._connection: Connection | None = None
-        self._client_id = ""
-
-    async def _post(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        assert self._connection is not None
-        request = self._connection.prepare(
-            "POST", self._path, self._headers, orjson.dumps(messages)
-        )
-        for _ in range(_BAYEUX_RETRIES):
-            response = await self._connection.send(request)
-            if response.status != 503:
-                break
-            await asyncio.sleep(_BAYEUX_RETRY_PAUSE_S)
-        if response.status != 200:
-            raise RuntimeError(f"Bayeux answered {response.status}: {response.body[:200]!r}")
-        replies: list[dict[str, Any]] = orjson.loads(response.body)
-        return replies
-
-    async def open(self) -> _LongPolling:
-        self._connection = await Connection(self._base_url).open()
-        [reply] = await self._post(FayePeer.handshake())
-        if not reply.get("successful"):
-            raise RuntimeError(f"handshake refused: {reply}")
-        self._client_id = reply["clientId"]
-        [reply] = await self._post(FayePeer.subscribe(self._client_id, self._channel))
-        if not reply.get("successful"):
-            raise RuntimeError(f"subscribe refused: {reply}")
-        return self
-
-    async def connect(self) -> list[dict[str, Any]]:
-        replies = await self._post(FayePeer.connect(self._client_id))
-        return [
-            message["data"]
-            for message in replies
-            if message.get("channel") == self._channel and isinstance(message.get("data"), dict)
-        ]
-
-    async def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-
-
 def replaybus_target(server: Server, channel: str) -> Target:
-    token = server.token()
-    auth = {"Authorization": f"Bearer {token}"}
+    """REST publish, SSE and Bayeux with a bearer token. CPU is summed over the server and its
+    worker processes (asked after the token, which a worker answers)."""
+    auth = {"Authorization": f"Bearer {server.token()}"}
     json_headers = {**auth, "Content-Type": "application/json"}
-    path = f"/v1/events{channel}"
 
-    def sse(connection: Connection, start: int) -> bytes:
-        return connection.prepare("GET", f"/v1/stream{channel}?replayId={start}", auth)
-
-    async def bayeux() -> BayeuxSession:
-        return await _LongPolling(server.base_url, "/cometd/58.0", json_headers, channel).open()
+    def sse(start: int) -> str:
+        return head(server.base_url, "GET", f"/v1/stream{channel}?replayId={start}", auth) + "\r\n"
 
     return Target(
         server.name,
         server.base_url,
-        server.pid,
-        publish=lambda connection, n: connection.prepare(
-            "POST", path, json_headers, event_payload(n)
-        ),
-        sse_request=sse,
-        bayeux=bayeux,
+        (server.pid, *descendants(server.pid)),
+        head(server.base_url, "POST", f"/v1/events{channel}", json_headers),
+        sse=sse,
+        bayeux=_bayeux(server.base_url, "/cometd/58.0", json_headers, channel),
     )
 
 
 def nchan_target(peer: NchanPeer, channel: str) -> Target:
     """Publish by POSTing the payload; subscribe over EventSource. "New events" starts from the
-    channel's last message id (a bare subscription can miss the first messages: peers/README)."""
-    publish_path = peer.publish_path(channel)
+    channel's last message id, read when the request is made (a bare subscription can miss the
+    first messages: peers/README)."""
     subscribe_path = peer.subscribe_path(channel)
 
-    def sse(connection: Connection, start: int) -> bytes:
+    def sse(start: int) -> str:
         headers = peer.replay_headers() if start == -2 else peer.live_headers(channel)
-        return connection.prepare("GET", subscribe_path, headers)
+        return head(peer.base_url, "GET", subscribe_path, headers) + "\r\n"
 
     return Target(
         "Nchan+Redis",
         peer.base_url,
-        peer.pid,
-        publish=lambda connection, n: connection.prepare(
-            "POST", publish_path, {"Content-Type": "application/json"}, event_payload(n)
+        (peer.pid,),
+        head(
+            peer.base_url, "POST", peer.publish_path(channel), {"Content-Type": "application/json"}
         ),
-        sse_request=sse,
+        sse=sse,
     )
 
 
 def faye_target(peer: FayePeer, channel: str) -> Target:
     """Publish a Bayeux message by POST (Faye needs no handshake for it); subscribe with
     handshake, subscribe and held connects. Faye keeps no history: no replay."""
-
-    def publish(connection: Connection, n: int) -> bytes:
-        body = b'[{"channel":"' + channel.encode() + b'","data":' + event_payload(n) + b"}]"
-        return connection.prepare("POST", FayePeer.bayeux_path, FayePeer.headers, body)
-
-    async def bayeux() -> BayeuxSession:
-        headers = dict(FayePeer.headers)
-        return await _LongPolling(peer.base_url, FayePeer.bayeux_path, headers, channel).open()
-
-    return Target("Faye+Redis", peer.base_url, peer.pid, publish=publish, bayeux=bayeux)
+    return Target(
+        "Faye+Redis",
+        peer.base_url,
+        (peer.pid,),
+        head(peer.base_url, "POST", FayePeer.bayeux_path, FayePeer.headers),
+        prefix='[{"channel":' + json.dumps(channel) + ',"data":',
+        suffix="}]",
+        bayeux=_bayeux(peer.base_url, FayePeer.bayeux_path, FayePeer.headers, channel),
+    )

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
-from loadtests.bench.generator import Connection
+from loadtests.bench.peers.client import Connection
 from loadtests.bench.peers.faye import FayePeer, running_faye
 from loadtests.bench.peers.nchan import NchanPeer, running_nchan
 from tests.harness.redis import running_redis

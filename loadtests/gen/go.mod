@@ -1,0 +1,3 @@
+module replaybus/loadtests/gen
+
+go 1.19
