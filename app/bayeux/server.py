@@ -590,7 +590,7 @@ class BayeuxServer:
                     return self._abandon(batch, ending), None, None
             lazy = owned.replied + self._lazy() - asyncio.get_running_loop().time()
             if lazy > 0 and len(pending) + len(mailbox) < self._max_events:
-                ending = await self._wait(hold, None, client_gone, lazy)
+                ending = await self._pause(hold, lazy)
                 if ending is not None:
                     return self._abandon(batch, ending), None, None
             await self._turn(hold)
@@ -678,10 +678,27 @@ class BayeuxServer:
             raise
         return owned
 
+    async def _pause(self, hold: Hold, seconds: float) -> str | None:
+        """A lazy window's wait: `seconds`, unless the hold is to end (then why) or the node
+        starts draining. Its client going away is noticed by the reply."""
+        if hold.reason is None:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            hold.waiter = waiter
+            timer = loop.call_later(seconds, wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                hold.waiter = None
+        if hold.ending() is not None:
+            return hold.reason
+        return "draining" if self._draining.is_set() else None
+
     async def _wait(
         self,
         hold: Hold,
-        mailbox: Mailbox | None,
+        mailbox: Mailbox,
         client_gone: Callable[[], Awaitable[None]] | None,
         timeout: float,
     ) -> str | None:
@@ -695,7 +712,7 @@ class BayeuxServer:
             return "draining"
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
-        if mailbox is not None and not mailbox.watch(waiter):
+        if not mailbox.watch(waiter):
             return None
         hold.waiter = waiter
         timer = loop.call_later(timeout, wake, waiter)
@@ -708,8 +725,7 @@ class BayeuxServer:
         finally:
             timer.cancel()
             hold.waiter = None
-            if mailbox is not None:
-                mailbox.unwatch(waiter)
+            mailbox.unwatch(waiter)
             if gone is not None and not gone.done():
                 gone.cancel()
         if gone is not None and gone.done() and not gone.cancelled():
