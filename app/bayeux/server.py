@@ -93,8 +93,8 @@ class _Request:
 _LAZY_MIN = 0.05
 _LAZY_MAX = 1.0
 _REPLIES_PER_S = 2000
-#: Held connects building and storing their replies at once, at most.
-_REPLYING = 4
+#: Connects at work at once, at most (a held one gives its turn back while it waits).
+_REPLYING = 16
 
 
 def _ext(message: Message) -> Mapping[str, Any]:
@@ -194,6 +194,7 @@ class BayeuxServer:
         self._capacity = settings.subscriber_queue_size
         self._queue_bytes = settings.subscriber_queue_bytes
         self._holds: dict[str, Hold] = {}
+        self._holding = 0  # connects in `_hold`
         self._owned: dict[str, Owned] = {}
         self._lazy_window = _LAZY_MIN
         self._replies = 0  # replies with events since `_replies_since` (loop time)
@@ -205,7 +206,7 @@ class BayeuxServer:
 
     @property
     def held_connects(self) -> int:
-        return len(self._holds)
+        return self._holding
 
     async def process(
         self,
@@ -377,13 +378,14 @@ class BayeuxServer:
             if previous is not None:
                 previous.end("superseded")
             self._holds[client_id] = held
+        ticket = held if held is not None else Hold()
         try:
+            await self._turn(ticket)
             return await self._connect_as(message, session, context, held, acknowledged)
         finally:
-            if held is not None:
-                self._end_turn(held)
-                if self._holds.get(client_id) is held:
-                    del self._holds[client_id]
+            self._end_turn(ticket)
+            if held is not None and self._holds.get(client_id) is held:
+                del self._holds[client_id]
 
     async def _connect_as(
         self,
@@ -400,6 +402,11 @@ class BayeuxServer:
             self._hold_ttl_us if held is not None else self._window_us,
         )
         if claimed is None:
+            if held is not None and held.reason == "disconnected":
+                # The client disconnected while this connect waited for its turn.
+                return [
+                    _reply(message, successful=True, advice={"reconnect": "none", "interval": 0})
+                ]
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
         updated, contended = claimed
@@ -551,6 +558,7 @@ class BayeuxServer:
         if self._housekeeping is None:
             self._housekeeping = asyncio.create_task(self._keep_house())
         self._metrics.held_connects.inc()
+        self._holding += 1
         try:
             owned = await self._own(session)
             if hold.reason is not None:
@@ -624,6 +632,7 @@ class BayeuxServer:
             return None, resume_at, _Served(owned, dict(latest), rest)
         finally:
             self._metrics.held_connects.dec()
+            self._holding -= 1
 
     async def _retained(
         self, session: SessionRecord, batch: ReplyBatch, positions: dict[str, int]
@@ -637,12 +646,16 @@ class BayeuxServer:
         return True
 
     async def _turn(self, hold: Hold) -> None:
-        """Wait for one of the node's `_REPLYING` turns to build and store a reply (the events
-        of a connect waiting for one keep arriving in its mailbox, so it replies with more),
-        so however many connects wake at once, the node goes on serving everything else."""
+        """Wait for one of the node's `_REPLYING` turns to change a session, read, or build
+        and store a reply (the events of a connect waiting for one keep arriving in its
+        mailbox, so it replies with more), so however many connects arrive or wake at once,
+        the node goes on serving everything else: publishes above all."""
         if not hold.turn:
             await self._turns.acquire()
             hold.turn = True
+            # Then one loop turn at least: connects that would not wait for anything (an
+            # engine in memory) still go `_REPLYING` at a time, with everything else between.
+            await asyncio.sleep(0)
 
     def _end_turn(self, hold: Hold) -> None:
         if hold.turn:
@@ -873,7 +886,7 @@ class BayeuxServer:
         """Handle a session signal for this node's held connect of `client_id`, if any.
 
         `connect <g>`: a connect of generation g began, so older holds are superseded (and a
-        mailbox kept for the session, unless a connect of it is held here, is let go).
+        mailbox kept for the session is let go once no connect of it is held here).
         `wake <reason>`: subscriptions changed or the client disconnected.
         """
         hold = self._holds.get(client_id)
@@ -885,7 +898,7 @@ class BayeuxServer:
             generation = int(argument)
             if hold is not None:
                 hold.connected(generation)
-            elif owned is not None and generation > owned.generation:
+            if owned is not None and generation > owned.generation:
                 owned.used = float("-inf")  # served elsewhere now: closed by the housekeeping
         elif kind == "wake" and argument in ("resubscribed", "disconnected"):
             if hold is not None:
