@@ -129,6 +129,21 @@ class Engine(LiveSource, Protocol):
         nothing changed, if the session is gone."""
         ...
 
+    async def session_connect(
+        self, client_id: str, change: SessionChange, ttl_us: int
+    ) -> tuple[SessionRecord, bool] | None:
+        """`session_update` for a connect served by this node: one store round trip when this
+        node was the last to change the session. Also says whether another node may have
+        changed it since this node last did (True when this node cannot tell): only then may
+        another node hold a connect of it, to be told of this one by a signal."""
+        ...
+
+    def session_cached(self, client_id: str) -> SessionRecord | None:
+        """The session as this node last read or changed it, without asking the store (None:
+        not known here). It may be out of date or gone: rely only on what never changes
+        (client id, tenant, owner)."""
+        ...
+
     async def session_signal(self, client_id: str, signal: str) -> None:
         """Tell every node, this one included, something about a session (opaque text)."""
         ...

@@ -94,6 +94,23 @@ class Mailbox:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def __len__(self) -> int:
+        """Deliveries buffered."""
+        return len(self._items)
+
+    def watch(self, waiter: asyncio.Future[None]) -> bool:
+        """Have the next offer, overflow or loss complete `waiter`, as `wait` does, for a
+        consumer that waits on several things with one future (until `unwatch`). False, and
+        nothing watched, when something is waiting already."""
+        if self._items or self.overflowed or self._lost_at is not None:
+            return False
+        self._waiter = waiter
+        return True
+
+    def unwatch(self, waiter: asyncio.Future[None]) -> None:
+        if self._waiter is waiter:
+            self._waiter = None
+
     def reset(self) -> None:
         """Forget buffered deliveries, the overflow and any loss (the caller re-reads history
         instead)."""

@@ -70,11 +70,13 @@ class Sweep:
     filled up on it). `resume_at`: the channel the session's next connect reads first (None:
     keep where it is). `complete`: this connect read every channel the session follows, so a
     connect that found nothing may wait for live events as long as it likes: nothing it did
-    not read can be waiting in the store."""
+    not read can be waiting in the store. `topped`: the channels read through to their top
+    (at the time of the read) with every event of them in the reply."""
 
     read: frozenset[str]
     resume_at: str | None
     complete: bool
+    topped: frozenset[str] = frozenset()
 
 
 async def collect(
@@ -90,9 +92,10 @@ async def collect(
     cannot starve the others of reply room, and a session following more channels than one
     connect reads gets through them all in turns."""
     read: set[str] = set()
+    topped: set[str] = set()
     for channel, after in targets.after.items():
         if batch.room <= 0:
-            return Sweep(frozenset(read), channel, complete=False)
+            return Sweep(frozenset(read), channel, False, frozenset(topped))
         # Only what the reply can still carry: a backlog of large events is read once, not
         # once per connect that could take just one of them.
         page = await engine.read(
@@ -110,11 +113,14 @@ async def collect(
                 }
             )
             if batch.stop_at_gap:
-                return Sweep(frozenset(read), channel, complete=False)
+                return Sweep(frozenset(read), channel, False, frozenset(topped))
             batch.reached[channel] = page.window.low_water
         for event in page.events:
             if not batch.add(cache.get(event)):
-                return Sweep(frozenset(read), channel, complete=False)
+                return Sweep(frozenset(read), channel, False, frozenset(topped))
+        if batch.reached.get(channel, after) >= page.window.latest:
+            topped.add(channel)
         if batch.room <= 0:
-            return Sweep(frozenset(read), channel, complete=False)  # it may hold more
-    return Sweep(frozenset(read), targets.following, complete=targets.following is None)
+            # It may hold more.
+            return Sweep(frozenset(read), channel, False, frozenset(topped))
+    return Sweep(frozenset(read), targets.following, targets.following is None, frozenset(topped))

@@ -9,10 +9,11 @@ a client resumes exactly where it was on whichever node serves its next connect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,16 +23,17 @@ from app.bayeux import codec
 from app.bayeux.codec import Message
 from app.bayeux.collect import ReplyBatch, Sweep, collect
 from app.bayeux.names import ChannelNames
+from app.bayeux.owned import Hold, Owned, Windows, wake
 from app.bayeux.targets import Targets, matching, plan
 from app.catalog import Tenant
 from app.channels import ChannelPattern, is_meta, is_service, subscribable_pattern
 from app.clock import Clock
+from app.delivery import Delivery
 from app.engine import Engine
 from app.errors import InvalidChannel, Overloaded, UnknownChannel
 from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
 from app.metrics import Metrics
-from app.model import ChannelKey, Topic
-from app.race import first_completed
+from app.model import ChannelKey
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
 from app.sessions import Coverage, SessionChange, SessionRecord
 from app.settings import Settings
@@ -84,15 +86,15 @@ class _Request:
     seen: set[str] = field(default_factory=set)
 
 
-async def _await(awaitable: Awaitable[None]) -> None:
-    await awaitable
-
-
-@dataclass(slots=True)
-class _Hold:
-    generation: int
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: str | None = None  # "superseded" | "disconnected" | "resubscribed"
+#: A session with events queued replies at most once per lazy window (unless a full reply is
+#: queued), so a busy channel's events go out in batches: the window starts at `_LAZY_MIN`
+#: seconds and adapts, within `_LAZY_MAX`, so the node's replies with events stay near
+#: `_REPLIES_PER_S` (a node with few busy sessions keeps the shortest window).
+_LAZY_MIN = 0.05
+_LAZY_MAX = 1.0
+_REPLIES_PER_S = 2000
+#: Connects at work at once, at most (a held one gives its turn back while it waits).
+_REPLYING = 16
 
 
 def _ext(message: Message) -> Mapping[str, Any]:
@@ -140,6 +142,16 @@ def _as_position(value: object) -> int | None:
     return None
 
 
+@dataclass(slots=True)
+class _Served:
+    """What a held connect served from its session's mailbox, to keep once its reply is
+    stored (`Owned.settle`)."""
+
+    owned: Owned
+    synced: dict[str, int]
+    leftover: list[Delivery]
+
+
 class BayeuxServer:
     def __init__(
         self,
@@ -181,12 +193,20 @@ class BayeuxServer:
         self._names = ChannelNames(engine)
         self._capacity = settings.subscriber_queue_size
         self._queue_bytes = settings.subscriber_queue_bytes
-        self._holds: dict[str, _Hold] = {}
+        self._holds: dict[str, Hold] = {}
+        self._holding = 0  # connects in `_hold`
+        self._owned: dict[str, Owned] = {}
+        self._lazy_window = _LAZY_MIN
+        self._replies = 0  # replies with events since `_replies_since` (loop time)
+        self._replies_since = 0.0
+        self._turns = asyncio.Semaphore(_REPLYING)
+        self._windows = Windows(engine)
+        self._housekeeping: asyncio.Task[None] | None = None
         self._signals: AbstractAsyncContextManager[None] | None = None
 
     @property
     def held_connects(self) -> int:
-        return len(self._holds)
+        return self._holding
 
     async def process(
         self,
@@ -231,7 +251,14 @@ class BayeuxServer:
         if channel == "/meta/handshake":
             return [await self._handshake(message, credentials.principal, credentials.tenant)]
         client_id = message.get("clientId")
-        session = await self._engine.session_get(client_id) if isinstance(client_id, str) else None
+        session = None
+        if isinstance(client_id, str):
+            # A connect changes the session in the store first (and finds out if it is gone):
+            # what it is checked against here never changes.
+            if channel == "/meta/connect":
+                session = self._engine.session_cached(client_id)
+            if session is None:
+                session = await self._engine.session_get(client_id)
         if session is None:
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
@@ -344,19 +371,58 @@ class BayeuxServer:
             and self._timeout_ms > 0
             and not self._draining.is_set()
         )
-        updated = await self._engine.session_update(
+        held = Hold() if hold else None
+        if held is not None:
+            # Registered before the session changes, so a signal about it is never missed.
+            previous = self._holds.get(client_id)
+            if previous is not None:
+                previous.end("superseded")
+            self._holds[client_id] = held
+        ticket = held if held is not None else Hold()
+        try:
+            await self._turn(ticket)
+            return await self._connect_as(message, session, context, held, acknowledged)
+        finally:
+            self._end_turn(ticket)
+            if held is not None and self._holds.get(client_id) is held:
+                del self._holds[client_id]
+
+    async def _connect_as(
+        self,
+        message: Message,
+        session: SessionRecord,
+        context: _Request,
+        held: Hold | None,
+        acknowledged: int | None,
+    ) -> list[Message | bytes]:
+        client_id = session.client_id
+        claimed = await self._engine.session_connect(
             client_id,
             SessionChange(commit_through=acknowledged, new_generation=True),
-            self._hold_ttl_us if hold else self._window_us,
+            self._hold_ttl_us if held is not None else self._window_us,
         )
-        if updated is None:
+        if claimed is None:
+            if held is not None and held.reason == "disconnected":
+                # The client disconnected while this connect waited for its turn.
+                return [
+                    _reply(message, successful=True, advice={"reconnect": "none", "interval": 0})
+                ]
             advice = {"reconnect": "handshake", "interval": 0}
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
+        updated, contended = claimed
+        generation = updated.generation
+        if held is not None:
+            held.started(generation)
+        owned = self._owned.get(client_id)
+        if owned is not None:
+            owned.generation = max(owned.generation, generation)
         # Counted until its next connect is due: this one's hold, then the reconnect window.
         self._metrics.bayeux_client_seen(client_id, self._hold_ttl_us / 1_000_000)
-        # Any older connect of this client, on any node, ends now without delivering.
-        self._signal_local(client_id, f"connect {updated.generation}")
-        await self._engine.session_signal(client_id, f"connect {updated.generation}")
+        # Any older connect of this client ends now without delivering: here, and on another
+        # node if one may hold it (none can when this node made the session's last change).
+        self._signal_local(client_id, f"connect {generation}")
+        if contended:
+            await self._engine.session_signal(client_id, f"connect {generation}")
         # A wildcard subscription takes no ReplayId, so a session that has one could not
         # resume its channels after an ending: its gaps are reported, with the retained events.
         ends_on_gap = self._end_on_gap and not Coverage.of(updated.subscriptions).wildcards
@@ -364,8 +430,9 @@ class BayeuxServer:
             self._max_events, self._max_bytes, context.with_uuid, stop_at_gap=ends_on_gap
         )
         ending: str | None = None
-        if hold:
-            ending, resume_at = await self._hold(updated, batch, context.client_gone)
+        served: _Served | None = None
+        if held is not None:
+            ending, resume_at, served = await self._hold(updated, batch, context.client_gone, held)
             if ending == "gone":
                 return []  # nobody to answer; positions stay where they were
         else:
@@ -382,7 +449,6 @@ class BayeuxServer:
         ext: dict[str, Any] = {}
         if batch.gaps:
             ext["replaybus"] = {"gaps": batch.gaps}
-        generation = updated.generation
         change = SessionChange(
             connected=True,
             stage=batch.reached if updated.ack else None,
@@ -396,6 +462,15 @@ class BayeuxServer:
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
         if final.generation != generation:
             return [reply]  # superseded meanwhile: the newer connect gets these events
+        if served is not None:
+            served.owned.generation = generation
+            served.owned.settle(served.synced, served.leftover)
+        if batch.items:
+            self._replies += 1
+            if held is not None:
+                owned = self._owned.get(client_id)
+                if owned is not None:
+                    owned.replied = asyncio.get_running_loop().time()
         if final.ack:
             ext["ack"] = final.batch
         if ext:
@@ -462,11 +537,17 @@ class BayeuxServer:
         session: SessionRecord,
         batch: ReplyBatch,
         client_gone: Callable[[], Awaitable[None]] | None,
-    ) -> tuple[str | None, str | None]:
-        """Listen on every subscription, then read; if nothing is there, wait for the first
-        live event, the timeout, a newer connect, a subscribe, a disconnect or a drain.
-        Returns why the hold ended early (None: it did not) and where the next connect's
-        reads start (None: where they did).
+        hold: Hold,
+    ) -> tuple[str | None, str | None, _Served | None]:
+        """Listen on every subscription (through the session's mailbox on this node, kept
+        from its previous connect here), then read; if nothing is there, wait for the first
+        live event, the timeout, a newer connect, a subscribe, a disconnect or a drain, and
+        after a live event for `_LAZY_WINDOW` more. Returns why the hold ended early (None: it
+        did not), where the next connect's reads start (None: where they did) and, when the
+        mailbox holds every event after what this reply reaches, what it serves next.
+
+        Reading is skipped when the session's positions are exactly where the mailbox took
+        over on the previous connect (the mailbox has everything after them).
 
         Only a connect that read every channel of its session waits the full timeout: one
         that could not (more channels than it reads) waits REPLAYBUS_BAYEUX_PARTIAL_HOLD at
@@ -474,78 +555,212 @@ class BayeuxServer:
         are in the store only; the next connects read on. Live events on a channel this
         connect did not read end the wait without being delivered: a later connect reads
         them from the store, with anything published on that channel before them."""
-        hold = _Hold(session.generation)
-        self._holds[session.client_id] = hold
+        if self._housekeeping is None:
+            self._housekeeping = asyncio.create_task(self._keep_house())
         self._metrics.held_connects.inc()
+        self._holding += 1
         try:
-            async with AsyncExitStack() as listening:
-                mailbox = Mailbox(self._capacity, self._queue_bytes)
-                for name in session.subscriptions:
-                    topic = Topic(session.tenant, name)
-                    await listening.enter_async_context(self._hub.subscribe(topic, mailbox))
-                # A signal sent before this hold was registered is lost: look again now.
-                current = await self._engine.session_get(session.client_id)
-                if current is None:
-                    return self._abandon(batch, "disconnected"), None
-                if current.generation != session.generation:
-                    return self._abandon(batch, "superseded"), None
-                if current.subscriptions != session.subscriptions:
-                    return self._abandon(batch, "resubscribed"), None
-                targets = await self._targets(session)
+            owned = await self._own(session)
+            if hold.reason is not None:
+                return self._abandon(batch, hold.reason), None, None
+            mailbox = owned.mailbox
+            targets = await self._targets(session)
+            every = not targets.coverage.wildcards and targets.following is None
+            synced, pending = owned.take()
+            resume_at: str | None = None
+            fast = every and bool(synced) and synced == targets.after
+            if fast:
+                latest = dict(synced)
+                complete = True
+            else:
+                # What the mailbox holds is in the store too: read from the positions instead.
+                pending = []
+                mailbox.reset()
+                await self._turn(hold)
                 sweep = await self._collect(session, batch, targets)
-                if hold.reason is not None:
-                    return self._abandon(batch, hold.reason), None
+                ending = hold.ending()
+                if ending is not None:
+                    return self._abandon(batch, ending), None, None
+                resume_at = sweep.resume_at
+                every = every and sweep.topped == targets.after.keys()
                 if batch.items or batch.gaps:
-                    return None, sweep.resume_at
-                timeout = self._timeout_ms / 1000 if sweep.complete else self._partial_hold
+                    if not every or batch.gaps:
+                        return None, resume_at, None
+                    reached = {c: batch.reached.get(c, a) for c, a in targets.after.items()}
+                    return None, resume_at, _Served(owned, reached, [])
+                latest = {channel: targets.after[channel] for channel in sweep.read}
+                complete = sweep.complete
+            self._end_turn(hold)
+            if not pending and not len(mailbox):
+                timeout = self._timeout_ms / 1000 if complete else self._partial_hold
                 ending = await self._wait(hold, mailbox, client_gone, timeout)
                 if ending is not None:
-                    return self._abandon(batch, ending), None
-                try:
-                    deliveries = await mailbox.take(0)
-                except (SubscriberOverflow, EventsLost):
-                    targets = await self._targets(session)
-                    return None, (await self._collect(session, batch, targets)).resume_at
-                latest = {channel: targets.after[channel] for channel in sweep.read}
-                for delivery in deliveries:
-                    channel = delivery.event.key.name
-                    after = latest.get(channel)
-                    if after is None:
-                        after = targets.start_of_new(channel, session)
-                    if after is None or delivery.replay_id <= after:
-                        continue
-                    if not batch.add(delivery):
-                        break
-                    latest[channel] = delivery.replay_id
-                return None, sweep.resume_at
+                    return self._abandon(batch, ending), None, None
+            lazy = owned.replied + self._lazy() - asyncio.get_running_loop().time()
+            if lazy > 0 and len(pending) + len(mailbox) < self._max_events:
+                ending = await self._pause(hold, lazy)
+                if ending is not None:
+                    return self._abandon(batch, ending), None, None
+            await self._turn(hold)
+            try:
+                deliveries = [*pending, *await mailbox.take(0)]
+            except (SubscriberOverflow, EventsLost):
+                mailbox.reset()
+                targets = await self._targets(session)
+                return None, (await self._collect(session, batch, targets)).resume_at, None
+            every = every and not (mailbox.overflowed or mailbox.lost)
+            rest: list[Delivery] = []
+            for index, delivery in enumerate(deliveries):
+                channel = delivery.event.key.name
+                after = latest.get(channel)
+                if after is None:
+                    after = targets.start_of_new(channel, session)
+                if after is None or delivery.replay_id <= after:
+                    continue
+                if not batch.add(delivery):
+                    rest = deliveries[index:]
+                    break
+                latest[channel] = delivery.replay_id
+            if fast and not await self._retained(session, batch, synced):
+                # Retention (or a store loss) took events after a position: the store says
+                # what is left, and the gap is reported as for any other connect.
+                batch.clear()
+                mailbox.reset()
+                return None, (await self._collect(session, batch, targets)).resume_at, None
+            if not every:
+                return None, resume_at, None
+            return None, resume_at, _Served(owned, dict(latest), rest)
         finally:
             self._metrics.held_connects.dec()
-            if self._holds.get(session.client_id) is hold:
-                del self._holds[session.client_id]
+            self._holding -= 1
+
+    async def _retained(
+        self, session: SessionRecord, batch: ReplyBatch, positions: dict[str, int]
+    ) -> bool:
+        """Whether every channel this reply delivers on still retains every event after the
+        session's position on it (the store may have evicted some that this node has)."""
+        for channel, reached in batch.reached.items():
+            key = ChannelKey(session.tenant, channel)
+            if positions[channel] < (await self._windows.after(key, reached)).low_water:
+                return False
+        return True
+
+    async def _turn(self, hold: Hold) -> None:
+        """Wait for one of the node's `_REPLYING` turns to change a session, read, or build
+        and store a reply (the events of a connect waiting for one keep arriving in its
+        mailbox, so it replies with more), so however many connects arrive or wake at once,
+        the node goes on serving everything else: publishes above all."""
+        if not hold.turn:
+            await self._turns.acquire()
+            hold.turn = True
+            # Then one loop turn at least: connects that would not wait for anything (an
+            # engine in memory) still go `_REPLYING` at a time, with everything else between.
+            await asyncio.sleep(0)
+
+    def _end_turn(self, hold: Hold) -> None:
+        if hold.turn:
+            hold.turn = False
+            self._turns.release()
+
+    async def _own(self, session: SessionRecord) -> Owned:
+        """The session's mailbox on this node, subscribed to its subscriptions as they are
+        now (a changed subscription starts a new one)."""
+        client_id = session.client_id
+        loop = asyncio.get_running_loop()
+        owned = self._owned.get(client_id)
+        if owned is not None and owned.opened is not None:
+            await asyncio.shield(owned.opened)
+            if self._owned.get(client_id) is not owned:
+                owned = None
+        if owned is not None and owned.subscriptions == session.subscriptions and owned.used > 0:
+            owned.used = loop.time()
+            return owned
+        if owned is not None:
+            del self._owned[client_id]
+            await owned.close()
+        owned = Owned(session.subscriptions, self._capacity, self._queue_bytes)
+        owned.generation = session.generation
+        owned.used = loop.time()
+        self._owned[client_id] = owned
+        try:
+            await owned.open(self._hub, session.tenant)
+        except BaseException:
+            if self._owned.get(client_id) is owned:
+                del self._owned[client_id]
+            await asyncio.shield(owned.close())
+            raise
+        return owned
+
+    async def _pause(self, hold: Hold, seconds: float) -> str | None:
+        """A lazy window's wait: `seconds`, unless the hold is to end (then why) or the node
+        starts draining. Its client going away is noticed by the reply."""
+        if hold.reason is None:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[None] = loop.create_future()
+            hold.waiter = waiter
+            timer = loop.call_later(seconds, wake, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                hold.waiter = None
+        if hold.ending() is not None:
+            return hold.reason
+        return "draining" if self._draining.is_set() else None
 
     async def _wait(
         self,
-        hold: _Hold,
+        hold: Hold,
         mailbox: Mailbox,
         client_gone: Callable[[], Awaitable[None]] | None,
         timeout: float,
     ) -> str | None:
         """None when live events arrived (or `timeout` seconds passed); else why the hold
         ended. A newer connect wins even when events woke this one at the same moment: they
-        go only to the newest connect."""
-        waits: list[Coroutine[Any, Any, Any]] = [
-            mailbox.wait(timeout),
-            hold.wake.wait(),
-            self._draining.wait(),
-        ]
-        if client_gone is not None:
-            waits.append(_await(client_gone()))
-        winner, _ = await first_completed(*waits)
-        if winner == 3:
-            return "gone"
+        go only to the newest connect. One future, completed by whichever comes first: no
+        task per held connect but the one watching its client."""
         if hold.reason is not None:
             return hold.reason
-        return "draining" if winner == 2 else None
+        if self._draining.is_set():
+            return "draining"
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        if not mailbox.watch(waiter):
+            return None
+        hold.waiter = waiter
+        timer = loop.call_later(timeout, wake, waiter)
+        gone: asyncio.Future[None] | None = None
+        if client_gone is not None:
+            gone = asyncio.ensure_future(client_gone())
+            gone.add_done_callback(lambda _: wake(waiter))
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            hold.waiter = None
+            mailbox.unwatch(waiter)
+            if gone is not None and not gone.done():
+                gone.cancel()
+        if gone is not None and gone.done() and not gone.cancelled():
+            gone.exception()  # retrieved: the client is gone either way
+            return "gone"
+        if hold.ending() is not None:
+            return hold.reason
+        return "draining" if self._draining.is_set() else None
+
+    def _lazy(self) -> float:
+        """The lazy window now, adapted at most once a second: scaled by how far the replies
+        with events of the last period were from `_REPLIES_PER_S` (as many sessions reply
+        about once per window, this brings them near it), within `_LAZY_MIN`..`_LAZY_MAX`."""
+        now = asyncio.get_running_loop().time()
+        elapsed = now - self._replies_since
+        if elapsed >= 1.0:
+            rate = self._replies / elapsed
+            scaled = self._lazy_window * rate / _REPLIES_PER_S
+            self._lazy_window = min(_LAZY_MAX, max(_LAZY_MIN, scaled))
+            self._replies = 0
+            self._replies_since = now
+        return self._lazy_window
 
     @staticmethod
     def _abandon(batch: ReplyBatch, reason: str) -> str:
@@ -660,6 +875,9 @@ class BayeuxServer:
         """Delete the session (it no longer counts against its tenant's caps); a connect of
         it held on any node ends with `reconnect: none`."""
         await self._engine.session_delete(client_id)
+        owned = self._owned.get(client_id)
+        if owned is not None:
+            owned.used = float("-inf")
         self._metrics.bayeux_client_gone(client_id)
         self._signal_local(client_id, "wake disconnected")
         await self._engine.session_signal(client_id, "wake disconnected")
@@ -667,22 +885,50 @@ class BayeuxServer:
     def _signal_local(self, client_id: str, signal: str) -> None:
         """Handle a session signal for this node's held connect of `client_id`, if any.
 
-        `connect <g>`: a connect of generation g began, so older holds are superseded.
+        `connect <g>`: a connect of generation g began, so older holds are superseded (and a
+        mailbox kept for the session is let go once no connect of it is held here).
         `wake <reason>`: subscriptions changed or the client disconnected.
         """
         hold = self._holds.get(client_id)
-        if hold is None:
-            return
+        owned = self._owned.get(client_id)
         kind, _, argument = signal.partition(" ")
         if kind == "connect":
-            if not argument.isdigit() or int(argument) <= hold.generation:
+            if not argument.isdigit():
                 return
-            hold.reason = "superseded"
+            generation = int(argument)
+            if hold is not None:
+                hold.connected(generation)
+            if owned is not None and generation > owned.generation:
+                owned.used = float("-inf")  # served elsewhere now: closed by the housekeeping
         elif kind == "wake" and argument in ("resubscribed", "disconnected"):
-            hold.reason = argument
-        else:
-            return
-        hold.wake.set()
+            if hold is not None:
+                hold.end(argument)
+            if owned is not None and argument == "disconnected":
+                owned.used = float("-inf")
+
+    async def _keep_house(self) -> None:
+        """Wake every held connect when the node starts draining, and close the mailboxes of
+        sessions no connect used within the reconnect window (or let go)."""
+        loop = asyncio.get_running_loop()
+        every = min(5.0, self._window_us / 4_000_000)
+        drained = False
+        while True:
+            if drained:
+                await asyncio.sleep(every)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(every):
+                        await self._draining.wait()
+                if self._draining.is_set():
+                    drained = True
+                    for hold in list(self._holds.values()):
+                        wake(hold.waiter)
+            idle_since = loop.time() - self._window_us / 1_000_000
+            for client_id, owned in list(self._owned.items()):
+                if owned.used < idle_since and client_id not in self._holds:
+                    if self._owned.get(client_id) is owned:
+                        del self._owned[client_id]
+                    await owned.close()
 
     async def __aenter__(self) -> BayeuxServer:
         self._signals = self._engine.session_signals(self._signal_local)
@@ -690,6 +936,13 @@ class BayeuxServer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            await asyncio.gather(self._housekeeping, return_exceptions=True)
+            self._housekeeping = None
+        owned, self._owned = list(self._owned.values()), {}
+        for session in owned:
+            await session.close()
         if self._signals is not None:
             await self._signals.__aexit__(None, None, None)
             self._signals = None

@@ -313,6 +313,16 @@ class MemoryEngine:
         self._sessions[client_id] = (updated, expires)
         return updated
 
+    async def session_connect(
+        self, client_id: str, change: SessionChange, ttl_us: int
+    ) -> tuple[SessionRecord, bool] | None:
+        updated = await self.session_update(client_id, change, ttl_us)
+        return None if updated is None else (updated, False)  # one process: no other node
+
+    def session_cached(self, client_id: str) -> SessionRecord | None:
+        entry = self._sessions.get(client_id)
+        return None if entry is None else entry[0]
+
     async def session_signal(self, client_id: str, signal: str) -> None:
         for deliver in list(self._signal_listeners):
             deliver(client_id, signal)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -85,10 +86,16 @@ redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - count), 'at', tostring(a
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
 return '0'
 """
-_COMPARE_AND_SET = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+# A session's compare-and-set. KEYS[1]: the session, KEYS[2] (standalone only): its tenant's
+# index; ARGV: the value expected, the new one, its lifetime in ms, the client id, its expiry
+# (µs, the index score). {1} when stored, else {0, the value held (nil: none)}: the caller
+# applies its change to that and tries again, in one round trip per try.
+_SESSION_SWAP = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then return {0, current} end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-return 1
+if KEYS[2] then redis.call('ZADD', KEYS[2], ARGV[5], ARGV[4]) end
+return {1}
 """
 _SERVER_NOW = """
 local now = tonumber(ARGV[1])
@@ -143,6 +150,9 @@ return 1
 """
 )
 _SESSION_GRACE_US = 60_000_000  # Redis keeps a session this long past its expiry, then drops it
+#: Sessions whose stored value this process remembers (as last read or written), most
+#: recently used first out; each is at most a few KiB (subscriptions are capped per session).
+_CACHED_SESSIONS = 50_000
 # A group commit round: enough events to amortise a round trip, small enough to keep one
 # script call short (Redis runs nothing else meanwhile).
 _ROUND_EVENTS = 500
@@ -213,9 +223,15 @@ class RedisEngine:
         self._clock = clock
         self._idempotency_ttl_us = int(idempotency_ttl * 1_000_000)
         self._client: Any = None
+        #: Bayeux connects' session reads and changes, on a pool of their own (the same client
+        #: on a Cluster), so a crowd of connects never makes a publish wait for a connection.
+        self._session_client: Any = None
         self._script: Any = None
         self._reserve: Any = None
-        self._compare_and_set: Any = None
+        self._session_swap: Any = None
+        #: Per client id, the session value as this process last read or wrote it, decoded,
+        #: and whether this process wrote it.
+        self._sessions: OrderedDict[str, tuple[bytes, SessionRecord, int, bool]] = OrderedDict()
         self._rate: Any = None
         self._claim: Any = None
         self._advance_family: Any = None
@@ -261,9 +277,16 @@ class RedisEngine:
                 self._url, timeout=self._pool_timeout, **options
             )
             self._client = aioredis.Redis(connection_pool=pool)
+            self._session_client = aioredis.Redis(
+                connection_pool=aioredis.BlockingConnectionPool.from_url(
+                    self._url, timeout=self._pool_timeout, **options
+                )
+            )
         self._script = self._client.register_script(_SCRIPT)
         self._reserve = self._client.register_script(_RESERVE)
-        self._compare_and_set = self._client.register_script(_COMPARE_AND_SET)
+        if self._session_client is None:
+            self._session_client = self._client
+        self._session_swap = self._session_client.register_script(_SESSION_SWAP)
         self._rate = self._client.register_script(_RATE)
         self._claim = self._client.register_script(_CLAIM)
         self._advance_family = self._client.register_script(_ADVANCE_FAMILY)
@@ -327,6 +350,8 @@ class RedisEngine:
         await self._close_client()
 
     async def _close_client(self) -> None:
+        if self._session_client is not None and self._session_client is not self._client:
+            await self._session_client.aclose(close_connection_pool=True)
         if self._client is not None:
             if self._cluster:
                 await self._client.aclose()
@@ -562,6 +587,8 @@ class RedisEngine:
             )
         )
         self._known_channels = {key for key in self._known_channels if key.tenant != tenant}
+        for client_id in [c for c, cached in self._sessions.items() if cached[1].tenant == tenant]:
+            del self._sessions[client_id]
         return dropped
 
     async def ping(self) -> None:
@@ -603,57 +630,105 @@ class RedisEngine:
             )
             if not reserved:
                 return False
+            raw = _encode_session(record, expires)
             await self._client.set(
-                keys.session_key(record.client_id),
-                _encode_session(record, expires),
-                px=(ttl_us + _SESSION_GRACE_US) // 1000,
+                keys.session_key(record.client_id), raw, px=(ttl_us + _SESSION_GRACE_US) // 1000
             )
+            self._remember(record.client_id, raw, record, expires, ours=True)
             return True
 
         return await self._call(run)
 
+    def _remember(
+        self, client_id: str, raw: bytes, record: SessionRecord, expires: int, *, ours: bool
+    ) -> None:
+        self._sessions[client_id] = (raw, record, expires, ours)
+        self._sessions.move_to_end(client_id)
+        if len(self._sessions) > _CACHED_SESSIONS:
+            self._sessions.popitem(last=False)
+
     async def session_get(self, client_id: str) -> SessionRecord | None:
         async def run() -> bytes | None:
-            raw: bytes | None = await self._client.get(keys.session_key(client_id))
+            raw: bytes | None = await self._session_client.get(keys.session_key(client_id))
             return raw
 
         raw = await self._call(run)
         if raw is None:
+            self._sessions.pop(client_id, None)
             return None
         record, expires = _decode_session(raw)
+        self._remember(client_id, raw, record, expires, ours=False)
         return record if expires > self._now_us() else None
+
+    def session_cached(self, client_id: str) -> SessionRecord | None:
+        cached = self._sessions.get(client_id)
+        return None if cached is None else cached[1]
 
     async def session_update(
         self, client_id: str, change: SessionChange, ttl_us: int, *, extend_only: bool = False
     ) -> SessionRecord | None:
-        """Read, apply `app.sessions.apply_change`, and compare-and-set the stored value (one
-        key, so it works on Redis Cluster too); a concurrent change makes it start over."""
-        key = keys.session_key(client_id)
+        swapped = await self._swap(client_id, change, ttl_us, extend_only)
+        return None if swapped is None else swapped[0]
 
-        async def run() -> SessionRecord | None:
+    async def session_connect(
+        self, client_id: str, change: SessionChange, ttl_us: int
+    ) -> tuple[SessionRecord, bool] | None:
+        return await self._swap(client_id, change, ttl_us, False)
+
+    async def _swap(
+        self, client_id: str, change: SessionChange, ttl_us: int, extend_only: bool
+    ) -> tuple[SessionRecord, bool] | None:
+        """Apply `app.sessions.apply_change` to the value this process last saw and
+        compare-and-set it: one round trip when no other node changed the session since. A
+        stale value costs one more try per change met (the script answers with the current
+        one). Also says whether another node may have changed the session since this process last
+        did: False only when the value this process wrote last was still the stored one."""
+        key = keys.session_key(client_id)
+        cached = self._sessions.get(client_id)
+        stale = cached is None or not cached[3]
+        raw, record, expires = cached[:3] if cached is not None else (b"", None, 0)
+        confirmed = False  # `raw` just came from Redis (a cached one may be out of date)
+
+        async def run() -> tuple[SessionRecord, bool] | None:
+            nonlocal raw, record, expires, confirmed, stale
             for _ in range(50):
-                raw: bytes | None = await self._client.get(key)
-                if raw is None:
-                    return None
-                record, expires = _decode_session(raw)
                 now = self._now_us()
-                if expires <= now:
+                if record is not None and expires <= now and confirmed:
+                    self._sessions.pop(client_id, None)
                     return None
-                updated = apply_change(record, change)
-                new_expiry = max(expires, now + ttl_us) if extend_only else now + ttl_us
-                stored = await self._compare_and_set(
-                    keys=[key],
+                expected = raw
+                if record is None or expires <= now:
+                    # Nothing (current) known here: the script only reads, as "" is never held.
+                    expected, updated, new_raw, new_expiry, index = b"", None, b"", now, []
+                else:
+                    updated = apply_change(record, change)
+                    new_expiry = max(expires, now + ttl_us) if extend_only else now + ttl_us
+                    new_raw = _encode_session(updated, new_expiry)
+                    index = [] if self._cluster else [keys.sessions_of(record.tenant)]
+                answer = await self._session_swap(
+                    keys=[key, *index],
                     args=[
-                        raw,
-                        _encode_session(updated, new_expiry),
+                        expected,
+                        new_raw,
                         (new_expiry - now + _SESSION_GRACE_US) // 1000,
+                        client_id,
+                        new_expiry,
                     ],
                 )
-                if stored:
-                    await self._client.zadd(
-                        keys.sessions_of(record.tenant), {client_id: new_expiry}
-                    )
-                    return updated
+                if answer[0] == 1 and updated is not None:
+                    if self._cluster:
+                        await self._client.zadd(
+                            keys.sessions_of(updated.tenant), {client_id: new_expiry}
+                        )
+                    self._remember(client_id, new_raw, updated, new_expiry, ours=True)
+                    return updated, stale
+                held: bytes | None = answer[1] if len(answer) > 1 else None
+                if held is None:
+                    self._sessions.pop(client_id, None)
+                    return None
+                stale = confirmed = True
+                raw = held
+                record, expires = _decode_session(held)
             raise EngineUnavailable("a session is updated too often to apply a change")
 
         return await self._call(run)
@@ -670,6 +745,8 @@ class RedisEngine:
             yield
 
     async def session_delete(self, client_id: str) -> None:
+        self._sessions.pop(client_id, None)
+
         async def run() -> None:
             raw = await self._client.get(keys.session_key(client_id))
             await self._client.delete(keys.session_key(client_id))

@@ -457,3 +457,41 @@ async def test_a_stale_generation_changes_nothing(engine: Engine, tenant: str) -
     assert current is not None
     assert current.positions["/event/A"] == 9
     assert current.generation == second.generation == first.generation + 1
+
+
+# --- connect changes ------------------------------------------------------------------------
+
+
+async def test_a_connect_change_applies_like_an_update(engine: Engine, tenant: str) -> None:
+    created = record(tenant, subscriptions={A: 1})
+    await engine.session_create(created, TTL_US, PLENTY)
+
+    claimed = await engine.session_connect(
+        created.client_id, SessionChange(new_generation=True, advance={A: 5}), TTL_US
+    )
+
+    assert claimed is not None
+    updated, _ = claimed
+    assert (updated.generation, updated.positions) == (1, {A: 5})
+    assert await engine.session_get(created.client_id) == updated
+    cached = engine.session_cached(created.client_id)
+    assert cached is not None
+    assert (cached.client_id, cached.tenant, cached.owner) == (
+        created.client_id,
+        tenant,
+        "client-1",
+    )
+
+
+async def test_a_connect_change_of_a_missing_or_deleted_session_is_none(
+    engine: Engine, tenant: str
+) -> None:
+    created = record(tenant)
+    await engine.session_create(created, TTL_US, PLENTY)
+    await engine.session_delete(created.client_id)
+
+    gone = await engine.session_connect(created.client_id, SessionChange(), TTL_US)
+    unknown = await engine.session_connect(uuid.uuid4().hex, SessionChange(), TTL_US)
+
+    assert (gone, unknown) == (None, None)
+    assert await engine.session_get(created.client_id) is None

@@ -1,0 +1,149 @@
+"""Connects served from the session's mailbox on the node that served its previous connect:
+no store read, replies bounded by count and bytes with the rest kept for the next connect,
+exact hand-over to another node and back, and gaps still found when retention took events
+the node still has."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.bayeux.server import BayeuxServer
+from app.hub import Hub
+from app.settings import Settings
+from tests.bayeux._support import (
+    Background,
+    BayeuxClient,
+    CountingEngine,
+    Publisher,
+    connect_reply,
+    event_ids,
+    hold,
+    within,
+)
+from tests.bayeux.conftest import ClientFactory, ServerFactory
+from tests.bayeux.test_gaps import ENDED, publish_keeping
+from tests.fakes import FakeClock
+
+X = "/event/Order_Placed__e"
+
+
+@pytest.fixture
+async def engine(clock: FakeClock) -> AsyncIterator[CountingEngine]:
+    counting = CountingEngine(clock, idempotency_ttl=60)
+    async with counting:
+        yield counting
+
+
+async def held_delivery(
+    client: BayeuxClient, background: Background, publish: Publisher, channel: str = X
+) -> list[int]:
+    """Hold a connect, publish one event, and return what the connect delivered."""
+    held = await hold(client, background)
+    await publish.one(channel)
+    return event_ids(await within(held))
+
+
+async def test_a_connect_after_one_on_the_same_node_reads_nothing_from_the_store(
+    client: BayeuxClient, background: Background, publish: Publisher, engine: CountingEngine
+) -> None:
+    await client.start(X)
+    first = await held_delivery(client, background, publish)
+    reads = engine.reads
+
+    second = await held_delivery(client, background, publish)
+    queued = [await publish.one(X) for _ in range(3)]
+    third = event_ids(await within(client.connect()))
+
+    assert len(first) == len(second) == 1
+    assert first != second
+    assert third == queued
+    assert engine.reads == reads
+
+
+async def test_a_reply_stops_at_the_count_cap_and_the_next_gets_the_rest(
+    make_server: ServerFactory,
+    make_client: ClientFactory,
+    background: Background,
+    publish: Publisher,
+    engine: CountingEngine,
+) -> None:
+    client = make_client(make_server(bayeux_max_reply_events=3))
+    await client.start(X)
+    await held_delivery(client, background, publish)
+    queued = [await publish.one(X) for _ in range(7)]
+    reads = engine.reads
+
+    batches = [event_ids(await within(client.connect())) for _ in range(3)]
+
+    assert batches == [queued[:3], queued[3:6], queued[6:]]
+    assert engine.reads == reads
+
+
+async def test_a_reply_stops_at_the_byte_cap_and_the_next_gets_the_rest(
+    make_server: ServerFactory,
+    make_client: ClientFactory,
+    background: Background,
+    publish: Publisher,
+    engine: CountingEngine,
+) -> None:
+    client = make_client(make_server(bayeux_max_reply_size=1024))
+    await client.start(X)
+    await held_delivery(client, background, publish)
+    queued = [await publish.one(X, text="x" * 200) for _ in range(5)]
+    reads = engine.reads
+
+    batches = [event_ids(await within(client.connect())) for _ in range(3)]
+
+    assert batches == [queued[:2], queued[2:4], queued[4:]]
+    assert engine.reads == reads
+
+
+async def test_a_session_moving_to_another_node_and_back_resumes_exactly(
+    engine: CountingEngine,
+    clock: FakeClock,
+    draining: object,
+    make_client: ClientFactory,
+    background: Background,
+    publish: Publisher,
+) -> None:
+    settings = Settings()
+    async with Hub(engine) as other_hub:
+        first_node = make_client()
+        await first_node.start(X)
+        assert first_node.client_id is not None
+        other = BayeuxServer(engine, other_hub, settings, clock, draining)  # type: ignore[arg-type]
+        second_node = BayeuxClient(other, first_node.credentials.principal)
+        second_node.client_id = first_node.client_id
+
+        on_first = await held_delivery(first_node, background, publish)
+        missed_by_first = [await publish.one(X) for _ in range(2)]
+        caught_up = event_ids(await within(second_node.connect()))
+        on_second = await held_delivery(second_node, background, publish)
+        # The first node's mailbox still has what the second node delivered.
+        back_on_first = await held_delivery(first_node, background, publish)
+        again = [await publish.one(X) for _ in range(2)]
+        then = event_ids(await within(first_node.connect()))
+
+    delivered = on_first + caught_up + on_second + back_on_first + then
+    assert caught_up == missed_by_first
+    assert then == again
+    assert [len(on_first), len(on_second), len(back_on_first)] == [1, 1, 1]
+    assert delivered == sorted(set(delivered))
+
+
+async def test_a_position_retention_took_from_under_the_mailbox_ends_the_session(
+    client: BayeuxClient, background: Background, publish: Publisher, engine: CountingEngine
+) -> None:
+    await client.start(X)
+    [seen] = await held_delivery(client, background, publish)
+    await publish_keeping(engine, X, 4, keep=3)  # the first of them goes: a gap after `seen`
+
+    replies = await within(client.connect())
+
+    reply = connect_reply(replies)
+    assert event_ids(replies) == []
+    assert reply["successful"] is False
+    assert reply["advice"] == ENDED
+    assert [gap["requested"] for gap in reply["ext"]["replaybus"]["gaps"]] == [seen]
