@@ -3,6 +3,7 @@ change (the full comparison with the peers is `make bench`). Same pinning as `ma
 server and its Redis on core 0, this generator on core 1. Prints the result as JSON.
 
     python -m loadtests.bench.one publish [--engine memory|redis] [--runs 3]
+    python -m loadtests.bench.one publish --server bare   # the framework's floor
     python -m loadtests.bench.one fanout --transport sse|bayeux --subscribers 1000 --rate 100
     python -m loadtests.bench.one replay [--events 20000]
     python -m loadtests.bench.one idle --transport sse|bayeux --count 5000
@@ -19,8 +20,9 @@ from typing import Any
 import uvloop
 
 from loadtests.bench import scenarios
-from loadtests.bench.servers import pin, running_replaybus
-from loadtests.bench.targets import replaybus_target
+from loadtests.bench.scenarios import Target
+from loadtests.bench.servers import pin, running_bare_starlette, running_replaybus
+from loadtests.bench.targets import publish_only, replaybus_target
 from tests.harness.redis import running_redis
 
 SERVER_CPU = 0
@@ -30,6 +32,12 @@ GENERATOR_CPU = 1
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench.one")
     parser.add_argument("scenario", choices=["publish", "fanout", "replay", "idle"])
+    parser.add_argument(
+        "--server",
+        choices=["replaybus", "bare"],
+        default="replaybus",
+        help="bare: the bare Starlette JSON POST endpoint (publish only), measured the same way",
+    )
     parser.add_argument("--engine", choices=["memory", "redis"], default="redis")
     parser.add_argument("--transport", choices=["sse", "bayeux"], default="sse")
     parser.add_argument("--subscribers", type=int, default=100)
@@ -41,7 +49,21 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+async def _publish_runs(target: Target, arguments: argparse.Namespace) -> dict[str, Any]:
+    runs = [
+        await scenarios.publish_throughput(target, seconds=arguments.seconds)
+        for _ in range(arguments.runs)
+    ]
+    return {"runs": runs}
+
+
 async def _run(arguments: argparse.Namespace) -> dict[str, Any]:
+    if arguments.server == "bare":
+        if arguments.scenario != "publish":
+            raise SystemExit("--server bare has only the publish scenario")
+        with running_bare_starlette(SERVER_CPU) as server:
+            pin(os.getpid(), GENERATOR_CPU)
+            return await _publish_runs(publish_only(server, "/event/One__e"), arguments)
     with running_redis() as redis:
         pin(redis.process.pid, SERVER_CPU)
         redis_url = redis.url if arguments.engine == "redis" else None
@@ -50,11 +72,7 @@ async def _run(arguments: argparse.Namespace) -> dict[str, Any]:
             pin(os.getpid(), GENERATOR_CPU)
             target = replaybus_target(server, "/event/One__e")
             if arguments.scenario == "publish":
-                runs = [
-                    await scenarios.publish_throughput(target, seconds=arguments.seconds)
-                    for _ in range(arguments.runs)
-                ]
-                return {"runs": runs}
+                return await _publish_runs(target, arguments)
             if arguments.scenario == "fanout":
                 return await scenarios.fanout(
                     target,
