@@ -85,8 +85,10 @@ class ForwardedMiddleware:
             scope[_PEER] = peer
             if peer is not None and self._trusted.trusts_peer(peer[0]):
                 scope[_TRUSTED_PEER] = True
-                if any(name in _REWRITING_HEADERS for name, _ in scope["headers"]):
-                    self._rewrite(scope)
+                for name, _ in scope["headers"]:
+                    if name in _REWRITING_HEADERS:
+                        self._rewrite(scope)
+                        break
         await self._app(scope, receive, send)
 
     def _rewrite(self, scope: Scope) -> None:
