@@ -69,8 +69,9 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
       since every byte received would otherwise push the keep-alive timeout back.
 
     One timer per connection serves every deadline: each request only moves the deadline, and
-    the timer, never set further than the shorter of the two timeouts ahead, finds on waking
-    whether the current deadline has passed (else it sleeps until it would).
+    the timer, never set further than the shorter of the two timeouts ahead (so no deadline set
+    later can fall before it), finds on waking whether the current deadline has passed, and
+    otherwise sleeps again.
     """
 
     header_timeout = 10.0
@@ -79,15 +80,21 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: asyncio.TimerHandle | None = None
+        self._step = min(self.header_timeout, self.body_timeout)
         self._deadline = 0.0
         self._expire: Callable[[], None] | None = None
         self._body_overdue = False
 
     def _arm(self, delay: float, expire: Callable[[], None]) -> None:
-        self._deadline = self.loop.time() + delay
+        now = self.loop.time()
+        self._deadline = now + delay
         self._expire = expire
         if self._timer is None:
-            self._timer = self.loop.call_at(self._deadline, self._check_deadline)
+            self._sleep(now)
+
+    def _sleep(self, now: float) -> None:
+        """Wake at the deadline, or sooner: a deadline set later may be `_step` from then."""
+        self._timer = self.loop.call_at(min(self._deadline, now + self._step), self._check_deadline)
 
     def _disarm(self) -> None:
         self._expire = None
@@ -98,10 +105,8 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
         if expire is None:
             return
         now = self.loop.time()
-        if now < self._deadline:
-            # A deadline set since: never more than the shorter timeout ahead of any set later.
-            step = min(self.header_timeout, self.body_timeout)
-            self._timer = self.loop.call_at(min(self._deadline, now + step), self._check_deadline)
+        if now < self._deadline:  # moved on since
+            self._sleep(now)
             return
         self._expire = None
         expire()
