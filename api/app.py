@@ -247,12 +247,17 @@ def create_app(
             )
             yield
 
-    # Publishing, the hot path: answered by `DirectRoutes`, listed in the router all the same
-    # (its 405 answers and the route table stay as they were).
+    # The hot paths, publishing and Bayeux long-polling: answered by `DirectRoutes` (tried in
+    # this order), listed in the router all the same (its 405 answers and the route table stay
+    # as they were).
     direct = [
         Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
         Route("/services/data/{version}/sobjects/{name}", salesforce.sobject, methods=["POST"]),
         Route("/services/data/{version}/sobjects/{name}/", salesforce.sobject, methods=["POST"]),
+        Route("/cometd", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/{version}/{suffix:path}", bayeux.cometd, methods=["POST"]),
     ]
     routes = [
         Route("/services/oauth2/token", oauth.token, methods=["POST"]),
@@ -264,7 +269,7 @@ def create_app(
         Route("/v1/channels/{channel:path}/schema", events.channel_schema, methods=["GET"]),
         Route("/v1/channels/{channel:path}", events.channel_window, methods=["GET"]),
         Route("/v1/stream/{channel:path}", stream.stream, methods=["GET"]),
-        *direct[1:],
+        *direct[1:3],
         Route(
             "/services/data/{version}/event/eventSchema/{schema_id}",
             salesforce.event_schema,
@@ -275,10 +280,7 @@ def create_app(
             salesforce.composite_sobjects,
             methods=["POST"],
         ),
-        Route("/cometd", bayeux.cometd, methods=["POST"]),
-        Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
-        Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
-        Route("/cometd/{version}/{suffix:path}", bayeux.cometd, methods=["POST"]),
+        *direct[3:],
         *admin.routes,
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),

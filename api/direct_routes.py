@@ -1,4 +1,4 @@
-"""The hot routes (publishing) answered without the router's scan and its per-request wrappers."""
+"""The hot routes (publishing, Bayeux) answered without the router's scan and its wrappers."""
 
 from __future__ import annotations
 
