@@ -17,6 +17,7 @@ from starlette.routing import Route
 from api import admin, bayeux, events, oauth, openapi, ops, salesforce, stream
 from api.access_log import AccessLogMiddleware
 from api.body import BodyDeadlineMiddleware
+from api.direct_routes import DirectRoutes
 from api.errors import exception_handlers
 from api.forwarded import ForwardedMiddleware
 from api.services import Lifecycle, Services
@@ -246,26 +247,29 @@ def create_app(
             )
             yield
 
+    # The hot paths, publishing and Bayeux long-polling: answered by `DirectRoutes` (tried in
+    # this order), listed in the router all the same (its 405 answers and the route table stay
+    # as they were).
+    direct = [
+        Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
+        Route("/services/data/{version}/sobjects/{name}", salesforce.sobject, methods=["POST"]),
+        Route("/services/data/{version}/sobjects/{name}/", salesforce.sobject, methods=["POST"]),
+        Route("/cometd", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
+        Route("/cometd/{version}/{suffix:path}", bayeux.cometd, methods=["POST"]),
+    ]
     routes = [
         Route("/services/oauth2/token", oauth.token, methods=["POST"]),
         Route("/v1/oauth/token", oauth.token, methods=["POST"]),
         Route("/services/oauth2/revoke", oauth.revoke, methods=["POST"]),
         Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
-        Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
+        direct[0],
         Route("/v1/events/{channel:path}", events.history, methods=["GET"]),
         Route("/v1/channels/{channel:path}/schema", events.channel_schema, methods=["GET"]),
         Route("/v1/channels/{channel:path}", events.channel_window, methods=["GET"]),
         Route("/v1/stream/{channel:path}", stream.stream, methods=["GET"]),
-        Route(
-            "/services/data/{version}/sobjects/{name}",
-            salesforce.sobject,
-            methods=["POST"],
-        ),
-        Route(
-            "/services/data/{version}/sobjects/{name}/",
-            salesforce.sobject,
-            methods=["POST"],
-        ),
+        *direct[1:3],
         Route(
             "/services/data/{version}/event/eventSchema/{schema_id}",
             salesforce.event_schema,
@@ -276,10 +280,7 @@ def create_app(
             salesforce.composite_sobjects,
             methods=["POST"],
         ),
-        Route("/cometd", bayeux.cometd, methods=["POST"]),
-        Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
-        Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
-        Route("/cometd/{version}/{suffix:path}", bayeux.cometd, methods=["POST"]),
+        *direct[3:],
         *admin.routes,
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
@@ -311,6 +312,8 @@ def create_app(
                 max_age=600,
             )
         )
+    # Last (innermost): the direct routes, inside everything above as the router is.
+    middleware.append(Middleware(DirectRoutes, routes=direct, handlers=exception_handlers))
     return Starlette(
         routes=routes,
         middleware=middleware,

@@ -13,10 +13,26 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ClientGone, InvalidBody, MalformedJson, RequestTimeout, RequestTooLarge
 
-__all__ = ["BodyDeadlineMiddleware", "read_body", "read_json"]
+__all__ = ["BodyDeadlineMiddleware", "body_late", "read_body", "read_json", "server_keeps_deadline"]
 
 #: The scope key holding (event-loop time by which the body must have arrived, seconds allowed).
 _DEADLINE = "replaybus.body_deadline"
+#: The scope key saying the server itself keeps the body deadline (`api.server`), and the one
+#: it sets when the deadline passed with the body still incomplete.
+_KEPT_BY_SERVER = "replaybus.body_deadline_kept"
+_LATE = "replaybus.body_late"
+
+
+def server_keeps_deadline(scope: Scope) -> None:
+    """The server calls this before the app sees the request when it will call `body_late`
+    (then waking the app's pending `receive`) once the body deadline passes: `read_body` then
+    arms no timer of its own, which costs a timer per request."""
+    scope[_KEPT_BY_SERVER] = True
+
+
+def body_late(scope: Scope) -> None:
+    """The body deadline passed with the body incomplete: `read_body` refuses it now."""
+    scope[_LATE] = True
 
 
 class BodyDeadlineMiddleware:
@@ -40,9 +56,32 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and re.fullmatch(r"[0-9]{1,18}", declared) and int(declared) > limit:
         raise RequestTooLarge(f"the request body is {declared} bytes; the limit is {limit} bytes")
-    deadline, allowed = request.scope.get(_DEADLINE, (None, None))
+    scope = request.scope
+    deadline, allowed = scope.get(_DEADLINE, (None, None))
     chunks: list[bytes] = []
     size = 0
+
+    def late() -> RequestTimeout:
+        return RequestTimeout(
+            f"the request body did not arrive within {allowed:g} s of its headers "
+            f"({size} bytes came in time)"
+        )
+
+    if deadline is not None and scope.get(_KEPT_BY_SERVER):
+        receive = request.receive
+        while True:
+            message = await receive()
+            if scope.get(_LATE):
+                raise late()
+            if message["type"] == "http.disconnect":
+                raise ClientGone("the client disconnected while sending its request")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise RequestTooLarge(f"the request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     try:
         async with asyncio.timeout_at(deadline):
             async for chunk in request.stream():
@@ -53,10 +92,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise ClientGone("the client disconnected while sending its request") from None
     except TimeoutError:
-        raise RequestTimeout(
-            f"the request body did not arrive within {allowed:g} s of its headers "
-            f"({size} bytes came in time)"
-        ) from None
+        raise late() from None
     return b"".join(chunks)
 
 

@@ -16,6 +16,10 @@ _TRUSTED_PEER = "replaybus.trusted_peer"
 _SCHEMES = frozenset({"http", "https"})
 #: Headers by which a request says it was relayed for someone else.
 _FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "forwarded", "x-real-ip")
+#: The headers a trusted proxy's word is taken from (ASGI header names are lower case).
+_REWRITING_HEADERS = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
+#: Peers whose trust is remembered (a few proxies and clients; cleared when full).
+_MAX_REMEMBERED_PEERS = 1024
 
 
 class _Trusted:
@@ -32,6 +36,19 @@ class _Trusted:
                 self._networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 self._names.add(entry)
+        # Parsing an address costs more than the rest of the middleware, so the answer for
+        # each TCP peer is kept: bounded in count, and peers are what the server reports (never
+        # a header's text, which `in` judges afresh every time).
+        self._peers: dict[str, bool] = {}
+
+    def trusts_peer(self, host: str) -> bool:
+        """`host in self`, remembered: for the connection's own peer address only."""
+        known = self._peers.get(host)
+        if known is None:
+            if len(self._peers) >= _MAX_REMEMBERED_PEERS:
+                self._peers.clear()
+            known = self._peers[host] = host in self
+        return known
 
     def __contains__(self, host: str) -> bool:
         if self.everyone:
@@ -66,9 +83,12 @@ class ForwardedMiddleware:
         if scope["type"] == "http":
             peer = scope.get("client")
             scope[_PEER] = peer
-            if peer is not None and peer[0] in self._trusted:
+            if peer is not None and self._trusted.trusts_peer(peer[0]):
                 scope[_TRUSTED_PEER] = True
-                self._rewrite(scope)
+                for name, _ in scope["headers"]:
+                    if name in _REWRITING_HEADERS:
+                        self._rewrite(scope)
+                        break
         await self._app(scope, receive, send)
 
     def _rewrite(self, scope: Scope) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from api.body import body_late, server_keeps_deadline
 from api.services import Lifecycle
 
 __all__ = ["ReplaybusServer", "bind_socket", "read_timeout_protocol"]
@@ -62,9 +63,15 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
       first byte of a following request (between requests the keep-alive timeout applies), or
       the connection is closed: there is no request yet to answer.
     - A body must be complete within `body_timeout` of the headers. The app answers a body it is
-      reading late with 408 (`api.body`); here, a body still arriving once that time has passed
-      and the response is complete (one that was answered without reading it) closes the
-      connection, since every byte received would otherwise push the keep-alive timeout back.
+      reading late with 408 (`api.body`: this protocol keeps that deadline for it, and wakes its
+      read when it passes); here, a body still arriving once that time has passed and the
+      response is complete (one that was answered without reading it) closes the connection,
+      since every byte received would otherwise push the keep-alive timeout back.
+
+    One timer per connection serves every deadline: each request only moves the deadline, and
+    the timer, never set further than the shorter of the two timeouts ahead (so no deadline set
+    later can fall before it), finds on waking whether the current deadline has passed, and
+    otherwise sleeps again.
     """
 
     header_timeout = 10.0
@@ -72,31 +79,55 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._read_deadline: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._step = min(self.header_timeout, self.body_timeout)
+        self._deadline = 0.0
+        self._expire: Callable[[], None] | None = None
         self._body_overdue = False
 
     def _arm(self, delay: float, expire: Callable[[], None]) -> None:
-        self._disarm()
-        self._read_deadline = self.loop.call_later(delay, expire)
+        now = self.loop.time()
+        self._deadline = now + delay
+        self._expire = expire
+        if self._timer is None:
+            self._sleep(now)
+
+    def _sleep(self, now: float) -> None:
+        """Wake at the deadline, or sooner: a deadline set later may be `_step` from then."""
+        self._timer = self.loop.call_at(min(self._deadline, now + self._step), self._check_deadline)
 
     def _disarm(self) -> None:
-        if self._read_deadline is not None:
-            self._read_deadline.cancel()
-            self._read_deadline = None
+        self._expire = None
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        expire = self._expire
+        if expire is None:
+            return
+        now = self.loop.time()
+        if now < self._deadline:  # moved on since
+            self._sleep(now)
+            return
+        self._expire = None
+        expire()
 
     def _close(self) -> None:
         if not self.transport.is_closing():
             self.transport.close()
 
     def _headers_overdue(self) -> None:
-        self._read_deadline = None
         self._close()
 
     def _body_late(self) -> None:
-        self._read_deadline = None
         self._body_overdue = True
-        if self.cycle is not None and self.cycle.response_complete:
+        cycle: RequestResponseCycle | None = self.cycle  # None before the first request
+        if cycle is None:
+            return
+        if cycle.response_complete:
             self._close()
+        else:
+            body_late(cast("MutableMapping[str, Any]", cycle.scope))
+            cycle.message_event.set()  # the app's pending read sees it at once
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -104,6 +135,9 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -114,6 +148,8 @@ class _ReadTimeoutProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._arm(self.body_timeout, self._body_late)
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle.scope is self.scope:
+            server_keeps_deadline(cast("MutableMapping[str, Any]", self.scope))
 
     def on_message_complete(self) -> None:
         self._disarm()

@@ -25,6 +25,7 @@ __all__ = [
 
 MAX_CHANNEL_LENGTH = 255
 _SEGMENT = re.compile(r"[A-Za-z0-9_.~-]+")
+_NAME = re.compile(r"(?:/[A-Za-z0-9_.~-]+)+")
 _PUBLISHABLE_ROOTS = ("event",)
 
 
@@ -41,6 +42,8 @@ def _segments(text: str) -> list[str]:
 
 def parse_name(text: str) -> str:
     """Return `text` if it is a concrete channel name (no wildcards), else raise InvalidChannel."""
+    if len(text) <= MAX_CHANNEL_LENGTH and _NAME.fullmatch(text):
+        return text  # one match for the common case; the checks below name what is wrong
     for segment in _segments(text):
         if not _SEGMENT.fullmatch(segment):
             if segment in ("*", "**"):

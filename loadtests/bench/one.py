@@ -5,6 +5,7 @@ result as JSON; `generator_cpu` is the generator's share of its core (above 0.8 
 the generator's limit, not the server's).
 
     python -m loadtests.bench.one publish [--engine memory|redis] [--runs 3] [--workers 2]
+    python -m loadtests.bench.one publish --server bare   # the framework's floor
     python -m loadtests.bench.one fanout --transport sse|bayeux --subscribers 1000 --rate 100
     python -m loadtests.bench.one replay [--events 20000]
     python -m loadtests.bench.one idle --transport sse|bayeux --count 5000
@@ -18,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from loadtests.bench import scenarios
-from loadtests.bench.servers import pin, running_replaybus
-from loadtests.bench.targets import replaybus_target
+from loadtests.bench.scenarios import Target
+from loadtests.bench.servers import pin, running_bare_starlette, running_replaybus
+from loadtests.bench.targets import publish_only, replaybus_target
 from tests.harness.redis import running_redis
 
 SERVER_CPU = 0
@@ -28,6 +30,12 @@ SERVER_CPU = 0
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m loadtests.bench.one")
     parser.add_argument("scenario", choices=["publish", "fanout", "replay", "idle"])
+    parser.add_argument(
+        "--server",
+        choices=["replaybus", "bare"],
+        default="replaybus",
+        help="bare: the bare Starlette JSON POST endpoint (publish only), measured the same way",
+    )
     parser.add_argument("--engine", choices=["memory", "redis"], default="redis")
     parser.add_argument("--transport", choices=["sse", "bayeux"], default="sse")
     parser.add_argument("--subscribers", type=int, default=100)
@@ -40,7 +48,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _publish_runs(target: Target, arguments: argparse.Namespace) -> dict[str, Any]:
+    runs = [
+        scenarios.publish_throughput(target, seconds=arguments.seconds)
+        for _ in range(arguments.runs)
+    ]
+    return {"runs": runs}
+
+
 def _run(arguments: argparse.Namespace) -> dict[str, Any]:
+    if arguments.server == "bare":
+        if arguments.scenario != "publish":
+            raise SystemExit("--server bare has only the publish scenario")
+        with running_bare_starlette(SERVER_CPU) as server:
+            return _publish_runs(publish_only(server, "/event/One__e"), arguments)
     with running_redis() as redis:
         pin(redis.process.pid, SERVER_CPU)
         redis_url = redis.url if arguments.engine == "redis" else None
@@ -48,11 +69,7 @@ def _run(arguments: argparse.Namespace) -> dict[str, Any]:
         with running_replaybus(SERVER_CPU, redis_url, extra, arguments.workers) as server:
             target = replaybus_target(server, "/event/One__e")
             if arguments.scenario == "publish":
-                runs = [
-                    scenarios.publish_throughput(target, seconds=arguments.seconds)
-                    for _ in range(arguments.runs)
-                ]
-                return {"runs": runs}
+                return _publish_runs(target, arguments)
             if arguments.scenario == "fanout":
                 return scenarios.fanout(
                     target,

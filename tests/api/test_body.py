@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
 from starlette.requests import Request
 from starlette.types import Message
 
-from api.body import read_body, read_json
+from api.body import body_late, read_body, read_json, server_keeps_deadline
 from app.errors import ClientGone, InvalidBody, RequestTimeout, RequestTooLarge
 
 
@@ -71,6 +72,68 @@ async def test_body_not_complete_by_the_deadline_is_refused_as_a_timeout() -> No
     }
     with pytest.raises(RequestTimeout, match=r"within 1\.5 s"):
         await read_body(Request(scope, receive), 1024)
+
+
+# -- the deadline kept by the server (api.server wakes the read when it passes) ----------------
+
+
+def _kept_by_server(receive: Callable[[], Awaitable[Message]]) -> Request:
+    scope: dict[str, object] = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": [],
+        "replaybus.body_deadline": (asyncio.get_running_loop().time() + 60, 1.5),
+    }
+    server_keeps_deadline(scope)
+    return Request(scope, receive)
+
+
+async def test_a_body_in_chunks_is_read_whole_when_the_server_keeps_the_deadline() -> None:
+    pending: list[Message] = [
+        {"type": "http.request", "body": b'{"n"', "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b": 1}", "more_body": False},
+    ]
+
+    async def receive() -> Message:
+        return pending.pop(0)
+
+    assert await read_body(_kept_by_server(receive), 1024) == b'{"n": 1}'
+
+
+async def test_the_server_saying_the_body_is_late_is_refused_as_a_timeout() -> None:
+    request: Request
+
+    async def receive() -> Message:
+        if "first" not in request.scope:
+            request.scope["first"] = True
+            return {"type": "http.request", "body": b'{"n": ', "more_body": True}
+        body_late(request.scope)  # what the server does when the deadline passes
+        return {"type": "http.request", "body": b"", "more_body": True}
+
+    request = _kept_by_server(receive)
+    with pytest.raises(RequestTimeout, match=r"within 1\.5 s of its headers \(6 bytes came in"):
+        await read_body(request, 1024)
+
+
+async def test_limits_and_disconnects_hold_when_the_server_keeps_the_deadline() -> None:
+    chunks: list[Message] = [
+        {"type": "http.request", "body": b"x" * 600, "more_body": True},
+        {"type": "http.request", "body": b"x" * 600, "more_body": False},
+    ]
+
+    async def too_much() -> Message:
+        return chunks.pop(0)
+
+    with pytest.raises(RequestTooLarge):
+        await read_body(_kept_by_server(too_much), 1024)
+
+    async def gone() -> Message:
+        return {"type": "http.disconnect"}
+
+    with pytest.raises(ClientGone):
+        await read_body(_kept_by_server(gone), 1024)
 
 
 async def test_body_without_a_deadline_is_read_whole() -> None:

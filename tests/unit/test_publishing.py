@@ -294,6 +294,7 @@ def test_event_uuids_are_distinct_version_4_across_random_pool_refills() -> None
     assert len(set(uuids)) == 1000
     assert {uuid.UUID(value).version for value in uuids} == {4}
     assert {uuid.UUID(value).variant for value in uuids} == {uuid.RFC_4122}
+    assert all(str(uuid.UUID(value)) == value for value in uuids)  # the canonical text
 
 
 # -- idempotency keys belong to their client (and user) ---------------------------------------
