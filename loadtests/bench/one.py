@@ -19,9 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from loadtests.bench import scenarios
-from loadtests.bench.scenarios import Target
 from loadtests.bench.servers import pin, running_bare_starlette, running_replaybus
-from loadtests.bench.targets import publish_only, replaybus_target
+from loadtests.bench.targets import Target, publish_only, replaybus_target
 from tests.harness.redis import running_redis
 
 SERVER_CPU = 0
