@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from app.delivery import CACHED_DELIVERIES, Delivery, DeliveryCache
@@ -44,6 +44,7 @@ class Mailbox:
         "_lost_at",
         "_max_bytes",
         "_waiter",
+        "direct",
         "floor",
         "overflowed",
     )
@@ -60,10 +61,24 @@ class Mailbox:
         #: dropped on arrival. Live copies of events read from history can arrive late (pub/sub
         #: is asynchronous); they must not take room, let alone overflow the mailbox.
         self.floor: dict[str, int] = {}
+        #: A consumer that can take a delivery at once (an SSE stream writing straight to its
+        #: socket) sets this: while it waits and nothing is queued ahead, `offer` hands it the
+        #: delivery instead of queueing it and waking the consumer's task. It returns False to
+        #: have the delivery queued as usual. It must not block.
+        self.direct: Callable[[Delivery], bool] | None = None
 
     def offer(self, delivery: Delivery) -> None:
         """Never blocks: a full mailbox drops the delivery and marks itself overflowed."""
         if self.overflowed or delivery.replay_id <= self.floor.get(delivery.event.key.name, -1):
+            return
+        direct = self.direct
+        if (
+            direct is not None
+            and self._waiter is not None
+            and not self._items
+            and self._lost_at is None
+            and direct(delivery)
+        ):
             return
         size = delivery.event.size
         if len(self._items) >= self._capacity or (

@@ -93,6 +93,28 @@ class ChannelStream:
         """Make a pending `next_batch` return now (with nothing, if nothing arrived)."""
         self._mailbox.wake()
 
+    def write_through(self, sink: Callable[[Delivery], bool] | None) -> None:
+        """While this stream is live and its consumer waits in `next_batch` with nothing
+        queued, hand each new live delivery to `sink` at once, on the fan-out's own call,
+        instead of queueing it and waking the consumer (None: stop). `sink` returns False to
+        have the delivery queued as usual, and must not block. Order and position are kept:
+        `sink` sees a delivery only when everything before it was taken, and the stream's
+        position moves past each delivery `sink` accepts."""
+        if sink is None:
+            self._mailbox.direct = None
+            return
+        mailbox = self._mailbox
+        name = None if self._key is None else self._key.name
+
+        def direct(delivery: Delivery) -> bool:
+            if self._catching_up or self._pending or not sink(delivery):
+                return False
+            if name is not None:
+                self.position = mailbox.floor[name] = delivery.replay_id
+            return True
+
+        mailbox.direct = direct
+
     async def next_batch(self, timeout: float | None) -> list[StreamItem]:
         """The next items in order; an empty list if nothing arrived within `timeout` seconds.
         Raises SubscriberOverflow when a live subscriber fell too far behind."""
