@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import types
 import uuid
-from collections.abc import Generator
-from contextlib import AsyncExitStack
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import orjson
@@ -17,7 +16,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from api.auth import authenticate
-from api.connection import until_disconnected
+from api.connection import DisconnectWatch, Step, resumed
 from api.services import Services
 from app.access import Principal
 from app.admission import Place, jittered
@@ -132,6 +131,7 @@ class _EventStreamResponse(Response):
         "_ending",
         "_failure",
         "_heartbeat",
+        "_held",
         "_lease",
         "_loop",
         "_metrics",
@@ -142,7 +142,6 @@ class _EventStreamResponse(Response):
         "_principal",
         "_renewed",
         "_replay",
-        "_resources",
         "_retry",
         "_send",
         "_send_timeout",
@@ -158,7 +157,7 @@ class _EventStreamResponse(Response):
     def __init__(
         self,
         stream: ChannelStream,
-        resources: AsyncExitStack,
+        held: _Held,
         services: Services,
         principal: Principal,
         lease: _Lease,
@@ -169,7 +168,7 @@ class _EventStreamResponse(Response):
         self.background = None
         self.raw_headers = list(_RAW_HEADERS)  # a copy: middleware may add to it
         self._stream = stream
-        self._resources = resources
+        self._held = held
         self._services = services
         self._principal = principal
         self._lease = lease
@@ -179,7 +178,7 @@ class _EventStreamResponse(Response):
         self._loop = asyncio.get_running_loop()
         self._send: Send | None = None
         #: A write the fan-out began that waits for the socket: the stream's task finishes it.
-        self._pending: tuple[Generator[Any, Any, None], Any] | None = None
+        self._pending: tuple[Step, Any] | None = None
         self._failure: Exception | None = None  # raised by a write the fan-out began
         self._outbox: list[Delivery] | None = None  # gathered for `flush`; None once closed
         self._ending: int | None = None  # _GONE or _ENDED once the stream must end
@@ -199,40 +198,39 @@ class _EventStreamResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._metrics.sse_streams.inc()
         try:
-            await self._serve(receive, send)
-        finally:
-            self._metrics.sse_streams.dec()
-
-    async def _serve(self, receive: Receive, send: Send) -> None:
-        async with self._resources:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             self._send = send
-            if not await self._write(self._retry[:-1] + self._opening + b"\n"):
-                return
-            ticker = self._services.ticker
-            watcher = asyncio.create_task(until_disconnected(receive))
-            watcher.add_done_callback(self._gone)
-            ticker.add(self)
-            self._outbox = []
-            self._stream.write_through(self._direct)
-            try:
-                goodbye = await self._pump()
-            except Exception:
-                log.error("SSE stream failed", exc_info=True)
-                goodbye = self._ending != _GONE and not self._stalled and self._pending is None
-            finally:
-                self._stream.write_through(None)
-                self._outbox = None
-                ticker.discard(self)
-                watcher.remove_done_callback(self._gone)
-                watcher.cancel()
-                await asyncio.gather(watcher, return_exceptions=True)
-                if self._pending is not None:  # never finished: the stream was cancelled
-                    self._pending[0].close()
-                    self._pending = None
-            if goodbye:
+            opened = await self._write(self._retry[:-1] + self._opening + b"\n")
+            if opened and await self._serve(receive):
                 # The client is there and reading: tell it when to come back.
                 await self._write(self._retry, more=False)
+        finally:
+            try:
+                await self._held.release()
+            finally:
+                self._metrics.sse_streams.dec()
+
+    async def _serve(self, receive: Receive) -> bool:
+        """Runs the stream until it must end; returns whether the client should still be told
+        when to come back (it is there and reading)."""
+        ticker = self._services.ticker
+        watch = DisconnectWatch(receive, self._gone)
+        ticker.add(self)
+        self._outbox = []
+        self._stream.write_through(self._direct)
+        try:
+            return await self._pump()
+        except Exception:
+            log.error("SSE stream failed", exc_info=True)
+            return self._ending != _GONE and not self._stalled and self._pending is None
+        finally:
+            self._stream.write_through(None)
+            self._outbox = None
+            ticker.discard(self)
+            watch.close()
+            if self._pending is not None:  # never finished: the stream was cancelled
+                self._pending[0].close()
+                self._pending = None
 
     def tick(self, now: float) -> None:
         """The node's Ticker: ends the stream when the node drains or the token expires, and
@@ -251,7 +249,7 @@ class _EventStreamResponse(Response):
             self._ending = reason
             self._stream.wake()
 
-    def _gone(self, watcher: asyncio.Task[None]) -> None:
+    def _gone(self) -> None:
         self._end(_GONE)
 
     def _direct(self, delivery: Delivery) -> bool:
@@ -309,7 +307,7 @@ class _EventStreamResponse(Response):
         write, waiting = self._pending
         try:
             async with asyncio.timeout(self._send_timeout):
-                await _resumed(write, waiting)
+                await resumed(write, waiting)
         except TimeoutError:
             self._stopped_reading()
             return False
@@ -328,8 +326,6 @@ class _EventStreamResponse(Response):
         self._metrics.slow_consumers.labels("sse", "not_reading").inc()
 
     async def _pump(self) -> bool:
-        """Writes until the stream must end; returns whether the client should still be told
-        when to come back (it is there and reading)."""
         stream = self._stream
         while True:
             try:
@@ -399,25 +395,6 @@ _RAW_HEADERS = [
 ]
 
 
-@types.coroutine
-def _resumed(write: Generator[Any, Any, None], waiting: Any) -> Generator[Any, Any, None]:
-    """Await the rest of a coroutine already driven to its first wait (`waiting`, what it
-    yielded): the awaiting task waits on that, then drives the coroutine on."""
-    while True:
-        try:
-            sent = yield waiting
-        except BaseException as error:
-            try:
-                waiting = write.throw(error)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting = write.send(sent)
-            except StopIteration:
-                return
-
-
 def tick_interval(settings: Settings) -> float:
     """How often the node's Ticker looks at its SSE streams: often enough for heartbeats and
     re-checks to be at most this late."""
@@ -434,6 +411,34 @@ def _opening(stream: ChannelStream, wildcard: bool, reconnecting: bool) -> bytes
     if stream.cursor is None:
         return b""
     return b"id: " + str(stream.cursor).encode() + b"\n"
+
+
+class _Held:
+    """What one stream holds until it ends, released in reverse order by `release`: its live
+    subscription, its lease, its place among the replays and its place in the stream caps.
+    (Plain fields rather than an AsyncExitStack, whose deque and closures every held stream
+    would carry.)"""
+
+    __slots__ = ("cap", "lease", "replay", "subscription")
+
+    def __init__(self, cap: Callable[[], None]) -> None:
+        self.cap = cap  # releases the stream's place in the caps
+        self.replay: Place | None = None
+        self.lease: _Lease | None = None
+        self.subscription: AbstractAsyncContextManager[ChannelStream] | None = None
+
+    async def release(self) -> None:
+        try:
+            if self.subscription is not None:
+                await self.subscription.__aexit__(None, None, None)
+        finally:
+            try:
+                if self.lease is not None:
+                    await asyncio.shield(self.lease.release())
+            finally:
+                if self.replay is not None:
+                    self.replay.leave()
+                self.cap()
 
 
 class _Lease:
@@ -481,44 +486,31 @@ async def stream(request: Request) -> Response:
         raise Draining("this node is shutting down: reconnect to another")
     settings = services.settings
     per_client = tenant.settings.max_streams_per_client or settings.sse_max_streams_per_client
-    resources = AsyncExitStack()
-    resources.callback(services.streams.enter((tenant.tenant_id, principal.identity), per_client))
+    held = _Held(services.streams.enter((tenant.tenant_id, principal.identity), per_client))
     try:
         # Resuming or replaying reads history: a reconnect storm is mostly that, so it is
         # what the node admits only so many of at once.
-        replay = None if requested == NEW_ONLY else services.replays.enter()
-    except BaseException:
-        await resources.aclose()
-        raise
-    if replay is not None:
-        resources.callback(replay.leave)
-    lease = _Lease(services, tenant)
-    try:
+        replay = held.replay = None if requested == NEW_ONLY else services.replays.enter()
+        lease = _Lease(services, tenant)
         await lease.acquire()
-    except BaseException:
-        await resources.aclose()
-        raise
-    resources.push_async_callback(lambda: asyncio.shield(lease.release()))
-    try:
-        channel_stream = await resources.enter_async_context(
-            open_stream(
-                services.engine,
-                services.hub,
-                Topic(principal.tenant, pattern.text),
-                requested,
-                is_wildcard=pattern.is_wildcard,
-                capacity=settings.subscriber_queue_size,
-                queue_bytes=settings.subscriber_queue_bytes,
-                page_size=settings.history_max_limit,
-                page_bytes=settings.history_max_bytes,
-                on_history_read=services.metrics.replay_reads.labels("sse").inc,
-            )
+        held.lease = lease
+        subscription = open_stream(
+            services.engine,
+            services.hub,
+            Topic(principal.tenant, pattern.text),
+            requested,
+            is_wildcard=pattern.is_wildcard,
+            capacity=settings.subscriber_queue_size,
+            queue_bytes=settings.subscriber_queue_bytes,
+            page_size=settings.history_max_limit,
+            page_bytes=settings.history_max_bytes,
+            on_history_read=services.metrics.replay_reads.labels("sse").inc,
         )
+        channel_stream = await subscription.__aenter__()
+        held.subscription = subscription
     except BaseException:
-        await resources.aclose()
+        await held.release()
         raise
     reconnecting = bool(request.headers.get("last-event-id"))
     opening = _opening(channel_stream, pattern.is_wildcard, reconnecting)
-    return _EventStreamResponse(
-        channel_stream, resources, services, principal, lease, opening, replay
-    )
+    return _EventStreamResponse(channel_stream, held, services, principal, lease, opening, replay)

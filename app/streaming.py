@@ -75,6 +75,7 @@ class ChannelStream:
         self._pending: list[StreamItem] = [initial_gap] if initial_gap else []
         self.position = after
         self._catching_up = key is not None
+        self._sink: Callable[[Delivery], bool] | None = None
 
     @property
     def catching_up(self) -> bool:
@@ -100,20 +101,16 @@ class ChannelStream:
         have the delivery queued as usual, and must not block. Order and position are kept:
         `sink` sees a delivery only when everything before it was taken, and the stream's
         position moves past each delivery `sink` accepts."""
-        if sink is None:
-            self._mailbox.direct = None
-            return
-        mailbox = self._mailbox
-        name = None if self._key is None else self._key.name
+        self._sink = sink
+        self._mailbox.direct = None if sink is None else self._through
 
-        def direct(delivery: Delivery) -> bool:
-            if self._catching_up or self._pending or not sink(delivery):
-                return False
-            if name is not None:
-                self.position = mailbox.floor[name] = delivery.replay_id
-            return True
-
-        mailbox.direct = direct
+    def _through(self, delivery: Delivery) -> bool:
+        sink = self._sink
+        if sink is None or self._catching_up or self._pending or not sink(delivery):
+            return False
+        if self._key is not None:
+            self.position = self._mailbox.floor[self._key.name] = delivery.replay_id
+        return True
 
     async def next_batch(self, timeout: float | None) -> list[StreamItem]:
         """The next items in order; an empty list if nothing arrived within `timeout` seconds.
