@@ -115,8 +115,8 @@ class _EventStreamResponse(Response):
     """Writes one subscriber's stream. Every end the server chooses (drain, token expiry,
     falling behind, a failure) closes with a `retry:` hint so the client reconnects and resumes.
 
-    One task per stream besides the response's own: the watcher of the client's disconnect.
-    Live events the fan-out hands over while the stream waits with nothing queued (`_direct`)
+    No task per stream besides the response's own, which sleeps while the stream is live and
+    idle; the client's disconnect is watched from a callback (`DisconnectWatch`). Live events the fan-out hands over while the stream waits with nothing queued (`_direct`)
     are gathered and written from the node's one `Ticker.soon` callback (`flush`), one write
     per stream for everything that arrived in that round of the event loop, without waking the
     stream's task: the write is driven at once, and only one that must wait for the socket
