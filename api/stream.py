@@ -116,13 +116,14 @@ class _EventStreamResponse(Response):
     falling behind, a failure) closes with a `retry:` hint so the client reconnects and resumes.
 
     No task per stream besides the response's own, which sleeps while the stream is live and
-    idle; the client's disconnect is watched from a callback (`DisconnectWatch`). Live events the fan-out hands over while the stream waits with nothing queued (`_direct`)
-    are gathered and written from the node's one `Ticker.soon` callback (`flush`), one write
-    per stream for everything that arrived in that round of the event loop, without waking the
-    stream's task: the write is driven at once, and only one that must wait for the socket
-    (flow control) is left to the stream's task to finish, within the send timeout. Whenever
-    the task runs, it writes what was gathered first, so order is kept. Heartbeats, token
-    expiry, draining and the periodic re-checks come from the node's `Ticker` too."""
+    idle; the client's disconnect is watched from a callback (`DisconnectWatch`). Live events
+    the fan-out hands over while the stream waits with nothing queued (`_direct`) are gathered
+    and written from the node's one `Ticker.soon` callback (`flush`), one write per stream for
+    everything that arrived in that round of the event loop, without waking the stream's task:
+    the write is driven at once, and only one that must wait for the socket (flow control) is
+    left to the stream's task to finish, within the send timeout. Whenever the task runs, it
+    writes what was gathered first, so order is kept. Heartbeats, token expiry, draining and
+    the periodic re-checks come from the node's `Ticker` too."""
 
     media_type = "text/event-stream"
 
