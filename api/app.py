@@ -42,6 +42,7 @@ from app.schemas import SchemaLimits
 from app.settings import Settings
 from app.tenancy import ServerLimits
 from app.throttle import Throttle
+from app.ticker import Ticker
 from storage.memory import MemoryCatalog, MemoryEngine
 from storage.postgres import PostgresCatalog
 from storage.redis import RedisEngine
@@ -179,6 +180,9 @@ def create_app(
                 catalog = await stack.enter_async_context(MemoryCatalog())
             deliveries = DeliveryCache(CACHED_DELIVERIES, settings.bayeux_cache_size)
             hub = await stack.enter_async_context(Hub(engine, deliveries))
+            ticker = await stack.enter_async_context(
+                Ticker(stream.tick_interval(settings), lifecycle.draining)
+            )
             directory = Directory(
                 catalog,
                 clock,
@@ -244,6 +248,7 @@ def create_app(
                 readiness=ReadinessProbe(engine, hub, settings.ready_timeout),
                 credentials=credentials,
                 token_addresses=token_addresses,
+                ticker=ticker,
             )
             yield
 

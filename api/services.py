@@ -22,6 +22,7 @@ from app.publishing import PublishService
 from app.readiness import ReadinessProbe
 from app.settings import Settings
 from app.throttle import Throttle
+from app.ticker import Ticker
 
 __all__ = ["Lifecycle", "Services"]
 
@@ -52,6 +53,7 @@ class Services:
     readiness: ReadinessProbe
     credentials: CredentialGuard  # the token endpoint's secret checks, bounded
     token_addresses: Throttle  # the token endpoint's requests per client address
+    ticker: Ticker  # the periodic chores of SSE streams (heartbeats, expiry, re-checks)
     #: SSE stream leases released at once: a mass disconnect releases its leases a few at a time
     #: rather than queueing everyone else's store calls behind thousands of its own.
     lease_releases: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))

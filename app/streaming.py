@@ -75,6 +75,7 @@ class ChannelStream:
         self._pending: list[StreamItem] = [initial_gap] if initial_gap else []
         self.position = after
         self._catching_up = key is not None
+        self._sink: Callable[[Delivery], bool] | None = None
 
     @property
     def catching_up(self) -> bool:
@@ -92,6 +93,24 @@ class ChannelStream:
     def wake(self) -> None:
         """Make a pending `next_batch` return now (with nothing, if nothing arrived)."""
         self._mailbox.wake()
+
+    def write_through(self, sink: Callable[[Delivery], bool] | None) -> None:
+        """While this stream is live and its consumer waits in `next_batch` with nothing
+        queued, hand each new live delivery to `sink` at once, on the fan-out's own call,
+        instead of queueing it and waking the consumer (None: stop). `sink` returns False to
+        have the delivery queued as usual, and must not block. Order and position are kept:
+        `sink` sees a delivery only when everything before it was taken, and the stream's
+        position moves past each delivery `sink` accepts."""
+        self._sink = sink
+        self._mailbox.direct = None if sink is None else self._through
+
+    def _through(self, delivery: Delivery) -> bool:
+        sink = self._sink
+        if sink is None or self._catching_up or self._pending or not sink(delivery):
+            return False
+        if self._key is not None:
+            self.position = self._mailbox.floor[self._key.name] = delivery.replay_id
+        return True
 
     async def next_batch(self, timeout: float | None) -> list[StreamItem]:
         """The next items in order; an empty list if nothing arrived within `timeout` seconds.

@@ -475,3 +475,41 @@ async def test_an_event_is_encoded_once_for_exact_wildcard_and_catching_up_subsc
         item.sse_frame()
         item.bayeux_message(with_uuid=True)
     assert encodings == {"encode_envelope": 1, "event_frame": 1, "encode_event": 1}
+
+
+async def test_live_events_written_through_move_the_position_and_later_ones_follow_in_order(
+    engine: Engine, hub: Hub, channel: ChannelKey
+) -> None:
+    history = await publish_many(engine, channel, 2)
+    async with stream(engine, hub, channel, ALL_RETAINED) as subscriber:
+        assert flatten(await collect(subscriber, 2)) == history
+        through: list[int] = []
+        accepting = True
+        three = asyncio.Event()
+
+        def sink(delivered: Delivery) -> bool:
+            if accepting:
+                through.append(delivered.replay_id)
+                if len(through) == 3:
+                    three.set()
+            return accepting
+
+        subscriber.write_through(sink)
+        waiting = asyncio.create_task(subscriber.next_batch(None))
+        await asyncio.sleep(0)  # the task is now waiting on the stream
+        live = await publish_many(engine, channel, 3)
+        async with asyncio.timeout(WAIT_S):
+            await three.wait()
+
+        assert through == live
+        assert subscriber.position == live[-1]
+        assert not waiting.done()  # handed over without waking the consumer
+
+        accepting = False  # the sink refuses: the stream queues as before
+        later = await publish_many(engine, channel, 2)
+        async with asyncio.timeout(WAIT_S):
+            items = await waiting
+        items += await collect(subscriber, 2 - len(items)) if len(items) < 2 else []
+        assert flatten(items) == later
+        subscriber.write_through(None)
+        await assert_nothing_more(subscriber)

@@ -1,19 +1,31 @@
-"""A mailbox wait woken without a delivery returns nothing to take (the SSE guard wakes idle
-streams this way to send heartbeats); a loss of live events is reported in its place in line."""
+"""A mailbox wait woken without a delivery returns nothing to take (SSE streams are woken this
+way to send heartbeats); a loss of live events is reported in its place in line; a consumer
+waiting with nothing queued can take deliveries directly, in order."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
 from app.delivery import Delivery
-from app.hub import EventsLost, Mailbox
+from app.hub import EventsLost, Mailbox, SubscriberOverflow
 from app.model import ChannelKey, Event
 
 
 def delivery(replay_id: int, size: int = 10) -> Delivery:
     return Delivery(Event(ChannelKey("t", "/event/X"), replay_id, "u", 0, b"x" * size, "t"))
+
+
+def taking(handed: list[int]) -> Callable[[Delivery], bool]:
+    """A direct consumer that takes every delivery, noting its ReplayId."""
+
+    def take(delivered: Delivery) -> bool:
+        handed.append(delivered.replay_id)
+        return True
+
+    return take
 
 
 async def test_a_wake_ends_a_wait_with_nothing_to_take() -> None:
@@ -65,3 +77,55 @@ async def test_a_reset_forgets_a_loss() -> None:
 
     assert not mailbox.lost
     assert await mailbox.take(0) == []
+
+
+async def test_a_waiting_consumer_takes_a_delivery_directly_without_being_woken() -> None:
+    mailbox = Mailbox(10, 1024)
+    handed: list[int] = []
+    mailbox.direct = taking(handed)
+    waiting = asyncio.create_task(mailbox.take(None))
+    await asyncio.sleep(0)  # the consumer now waits
+
+    mailbox.offer(delivery(1))
+    mailbox.offer(delivery(2))
+    await asyncio.sleep(0)
+
+    assert handed == [1, 2]
+    assert not waiting.done()  # nothing queued, nobody woken
+    mailbox.wake()
+    assert await waiting == []
+
+
+async def test_a_delivery_the_direct_consumer_refuses_is_queued_and_the_rest_follow_it() -> None:
+    mailbox = Mailbox(10, 1024)
+    handed: list[int] = []
+
+    def direct(d: Delivery) -> bool:
+        if d.replay_id == 1:
+            return False
+        handed.append(d.replay_id)
+        return True
+
+    mailbox.direct = direct
+    waiting = asyncio.create_task(mailbox.take(None))
+    await asyncio.sleep(0)
+
+    mailbox.offer(delivery(1))  # refused: queued, and the consumer woken
+    mailbox.offer(delivery(2))  # queued behind it, never handed over out of order
+
+    assert [d.replay_id for d in await waiting] == [1, 2]
+    assert handed == []
+
+
+async def test_a_consumer_that_is_not_waiting_gets_its_deliveries_queued() -> None:
+    mailbox = Mailbox(2, 1024)
+    handed: list[int] = []
+    mailbox.direct = taking(handed)
+
+    for replay_id in (1, 2, 3):  # nobody waits: the mailbox's bound applies as before
+        mailbox.offer(delivery(replay_id))
+
+    assert handed == []
+    assert [d.replay_id for d in await mailbox.take(0)] == [1, 2]
+    with pytest.raises(SubscriberOverflow):
+        await mailbox.take(0)
