@@ -542,8 +542,9 @@ class BayeuxServer:
         """Listen on every subscription (through the session's mailbox on this node, kept
         from its previous connect here), then read; if nothing is there, wait for the first
         live event, the timeout, a newer connect, a subscribe, a disconnect or a drain, and
-        after a live event for `_LAZY_WINDOW` more. Returns why the hold ended early (None: it
-        did not), where the next connect's reads start (None: where they did) and, when the
+        after a live event for the rest of the lazy window (`_lazy`). Returns why the hold
+        ended early (None: it did not), where the next connect's reads start (None: where they
+        did) and, when the
         mailbox holds every event after what this reply reaches, what it serves next.
 
         Reading is skipped when the session's positions are exactly where the mailbox took

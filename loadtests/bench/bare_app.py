@@ -41,12 +41,18 @@ app = Starlette(
     ]
 )
 
-if __name__ == "__main__":
+
+def serve(asgi_app: Starlette) -> None:
+    """Serve on a free loopback port on the same stack as replaybus, printing its address."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(4096)  # connections wait in the backlog until the server accepts them
     print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
     config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", access_log=False, log_level="warning"
+        asgi_app, loop="uvloop", http="httptools", access_log=False, log_level="warning"
     )
     uvicorn.Server(config).run(sockets=[sock])
+
+
+if __name__ == "__main__":
+    serve(app)

@@ -8,15 +8,15 @@ measurement. A subscriber whose queue is full loses the event (the bench counts 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 
-import uvicorn
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+
+from loadtests.bench.bare_app import serve
 
 _QUEUE = 10_000  # events per subscriber, about 2 MB of the bench's payloads
 _subscribers: set[asyncio.Queue[bytes]] = set()
@@ -68,11 +68,4 @@ app = Starlette(
 )
 
 if __name__ == "__main__":
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(4096)  # connections wait in the backlog until the server accepts them
-    print(f"listening on http://127.0.0.1:{sock.getsockname()[1]}", flush=True)
-    config = uvicorn.Config(
-        app, loop="uvloop", http="httptools", access_log=False, log_level="warning"
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve(app)

@@ -36,7 +36,6 @@ __all__ = [
 CLIENT_ID = "bench"
 CLIENT_SECRET = "bench-secret-0123456789"
 _LISTENING = re.compile(rb"(http://127\.0\.0\.1:\d+)")
-_HERE = Path(__file__).parent
 _START_S = 30.0
 
 
@@ -142,14 +141,14 @@ def running_replaybus(
 
 @contextmanager
 def running_bare_starlette(cpu: int | None) -> Iterator[Server]:
-    command = [sys.executable, str(_HERE / "bare_app.py")]
+    command = [sys.executable, "-m", "loadtests.bench.bare_app"]
     with _process("bare Starlette", command, {}, cpu) as server:
         yield server
 
 
 @contextmanager
 def running_fanout_app(cpu: int | None) -> Iterator[Server]:
-    command = [sys.executable, str(_HERE / "fanout_app.py")]
+    command = [sys.executable, "-m", "loadtests.bench.fanout_app"]
     with _process("Starlette fan-out", command, {}, cpu) as server:
         yield server
 

@@ -220,6 +220,27 @@ async def running_node(clock: Clock | None = None, **overrides: Any) -> AsyncIte
 __all__ += ["StreamStart", "hold_stream"]
 
 
+def stream_scope(channel: str, token: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
+    """The ASGI scope of `GET /v1/stream{channel}` with a bearer token (and `headers`)."""
+    path = "/v1/stream" + channel
+    raw_headers = [(b"authorization", f"Bearer {token}".encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": raw_headers,
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1234),
+    }
+
+
 class StreamStart:
     """How `GET /v1/stream<channel>` began: its status and headers (names in lower case), and
     for a refusal (which ends by itself) the whole body."""
@@ -273,23 +294,7 @@ async def hold_stream(
         elif message["type"] == "http.response.body":
             body.append(message.get("body", b""))
 
-    path = "/v1/stream" + channel
-    raw_headers = [(b"authorization", f"Bearer {token}".encode())]
-    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": raw_headers,
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 1234),
-    }
+    scope = stream_scope(channel, token, headers)
     handling = asyncio.create_task(node.app(scope, receive, send))
     try:
         waiting = asyncio.create_task(started.wait())

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from api.services import Services
-from tests.api._support import Node, bearer, running_node
+from tests.api._support import Node, bearer, running_node, stream_scope
 
 ORDER = "/event/Order__e"
 ALL = ["publish", "subscribe"]
@@ -73,21 +73,7 @@ class Subscriber:
 @asynccontextmanager
 async def subscribed(node: Node, token: str, channel: str) -> AsyncIterator[Subscriber]:
     subscriber = Subscriber()
-    path = "/v1/stream" + channel
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"authorization", f"Bearer {token}".encode())],
-        "server": ("127.0.0.1", 80),
-        "client": ("127.0.0.1", 1234),
-    }
+    scope = stream_scope(channel, token)
     handling = asyncio.create_task(node.app(scope, subscriber.receive, subscriber.send))
     try:
         async with asyncio.timeout(WAIT_S):
