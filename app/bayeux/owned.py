@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 
 from app.delivery import Delivery
 from app.engine import Engine
+from app.errors import EngineUnavailable
 from app.hub import Hub, Mailbox
 from app.model import ChannelKey, Topic, Window
 
@@ -179,11 +180,12 @@ class Windows:
         try:
             window = await self._engine.window(key)
         except BaseException as error:
-            if isinstance(error, Exception):
-                answer.set_exception(error)
-                answer.exception()  # retrieved here, whoever else waits on it
-            else:
-                answer.cancel()
+            if not isinstance(error, Exception):
+                # The reading connect was cancelled: the others joined on its read fail as
+                # on an engine that did not answer, not as if they were cancelled too.
+                error = EngineUnavailable("a channel's window read was abandoned")
+            answer.set_exception(error)
+            answer.exception()  # retrieved here, whoever else waits on it
             raise
         finally:
             if self._reading.get(key, (0, None))[1] is answer:

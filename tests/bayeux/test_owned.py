@@ -10,10 +10,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.bayeux.owned import Hold
+from app.bayeux.owned import Hold, Windows
 from app.bayeux.server import BayeuxServer
+from app.errors import EngineUnavailable
 from app.hub import Hub
+from app.model import ChannelKey, Window
 from app.settings import Settings
+from storage.memory import MemoryEngine
 from tests.bayeux._support import (
     Background,
     BayeuxClient,
@@ -213,3 +216,38 @@ async def test_a_superseded_connect_woken_by_events_leaves_the_mailbox_to_the_ne
 
     assert superseded == []
     assert delivered == published
+
+
+class HeldWindows(MemoryEngine):
+    """The memory engine, its window reads held until `answer` is set."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, idempotency_ttl=60)
+        self.reading = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def window(self, key: ChannelKey) -> Window:
+        self.reading.set()
+        await self.answer.wait()
+        return await super().window(key)
+
+
+async def test_a_window_read_its_connect_gave_up_fails_the_joined_ones_as_unavailable(
+    clock: FakeClock,
+) -> None:
+    engine = HeldWindows(clock)
+    async with engine:
+        windows = Windows(engine)
+        key = ChannelKey("acme", X)
+        reading = asyncio.create_task(windows.after(key, 5))
+        await within(engine.reading.wait())
+        joined = asyncio.create_task(windows.after(key, 3))
+        await asyncio.sleep(0)  # one loop turn: its first step joins the read in flight
+
+        reading.cancel()
+
+        with pytest.raises(EngineUnavailable):
+            await within(joined)
+        assert reading.cancelled()
+        engine.answer.set()
+        assert await within(windows.after(key, 3)) == await engine.window(key)
