@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack
 
 from app.delivery import Delivery
 from app.engine import Engine
+from app.errors import EngineUnavailable
 from app.hub import Hub, Mailbox
 from app.model import ChannelKey, Topic, Window
 
@@ -70,7 +71,12 @@ class Owned:
     `synced` maps every channel of the session to the ReplayId after which all its events are
     in `mailbox` or `leftover` (events taken from the mailbox that the last reply had no room
     for); empty when that is not known. A connect that finds the session's positions equal to
-    it serves the events from there; any other clears it while it works."""
+    it serves the events from there; any other clears it while it works.
+
+    Every connect of the session on this node shares `mailbox`, but what it holds belongs to
+    the connect that took the state last (`taker`): only that one takes from it or settles,
+    so a connect superseded while it waited can neither take events the newer one then never
+    delivers nor leave positions behind them."""
 
     __slots__ = (
         "generation",
@@ -81,6 +87,7 @@ class Owned:
         "stack",
         "subscriptions",
         "synced",
+        "taker",
         "used",
     )
 
@@ -94,6 +101,7 @@ class Owned:
         self.used = 0.0  # loop time of the last connect that used it; -inf: to be closed
         self.opened: asyncio.Future[None] | None = None  # while subscribing
         self.replied = 0.0  # loop time of the last reply with events stored
+        self.taker: object = None  # the connect that took the state last (see `take`)
 
     async def open(self, hub: Hub, tenant: str) -> None:
         self.opened = asyncio.get_running_loop().create_future()
@@ -105,9 +113,11 @@ class Owned:
             wake(self.opened)
             self.opened = None
 
-    def take(self) -> tuple[dict[str, int], list[Delivery]]:
-        """`synced` and `leftover`, cleared until the connect taking them stores its reply
-        (see `settle`); nothing after an overflow or a loss (the mailbox starts over)."""
+    def take(self, taker: object) -> tuple[dict[str, int], list[Delivery]]:
+        """`synced` and `leftover`, cleared until the connect taking them (`taker`, which the
+        mailbox's contents belong to from now on) stores its reply (see `settle`); nothing
+        after an overflow or a loss (the mailbox starts over)."""
+        self.taker = taker
         synced, leftover = self.synced, self.leftover
         self.synced, self.leftover = {}, []
         if self.mailbox.overflowed or self.mailbox.lost:
@@ -115,8 +125,17 @@ class Owned:
             return {}, []
         return synced, leftover
 
-    def settle(self, synced: dict[str, int], leftover: list[Delivery]) -> None:
-        """A reply was stored with the session's positions at `synced`."""
+    def mine(self, taker: object) -> bool:
+        """Whether the mailbox's contents still belong to `taker` (no connect took the state
+        since)."""
+        return self.taker is taker
+
+    def settle(self, taker: object, synced: dict[str, int], leftover: list[Delivery]) -> None:
+        """`taker`'s reply was stored with the session's positions at `synced`. Ignored when
+        another connect took the state since: it reads the store, as it found `synced`
+        empty, and may have taken from the mailbox already."""
+        if self.taker is not taker:
+            return
         self.synced = synced
         self.leftover = leftover
         floor = self.mailbox.floor
@@ -161,11 +180,12 @@ class Windows:
         try:
             window = await self._engine.window(key)
         except BaseException as error:
-            if isinstance(error, Exception):
-                answer.set_exception(error)
-                answer.exception()  # retrieved here, whoever else waits on it
-            else:
-                answer.cancel()
+            if not isinstance(error, Exception):
+                # The reading connect was cancelled: the others joined on its read fail as
+                # on an engine that did not answer, not as if they were cancelled too.
+                error = EngineUnavailable("a channel's window read was abandoned")
+            answer.set_exception(error)
+            answer.exception()  # retrieved here, whoever else waits on it
             raise
         finally:
             if self._reading.get(key, (0, None))[1] is answer:

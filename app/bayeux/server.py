@@ -462,9 +462,9 @@ class BayeuxServer:
             return [_failure(message, codec.UNKNOWN_CLIENT, advice=advice)]
         if final.generation != generation:
             return [reply]  # superseded meanwhile: the newer connect gets these events
-        if served is not None:
+        if served is not None and served.owned.mine(held):
             served.owned.generation = generation
-            served.owned.settle(served.synced, served.leftover)
+            served.owned.settle(held, served.synced, served.leftover)
         if batch.items:
             self._replies += 1
             if held is not None:
@@ -567,7 +567,7 @@ class BayeuxServer:
             mailbox = owned.mailbox
             targets = await self._targets(session)
             every = not targets.coverage.wildcards and targets.following is None
-            synced, pending = owned.take()
+            synced, pending = owned.take(hold)
             resume_at: str | None = None
             fast = every and bool(synced) and synced == targets.after
             if fast:
@@ -603,8 +603,16 @@ class BayeuxServer:
                 if ending is not None:
                     return self._abandon(batch, ending), None, None
             await self._turn(hold)
+            # Superseded while it waited for the turn, or another connect took the mailbox
+            # over: what is in it is that connect's to deliver.
+            ending = hold.ending() or (None if owned.mine(hold) else "superseded")
+            if ending is not None:
+                return self._abandon(batch, ending), None, None
             try:
-                deliveries = [*pending, *await mailbox.take(0)]
+                # Taken without waiting, so it is still this connect's mailbox when it does.
+                waiting = len(mailbox) or mailbox.overflowed or mailbox.lost
+                taken = await mailbox.take(0) if waiting else []
+                deliveries = [*pending, *taken]
             except (SubscriberOverflow, EventsLost):
                 mailbox.reset()
                 targets = await self._targets(session)

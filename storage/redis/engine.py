@@ -230,8 +230,11 @@ class RedisEngine:
         self._reserve: Any = None
         self._session_swap: Any = None
         #: Per client id, the session value as this process last read or wrote it, decoded,
-        #: and whether this process wrote it.
-        self._sessions: OrderedDict[str, tuple[bytes, SessionRecord, int, bool]] = OrderedDict()
+        #: and, when this process wrote it and made its connect generation (a handshake or a
+        #: connect here), that generation; else None.
+        self._sessions: OrderedDict[str, tuple[bytes, SessionRecord, int, int | None]] = (
+            OrderedDict()
+        )
         self._rate: Any = None
         self._claim: Any = None
         self._advance_family: Any = None
@@ -634,13 +637,13 @@ class RedisEngine:
             await self._client.set(
                 keys.session_key(record.client_id), raw, px=(ttl_us + _SESSION_GRACE_US) // 1000
             )
-            self._remember(record.client_id, raw, record, expires, ours=True)
+            self._remember(record.client_id, raw, record, expires, record.generation)
             return True
 
         return await self._call(run)
 
     def _remember(
-        self, client_id: str, raw: bytes, record: SessionRecord, expires: int, *, ours: bool
+        self, client_id: str, raw: bytes, record: SessionRecord, expires: int, ours: int | None
     ) -> None:
         self._sessions[client_id] = (raw, record, expires, ours)
         self._sessions.move_to_end(client_id)
@@ -657,7 +660,7 @@ class RedisEngine:
             self._sessions.pop(client_id, None)
             return None
         record, expires = _decode_session(raw)
-        self._remember(client_id, raw, record, expires, ours=False)
+        self._remember(client_id, raw, record, expires, None)
         return record if expires > self._now_us() else None
 
     def session_cached(self, client_id: str) -> SessionRecord | None:
@@ -682,15 +685,18 @@ class RedisEngine:
         compare-and-set it: one round trip when no other node changed the session since. A
         stale value costs one more try per change met (the script answers with the current
         one). Also says whether another node may have changed the session since this process last
-        did: False only when the value this process wrote last was still the stored one."""
+        did: False only when the value this process wrote last was still the stored one, with
+        the connect generation this process made (a change stored for a superseded connect
+        here rewrites another node's generation, whose connect that node may still hold)."""
         key = keys.session_key(client_id)
         cached = self._sessions.get(client_id)
-        stale = cached is None or not cached[3]
+        ours = None if cached is None else cached[3]
+        stale = ours is None
         raw, record, expires = cached[:3] if cached is not None else (b"", None, 0)
         confirmed = False  # `raw` just came from Redis (a cached one may be out of date)
 
         async def run() -> tuple[SessionRecord, bool] | None:
-            nonlocal raw, record, expires, confirmed, stale
+            nonlocal raw, record, expires, confirmed, stale, ours
             for _ in range(50):
                 now = self._now_us()
                 if record is not None and expires <= now and confirmed:
@@ -700,7 +706,9 @@ class RedisEngine:
                 if record is None or expires <= now:
                     # Nothing (current) known here: the script only reads, as "" is never held.
                     expected, updated, new_raw, new_expiry, index = b"", None, b"", now, []
+                    replaced = None
                 else:
+                    replaced = record.generation
                     updated = apply_change(record, change)
                     new_expiry = max(expires, now + ttl_us) if extend_only else now + ttl_us
                     new_raw = _encode_session(updated, new_expiry)
@@ -720,7 +728,12 @@ class RedisEngine:
                         await self._client.zadd(
                             keys.sessions_of(updated.tenant), {client_id: new_expiry}
                         )
-                    self._remember(client_id, new_raw, updated, new_expiry, ours=True)
+                    stale = stale or replaced != ours
+                    if change.new_generation:
+                        ours = updated.generation
+                    elif updated.generation != ours:
+                        ours = None
+                    self._remember(client_id, new_raw, updated, new_expiry, ours)
                     return updated, stale
                 held: bytes | None = answer[1] if len(answer) > 1 else None
                 if held is None:

@@ -5,13 +5,18 @@ the node still has."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
+from app.bayeux.owned import Hold, Windows
 from app.bayeux.server import BayeuxServer
+from app.errors import EngineUnavailable
 from app.hub import Hub
+from app.model import ChannelKey, Window
 from app.settings import Settings
+from storage.memory import MemoryEngine
 from tests.bayeux._support import (
     Background,
     BayeuxClient,
@@ -34,6 +39,39 @@ async def engine(clock: FakeClock) -> AsyncIterator[CountingEngine]:
     counting = CountingEngine(clock, idempotency_ttl=60)
     async with counting:
         yield counting
+
+
+class Stopped:
+    """A connect stopped by `TurnGate` right after it got its reply turn."""
+
+    def __init__(self) -> None:
+        self.reached = asyncio.Event()
+        self.go_on: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def release(self) -> None:
+        self.go_on.set_result(None)
+
+
+class TurnGate:
+    """Stops the next connect that asks for a reply turn right after it gets it, until the
+    test releases it: a connect that a busy node leaves waiting there, in any order the
+    test chooses with the others."""
+
+    def __init__(self, server: BayeuxServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._turn = server._turn
+        self._next: Stopped | None = None
+        monkeypatch.setattr(server, "_turn", self.turn)
+
+    def stop_next(self) -> Stopped:
+        self._next = Stopped()
+        return self._next
+
+    async def turn(self, hold: Hold) -> None:
+        await self._turn(hold)
+        stopped, self._next = self._next, None
+        if stopped is not None:
+            stopped.reached.set()
+            await stopped.go_on
 
 
 async def held_delivery(
@@ -147,3 +185,69 @@ async def test_a_position_retention_took_from_under_the_mailbox_ends_the_session
     assert reply["successful"] is False
     assert reply["advice"] == ENDED
     assert [gap["requested"] for gap in reply["ext"]["replaybus"]["gaps"]] == [seen]
+
+
+async def test_a_superseded_connect_woken_by_events_leaves_the_mailbox_to_the_newer_one(
+    client: BayeuxClient,
+    background: Background,
+    publish: Publisher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gate = TurnGate(client.server, monkeypatch)
+    await client.start(X)
+    first = await hold(client, background)
+    first_stopped = gate.stop_next()
+    published = [await publish.one(X)]
+    await within(first_stopped.reached.wait())  # woken, waiting to take from the mailbox
+    # The client sends its next connect meanwhile: it supersedes the first, and it and the
+    # one after it are served by the same mailbox.
+    second = event_ids(await within(client.connect()))
+    third = await hold(client, background)
+    third_stopped = gate.stop_next()
+    published.append(await publish.one(X))
+    await within(third_stopped.reached.wait())
+    first_stopped.release()  # the superseded connect goes on first
+    superseded = event_ids(await within(first))
+    third_stopped.release()
+    delivered = second + event_ids(await within(third))
+    fourth = await hold(client, background)
+    published.append(await publish.one(X))
+    delivered += event_ids(await within(fourth))
+
+    assert superseded == []
+    assert delivered == published
+
+
+class HeldWindows(MemoryEngine):
+    """The memory engine, its window reads held until `answer` is set."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock, idempotency_ttl=60)
+        self.reading = asyncio.Event()
+        self.answer = asyncio.Event()
+
+    async def window(self, key: ChannelKey) -> Window:
+        self.reading.set()
+        await self.answer.wait()
+        return await super().window(key)
+
+
+async def test_a_window_read_its_connect_gave_up_fails_the_joined_ones_as_unavailable(
+    clock: FakeClock,
+) -> None:
+    engine = HeldWindows(clock)
+    async with engine:
+        windows = Windows(engine)
+        key = ChannelKey("acme", X)
+        reading = asyncio.create_task(windows.after(key, 5))
+        await within(engine.reading.wait())
+        joined = asyncio.create_task(windows.after(key, 3))
+        await asyncio.sleep(0)  # one loop turn: its first step joins the read in flight
+
+        reading.cancel()
+
+        with pytest.raises(EngineUnavailable):
+            await within(joined)
+        assert reading.cancelled()
+        engine.answer.set()
+        assert await within(windows.after(key, 3)) == await engine.window(key)

@@ -123,3 +123,23 @@ async def test_a_session_another_node_deleted_is_gone_though_known_here(
 
     assert claimed is None
     assert first.session_cached(record.client_id) is None
+
+
+async def test_a_change_stored_for_a_superseded_connect_leaves_the_next_contended(
+    nodes: tuple[RedisEngine, RedisEngine],
+) -> None:
+    first, second = nodes
+    record = await _created(first)
+    await first.session_connect(record.client_id, SessionChange(new_generation=True), TTL_US)
+    # A connect on the other node supersedes the first node's, which then stores its reply.
+    await second.session_connect(record.client_id, SessionChange(new_generation=True), TTL_US)
+    await first.session_update(
+        record.client_id, SessionChange(connected=True, if_generation=1), TTL_US
+    )
+
+    claimed = await first.session_connect(
+        record.client_id, SessionChange(new_generation=True), TTL_US
+    )
+
+    assert claimed is not None
+    assert (claimed[0].generation, claimed[1]) == (3, True)
