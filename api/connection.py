@@ -101,7 +101,7 @@ class DisconnectWatch:
         except Exception:
             pass  # a `receive` that fails: the client is as good as gone, as in `_drive`
         finally:
-            self._gone()  # not after `close`, which cancels this task
+            self._gone()  # reports nothing once `close` (which cancels this task) ran
 
     def _gone(self) -> None:
         self._step = None
