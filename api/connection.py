@@ -58,6 +58,7 @@ class DisconnectWatch:
         self._drive(None)
 
     def close(self) -> None:
+        self._on_gone = _ignore
         step, self._step = self._step, None
         if step is not None:
             step.close()
@@ -93,11 +94,19 @@ class DisconnectWatch:
 
     async def _finish(self, step: Step, waiting: Any) -> None:
         self._step = None
-        message = await resumed(step, waiting)
-        if message["type"] != "http.disconnect":
-            await until_disconnected(self._receive)
-        self._gone()
+        try:
+            message = await resumed(step, waiting)
+            if message["type"] != "http.disconnect":
+                await until_disconnected(self._receive)
+        except Exception:
+            pass  # a `receive` that fails: the client is as good as gone, as in `_drive`
+        finally:
+            self._gone()  # reports nothing once `close` (which cancels this task) ran
 
     def _gone(self) -> None:
         self._step = None
         self._on_gone()
+
+
+def _ignore() -> None:
+    pass

@@ -11,6 +11,7 @@ never holds up subscribers of another (the readiness canary included).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -19,6 +20,8 @@ from app.engine import LiveSource
 from app.model import Event, Topic
 
 __all__ = ["EventsLost", "Hub", "Mailbox", "SubscriberOverflow"]
+
+log = logging.getLogger("replaybus.hub")
 
 
 class SubscriberOverflow(Exception):
@@ -43,6 +46,7 @@ class Mailbox:
         "_lost_at",
         "_max_bytes",
         "_waiter",
+        "_woken",
         "direct",
         "floor",
         "overflowed",
@@ -56,6 +60,7 @@ class Mailbox:
         self._items: list[Delivery] = []
         self._bytes = 0
         self._waiter: asyncio.Future[None] | None = None
+        self._woken = False  # a `wake` no wait has answered yet
         self.overflowed = False
         self._lost_at: int | None = None  # deliveries buffered before events were lost
         #: Per channel, the ReplayId its consumer already has: deliveries at or below it are
@@ -65,7 +70,8 @@ class Mailbox:
         #: A consumer that can take a delivery at once (an SSE stream writing straight to its
         #: socket) sets this: while it waits and nothing is queued ahead, `offer` hands it the
         #: delivery instead of queueing it and waking the consumer's task. It returns False to
-        #: have the delivery queued as usual. It must not block.
+        #: have the delivery queued as usual. It must not block. One that raises is logged
+        #: and dropped: that delivery and the later ones are queued.
         self.direct: Callable[[Delivery], bool] | None = None
 
     def offer(self, delivery: Delivery) -> None:
@@ -78,9 +84,15 @@ class Mailbox:
             and self._waiter is not None
             and not self._items
             and self._lost_at is None
-            and direct(delivery)
         ):
-            return
+            # Called from the fan-out: a failure here must not keep the event from the
+            # mailboxes after this one.
+            try:
+                if direct(delivery):
+                    return
+            except Exception:
+                log.exception("a direct consumer failed; its deliveries are queued instead")
+                self.direct = None
         size = delivery.event.size
         if len(self._items) >= self._capacity or (
             self._items and self._bytes + size > self._max_bytes
@@ -89,7 +101,7 @@ class Mailbox:
         else:
             self._items.append(delivery)
             self._bytes += size
-        self.wake()
+        self._notify()
 
     def lose(self) -> None:
         """Live events were lost on their way (the engine could not catch up after an outage).
@@ -97,7 +109,7 @@ class Mailbox:
         EventsLost, once, and goes on with what arrived after."""
         if self._lost_at is None:
             self._lost_at = len(self._items)
-        self.wake()
+        self._notify()
 
     @property
     def lost(self) -> bool:
@@ -105,7 +117,17 @@ class Mailbox:
         return self._lost_at is not None
 
     def wake(self) -> None:
-        """End a wait with nothing delivered (its caller then has nothing to take)."""
+        """End the current wait with nothing delivered (its caller then has nothing to take),
+        or, when none is under way, make the next `wait` (or `watch`) return at once: a wake
+        is never lost, whatever the consumer was doing when it came."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        else:
+            self._woken = True
+
+    def _notify(self) -> None:
+        """End the current wait: something was buffered (the next wait sees it anyway)."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -117,8 +139,9 @@ class Mailbox:
     def watch(self, waiter: asyncio.Future[None]) -> bool:
         """Have the next offer, overflow or loss complete `waiter`, as `wait` does, for a
         consumer that waits on several things with one future (until `unwatch`). False, and
-        nothing watched, when something is waiting already."""
-        if self._items or self.overflowed or self._lost_at is not None:
+        nothing watched, when something is waiting already (or a `wake` came meanwhile)."""
+        if self._woken or self._items or self.overflowed or self._lost_at is not None:
+            self._woken = False
             return False
         self._waiter = waiter
         return True
@@ -126,6 +149,7 @@ class Mailbox:
     def unwatch(self, waiter: asyncio.Future[None]) -> None:
         if self._waiter is waiter:
             self._waiter = None
+            self._woken = False  # as in `wait`: answered by the end of this watch
 
     def reset(self) -> None:
         """Forget buffered deliveries, the overflow and any loss (the caller re-reads history
@@ -137,8 +161,9 @@ class Mailbox:
 
     async def wait(self, timeout: float | None) -> None:
         """Return once a delivery (or an overflow, or a loss) is waiting, or after `timeout`
-        seconds."""
-        if self._items or self.overflowed or self._lost_at is not None:
+        seconds, or at once after a `wake` no wait has answered yet."""
+        if self._woken or self._items or self.overflowed or self._lost_at is not None:
+            self._woken = False
             return
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
@@ -150,6 +175,7 @@ class Mailbox:
             await waiter
         finally:
             self._waiter = None
+            self._woken = False  # a wake that came once the wait was over: answered by it
             if timer is not None:
                 timer.cancel()
 

@@ -91,7 +91,8 @@ class ChannelStream:
         return self.position
 
     def wake(self) -> None:
-        """Make a pending `next_batch` return now (with nothing, if nothing arrived)."""
+        """Make a pending `next_batch` return now (with nothing, if nothing arrived), or the
+        next one at once if none is pending."""
         self._mailbox.wake()
 
     def write_through(self, sink: Callable[[Delivery], bool] | None) -> None:

@@ -1,7 +1,9 @@
 """How an SSE stream writes: live events handed over by the fan-out arrive in order with their
 ids, everything published at once in one write; a write that must wait for the socket holds
 back what follows, which then arrives in order; and a client that goes away mid-stream frees
-its lease, its place in the caps and its live subscription."""
+its lease, its place in the caps and its live subscription, as does one gone before its stream
+began or while a write waited for the socket, with no event to wake the stream; a node that
+drains ends a stream busy writing."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ class Subscriber:
         self._changed = asyncio.Event()
         self._gate: asyncio.Event | None = None
         self._requested = False
+        self._bodies = 0  # body writes begun
+        self._hold: tuple[int, asyncio.Event, asyncio.Event] | None = None
 
     async def receive(self) -> MutableMapping[str, Any]:
         if not self._requested:
@@ -43,6 +47,12 @@ class Subscriber:
         if message["type"] == "http.response.start":
             self.status = message["status"]
         else:
+            index, self._bodies = self._bodies, self._bodies + 1
+            if self._hold is not None and self._hold[0] == index:
+                _, reached, release = self._hold
+                self._hold = None
+                reached.set()
+                await release.wait()
             gate, self._gate = self._gate, None
             if gate is not None:
                 await gate.wait()
@@ -53,6 +63,13 @@ class Subscriber:
         """The next write waits until the returned event is set."""
         self._gate = asyncio.Event()
         return self._gate
+
+    def hold_write(self, index: int) -> tuple[asyncio.Event, asyncio.Event]:
+        """Body write number `index` (0: the opening) waits until the second event returned
+        is set; the first is set once it waits."""
+        reached, release = asyncio.Event(), asyncio.Event()
+        self._hold = (index, reached, release)
+        return reached, release
 
     def events(self) -> list[tuple[int, int]]:
         """(`id:`, the envelope's replayId) of every event written so far, in order."""
@@ -150,3 +167,92 @@ async def test_a_client_that_goes_away_mid_stream_frees_its_lease_and_subscripti
             replay_ids = await publish(node, token, 1)
             await again.until(1)
             assert again.events() == [(replay_ids[0], replay_ids[0])]
+
+
+async def assert_stream_freed(node: Node, token: str) -> None:
+    """Its live subscription and its place among the client's streams are free again."""
+    assert services(node).hub.subscriber_count == 0
+    assert await node.stream_status(token, ORDER) == (200, "")
+
+
+def replaying(token: str) -> dict[str, Any]:
+    scope = stream_scope(ORDER, token)
+    scope["query_string"] = b"replayId=-2"  # every retained event, then live
+    return scope
+
+
+async def test_a_client_gone_before_its_stream_began_ends_it_with_no_event_to_wake_it() -> None:
+    async with running_node(sse_max_streams_per_client=1) as node:
+        await node.create_tenant("acme")
+        token = await node.client_token("acme", ALL)
+        subscriber = Subscriber()
+        subscriber.gone.set()  # the disconnect is there as soon as the stream looks
+
+        handling = asyncio.create_task(
+            node.app(stream_scope(ORDER, token), subscriber.receive, subscriber.send)
+        )
+        async with asyncio.timeout(WAIT_S):
+            await handling  # no event is published on the channel
+
+        assert subscriber.status == 200
+        await assert_stream_freed(node, token)
+
+
+async def test_a_client_gone_while_a_write_waits_for_the_socket_ends_its_stream() -> None:
+    async with running_node(sse_max_streams_per_client=1) as node:
+        await node.create_tenant("acme")
+        token = await node.client_token("acme", ALL)
+        await publish(node, token, 3)
+        subscriber = Subscriber()
+        waiting, socket_drained = subscriber.hold_write(1)  # the history, after the opening
+        handling = asyncio.create_task(
+            node.app(replaying(token), subscriber.receive, subscriber.send)
+        )
+        async with asyncio.timeout(WAIT_S):
+            await waiting.wait()
+
+        # The disconnect is seen first (callbacks run in order), then the write completes.
+        subscriber.gone.set()
+        socket_drained.set()
+        async with asyncio.timeout(WAIT_S):
+            await handling
+
+        assert len(subscriber.events()) == 3
+        await assert_stream_freed(node, token)
+
+
+class TickSeen:
+    """A member of the node's Ticker: set once a round of ticks has reached every stream."""
+
+    def __init__(self) -> None:
+        self.ticked = asyncio.Event()
+
+    def tick(self, now: float) -> None:
+        self.ticked.set()
+
+
+async def test_a_draining_node_ends_a_stream_that_was_busy_writing() -> None:
+    async with running_node(sse_max_streams_per_client=1) as node:
+        await node.create_tenant("acme")
+        token = await node.client_token("acme", ALL)
+        await publish(node, token, 3)
+        subscriber = Subscriber()
+        waiting, socket_drained = subscriber.hold_write(1)
+        handling = asyncio.create_task(
+            node.app(replaying(token), subscriber.receive, subscriber.send)
+        )
+        async with asyncio.timeout(WAIT_S):
+            await waiting.wait()
+
+        seen = TickSeen()
+        services(node).ticker.add(seen)
+        services(node).lifecycle.draining.set()
+        async with asyncio.timeout(WAIT_S):
+            await seen.ticked.wait()  # the stream was told to end while it wrote
+        socket_drained.set()
+        async with asyncio.timeout(WAIT_S):
+            await handling
+
+        assert len(subscriber.events()) == 3
+        assert subscriber.writes[-1].startswith(b"retry: ")  # told when to come back
+        assert services(node).hub.subscriber_count == 0

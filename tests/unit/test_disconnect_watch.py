@@ -1,6 +1,7 @@
 """Watching for the client's disconnect without a task: `on_gone` is called once the ASGI
 `receive` says `http.disconnect`, never after `close`, and a `receive` that waits on something
-other than a future is still watched (by a task)."""
+other than a future is still watched (by a task), which reports a `receive` that fails as the
+client gone."""
 
 from __future__ import annotations
 
@@ -75,6 +76,24 @@ async def test_nothing_is_reported_after_close() -> None:
 
 async def test_a_receive_that_waits_without_a_future_is_watched_by_a_task() -> None:
     receive = Receive(yields_bare=True)
+    reported = asyncio.Event()
+    watch = DisconnectWatch(receive, reported.set)
+
+    receive.gone.set()
+    async with asyncio.timeout(WAIT_S):
+        await reported.wait()
+    watch.close()
+
+
+async def test_a_receive_that_fails_after_waiting_without_a_future_counts_as_gone() -> None:
+    class Failing(Receive):
+        async def __call__(self) -> dict[str, Any]:
+            message = await super().__call__()
+            if message["type"] == "http.disconnect":  # after a wait without a future
+                raise ConnectionResetError("the server's receive broke")
+            return message
+
+    receive = Failing(yields_bare=True)
     reported = asyncio.Event()
     watch = DisconnectWatch(receive, reported.set)
 

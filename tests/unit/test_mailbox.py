@@ -5,13 +5,16 @@ waiting with nothing queued can take deliveries directly, in order."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
 
 from app.delivery import Delivery
-from app.hub import EventsLost, Mailbox, SubscriberOverflow
-from app.model import ChannelKey, Event
+from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
+from app.model import ChannelKey, Event, Topic
+
+WAIT_S = 10.0
 
 
 def delivery(replay_id: int, size: int = 10) -> Delivery:
@@ -129,3 +132,76 @@ async def test_a_consumer_that_is_not_waiting_gets_its_deliveries_queued() -> No
     assert [d.replay_id for d in await mailbox.take(0)] == [1, 2]
     with pytest.raises(SubscriberOverflow):
         await mailbox.take(0)
+
+
+async def test_a_wake_while_nobody_waits_ends_the_next_wait_at_once_and_only_that_one() -> None:
+    mailbox = Mailbox(10, 1024)
+    mailbox.wake()  # the consumer is busy elsewhere: the wake must not be lost
+
+    async with asyncio.timeout(WAIT_S):
+        assert await mailbox.take(None) == []
+    waiting = asyncio.create_task(mailbox.take(None))
+    await asyncio.sleep(0)  # the task is now waiting on the mailbox
+    assert not waiting.done()  # the wake was answered once
+    mailbox.offer(delivery(1))
+    assert [d.replay_id for d in await waiting] == [1]
+
+
+async def test_deliveries_taken_leave_no_wake_behind() -> None:
+    mailbox = Mailbox(10, 1024)
+    mailbox.offer(delivery(1))  # nobody waits
+    assert [d.replay_id for d in await mailbox.take(0)] == [1]
+
+    waiting = asyncio.create_task(mailbox.take(None))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    mailbox.wake()
+    assert await waiting == []
+
+
+async def test_a_wake_while_nobody_watches_is_seen_by_the_next_watch() -> None:
+    mailbox = Mailbox(10, 1024)
+    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    mailbox.wake()
+
+    assert not mailbox.watch(waiter)  # the wake is waiting: nothing watched
+    assert mailbox.watch(waiter)  # answered once
+    mailbox.unwatch(waiter)
+
+
+async def test_a_failing_direct_consumer_keeps_the_event_from_no_other_mailbox() -> None:
+    feeds: list[Callable[[Event], None]] = []
+
+    class Source:
+        @asynccontextmanager
+        async def listen(
+            self, topic: Topic, deliver: Callable[[Event], None], missed: Callable[[], None]
+        ) -> AsyncIterator[None]:
+            feeds.append(deliver)
+            yield
+
+    def failing(delivered: Delivery) -> bool:
+        raise RuntimeError("cannot write")
+
+    handed: list[list[int]] = [[], []]
+    boxes = [Mailbox(10, 1024) for _ in range(3)]
+    boxes[0].direct = taking(handed[0])
+    boxes[1].direct = failing
+    boxes[2].direct = taking(handed[1])
+    topic = Topic("t", "/event/X")
+    async with Hub(Source()) as hub, AsyncExitStack() as stack:
+        for box in boxes:
+            await stack.enter_async_context(hub.subscribe(topic, box))
+        waiting = [asyncio.create_task(box.take(None)) for box in boxes]
+        await asyncio.sleep(0)  # every consumer now waits
+
+        feeds[0](delivery(1).event)  # in whichever order the feed visits them
+        feeds[0](delivery(2).event)
+
+        assert handed == [[1, 2], [1, 2]]
+        assert [d.replay_id for d in await waiting[1]] == [1, 2]  # queued, and woken
+        assert [box.direct is None for box in boxes] == [False, True, False]  # dropped
+        for box, task in zip((boxes[0], boxes[2]), (waiting[0], waiting[2]), strict=True):
+            assert not task.done()
+            box.wake()
+            assert await task == []
