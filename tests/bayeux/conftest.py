@@ -15,7 +15,7 @@ from app.hub import Hub
 from app.publishing import PublishService
 from app.settings import Settings
 from storage.memory import MemoryEngine
-from tests.bayeux._support import Background, BayeuxClient, Publisher
+from tests.bayeux._support import Background, BayeuxClient, CountingEngine, Publisher
 from tests.fakes import FakeClock
 
 TENANT = "acme"
@@ -38,9 +38,11 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def engine(clock: FakeClock) -> AsyncIterator[MemoryEngine]:
-    async with MemoryEngine(clock, idempotency_ttl=60) as entered:
-        yield entered
+async def engine(clock: FakeClock) -> AsyncIterator[CountingEngine]:
+    """The memory engine, counting its reads (what a test of read costs looks at)."""
+    counting = CountingEngine(clock, idempotency_ttl=60)
+    async with counting:
+        yield counting
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ channels were added (or after a while), and bounded over all tenants."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from app.bayeux import names as names_module
@@ -12,7 +10,6 @@ from app.bayeux.names import ChannelNames
 from app.model import ChannelKey
 from tests.bayeux._support import CountingEngine
 from tests.contract._support import publish_one
-from tests.fakes import FakeClock
 
 
 class Monotonic:
@@ -21,13 +18,6 @@ class Monotonic:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def engine(clock: FakeClock) -> AsyncIterator[CountingEngine]:
-    counting = CountingEngine(clock, idempotency_ttl=60)
-    async with counting:
-        yield counting
 
 
 async def publish_to(engine: CountingEngine, tenant: str, *channels: str) -> None:

@@ -6,7 +6,6 @@ the node still has."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -32,13 +31,6 @@ from tests.bayeux.test_gaps import ENDED, publish_keeping
 from tests.fakes import FakeClock
 
 X = "/event/Order_Placed__e"
-
-
-@pytest.fixture
-async def engine(clock: FakeClock) -> AsyncIterator[CountingEngine]:
-    counting = CountingEngine(clock, idempotency_ttl=60)
-    async with counting:
-        yield counting
 
 
 class Stopped:
@@ -100,41 +92,36 @@ async def test_a_connect_after_one_on_the_same_node_reads_nothing_from_the_store
     assert engine.reads == reads
 
 
-async def test_a_reply_stops_at_the_count_cap_and_the_next_gets_the_rest(
+@pytest.mark.parametrize(
+    ("cap", "payload", "queued_count", "cuts"),
+    [
+        pytest.param({"bayeux_max_reply_events": 3}, {}, 7, (3, 6), id="count"),
+        pytest.param({"bayeux_max_reply_size": 1024}, {"text": "x" * 200}, 5, (2, 4), id="bytes"),
+    ],
+)
+async def test_a_reply_stops_at_its_cap_and_the_next_gets_the_rest(
     make_server: ServerFactory,
     make_client: ClientFactory,
     background: Background,
     publish: Publisher,
     engine: CountingEngine,
+    cap: dict[str, int],
+    payload: dict[str, str],
+    queued_count: int,
+    cuts: tuple[int, int],
 ) -> None:
-    client = make_client(make_server(bayeux_max_reply_events=3))
+    """Served from the node's mailbox (no store read), a run longer than one reply's count or
+    byte cap goes out over several replies, in order, none lost."""
+    client = make_client(make_server(**cap))
     await client.start(X)
     await held_delivery(client, background, publish)
-    queued = [await publish.one(X) for _ in range(7)]
+    queued = [await publish.one(X, **payload) for _ in range(queued_count)]
     reads = engine.reads
 
     batches = [event_ids(await within(client.connect())) for _ in range(3)]
 
-    assert batches == [queued[:3], queued[3:6], queued[6:]]
-    assert engine.reads == reads
-
-
-async def test_a_reply_stops_at_the_byte_cap_and_the_next_gets_the_rest(
-    make_server: ServerFactory,
-    make_client: ClientFactory,
-    background: Background,
-    publish: Publisher,
-    engine: CountingEngine,
-) -> None:
-    client = make_client(make_server(bayeux_max_reply_size=1024))
-    await client.start(X)
-    await held_delivery(client, background, publish)
-    queued = [await publish.one(X, text="x" * 200) for _ in range(5)]
-    reads = engine.reads
-
-    batches = [event_ids(await within(client.connect())) for _ in range(3)]
-
-    assert batches == [queued[:2], queued[2:4], queued[4:]]
+    first, second = cuts
+    assert batches == [queued[:first], queued[first:second], queued[second:]]
     assert engine.reads == reads
 
 

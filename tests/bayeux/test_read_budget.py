@@ -5,10 +5,7 @@ name of the tenant each time."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from tests.bayeux._support import (
     Background,
@@ -20,16 +17,8 @@ from tests.bayeux._support import (
     within,
 )
 from tests.bayeux.conftest import ClientFactory, ServerFactory
-from tests.fakes import FakeClock
 
 X = "/event/Order_Placed__e"
-
-
-@pytest.fixture
-async def engine(clock: FakeClock) -> AsyncIterator[CountingEngine]:
-    counting = CountingEngine(clock, idempotency_ttl=60)
-    async with counting:
-        yield counting
 
 
 async def drain(client: BayeuxClient, limit: int) -> list[list[int]]:
