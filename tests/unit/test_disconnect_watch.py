@@ -10,6 +10,8 @@ import types
 from collections.abc import Generator
 from typing import Any
 
+import pytest
+
 from api.connection import DisconnectWatch
 
 WAIT_S = 10.0
@@ -74,26 +76,25 @@ async def test_nothing_is_reported_after_close() -> None:
     assert calls == []
 
 
-async def test_a_receive_that_waits_without_a_future_is_watched_by_a_task() -> None:
-    receive = Receive(yields_bare=True)
-    reported = asyncio.Event()
-    watch = DisconnectWatch(receive, reported.set)
+class _FailingAfterWait(Receive):
+    """A receive that raises where it would report the disconnect."""
 
-    receive.gone.set()
-    async with asyncio.timeout(WAIT_S):
-        await reported.wait()
-    watch.close()
+    async def __call__(self) -> dict[str, Any]:
+        message = await super().__call__()
+        if message["type"] == "http.disconnect":  # after a wait without a future
+            raise ConnectionResetError("the server's receive broke")
+        return message
 
 
-async def test_a_receive_that_fails_after_waiting_without_a_future_counts_as_gone() -> None:
-    class Failing(Receive):
-        async def __call__(self) -> dict[str, Any]:
-            message = await super().__call__()
-            if message["type"] == "http.disconnect":  # after a wait without a future
-                raise ConnectionResetError("the server's receive broke")
-            return message
-
-    receive = Failing(yields_bare=True)
+@pytest.mark.parametrize(
+    "receive_class",
+    [pytest.param(Receive, id="reports"), pytest.param(_FailingAfterWait, id="fails")],
+)
+async def test_a_receive_that_waits_without_a_future_is_watched_by_a_task(
+    receive_class: type[Receive],
+) -> None:
+    """Watched by a task instead of a callback; a receive that fails counts as gone too."""
+    receive = receive_class(yields_bare=True)
     reported = asyncio.Event()
     watch = DisconnectWatch(receive, reported.set)
 
