@@ -26,6 +26,27 @@ func closeAll(pool []*conn) {
 	}
 }
 
+// onEach runs work on every connection of pool at once and returns the first error any of
+// them ended with.
+func onEach(pool []*conn, work func(i int, c *conn) error) error {
+	errs := make([]error, len(pool))
+	var wg sync.WaitGroup
+	for i, c := range pool {
+		wg.Add(1)
+		go func(i int, c *conn) {
+			defer wg.Done()
+			errs[i] = work(i, c)
+		}(i, c)
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // publishThroughput: spec.Connections publishers as fast as the server answers, for
 // spec.WarmUpS and then spec.Seconds measured; events/s, latency and the CPU each side used.
 func publishThroughput(spec *Spec) (map[string]any, error) {
@@ -45,39 +66,29 @@ func publishThroughput(spec *Spec) (map[string]any, error) {
 		started.Done()
 	})
 	latencies := make([][]float64, len(pool))
-	errs := make([]error, len(pool))
-	var wg sync.WaitGroup
-	for i, c := range pool {
-		wg.Add(1)
-		go func(i int, c *conn) {
-			defer wg.Done()
-			p := publisher{spec: spec}
-			for {
-				begun := time.Now()
-				if !begun.Before(until) {
-					return
-				}
-				status, _, err := c.roundTrip(p.event(int(next.Add(1) - 1)))
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				if status >= 300 {
-					failures.Add(1)
-				} else if !begun.Before(measureFrom) {
-					latencies[i] = append(latencies[i], float64(time.Since(begun))/1e6)
-				}
+	err = onEach(pool, func(i int, c *conn) error {
+		p := publisher{spec: spec}
+		for {
+			begun := time.Now()
+			if !begun.Before(until) {
+				return nil
 			}
-		}(i, c)
-	}
-	wg.Wait()
+			status, _, err := c.roundTrip(p.event(int(next.Add(1) - 1)))
+			if err != nil {
+				return err
+			}
+			if status >= 300 {
+				failures.Add(1)
+			} else if !begun.Before(measureFrom) {
+				latencies[i] = append(latencies[i], float64(time.Since(begun))/1e6)
+			}
+		}
+	})
 	started.Wait()
 	seconds, generator, server := measured.end()
 	ownSeconds := generator * seconds
-	for _, err := range errs {
-		if err != nil {
-			return nil, fmt.Errorf("publishing: %w", err)
-		}
+	if err != nil {
+		return nil, fmt.Errorf("publishing: %w", err)
 	}
 	var all []float64
 	for _, l := range latencies {
@@ -118,36 +129,27 @@ func pacedPublishing(spec *Spec, connections int) (int, error) {
 	var acknowledged atomic.Int64
 	started := time.Now()
 	until := started.Add(time.Duration(spec.Seconds * float64(time.Second)))
-	errs := make([]error, connections)
-	var wg sync.WaitGroup
-	for i := range pool {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			p := publisher{spec: spec}
-			for n := i; n < total; n += connections {
-				due := started.Add(time.Duration(float64(n) / spec.Rate * float64(time.Second)))
-				if wait := time.Until(due); wait > 0 {
-					time.Sleep(wait)
-				} else if !time.Now().Before(until) {
-					return
-				}
-				status, _, err := pool[i].roundTrip(p.event(n))
-				if err != nil {
-					errs[i] = err
-					return
-				}
-				if status < 300 {
-					acknowledged.Add(1)
-				}
+	err = onEach(pool, func(i int, c *conn) error {
+		p := publisher{spec: spec}
+		for n := i; n < total; n += connections {
+			due := started.Add(time.Duration(float64(n) / spec.Rate * float64(time.Second)))
+			if wait := time.Until(due); wait > 0 {
+				time.Sleep(wait)
+			} else if !time.Now().Before(until) {
+				return nil
 			}
-		}(i)
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return 0, fmt.Errorf("paced publishing: %w", err)
+			status, _, err := c.roundTrip(p.event(n))
+			if err != nil {
+				return err
+			}
+			if status < 300 {
+				acknowledged.Add(1)
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("paced publishing: %w", err)
 	}
 	return int(acknowledged.Load()), nil
 }
@@ -160,30 +162,21 @@ func publishNumbered(spec *Spec, events, connections int) error {
 		return err
 	}
 	defer closeAll(pool)
-	errs := make([]error, connections)
-	var wg sync.WaitGroup
-	for i := range pool {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			p := publisher{spec: spec}
-			for n := i; n < events; n += connections {
-				status, body, err := pool[i].roundTrip(p.event(n))
-				if err == nil && status >= 300 {
-					err = fmt.Errorf("answered %d: %.200s", status, body)
-				}
-				if err != nil {
-					errs[i] = err
-					return
-				}
+	err = onEach(pool, func(i int, c *conn) error {
+		p := publisher{spec: spec}
+		for n := i; n < events; n += connections {
+			status, body, err := c.roundTrip(p.event(n))
+			if err == nil && status >= 300 {
+				err = fmt.Errorf("answered %d: %.200s", status, body)
 			}
-		}(i)
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return fmt.Errorf("publishing for replay: %w", err)
+			if err != nil {
+				return err
+			}
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("publishing for replay: %w", err)
 	}
 	return nil
 }
