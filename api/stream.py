@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -92,7 +92,7 @@ def _frame(item: StreamItem) -> bytes:
     return item.sse_frame()
 
 
-def _encode(items: list[StreamItem]) -> bytes:
+def _encode(items: Sequence[StreamItem]) -> bytes:
     return b"".join(_frame(item) for item in items)
 
 
@@ -133,7 +133,6 @@ class _EventStreamResponse(Response):
         "_failure",
         "_heartbeat",
         "_held",
-        "_lease",
         "_loop",
         "_metrics",
         "_next_check",
@@ -142,7 +141,6 @@ class _EventStreamResponse(Response):
         "_pending",
         "_principal",
         "_renewed",
-        "_replay",
         "_retry",
         "_send",
         "_send_timeout",
@@ -161,9 +159,7 @@ class _EventStreamResponse(Response):
         held: _Held,
         services: Services,
         principal: Principal,
-        lease: _Lease,
         opening: bytes,
-        replay: Place | None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -172,9 +168,7 @@ class _EventStreamResponse(Response):
         self._held = held
         self._services = services
         self._principal = principal
-        self._lease = lease
         self._opening = opening
-        self._replay = replay
         self._metrics = services.metrics
         self._loop = asyncio.get_running_loop()
         self._send: Send | None = None
@@ -272,15 +266,14 @@ class _EventStreamResponse(Response):
             return
         self._outbox = []
         try:
-            written = self._begin(b"".join(delivery.sse_frame() for delivery in outbox), True)
+            written = self._begin(_encode(outbox), True)
         except Exception as error:  # the stream's task raises it
             self._failure = error
             self._stream.wake()
             return
         if not written:
             self._stream.wake()
-        newest = outbox[-1].event.created_us
-        self._metrics.record_delivery(self._principal.tenant, "sse", len(outbox), newest)
+        self._record(outbox)
 
     def _begin(self, body: bytes, more: bool) -> bool:
         """Start writing `body`; True once written. The ASGI send is driven at once: it
@@ -343,9 +336,10 @@ class _EventStreamResponse(Response):
                 return False
             if self._ending is not None:
                 return self._ending != _GONE
-            if self._replay is not None and not stream.catching_up:
-                self._replay.leave()  # caught up: the replay's place goes to the next one
-                self._replay = None
+            held = self._held
+            if held.replay is not None and not stream.catching_up:
+                held.replay.leave()  # caught up: the replay's place goes to the next one
+                held.replay = None
             if items:
                 if not await self._write(_encode(items)):
                     return False
@@ -359,7 +353,7 @@ class _EventStreamResponse(Response):
                 if not await self._recheck():
                     return True
 
-    def _record(self, items: list[StreamItem]) -> None:
+    def _record(self, items: Sequence[StreamItem]) -> None:
         deliveries = [item for item in items if isinstance(item, Delivery)]
         if deliveries:
             # Lag is observed on live writes only: a replay's events are as old as asked for.
@@ -380,9 +374,10 @@ class _EventStreamResponse(Response):
         except ServiceUnavailable:
             pass  # a catalog this node has never reached: keep serving
         now = services.clock.now_us()
-        if now - self._renewed >= self._heartbeat * 1_000_000:
+        lease = self._held.lease
+        if lease is not None and now - self._renewed >= self._heartbeat * 1_000_000:
             self._renewed = now
-            await self._lease.renew()
+            await lease.renew()
         return True
 
 
@@ -491,7 +486,7 @@ async def stream(request: Request) -> Response:
     try:
         # Resuming or replaying reads history: a reconnect storm is mostly that, so it is
         # what the node admits only so many of at once.
-        replay = held.replay = None if requested == NEW_ONLY else services.replays.enter()
+        held.replay = None if requested == NEW_ONLY else services.replays.enter()
         lease = _Lease(services, tenant)
         await lease.acquire()
         held.lease = lease
@@ -514,4 +509,4 @@ async def stream(request: Request) -> Response:
         raise
     reconnecting = bool(request.headers.get("last-event-id"))
     opening = _opening(channel_stream, pattern.is_wildcard, reconnecting)
-    return _EventStreamResponse(channel_stream, held, services, principal, lease, opening, replay)
+    return _EventStreamResponse(channel_stream, held, services, principal, opening)
