@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+from collections.abc import Callable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,7 +20,7 @@ _SCHEMES = frozenset({"http", "https"})
 _FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-proto", "forwarded", "x-real-ip")
 #: The headers a trusted proxy's word is taken from (ASGI header names are lower case).
 _REWRITING_HEADERS = frozenset({b"x-forwarded-for", b"x-forwarded-proto"})
-#: Peers whose trust is remembered (a few proxies and clients; cleared when full).
+#: Peers whose trust is remembered (the least recently seen are forgotten first).
 _MAX_REMEMBERED_PEERS = 1024
 
 
@@ -39,16 +41,9 @@ class _Trusted:
         # Parsing an address costs more than the rest of the middleware, so the answer for
         # each TCP peer is kept: bounded in count, and peers are what the server reports (never
         # a header's text, which `in` judges afresh every time).
-        self._peers: dict[str, bool] = {}
-
-    def trusts_peer(self, host: str) -> bool:
-        """`host in self`, remembered: for the connection's own peer address only."""
-        known = self._peers.get(host)
-        if known is None:
-            if len(self._peers) >= _MAX_REMEMBERED_PEERS:
-                self._peers.clear()
-            known = self._peers[host] = host in self
-        return known
+        self.trusts_peer: Callable[[str], bool] = functools.lru_cache(_MAX_REMEMBERED_PEERS)(
+            self.__contains__
+        )
 
     def __contains__(self, host: str) -> bool:
         if self.everyone:
