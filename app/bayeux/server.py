@@ -463,7 +463,6 @@ class BayeuxServer:
         if final.generation != generation:
             return [reply]  # superseded meanwhile: the newer connect gets these events
         if served is not None and served.owned.mine(held):
-            served.owned.generation = generation
             served.owned.settle(held, served.synced, served.leftover)
         if batch.items:
             self._replies += 1
