@@ -660,7 +660,10 @@ class RedisEngine:
             self._sessions.pop(client_id, None)
             return None
         record, expires = _decode_session(raw)
-        self._remember(client_id, raw, record, expires, None)
+        cached = self._sessions.get(client_id)
+        # Read back as this process last wrote it: still its claim, if it had one.
+        ours = cached[3] if cached is not None and cached[0] == raw else None
+        self._remember(client_id, raw, record, expires, ours)
         return record if expires > self._now_us() else None
 
     def session_cached(self, client_id: str) -> SessionRecord | None:

@@ -73,6 +73,22 @@ async def test_a_connect_after_this_nodes_own_change_is_one_script_call(
     }
 
 
+async def test_reading_back_this_nodes_own_change_keeps_the_next_connect_uncontended(
+    nodes: tuple[RedisEngine, RedisEngine],
+) -> None:
+    first, _ = nodes
+    record = await _created(first)
+    await first.session_connect(record.client_id, SessionChange(new_generation=True), TTL_US)
+
+    assert await first.session_get(record.client_id) is not None
+    claimed = await first.session_connect(
+        record.client_id, SessionChange(new_generation=True), TTL_US
+    )
+
+    assert claimed is not None
+    assert claimed[1] is False  # no other node can hold a connect of it: none is signalled
+
+
 async def test_a_change_another_node_made_meanwhile_is_kept_and_reported(
     nodes: tuple[RedisEngine, RedisEngine],
 ) -> None:
