@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.errors import ClientGone, InvalidBody, MalformedJson, RequestTimeout, RequestTooLarge
@@ -67,33 +67,27 @@ async def read_body(request: Request, limit: int) -> bytes:
             f"({size} bytes came in time)"
         )
 
-    if deadline is not None and scope.get(_KEPT_BY_SERVER):
-        receive = request.receive
-        while True:
-            message = await receive()
-            if scope.get(_LATE):
-                raise late()
-            if message["type"] == "http.disconnect":
-                raise ClientGone("the client disconnected while sending its request")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise RequestTooLarge(f"the request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    # Where the server keeps the deadline it marks the request late and wakes the pending
+    # receive; elsewhere (in process, other servers) a timer of the request's own does.
+    kept_by_server = scope.get(_KEPT_BY_SERVER, False)
+    receive = request.receive
     try:
-        async with asyncio.timeout_at(deadline):
-            async for chunk in request.stream():
+        async with asyncio.timeout_at(None if kept_by_server else deadline):
+            while True:
+                message = await receive()
+                if scope.get(_LATE):
+                    raise late()
+                if message["type"] == "http.disconnect":
+                    raise ClientGone("the client disconnected while sending its request")
+                chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
                     raise RequestTooLarge(f"the request body exceeds the limit of {limit} bytes")
                 chunks.append(chunk)
-    except ClientDisconnect:
-        raise ClientGone("the client disconnected while sending its request") from None
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except TimeoutError:
         raise late() from None
-    return b"".join(chunks)
 
 
 async def read_json(request: Request, limit: int) -> Any:
