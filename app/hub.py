@@ -19,7 +19,7 @@ from app.delivery import CACHED_DELIVERIES, Delivery, DeliveryCache
 from app.engine import LiveSource
 from app.model import Event, Topic
 
-__all__ = ["EventsLost", "Hub", "Mailbox", "SubscriberOverflow"]
+__all__ = ["EventsLost", "Hub", "Mailbox", "SubscriberOverflow", "wake_waiter"]
 
 log = logging.getLogger("replaybus.hub")
 
@@ -101,7 +101,7 @@ class Mailbox:
         else:
             self._items.append(delivery)
             self._bytes += size
-        self._notify()
+        wake_waiter(self._waiter)  # something is buffered: the next wait sees it anyway
 
     def lose(self) -> None:
         """Live events were lost on their way (the engine could not catch up after an outage).
@@ -109,7 +109,7 @@ class Mailbox:
         EventsLost, once, and goes on with what arrived after."""
         if self._lost_at is None:
             self._lost_at = len(self._items)
-        self._notify()
+        wake_waiter(self._waiter)
 
     @property
     def lost(self) -> bool:
@@ -120,17 +120,8 @@ class Mailbox:
         """End the current wait with nothing delivered (its caller then has nothing to take),
         or, when none is under way, make the next `wait` (or `watch`) return at once: a wake
         is never lost, whatever the consumer was doing when it came."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-        else:
+        if not wake_waiter(self._waiter):
             self._woken = True
-
-    def _notify(self) -> None:
-        """End the current wait: something was buffered (the next wait sees it anyway)."""
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def __len__(self) -> int:
         """Deliveries buffered."""
@@ -170,7 +161,7 @@ class Mailbox:
         self._waiter = waiter
         # A timer that completes the waiter costs less than asyncio.timeout, which cancels
         # and uncancels the task; this runs once per delivery per subscriber.
-        timer = None if timeout is None else loop.call_later(timeout, _wake, waiter)
+        timer = None if timeout is None else loop.call_later(timeout, wake_waiter, waiter)
         try:
             await waiter
         finally:
@@ -205,9 +196,12 @@ class Mailbox:
 _DEFAULT_CACHE_BYTES = 16 * 1024 * 1024
 
 
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+def wake_waiter(waiter: asyncio.Future[None] | None) -> bool:
+    """Complete `waiter` if there is one and it is still pending; whether it was."""
+    if waiter is None or waiter.done():
+        return False
+    waiter.set_result(None)
+    return True
 
 
 class _Feed:

@@ -17,15 +17,10 @@ from contextlib import AsyncExitStack
 from app.delivery import Delivery
 from app.engine import Engine
 from app.errors import EngineUnavailable
-from app.hub import Hub, Mailbox
+from app.hub import Hub, Mailbox, wake_waiter
 from app.model import ChannelKey, Topic, Window
 
-__all__ = ["Hold", "Owned", "Windows", "wake"]
-
-
-def wake(waiter: asyncio.Future[None] | None) -> None:
-    if waiter is not None and not waiter.done():
-        waiter.set_result(None)
+__all__ = ["Hold", "Owned", "Windows"]
 
 
 class Hold:
@@ -49,7 +44,7 @@ class Hold:
 
     def end(self, reason: str) -> None:
         self.reason = reason
-        wake(self.waiter)
+        wake_waiter(self.waiter)
 
     def connected(self, generation: int) -> None:
         """A connect of `generation` began (this one's, once known, or another's)."""
@@ -110,7 +105,7 @@ class Owned:
                 topic = Topic(tenant, name)
                 await self.stack.enter_async_context(hub.subscribe(topic, self.mailbox))
         finally:
-            wake(self.opened)
+            wake_waiter(self.opened)
             self.opened = None
 
     def take(self, taker: object) -> tuple[dict[str, int], list[Delivery]]:

@@ -23,7 +23,7 @@ from app.bayeux import codec
 from app.bayeux.codec import Message
 from app.bayeux.collect import ReplyBatch, Sweep, collect
 from app.bayeux.names import ChannelNames
-from app.bayeux.owned import Hold, Owned, Windows, wake
+from app.bayeux.owned import Hold, Owned, Windows
 from app.bayeux.targets import Targets, matching, plan
 from app.catalog import Tenant
 from app.channels import ChannelPattern, is_meta, is_service, subscribable_pattern
@@ -31,7 +31,7 @@ from app.clock import Clock
 from app.delivery import Delivery
 from app.engine import Engine
 from app.errors import InvalidChannel, Overloaded, UnknownChannel
-from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow
+from app.hub import EventsLost, Hub, Mailbox, SubscriberOverflow, wake_waiter
 from app.metrics import Metrics
 from app.model import ChannelKey
 from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
@@ -706,7 +706,7 @@ class BayeuxServer:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
             hold.waiter = waiter
-            timer = loop.call_later(seconds, wake, waiter)
+            timer = loop.call_later(seconds, wake_waiter, waiter)
             try:
                 await waiter
             finally:
@@ -736,11 +736,11 @@ class BayeuxServer:
         if not mailbox.watch(waiter):
             return None
         hold.waiter = waiter
-        timer = loop.call_later(timeout, wake, waiter)
+        timer = loop.call_later(timeout, wake_waiter, waiter)
         gone: asyncio.Future[None] | None = None
         if client_gone is not None:
             gone = asyncio.ensure_future(client_gone())
-            gone.add_done_callback(lambda _: wake(waiter))
+            gone.add_done_callback(lambda _: wake_waiter(waiter))
         try:
             await waiter
         finally:
@@ -930,7 +930,7 @@ class BayeuxServer:
                 if self._draining.is_set():
                     drained = True
                     for hold in list(self._holds.values()):
-                        wake(hold.waiter)
+                        wake_waiter(hold.waiter)
             idle_since = loop.time() - self._window_us / 1_000_000
             for client_id, owned in list(self._owned.items()):
                 if owned.used < idle_since and client_id not in self._holds:
