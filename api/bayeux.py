@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from api.auth import admitted, token_from_header
 from api.body import read_body
-from api.connection import until_disconnected
+from api.connection import DisconnectWatch
 from api.services import Services
 from app.bayeux import codec
 from app.bayeux.codec import Message
@@ -69,7 +69,7 @@ async def cometd(request: Request) -> Response:
             messages,
             await credentials(request, services),
             version,
-            lambda: until_disconnected(request.receive),
+            lambda on_gone: DisconnectWatch(request.receive, on_gone),
         )
     except ServiceUnavailable as unavailable:
         if isinstance(unavailable, EngineUnavailable):

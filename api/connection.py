@@ -10,16 +10,10 @@ from typing import Any
 
 from starlette.types import Receive
 
-__all__ = ["DisconnectWatch", "Step", "resumed", "until_disconnected"]
+__all__ = ["DisconnectWatch", "Step", "resumed"]
 
 #: An awaitable's iterator (`awaitable.__await__()`), driven by hand.
 Step = Generator[Any, Any, Any]
-
-
-async def until_disconnected(receive: Receive) -> None:
-    """Return once the client has gone away (ASGI `http.disconnect`)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 @types.coroutine
@@ -96,8 +90,8 @@ class DisconnectWatch:
         self._step = None
         try:
             message = await resumed(step, waiting)
-            if message["type"] != "http.disconnect":
-                await until_disconnected(self._receive)
+            while message["type"] != "http.disconnect":
+                message = await self._receive()
         except Exception:
             pass  # a `receive` that fails: the client is as good as gone, as in `_drive`
         finally:

@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from app.access import Principal
 from app.admission import Admission, jittered
@@ -38,7 +38,7 @@ from app.recovery import ALL_RETAINED, NEW_ONLY, Gap, recover
 from app.sessions import Coverage, SessionChange, SessionRecord
 from app.settings import Settings
 
-__all__ = ["BayeuxServer", "Credentials", "new_client_id"]
+__all__ = ["BayeuxServer", "ClientWatch", "Credentials", "WatchClient", "new_client_id"]
 
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 _EVENT_UUID_SINCE = (52, 0)
@@ -52,6 +52,16 @@ def new_client_id() -> str:
         number, digit = divmod(number, 36)
         digits.append(_ALPHABET[digit])
     return "".join(digits)
+
+
+class ClientWatch(Protocol):
+    """Watches for an HTTP client going away (until `close`)."""
+
+    def close(self) -> None: ...
+
+
+#: Starts watching the request's client, calling the given function once it has gone away.
+WatchClient = Callable[[Callable[[], None]], ClientWatch]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +92,7 @@ class _Request:
     credentials: Credentials
     with_uuid: bool
     holdable: bool
-    client_gone: Callable[[], Awaitable[None]] | None
+    watch_client: WatchClient | None
     seen: set[str] = field(default_factory=set)
 
 
@@ -213,13 +223,13 @@ class BayeuxServer:
         messages: list[Message],
         credentials: Credentials,
         version: str | None,
-        client_gone: Callable[[], Awaitable[None]] | None = None,
+        watch_client: WatchClient | None = None,
     ) -> list[Message | bytes]:
         """Replies (and delivered events) for one HTTP request's messages, in order.
 
         A connect is held only when it is alone in its request, and a request gets at most one
         handshake and one connect (later ones fail), which bounds both the sessions and the
-        reply size one request can produce. `client_gone` returns when the HTTP client has gone
+        reply size one request can produce. `watch_client` watches for the HTTP client going
         away: a held connect then ends without delivering (or advancing past) anything.
         """
         parsed = api_version(version)
@@ -227,7 +237,7 @@ class BayeuxServer:
             credentials,
             with_uuid=parsed is None or parsed >= _EVENT_UUID_SINCE,
             holdable=len(messages) == 1,
-            client_gone=client_gone,
+            watch_client=watch_client,
         )
         replies: list[Message | bytes] = []
         for message in messages:
@@ -432,7 +442,7 @@ class BayeuxServer:
         ending: str | None = None
         served: _Served | None = None
         if held is not None:
-            ending, resume_at, served = await self._hold(updated, batch, context.client_gone, held)
+            ending, resume_at, served = await self._hold(updated, batch, context.watch_client, held)
             if ending == "gone":
                 return []  # nobody to answer; positions stay where they were
         else:
@@ -535,7 +545,7 @@ class BayeuxServer:
         self,
         session: SessionRecord,
         batch: ReplyBatch,
-        client_gone: Callable[[], Awaitable[None]] | None,
+        watch_client: WatchClient | None,
         hold: Hold,
     ) -> tuple[str | None, str | None, _Served | None]:
         """Listen on every subscription (through the session's mailbox on this node, kept
@@ -593,7 +603,7 @@ class BayeuxServer:
             self._end_turn(hold)
             if not pending and not len(mailbox):
                 timeout = self._timeout_ms / 1000 if complete else self._partial_hold
-                ending = await self._wait(hold, mailbox, client_gone, timeout)
+                ending = await self._wait(hold, mailbox, watch_client, timeout)
                 if ending is not None:
                     return self._abandon(batch, ending), None, None
             lazy = owned.replied + self._lazy() - asyncio.get_running_loop().time()
@@ -720,13 +730,13 @@ class BayeuxServer:
         self,
         hold: Hold,
         mailbox: Mailbox,
-        client_gone: Callable[[], Awaitable[None]] | None,
+        watch_client: WatchClient | None,
         timeout: float,
     ) -> str | None:
         """None when live events arrived (or `timeout` seconds passed); else why the hold
         ended. A newer connect wins even when events woke this one at the same moment: they
         go only to the newest connect. One future, completed by whichever comes first: no
-        task per held connect but the one watching its client."""
+        task per held connect."""
         if hold.reason is not None:
             return hold.reason
         if self._draining.is_set():
@@ -737,20 +747,23 @@ class BayeuxServer:
             return None
         hold.waiter = waiter
         timer = loop.call_later(timeout, wake_waiter, waiter)
-        gone: asyncio.Future[None] | None = None
-        if client_gone is not None:
-            gone = asyncio.ensure_future(client_gone())
-            gone.add_done_callback(lambda _: wake_waiter(waiter))
+        gone = False
+
+        def on_gone() -> None:
+            nonlocal gone
+            gone = True
+            wake_waiter(waiter)
+
+        watch = None if watch_client is None else watch_client(on_gone)
         try:
             await waiter
         finally:
             timer.cancel()
             hold.waiter = None
             mailbox.unwatch(waiter)
-            if gone is not None and not gone.done():
-                gone.cancel()
-        if gone is not None and gone.done() and not gone.cancelled():
-            gone.exception()  # retrieved: the client is gone either way
+            if watch is not None:
+                watch.close()
+        if gone:
             return "gone"
         if hold.ending() is not None:
             return hold.reason
