@@ -255,26 +255,29 @@ def create_app(
     # The hot paths, publishing and Bayeux long-polling: answered by `DirectRoutes` (tried in
     # this order), listed in the router all the same (its 405 answers and the route table stay
     # as they were).
-    direct = [
-        Route("/v1/events/{channel:path}", events.publish, methods=["POST"]),
+    publish = [Route("/v1/events/{channel:path}", events.publish, methods=["POST"])]
+    salesforce_publish = [
         Route("/services/data/{version}/sobjects/{name}", salesforce.sobject, methods=["POST"]),
         Route("/services/data/{version}/sobjects/{name}/", salesforce.sobject, methods=["POST"]),
+    ]
+    long_polling = [
         Route("/cometd", bayeux.cometd, methods=["POST"]),
         Route("/cometd/replay/{version}", bayeux.cometd, methods=["POST"]),
         Route("/cometd/{version}", bayeux.cometd, methods=["POST"]),
         Route("/cometd/{version}/{suffix:path}", bayeux.cometd, methods=["POST"]),
     ]
+    direct = [*publish, *salesforce_publish, *long_polling]
     routes = [
         Route("/services/oauth2/token", oauth.token, methods=["POST"]),
         Route("/v1/oauth/token", oauth.token, methods=["POST"]),
         Route("/services/oauth2/revoke", oauth.revoke, methods=["POST"]),
         Route("/.well-known/jwks.json", oauth.jwks, methods=["GET"]),
-        direct[0],
+        *publish,
         Route("/v1/events/{channel:path}", events.history, methods=["GET"]),
         Route("/v1/channels/{channel:path}/schema", events.channel_schema, methods=["GET"]),
         Route("/v1/channels/{channel:path}", events.channel_window, methods=["GET"]),
         Route("/v1/stream/{channel:path}", stream.stream, methods=["GET"]),
-        *direct[1:3],
+        *salesforce_publish,
         Route(
             "/services/data/{version}/event/eventSchema/{schema_id}",
             salesforce.event_schema,
@@ -285,7 +288,7 @@ def create_app(
             salesforce.composite_sobjects,
             methods=["POST"],
         ),
-        *direct[3:],
+        *long_polling,
         *admin.routes,
         Route("/openapi.json", openapi.openapi, methods=["GET"]),
         Route("/healthz", ops.healthz, methods=["GET"]),
